@@ -1,0 +1,1 @@
+"""What more than one attnlab module needs, and nothing else."""

@@ -1,0 +1,65 @@
+"""What every attnlab command shares: the parser class with one-line errors, the common flags, typed
+argument checks and the way results are printed (``--json``: one JSON object on stdout, nothing else)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+from .atomic import _jsonable
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (exit code 2) instead of usage plus message."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """The flags every command takes (used as a parent parser)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("common options")
+    g.add_argument("--seed", type=nonneg_int, default=0, help="random seed, recorded with the run (default 0)")
+    g.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: torch's)")
+    g.add_argument("--json", action="store_true", help="print one machine-readable JSON object on stdout")
+    g.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    return p
+
+
+def add_out(p: argparse.ArgumentParser, default: str | None = None, required: bool = False, what: str = "output") -> None:
+    p.add_argument("-o", "--out", default=default, required=required, help=f"{what} path" +
+                   (f" (default {default})" if default else ""))
+
+
+def _typed(kind: Callable[[str], Any], check: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+positive_int = _typed(int, lambda v: v > 0, "a positive integer")
+nonneg_int = _typed(int, lambda v: v >= 0, "a non-negative integer")
+positive_float = _typed(float, lambda v: v > 0, "a positive number")
+
+
+def emit(args: argparse.Namespace, result: dict[str, Any], text: str | None = None) -> None:
+    """Print ``result`` as JSON with ``--json``, else ``text`` (or a key: value listing)."""
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(result, default=_jsonable) + "\n")
+    elif text is not None:
+        print(text)
+    else:
+        width = max((len(k) for k in result), default=0)
+        for k, v in result.items():
+            print(f"{k:<{width}}  {v}")

@@ -1,0 +1,97 @@
+"""Seeding, thread pinning, device choice and the environment record every run carries."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .errors import AttnlabError
+
+#: Packages whose versions go into every run record (absent ones are recorded as None).
+RECORDED_PACKAGES = ("attnlab", "torch", "numpy", "scipy", "transformers", "safetensors", "peft",
+                     "pycocotools", "matplotlib", "gguf")
+
+
+def seed_everything(seed: int) -> int:
+    """Seed Python, numpy and torch (CPU and CUDA) with ``seed``; returns it for recording."""
+    if not isinstance(seed, int) or seed < 0:
+        raise AttnlabError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        pass
+    import torch
+
+    torch.manual_seed(seed)
+    return seed
+
+
+def set_threads(threads: int | None) -> int:
+    """Pin torch's intra-op threads (None keeps the current count); returns the count in effect."""
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise AttnlabError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def choose_device(preference: str = "auto") -> str:
+    """'auto' picks cuda when available, else cpu; an explicit device that is absent is an error."""
+    import torch
+
+    if preference == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise AttnlabError(f"device {preference!r} requested but no CUDA GPU is available (use --device cpu)")
+    if preference not in ("cpu",) and not preference.startswith("cuda"):
+        raise AttnlabError(f"unknown device {preference!r} (use auto, cpu or cuda[:N])")
+    return preference
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    """The commit of the attnlab checkout this code runs from, when it is a git checkout."""
+    root = Path(__file__).resolve().parents[3]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment() -> dict[str, Any]:
+    """What this run ran with: versions, machine, threads, device. Recorded in every run record."""
+    import torch
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "git_commit": git_commit(),
+        "argv": sys.argv[1:],
+    }
+    env["versions"] = {name: package_version(name) for name in RECORDED_PACKAGES}
+    return env
