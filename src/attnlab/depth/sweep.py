@@ -1,0 +1,353 @@
+"""Fixed-budget depth sweeps: train a (budget x depth x seed) grid of small LMs, one JSONL line per model.
+
+For each non-embedding budget N and depth L the width is ``sqrt(N / 12L)`` (Kaplan's count, Levine et
+al. Sec. 4), snapped so the head count divides it; the *actual* count of the built model is recorded and
+a shape more than ``tolerance`` away from N is refused. Every model sees the same number of training
+tokens (character-level text), and is scored by its held-out loss. The analysis takes the best depth
+per budget with its spread across seeds, and fits ``ln d* = a + b L*`` as the paper does (Levine et
+al. 2020, Sec. 4; fit a = 5.039, b = 0.0555).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ..core.atomic import append_jsonl, atomic_write_json, read_jsonl
+from ..core.errors import AttnlabError
+
+RESULTS = "results.jsonl"
+CONFIG = "config.json"
+#: Fields that may grow between runs into the same directory (the grid); the rest must match.
+GRID_FIELDS = ("budgets", "depths", "seeds", "workers")
+
+
+@dataclass
+class SweepConfig:
+    """A sweep: the grid, the text, and the training recipe every model shares."""
+
+    budgets: list[int]
+    depths: list[int]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    text: str = "builtin"
+    tokens: int = 500_000  # training tokens per model (equal for every model)
+    batch_size: int = 32
+    seq_len: int = 64
+    lr: float = 3e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    head_dim: int = 16
+    tolerance: float = 0.1
+    eval_tokens: int = 65_536
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("budgets", "depths", "seeds"):
+            values = getattr(self, name)
+            if not isinstance(values, list) or not values or not all(isinstance(v, int) for v in values):
+                raise AttnlabError(f"sweep config: {name} must be a non-empty list of integers, got {values!r}")
+        if min(self.budgets) < 1 or min(self.depths) < 1 or min(self.seeds) < 0:
+            raise AttnlabError("sweep config: budgets and depths must be positive and seeds non-negative")
+        for name in ("tokens", "batch_size", "seq_len", "head_dim", "eval_tokens", "workers"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise AttnlabError(f"sweep config: {name} must be a positive integer, got {getattr(self, name)!r}")
+        if not 0 < self.tolerance < 1:
+            raise AttnlabError(f"sweep config: tolerance must be in (0, 1), got {self.tolerance}")
+        if self.tokens < self.batch_size * self.seq_len:
+            raise AttnlabError(f"sweep config: tokens ({self.tokens}) is less than one batch "
+                               f"({self.batch_size} x {self.seq_len})")
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // (self.batch_size * self.seq_len)
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Read a YAML sweep config (keys are :class:`SweepConfig`'s fields); unknown keys are an error."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise AttnlabError(f"sweep config not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise AttnlabError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise AttnlabError(f"{path}: expected a mapping of sweep settings")
+    known = {f.name for f in fields(SweepConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise AttnlabError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    try:
+        return SweepConfig(**data)
+    except TypeError as e:
+        raise AttnlabError(f"{path}: {e}") from None
+
+
+def non_embedding_count(depth: int, width: int) -> int:
+    """Exact non-embedding parameters of :class:`attnlab.depth.model.GPT`: ``L(12d^2 + 13d) + 2d``."""
+    return depth * (12 * width * width + 13 * width) + 2 * width
+
+
+def shape_for_budget(budget: int, depth: int, head_dim: int = 16, tolerance: float = 0.1) -> tuple[int, int, int]:
+    """(width, heads, exact non-embedding count) of the depth-``depth`` model closest to ``budget``.
+
+    Heads are within one of ``width / head_dim`` (at least 1) and divide the width; a shape whose
+    exact count misses the budget by more than ``tolerance`` is a one-line error.
+    """
+    ideal = math.sqrt(budget / (12 * depth))
+    near = max(1, round(ideal / head_dim))
+    candidates = [(h * k, h) for h in {max(1, near - 1), near, near + 1}
+                  for k in {max(1, math.floor(ideal / h)), math.ceil(ideal / h)}]
+    width, heads = min(candidates, key=lambda s: (abs(non_embedding_count(depth, s[0]) - budget),
+                                                  abs(s[0] / s[1] - head_dim)))
+    n = non_embedding_count(depth, width)
+    if abs(n - budget) > tolerance * budget:
+        raise AttnlabError(f"budget {budget} is too small for depth {depth}: the nearest model (width {width}) has "
+                           f"{n} non-embedding parameters, more than {tolerance:.0%} off (raise the budget or lower the depth)")
+    return width, heads, n
+
+
+def grid(config: SweepConfig) -> list[dict[str, Any]]:
+    """The jobs of ``config``, seed-major (every budget and depth once before the next seed)."""
+    jobs = []
+    for seed in config.seeds:
+        for budget in config.budgets:
+            for depth in config.depths:
+                width, heads, n = shape_for_budget(budget, depth, config.head_dim, config.tolerance)
+                jobs.append({"key": job_key(budget, depth, seed), "budget": budget, "depth": depth, "seed": seed,
+                             "width": width, "heads": heads, "non_embedding": n})
+    return jobs
+
+
+def job_key(budget: int, depth: int, seed: int) -> str:
+    return f"N{budget}-L{depth}-s{seed}"
+
+
+# ---------------------------------------------------------------- data: character-level text
+
+
+class CharCorpus:
+    """Character-level tokens of a text source: vocabulary from the training split (+ one unknown id)."""
+
+    def __init__(self, source: str = "builtin"):
+        from ..core.text import load_texts
+
+        train = "\n\n".join(load_texts(source, "calibration"))
+        heldout = "\n\n".join(load_texts(source, "heldout")) if source == "builtin" else None
+        if heldout is None:  # a local file: hold out its last 10%
+            cut = int(0.9 * len(train))
+            train, heldout = train[:cut], train[cut:]
+        self.chars = [c for c, _ in Counter(train).most_common()]
+        index = {c: i + 1 for i, c in enumerate(self.chars)}  # 0 = unknown
+        import torch
+
+        self.train = torch.tensor([index.get(c, 0) for c in train], dtype=torch.long)
+        self.heldout = torch.tensor([index.get(c, 0) for c in heldout], dtype=torch.long)
+
+    @property
+    def vocab(self) -> int:
+        return len(self.chars) + 1
+
+
+_CORPORA: dict[str, CharCorpus] = {}
+
+
+def corpus(source: str) -> CharCorpus:
+    """The encoded corpus for ``source``, built once per process."""
+    if source not in _CORPORA:
+        _CORPORA[source] = CharCorpus(source)
+    return _CORPORA[source]
+
+
+# ---------------------------------------------------------------- training one model
+
+
+def _lr_at(step: int, config: SweepConfig) -> float:
+    """Linear warmup, then cosine decay to 10% of the peak."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+
+def heldout_loss(model, tokens, seq_len: int, max_tokens: int, batch_size: int = 64) -> float:
+    """Mean next-token cross-entropy (nats) over the first ``max_tokens`` held-out tokens, in windows."""
+    import torch
+
+    n = min(max_tokens, len(tokens) - 1) // seq_len
+    x = tokens[: n * seq_len].view(n, seq_len)
+    y = tokens[1: n * seq_len + 1].view(n, seq_len)
+    total = 0.0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, n, batch_size):
+            _, loss = model(x[i:i + batch_size], y[i:i + batch_size])
+            total += loss.item() * len(x[i:i + batch_size])
+    model.train()
+    return total / n
+
+
+def train_one(job: dict[str, Any], config: SweepConfig) -> dict[str, Any]:
+    """Train one model of ``job``'s shape on ``config.tokens`` tokens; its result line (held-out loss etc.)."""
+    import torch
+
+    from ..core.runtime import seed_everything
+    from .model import GPT
+
+    data = corpus(config.text)
+    seed_everything(job["seed"])
+    model = GPT(data.vocab, config.seq_len, job["depth"], job["width"], job["heads"])
+    assert model.non_embedding_parameters() == job["non_embedding"]
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                             {"params": other, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
+    gen = torch.Generator().manual_seed(job["seed"])
+    last = len(data.train) - config.seq_len - 1
+    t0 = time.perf_counter()
+    train_losses = []
+    for step in range(config.steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, config)
+        starts = torch.randint(0, last, (config.batch_size,), generator=gen)
+        offs = starts[:, None] + torch.arange(config.seq_len + 1)
+        batch = data.train[offs]
+        _, loss = model(batch[:, :-1], batch[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        train_losses.append(loss.item())
+    train_s = time.perf_counter() - t0
+    tail = max(1, len(train_losses) // 10)
+    return {**job, "vocab": data.vocab, "total_parameters": sum(p.numel() for p in model.parameters()),
+            "tokens": config.steps * config.batch_size * config.seq_len, "steps": config.steps,
+            "train_loss": float(np.mean(train_losses[-tail:])),
+            "heldout_loss": heldout_loss(model, data.heldout, config.seq_len, config.eval_tokens),
+            "train_seconds": round(train_s, 2), "tokens_per_second": round(config.steps * config.batch_size
+                                                                            * config.seq_len / train_s, 1),
+            "threads": torch.get_num_threads()}
+
+
+def _worker(args: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)  # one thread per worker process: the box's cores are shared
+    job, config = args
+    return train_one(job, SweepConfig(**config))
+
+
+# ---------------------------------------------------------------- the resumable sweep
+
+
+def _check_directory_config(out: Path, config: SweepConfig) -> None:
+    """Refuse to mix results of different training recipes in one directory; the grid may grow."""
+    path = out / CONFIG
+    current = asdict(config)
+    if path.exists():
+        import json
+
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        diff = sorted(k for k in current if k not in GRID_FIELDS and saved.get(k) != current[k])
+        if diff:
+            raise AttnlabError(f"{out} holds a sweep with a different recipe ({', '.join(diff)} differ): "
+                               "use a new output directory")
+    atomic_write_json(path, current)
+
+
+def run_sweep(config: SweepConfig, out: str | Path, workers: int | None = None,
+              progress: bool = True, limit: int | None = None,
+              on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Train every job of ``config`` not yet in ``out/results.jsonl``, appending one line per model.
+
+    Resumable: an interrupted sweep rerun with the same directory skips finished jobs. ``workers``
+    processes (1 torch thread each) train in parallel; ``limit`` stops after that many new models.
+    Returns all result lines for the config's grid.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_directory_config(out, config)
+    jobs = grid(config)
+    done = {r["key"] for r in read_jsonl(out / RESULTS)}
+    pending = [j for j in jobs if j["key"] not in done][:limit]
+    workers = workers or config.workers
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), initial=len(jobs) - len([j for j in jobs if j["key"] not in done]),
+                   desc="depth sweep", unit="model", file=sys.stderr)
+    cfg = asdict(config)
+    work = [(job, cfg) for job in pending]
+    results: Iterable[dict[str, Any]]
+    pool = None
+    if workers > 1 and len(work) > 1:
+        pool = mp.get_context("spawn").Pool(min(workers, len(work)))
+        results = pool.imap_unordered(_worker, work)
+    else:
+        results = (train_one(job, config) for job, _ in work)
+    try:
+        for row in results:
+            append_jsonl(out / RESULTS, row)
+            if on_result:
+                on_result(row)
+            if bar:
+                bar.set_postfix_str(f"{row['key']} loss {row['heldout_loss']:.3f}")
+                bar.update(1)
+    finally:
+        if pool:
+            pool.terminate()
+        if bar:
+            bar.close()
+    keys = {j["key"] for j in jobs}
+    return [r for r in read_jsonl(out / RESULTS) if r["key"] in keys]
+
+
+# ---------------------------------------------------------------- analysis
+
+
+def analyze(rows: list[dict[str, Any]], bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Per budget: mean/std held-out loss per depth over seeds, the best depth, and how often each depth
+    wins when one seed is resampled per (budget, depth) (bootstrap). Then the fit ``ln d* = a + b L*``
+    over the budgets' best shapes, next to Levine et al.'s (5.039, 0.0555)."""
+    if not rows:
+        raise AttnlabError("no sweep results to analyse (run `attnlab depth sweep` first)")
+    rng = np.random.default_rng(seed)
+    budgets = []
+    for budget in sorted({r["budget"] for r in rows}):
+        by_depth: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            if r["budget"] == budget:
+                by_depth.setdefault(r["depth"], []).append(r)
+        depths = sorted(by_depth)
+        losses = [np.array([r["heldout_loss"] for r in by_depth[L]]) for L in depths]
+        means = np.array([x.mean() for x in losses])
+        best = int(np.argmin(means))
+        draws = np.array([[rng.choice(x) for x in losses] for _ in range(bootstrap)])
+        wins = np.bincount(draws.argmin(axis=1), minlength=len(depths)) / bootstrap
+        budgets.append({
+            "budget": budget,
+            "depths": [{"depth": L, "width": by_depth[L][0]["width"], "heads": by_depth[L][0]["heads"],
+                        "non_embedding": by_depth[L][0]["non_embedding"], "seeds": len(x),
+                        "mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else None,
+                        "p_best": float(w)} for L, x, w in zip(depths, losses, wins)],
+            "best_depth": depths[best], "best_width": by_depth[depths[best]][0]["width"],
+            "best_p": float(wins[best]),
+        })
+    best = [(b["best_depth"], b["best_width"]) for b in budgets]
+    fit = None
+    if len({L for L, _ in best}) >= 2:
+        b, a = np.polyfit([L for L, _ in best], [math.log(d) for _, d in best], 1)
+        fit = {"a": float(a), "b": float(b)}
+    return {"budgets": budgets, "fit": fit, "paper_fit": {"a": 5.039, "b": 0.0555},
+            "models": len(rows), "seeds": sorted({r["seed"] for r in rows})}
