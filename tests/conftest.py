@@ -17,3 +17,28 @@ def run_cli(capsys):
         return rc, out.out, out.err
 
     return run
+
+
+TINY = dict(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4)
+
+
+@pytest.fixture
+def tiny_model():
+    """A tiny randomly initialised model of a supported family (3 layers, d=32), in eval mode."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    def build(model_type: str, seed: int = 0, **overrides):
+        kw = dict(TINY)
+        if model_type == "gpt2":
+            kw = dict(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=128)
+        elif model_type == "bert":
+            kw.update(intermediate_size=64, max_position_embeddings=128)
+        else:
+            kw.update(intermediate_size=64, num_key_value_heads=2, max_position_embeddings=128)
+        kw.update(overrides)
+        config = AutoConfig.for_model(model_type, **kw)
+        torch.manual_seed(seed)
+        model = (AutoModel if model_type == "bert" else AutoModelForCausalLM).from_config(config)
+        return model.eval()
+
+    return build

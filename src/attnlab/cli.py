@@ -18,8 +18,9 @@ from .core.errors import AttnlabError
 
 
 def available_modules() -> list[str]:
-    """The module subpackages present in this installation, in tour order."""
-    return [m for m in MODULES if importlib.util.find_spec(f"attnlab.{m}") is not None]
+    """The module subpackages present in this installation (those with a ``cli.py``), in tour order."""
+    return [m for m in MODULES
+            if importlib.util.find_spec(f"attnlab.{m}") is not None and importlib.util.find_spec(f"attnlab.{m}.cli")]
 
 
 def build_parser() -> Parser:

@@ -3,7 +3,7 @@ import torch
 
 from attnlab.core import models
 from attnlab.core.errors import AttnlabError
-from attnlab.core.hf import FAMILIES, decoder_layers, family_of
+from attnlab.core.hf import FAMILIES, decoder_layers, family_of, first_tensor
 
 
 def test_cache_dir_respects_xdg(monkeypatch, tmp_path):
@@ -40,36 +40,27 @@ def test_checkpoint_dir_errors(tmp_path):
     assert models.checkpoint_dir(tmp_path) == tmp_path
 
 
-def _tiny(model_type):
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    cfg = AutoConfig.for_model(model_type, vocab_size=64, hidden_size=32, intermediate_size=64,
-                               num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2)
-    return AutoModelForCausalLM.from_config(cfg)
-
-
 @pytest.mark.parametrize("model_type", sorted(FAMILIES))
-def test_decoder_layers_of_llama_family(model_type):
-    model = _tiny(model_type)
+def test_layers_and_taps_of_each_family(model_type, tiny_model):
+    model = tiny_model(model_type)
     layers = decoder_layers(model)
     assert [l.index for l in layers] == [0, 1, 2]
-    for layer in layers:
-        assert layer.attention is layer.block.self_attn
-        assert layer.attention_norm is layer.block.input_layernorm
-    # the attention found is the one the forward pass uses
-    seen = []
-    hook = layers[1].attention.register_forward_hook(lambda m, i, o: seen.append(o[0].shape))
-    model(torch.zeros(1, 5, dtype=torch.long))
-    hook.remove()
-    assert seen == [torch.Size([1, 5, 32])]
+    seen = {}
+    hooks = [layers[1].x_tap.register_forward_pre_hook(lambda m, a, k: seen.setdefault("x", (a or (k["hidden_states"],))[0].shape), with_kwargs=True),
+             layers[1].a_tap.register_forward_hook(lambda m, i, o: seen.setdefault("a", first_tensor(o).shape))]
+    model(torch.zeros(2, 5, dtype=torch.long))
+    for h in hooks:
+        h.remove()
+    assert seen == {"x": torch.Size([2, 5, 32]), "a": torch.Size([2, 5, 32])}
 
 
 def test_unsupported_family_lists_supported():
-    from transformers import GPT2Config, GPT2LMHeadModel
+    class Mamba:
+        class config:
+            model_type = "mamba"
 
-    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32))
-    with pytest.raises(AttnlabError, match=r"unsupported architecture 'gpt2' \(supported: llama, mistral, qwen2\)"):
-        family_of(model)
+    with pytest.raises(AttnlabError, match=r"unsupported architecture 'mamba' \(supported: bert, gpt2, llama, mistral, qwen2\)"):
+        family_of(Mamba())
 
 
 @pytest.mark.slow

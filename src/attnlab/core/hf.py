@@ -1,8 +1,9 @@
 """The one adapter over transformers internals: where each supported family keeps its decoder layers,
-their attention and the attention's input norm; loading local or packaged checkpoints.
+the residual stream entering a layer's attention, the attention output before the residual add, and
+which modules to swap to replace that attention; plus loading local or packaged checkpoints.
 
 Every other module asks this file, never ``model.model.layers`` directly, so a new family is one entry
-in :data:`FAMILIES`. The Llama family is here; others (GPT-2, BERT-style encoders) arrive with ``nbl``.
+in :data:`FAMILIES`.
 """
 
 from __future__ import annotations
@@ -16,61 +17,109 @@ from .models import checkpoint_dir
 
 @dataclass(frozen=True)
 class Family:
-    """Attribute paths inside a model of one family (dotted, from the top-level model)."""
+    """Dotted attribute paths of one family's parts (``layers`` from the model, the rest from a layer).
 
-    layers: str          # the ModuleList of decoder layers
-    attention: str       # inside a layer: the self-attention module
-    attention_norm: str  # inside a layer: the norm applied to the attention's input (pre-norm)
-    pre_norm: bool = True
+    X, the residual stream entering the attention sub-layer, is the *input* of ``x_tap``; A, the attention
+    output before the residual add, is the (first) *output* of ``a_tap``. Replacing the attention by a
+    token-wise map swaps ``attention`` for a module returning ``(map(X), None)`` and ``bypass`` for
+    identities, so that the layer computes ``norm?(X + map(X))`` with its own residual and norms.
+    """
+
+    layers: str
+    attention: str           # the module swapped for the affine map (it receives X once `bypass` is identity)
+    x_tap: str               # the module whose input is X
+    a_tap: str               # the module whose output is A
+    bypass: tuple[str, ...]  # modules replaced by identity (the pre-norm; BERT's output projection)
+    causal: bool = True      # a causal LM (perplexity, generate) or an encoder
+    norm: str = "pre"        # "pre" (norm inside the residual branch) or "post" (norm after the add)
 
 
-_LLAMA = Family(layers="model.layers", attention="self_attn", attention_norm="input_layernorm")
+_LLAMA = Family(layers="model.layers", attention="self_attn", x_tap="input_layernorm", a_tap="self_attn",
+                bypass=("input_layernorm",))
+_GPT2 = Family(layers="transformer.h", attention="attn", x_tap="ln_1", a_tap="attn", bypass=("ln_1",))
+# BERT (post-LN): attention.output computes LayerNorm(dense(context) + X); A is dense's output, and the map
+# replaces self-attention + dense together, keeping the post-attention LayerNorm.
+_BERT = Family(layers="encoder.layer", attention="attention.self", x_tap="attention", a_tap="attention.output.dense",
+               bypass=("attention.output.dense",), causal=False, norm="post")
 
 #: config.model_type -> where its parts live. Llama, Mistral, Qwen2 and SmolLM2 (a Llama) share a layout.
-FAMILIES: dict[str, Family] = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA}
+FAMILIES: dict[str, Family] = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "gpt2": _GPT2, "bert": _BERT}
 
 
 @dataclass
 class DecoderLayer:
     index: int
-    block: "object"           # the whole decoder layer (torch.nn.Module)
-    attention: "object"       # its self-attention
-    attention_norm: "object"  # the norm in front of the attention
+    block: "object"      # the whole layer (torch.nn.Module)
+    attention: "object"  # the module that `replace_attention` swaps
+    x_tap: "object"      # its input is X
+    a_tap: "object"      # its output is A
 
 
-def _getattr_path(obj, path: str):
+def get_path(obj, path: str):
     for part in path.split("."):
         obj = getattr(obj, part)
     return obj
 
 
+def set_path(obj, path: str, value) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(get_path(obj, parent) if parent else obj, name, value)
+
+
 def family_of(model) -> Family:
-    """The layout of ``model``'s family, or a one-line error listing the supported ones."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    """The layout of the family of ``model`` (a model or its config), or a one-line error listing the supported."""
+    model_type = getattr(getattr(model, "config", model), "model_type", None)
     if model_type not in FAMILIES:
         raise AttnlabError(f"unsupported architecture {model_type!r} (supported: {', '.join(sorted(FAMILIES))})")
     return FAMILIES[model_type]
 
 
 def decoder_layers(model) -> list[DecoderLayer]:
-    """The decoder layers of ``model`` with their attention and attention norm, in order."""
+    """The layers of ``model`` with the modules that carry X and A, in order."""
     fam = family_of(model)
-    layers = _getattr_path(model, fam.layers)
-    return [DecoderLayer(i, block, _getattr_path(block, fam.attention), _getattr_path(block, fam.attention_norm))
-            for i, block in enumerate(layers)]
+    return [DecoderLayer(i, block, get_path(block, fam.attention), get_path(block, fam.x_tap), get_path(block, fam.a_tap))
+            for i, block in enumerate(get_path(model, fam.layers))]
 
 
-def load_causal_lm(spec: str | Path, dtype: str = "float32"):
-    """(model, tokenizer) for a packaged name (e.g. ``smollm2``) or a local HF directory, in eval mode."""
+def replace_attention(model, index: int, module) -> None:
+    """Swap layer ``index``'s attention for ``module`` (called as ``module(X, ...)``, returning ``(out, None)``)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    fam = family_of(model)
+    block = get_path(model, fam.layers)[index]
+    for path in fam.bypass:
+        set_path(block, path, torch.nn.Identity())
+    set_path(block, fam.attention, module)
+
+
+def first_tensor(output):
+    """A module's output tensor: transformers returns a tensor or a tuple whose first item is the tensor."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def load_model(spec: str | Path, dtype: str = "float32"):
+    """(model, tokenizer) for a packaged name (``smollm2``, ``minilm``) or a local HF directory, in eval mode.
+    Causal families load with their LM head; encoders as the bare encoder."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     path = checkpoint_dir(spec)
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise AttnlabError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-    family_of(model)  # refuse unsupported families up front, with the list of supported ones
+    config = AutoConfig.from_pretrained(path)
+    fam = family_of(config)  # refuse unsupported families before loading any weights
+    loader = AutoModelForCausalLM if fam.causal else AutoModel
+    model = loader.from_pretrained(path, dtype=torch_dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model.eval()
     return model, tokenizer
+
+
+def load_causal_lm(spec: str | Path, dtype: str = "float32"):
+    """(model, tokenizer) of a causal LM; an encoder is refused with a one-line error."""
+    model, tokenizer = load_model(spec, dtype)
+    if not family_of(model).causal:
+        raise AttnlabError(f"{spec}: is an encoder ({model.config.model_type}), not a causal language model")
+    return model, tokenizer
+
