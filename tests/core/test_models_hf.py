@@ -46,8 +46,14 @@ def test_layers_and_taps_of_each_family(model_type, tiny_model):
     layers = decoder_layers(model)
     assert [l.index for l in layers] == [0, 1, 2]
     seen = {}
-    hooks = [layers[1].x_tap.register_forward_pre_hook(lambda m, a, k: seen.setdefault("x", (a or (k["hidden_states"],))[0].shape), with_kwargs=True),
-             layers[1].a_tap.register_forward_hook(lambda m, i, o: seen.setdefault("a", first_tensor(o).shape))]
+
+    def on_x(module, args, kwargs):
+        seen["x"] = (args or (kwargs["hidden_states"],))[0].shape
+
+    def on_a(module, inputs, output):
+        seen["a"] = first_tensor(output).shape
+
+    hooks = [layers[1].x_tap.register_forward_pre_hook(on_x, with_kwargs=True), layers[1].a_tap.register_forward_hook(on_a)]
     model(torch.zeros(2, 5, dtype=torch.long))
     for h in hooks:
         h.remove()
