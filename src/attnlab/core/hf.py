@@ -98,28 +98,29 @@ def first_tensor(output):
 
 
 def load_model(spec: str | Path, dtype: str = "float32"):
-    """(model, tokenizer) for a packaged name (``smollm2``, ``minilm``) or a local HF directory, in eval mode.
+    """The model of a packaged name (``smollm2``, ``minilm``) or a local HF directory, in eval mode.
     Causal families load with their LM head; encoders as the bare encoder."""
     import torch
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     path = checkpoint_dir(spec)
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise AttnlabError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)")
-    config = AutoConfig.from_pretrained(path)
-    fam = family_of(config)  # refuse unsupported families before loading any weights
+    fam = family_of(AutoConfig.from_pretrained(path))  # refuse unsupported families before loading weights
     loader = AutoModelForCausalLM if fam.causal else AutoModel
-    model = loader.from_pretrained(path, dtype=torch_dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model.eval()
-    return model, tokenizer
+    return loader.from_pretrained(path, dtype=torch_dtype).eval()
+
+
+def load_tokenizer(spec: str | Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(checkpoint_dir(spec))
 
 
 def load_causal_lm(spec: str | Path, dtype: str = "float32"):
     """(model, tokenizer) of a causal LM; an encoder is refused with a one-line error."""
-    model, tokenizer = load_model(spec, dtype)
+    model = load_model(spec, dtype)
     if not family_of(model).causal:
         raise AttnlabError(f"{spec}: is an encoder ({model.config.model_type}), not a causal language model")
-    return model, tokenizer
-
+    return model, load_tokenizer(spec)

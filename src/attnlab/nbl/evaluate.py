@@ -1,0 +1,53 @@
+"""How much a linearized model differs from the original, on held-out text disjoint from calibration:
+perplexity, top-1 next-token agreement and greedy-continuation agreement."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from tqdm import tqdm
+
+
+@torch.no_grad()
+def perplexity(model, blocks: torch.Tensor, batch_size: int = 8, progress: bool = False) -> float:
+    """exp(mean next-token NLL) over every position of every block."""
+    nll, count = 0.0, 0
+    for b in tqdm(range(0, len(blocks), batch_size), desc="perplexity", disable=not progress):
+        batch = blocks[b:b + batch_size].to(model.device)
+        logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
+        nll += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
+                                                 reduction="sum").item()
+        count += batch[:, 1:].numel()
+    return math.exp(nll / count)
+
+
+@torch.no_grad()
+def compare(model, reference, blocks: torch.Tensor, batch_size: int = 8, progress: bool = False) -> dict[str, float]:
+    """Perplexity of both models and the share of positions where their argmax next token agrees."""
+    nll = {"model": 0.0, "reference": 0.0}
+    agree, count = 0, 0
+    for b in tqdm(range(0, len(blocks), batch_size), desc="evaluate", disable=not progress):
+        batch = blocks[b:b + batch_size].to(model.device)
+        targets = batch[:, 1:].reshape(-1)
+        top = {}
+        for name, m in (("model", model), ("reference", reference)):
+            logits = m(input_ids=batch, use_cache=False).logits[:, :-1].float().reshape(-1, m.config.vocab_size)
+            nll[name] += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
+            top[name] = logits.argmax(-1)
+        agree += int((top["model"] == top["reference"]).sum())
+        count += targets.numel()
+    return {"perplexity": math.exp(nll["model"] / count), "reference_perplexity": math.exp(nll["reference"] / count),
+            "top1_agreement": agree / count, "eval_tokens": count}
+
+
+@torch.no_grad()
+def greedy_agreement(model, reference, prompts: torch.Tensor, new_tokens: int = 32) -> dict[str, float]:
+    """Greedy continuations of each prompt row by both models: the mean share of positions that match,
+    and the mean length of the common prefix as a share of ``new_tokens``."""
+    kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    a = model.generate(prompts, **kw)[:, prompts.shape[1]:]
+    b = reference.generate(prompts, **kw)[:, prompts.shape[1]:]
+    same = (a == b).float()
+    prefix = same.cumprod(dim=1).sum(dim=1)
+    return {"greedy_match": float(same.mean()), "greedy_prefix": float(prefix.mean() / new_tokens)}

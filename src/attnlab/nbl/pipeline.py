@@ -1,0 +1,88 @@
+"""The NBL estimator pattern (DESIGN §3): statistics -> scores -> fit -> apply, one-shot or sequential."""
+
+from __future__ import annotations
+
+import torch
+
+from ..core.errors import AttnlabError
+from ..core.hf import decoder_layers
+from . import scores as S
+from .apply import apply
+from .fit import AffineMap, fit_affine
+from .stats import Stats, collect
+
+
+def score(stats: Stats, selector: str = "cca", floor: float = 1e-10) -> dict[int, float]:
+    """Per-layer score of one selector (lower = replace first)."""
+    if selector not in S.SELECTORS:
+        raise AttnlabError(f"unknown selector {selector!r} (use one of {', '.join(S.SELECTORS)})")
+    out = {}
+    for i, st in stats.layers.items():
+        if selector == "cosine":
+            out[i] = S.cosine_score(st.mean_cos_attention)
+        elif selector == "bi":
+            out[i] = S.bi_score(st.mean_cos_block)
+        else:
+            cxx, cxa, caa = st.covariances()
+            out[i] = S.cca_score(cxx, cxa, caa, floor) if selector == "cca" else S.nmse_score(cxx, cxa, caa)
+    return out
+
+
+def rank_table(stats: Stats) -> list[dict]:
+    """One row per layer: {"layer", "cca", "nmse", "cosine", "bi"}."""
+    cols = {sel: score(stats, sel) for sel in S.SELECTORS}
+    return [{"layer": i, **{sel: cols[sel][i] for sel in S.SELECTORS}} for i in sorted(stats.layers)]
+
+
+def fit(stats: Stats, layers: list[int], ridge: float = 0.0) -> list[AffineMap]:
+    """The LMMSE map of each layer in ``layers`` from ``stats``."""
+    missing = [i for i in layers if i not in stats.layers]
+    if missing:
+        raise AttnlabError(f"no statistics for layer(s) {missing}")
+    maps = []
+    for i in layers:
+        st = stats.layers[i]
+        cxx, cxa, caa = st.covariances()
+        maps.append(fit_affine(i, st.mean_x.numpy(), st.mean_a.numpy(), cxx, cxa, caa, ridge))
+    return maps
+
+
+def choose_layers(stats: Stats, k: int, selector: str) -> list[int]:
+    n = len(stats.layers)
+    if not 1 <= k <= n:
+        raise AttnlabError(f"cannot replace {k} layers: the model has {n} (ask for 1..{n})")
+    return S.rank_layers(score(stats, selector), k)
+
+
+def linearize(model, stats: Stats, k: int, selector: str = "cca", method: str = "nbl", ridge: float = 0.0,
+              sequential: bool = False, blocks: torch.Tensor | None = None, batch_size: int = 8,
+              progress: bool = False) -> tuple[list[int], list[AffineMap]]:
+    """Replace the ``k`` best layers by ``selector`` in place; returns (chosen layers, fitted maps).
+
+    One-shot (the paper): every map is fitted on statistics of the unmodified model. ``sequential``
+    (beyond the paper): the layers are replaced in depth order, and before each fit the statistics of that
+    layer are collected again through the model as modified so far, so each map sees the errors of the
+    replacements before it.
+    """
+    layers = choose_layers(stats, k, selector)
+    if method == "drop":
+        apply(model, method="drop", layers=layers)
+        return layers, []
+    if not sequential:
+        maps = fit(stats, layers, ridge)
+        apply(model, maps)
+        return layers, maps
+    if blocks is None:
+        raise AttnlabError("sequential NBL needs the calibration blocks to re-collect statistics")
+    maps = []
+    for n, layer in enumerate(sorted(layers)):
+        # the first chosen layer sees an unmodified model: its one-shot statistics are already exact
+        layer_stats = stats if n == 0 else collect(model, blocks, batch_size, layers=[layer], progress=progress)
+        (m,) = fit(layer_stats, [layer], ridge)
+        apply(model, [m])
+        maps.append(m)
+    return layers, maps
+
+
+def n_layers(model) -> int:
+    return len(decoder_layers(model))

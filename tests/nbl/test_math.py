@@ -1,0 +1,82 @@
+"""The NBL math on synthetic data: moments, LMMSE recovery, the CCA bound."""
+
+import numpy as np
+import pytest
+import torch
+
+from attnlab.nbl.fit import fit_affine
+from attnlab.nbl.scores import cca_score, lmmse_error, nmse_score, rank_layers
+from attnlab.nbl.stats import LayerStats
+
+
+def _stats(x, a, batch=37):
+    st = LayerStats(x.shape[1])
+    for i in range(0, len(x), batch):
+        st.update(torch.from_numpy(x[i:i + batch]), torch.from_numpy(a[i:i + batch]))
+    return st
+
+
+def _affine_data(rng, n=2000, d=8, noise=0.0, offset=50.0):
+    x = rng.normal(size=(n, d)) * rng.uniform(0.5, 3, size=d) + offset  # a large mean, as in real residual streams
+    w = rng.normal(size=(d, d))
+    b = rng.normal(size=d)
+    a = x @ w.T + b + noise * rng.normal(size=(n, d))
+    return x, a, w, b
+
+
+def test_streamed_moments_equal_direct_covariances():
+    rng = np.random.default_rng(0)
+    x, a, _, _ = _affine_data(rng, noise=1.0)
+    cxx, cxa, caa = _stats(x, a).covariances()
+    full = np.cov(np.hstack([x, a]).T)
+    np.testing.assert_allclose(cxx, full[:8, :8], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(cxa, full[:8, 8:], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(caa, full[8:, 8:], rtol=1e-9, atol=1e-9)
+
+
+def test_exact_recovery_of_w_and_b():
+    rng = np.random.default_rng(1)
+    x, a, w, b = _affine_data(rng)
+    st = _stats(x, a)
+    m = fit_affine(0, st.mean_x.numpy(), st.mean_a.numpy(), *st.covariances())
+    np.testing.assert_allclose(m.weight, w, atol=1e-7)
+    np.testing.assert_allclose(m.bias, b, atol=1e-5)
+    assert m.mse < 1e-10
+
+
+def test_cca_score_zero_for_affine_and_grows_with_noise():
+    rng = np.random.default_rng(2)
+    scores = []
+    for noise in (0.0, 0.3, 1.0, 3.0, 10.0):
+        x, a, _, _ = _affine_data(np.random.default_rng(2), noise=noise)
+        scores.append(cca_score(*_stats(x, a).covariances()))
+    assert scores[0] < 1e-6
+    assert all(s1 < s2 for s1, s2 in zip(scores, scores[1:])), scores
+    assert scores[-1] <= 8  # at most d
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lmmse_error_is_bounded_by_cca_score(seed):
+    """MSE* <= tr(C_YY) * sum(1 - rho^2) (brief §1.3), i.e. nmse <= cca."""
+    rng = np.random.default_rng(seed)
+    x, a, _, _ = _affine_data(rng, noise=rng.uniform(0.1, 5))
+    a = a + np.tanh(x) * 3  # and a non-linear part
+    cxx, cxa, caa = _stats(x, a).covariances()
+    cyy = cxx + cxa + cxa.T + caa
+    assert lmmse_error(cxx, cxa, caa) <= np.trace(cyy) * cca_score(cxx, cxa, caa) + 1e-9
+    assert nmse_score(cxx, cxa, caa) <= cca_score(cxx, cxa, caa)
+
+
+def test_singular_cxx_warns_and_uses_a_ridge():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(500, 4))
+    x = np.hstack([x, x[:, :1]])  # a duplicated channel: C_XX is singular
+    a = x @ rng.normal(size=(5, 5)).T
+    st = _stats(x, a)
+    with pytest.warns(RuntimeWarning, match="singular"):
+        m = fit_affine(0, st.mean_x.numpy(), st.mean_a.numpy(), *st.covariances())
+    assert m.ridge > 0 and m.nmse < 1e-6
+
+
+def test_rank_layers_orders_by_score_then_index():
+    assert rank_layers({0: 0.5, 1: 0.1, 2: 0.1, 3: 0.9}, 3) == [1, 2, 0]

@@ -1,0 +1,173 @@
+"""NBL on tiny random models of every supported family: collect, rank, apply, cache parity, save/load."""
+
+import pytest
+import torch
+
+from attnlab.core.errors import AttnlabError
+from attnlab.core.hf import decoder_layers
+from attnlab.nbl import Stats, apply, collect, fit, linearize, load, rank_table, replaced_layers, save, score
+from attnlab.nbl.fit import affine_error
+from attnlab.nbl.stats import LayerStats
+
+FAMILIES = ["llama", "mistral", "qwen2", "gpt2", "bert"]
+
+
+def _blocks(n=12, seq_len=16, vocab=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1, vocab, (n, seq_len), generator=g)
+
+
+def _zero_layer(model, index):
+    """Make layer ``index``'s attention output identically zero, and its MLP too (the block is the identity)."""
+    block = decoder_layers(model)[index].block
+    names = {"o_proj", "down_proj", "c_proj"} if model.config.model_type != "bert" else {"dense"}
+    with torch.no_grad():
+        for name, mod in block.named_modules():
+            if name.split(".")[-1] in names and isinstance(mod, torch.nn.Linear):
+                mod.weight.zero_()
+                if mod.bias is not None:
+                    mod.bias.zero_()
+            if type(mod).__name__ == "Conv1D" and name.split(".")[-1] == "c_proj":
+                mod.weight.zero_()
+                mod.bias.zero_()
+
+
+def _output(model, ids):
+    out = model(input_ids=ids, use_cache=False)
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_zero_attention_layer_ranked_first_and_replacing_it_changes_nothing(family, tiny_model):
+    model = tiny_model(family)
+    _zero_layer(model, 1)
+    blocks = _blocks()
+    stats = collect(model, blocks, batch_size=4, progress=False)
+    table = rank_table(stats)
+    assert [row["layer"] for row in table] == [0, 1, 2]
+    for selector in ("cca", "nmse", "cosine", "bi"):
+        s = score(stats, selector)
+        assert min(s, key=s.get) == 1, (selector, s)
+    before = _output(model, blocks[:2])
+    maps = fit(stats, [1])
+    assert abs(maps[0].weight).max() < 1e-9 and abs(maps[0].bias).max() < 1e-9
+    apply(model, maps)
+    assert replaced_layers(model) == {1: "nbl"}
+    torch.testing.assert_close(_output(model, blocks[:2]), before, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2"])
+@pytest.mark.parametrize("method", ["nbl", "drop"])
+def test_generate_with_and_without_cache_agree_with_layer_0_replaced(family, method, tiny_model):
+    model = tiny_model(family, seed=1)
+    stats = collect(model, _blocks(), batch_size=6, progress=False)
+    if method == "nbl":
+        apply(model, fit(stats, [0, 2]))
+    else:
+        apply(model, method="drop", layers=[0, 2])
+    prompt = _blocks(2, 5, seed=3)
+    kw = dict(max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
+    with_cache = model.generate(prompt, use_cache=True, **kw)
+    without = model.generate(prompt, use_cache=False, **kw)
+    assert torch.equal(with_cache, without)
+
+
+def test_replaced_layer_keeps_no_kv_cache(tiny_model):
+    model = tiny_model("llama")
+    apply(model, method="drop", layers=[0, 2])
+    out = model(input_ids=_blocks(1, 6), use_cache=True)
+    cache = out.past_key_values
+    sizes = [layer.keys.numel() if getattr(layer, "keys", None) is not None else 0 for layer in cache.layers]
+    assert sizes[1] > 0 and sizes[0] == 0 and sizes[2] == 0
+
+
+def test_save_load_round_trip_is_bit_identical(tiny_model, tmp_path):
+    model = tiny_model("llama", seed=2)
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    stats = collect(model, _blocks(), batch_size=4, progress=False)
+    layers, maps = linearize(model, stats, k=2, selector="cca")
+    save(tmp_path / "out", base, maps, {"method": "nbl", "layers": layers, "selector": "cca"})
+    loaded = load(tmp_path / "out")
+    assert replaced_layers(loaded) == {i: "nbl" for i in layers}
+    ids = _blocks(2, 9, seed=5)
+    assert torch.equal(_output(loaded, ids), _output(model, ids))
+    # plain transformers still sees the original checkpoint
+    from transformers import AutoModelForCausalLM
+
+    assert replaced_layers(AutoModelForCausalLM.from_pretrained(tmp_path / "out")) == {}
+
+
+def test_collection_resumes_after_interruption(tiny_model, tmp_path):
+    model = tiny_model("llama")
+    blocks = _blocks(10)
+    full = collect(model, blocks, batch_size=2, progress=False)
+    calls = {"n": 0}
+
+    def crash(module, args, kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+
+    handle = model.register_forward_pre_hook(crash, with_kwargs=True)
+    ckpt = tmp_path / "stats.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        collect(model, blocks, batch_size=2, checkpoint=ckpt, checkpoint_every=1, progress=False)
+    handle.remove()
+    partial = Stats.load(ckpt)
+    assert partial.meta["batches_done"] == 3
+    resumed = collect(model, blocks, batch_size=2, stats=partial, checkpoint=ckpt, progress=False)
+    for i in full.layers:
+        for name in ("m2_xx", "m2_xa", "m2_aa", "mean_x", "mean_a"):
+            torch.testing.assert_close(getattr(resumed.layers[i], name), getattr(full.layers[i], name), rtol=1e-12, atol=1e-12)
+        assert resumed.layers[i].n == full.layers[i].n == 160
+
+
+def test_stats_from_another_model_are_refused(tiny_model, tmp_path):
+    a, b = tiny_model("llama", seed=0), tiny_model("llama", seed=1)
+    from attnlab.nbl import fingerprint
+
+    collect(a, _blocks(4), batch_size=4, progress=False).save(tmp_path / "a.safetensors")
+    with pytest.raises(AttnlabError, match="collected on another model"):
+        Stats.load(tmp_path / "a.safetensors", fingerprint=fingerprint(b))
+    (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(AttnlabError, match="not a readable safetensors"):
+        Stats.load(tmp_path / "junk.safetensors")
+
+
+def test_bad_requests(tiny_model):
+    model = tiny_model("llama")
+    stats = collect(model, _blocks(4), batch_size=4, progress=False)
+    with pytest.raises(AttnlabError, match="cannot replace 4 layers: the model has 3"):
+        linearize(model, stats, k=4)
+    with pytest.raises(AttnlabError, match="unknown selector"):
+        score(stats, "magic")
+    with pytest.raises(AttnlabError, match=r"layer\(s\) \[7\] do not exist"):
+        apply(model, method="drop", layers=[7])
+    with pytest.raises(AttnlabError, match="fewer than 2 tokens"):
+        LayerStats(4).covariances()
+
+
+def test_sequential_refits_later_layers_through_the_modified_model(tiny_model):
+    blocks = _blocks(12)
+    one_shot_model, seq_model = tiny_model("llama", seed=4), tiny_model("llama", seed=4)
+    stats = collect(one_shot_model, blocks, batch_size=4, progress=False)
+    layers, one_shot = linearize(one_shot_model, stats, k=2, selector="nmse")
+    _, sequential = linearize(seq_model, stats, k=2, selector="nmse", sequential=True, blocks=blocks, batch_size=4)
+    first, second = sorted(layers)
+    by_layer = lambda maps: {m.layer: m for m in maps}
+    # the first replaced layer sees the unmodified model: identical fit; the second is refitted
+    torch.testing.assert_close(torch.from_numpy(by_layer(sequential)[first].weight),
+                               torch.from_numpy(by_layer(one_shot)[first].weight))
+    assert not torch.allclose(torch.from_numpy(by_layer(sequential)[second].weight),
+                              torch.from_numpy(by_layer(one_shot)[second].weight))
+    # on what the second layer receives once the first is replaced, the refitted map is the LMMSE optimum,
+    # so its error there is at most the one-shot map's
+    probe = tiny_model("llama", seed=4)
+    apply(probe, [by_layer(sequential)[first]])
+    st = collect(probe, blocks, batch_size=4, layers=[second], progress=False).layers[second]
+    moments = (st.mean_x.numpy(), st.mean_a.numpy(), *st.covariances())
+    seq_err = affine_error(by_layer(sequential)[second], *moments)
+    one_err = affine_error(by_layer(one_shot)[second], *moments)
+    assert seq_err <= one_err * (1 + 1e-9)
+    assert seq_err == pytest.approx(by_layer(sequential)[second].mse, rel=1e-6)
