@@ -1,0 +1,241 @@
+"""The frozen backbone: a small pre-norm causal transformer read top to bottom (nanoGPT style).
+
+Only the soft prompt is tuned (Wang & Lin 2025, the prompt-tuning setting). Token embeddings, positions,
+blocks and the label readout are fixed at construction. Two facts make it cheap to tune a prompt:
+
+- The model is causal, so the prompt's keys and values do not depend on the inputs: they are computed
+  once per step at batch size 1 and shared by every example (:meth:`Backbone.prompt_cache`).
+- Autoregressive generation steps (the trade-off of the main theorem) feed the last hidden state back as
+  the next input and reuse a KV cache, so step t costs O(m + seq_len + t), not a full recomputation.
+
+Init scale is a first-class setting (brief section 2.3: at gain 1 attention is near uniform and the
+prompt can only add a fixed bias, Petrov et al. 2024; sharper attention lets prompt tuning memorize).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.errors import AttnlabError, require
+
+INITS = ("gaussian", "orthogonal", "identity", "trained")
+
+KV = tuple[torch.Tensor, torch.Tensor]  # (keys, values), each (batch, heads, length, head_dim)
+
+
+@dataclass
+class BackboneConfig:
+    vocab: int = 64
+    n_classes: int = 8
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 1
+    d_ff: int = 256
+    max_len: int = 64        # input positions plus generation steps
+    norm: bool = True        # pre-norm LayerNorm in each block and before the readout
+    init: str = "gaussian"   # one of INITS
+    gain: float = 3.0        # weights ~ N(0, gain^2 / fan_in); scales orthogonal init too
+    train_steps: int = 300   # init="trained": steps of next-token training on a synthetic task
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.init in INITS, f"unknown init {self.init!r} (use one of {', '.join(INITS)})")
+        require(self.d_model % self.n_heads == 0,
+                f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        for name in ("vocab", "n_classes", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
+            require(getattr(self, name) >= 1, f"{name} must be positive, got {getattr(self, name)}")
+        require(self.gain > 0, f"gain must be positive, got {self.gain}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: BackboneConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, past: KV | None) -> tuple[torch.Tensor, KV]:
+        """Attend from ``x`` (B, T, d) to ``past`` keys/values plus its own, causally; returns output and the
+        full (past + new) keys/values."""
+        B, T, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)
+        q, k, v = (t.view(B, T, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        if past is not None:
+            k = torch.cat([past[0].expand(B, -1, -1, -1), k], dim=2)
+            v = torch.cat([past[1].expand(B, -1, -1, -1), v], dim=2)
+        P = k.shape[2] - T
+        # query i (absolute position P + i) sees keys 0..P+i
+        mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(B, T, d)), (k, v)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: BackboneConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model) if cfg.norm else nn.Identity()
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model) if cfg.norm else nn.Identity()
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff, bias=False), nn.GELU(),
+                                 nn.Linear(cfg.d_ff, cfg.d_model, bias=False))
+
+    def forward(self, x: torch.Tensor, past: KV | None) -> tuple[torch.Tensor, KV]:
+        a, kv = self.attn(self.ln_1(x), past)
+        x = x + a
+        return x + self.mlp(self.ln_2(x)), kv
+
+
+class Backbone(nn.Module):
+    """Frozen causal transformer over [soft prompt; input tokens; generated steps] with a label readout."""
+
+    def __init__(self, cfg: BackboneConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.max_len, cfg.d_model)  # input and generated positions; the prompt has none
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model) if cfg.norm else nn.Identity()
+        self.readout = nn.Linear(cfg.d_model, cfg.n_classes, bias=False)
+        init_weights(self, cfg)
+        if cfg.init == "trained":
+            pretrain(self, cfg)
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def d_model(self) -> int:
+        return self.cfg.d_model
+
+    def _run(self, x: torch.Tensor, past: list[KV] | None) -> tuple[torch.Tensor, list[KV]]:
+        """All blocks over ``x`` given per-layer ``past`` keys/values; returns ln_f(hidden) and new caches."""
+        caches = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, None if past is None else past[i])
+            caches.append(kv)
+        return self.ln_f(x), caches
+
+    def prompt_cache(self, prompt: torch.Tensor) -> list[KV]:
+        """Keys/values of the soft prompt (m, d), computed once at batch size 1 (exact: causal model)."""
+        return self._run(prompt.unsqueeze(0), None)[1]
+
+    def _embed(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
+        end = start + tokens.shape[1]
+        require(end <= self.cfg.max_len, f"sequence of {end} positions exceeds max_len={self.cfg.max_len}")
+        return self.wte(tokens) + self.wpe.weight[start:end]
+
+    def forward(self, prompt: torch.Tensor, tokens: torch.Tensor, gen_steps: int = 0) -> torch.Tensor:
+        """Label logits (B, seq_len, n_classes) after the prompt (m, d); with ``gen_steps`` = T > 0 the last
+        position's logits are replaced by those read after T continuous generation steps."""
+        cache = self.prompt_cache(prompt)
+        hidden, cache = self._run(self._embed(tokens), cache)
+        if gen_steps:
+            hidden = torch.cat([hidden[:, :-1], self.generate(hidden[:, -1:], cache, tokens.shape[1], gen_steps)], 1)
+        return self.readout(hidden)
+
+    def generate(self, last: torch.Tensor, cache: list[KV], start: int, gen_steps: int) -> torch.Tensor:
+        """Feed the last hidden state back as the next input ``gen_steps`` times (KV cache); returns the final
+        hidden state (B, 1, d). This is the "autoregressive generation steps" of the trade-off theorem."""
+        for t in range(gen_steps):
+            pos = self.wpe.weight[start + t:start + t + 1]
+            require(start + t < self.cfg.max_len, f"generation step {t} exceeds max_len={self.cfg.max_len}")
+            last, cache = self._run(last + pos, cache)
+        return last
+
+    def forward_naive(self, prompt: torch.Tensor, tokens: torch.Tensor, gen_steps: int = 0) -> torch.Tensor:
+        """Reference: concatenate the prompt to every example and recompute everything at each step."""
+        B, L = tokens.shape
+        x = torch.cat([prompt.unsqueeze(0).expand(B, -1, -1), self._embed(tokens)], dim=1)
+        for t in range(gen_steps):
+            h, _ = self._run(x, None)
+            x = torch.cat([x, h[:, -1:] + self.wpe.weight[L + t:L + t + 1]], dim=1)
+        h, _ = self._run(x, None)
+        logits = self.readout(h[:, prompt.shape[0]:prompt.shape[0] + L])
+        if gen_steps:
+            logits = torch.cat([logits[:, :-1], self.readout(h[:, -1:])], dim=1)
+        return logits
+
+    @torch.no_grad()
+    def greedy_decode(self, prompt: torch.Tensor, keys: torch.Tensor, n_new: int) -> torch.Tensor:
+        """Greedy decoding for sequence memorization: from the first token(s) ``keys`` (B, k), emit the argmax
+        label and feed it back as the next input token, one position at a time with a KV cache."""
+        require(self.cfg.n_classes <= self.cfg.vocab, "greedy decoding feeds labels back: needs n_classes <= vocab")
+        cache = [(k.expand(keys.shape[0], -1, -1, -1), v.expand(keys.shape[0], -1, -1, -1))
+                 for k, v in self.prompt_cache(prompt)]
+        out, x, start = [], keys, 0
+        for _ in range(n_new):
+            h, cache = self._run(self._embed(x, start), cache)
+            start += x.shape[1]
+            x = self.readout(h[:, -1:]).argmax(-1)
+            out.append(x)
+        return torch.cat(out, dim=1)
+
+
+def init_weights(model: Backbone, cfg: BackboneConfig) -> None:
+    """Initialise in place, seeded by ``cfg.seed``. Embeddings and readout are N(0, 1) and N(0, 1/d) in
+    every scheme; the schemes differ in the blocks' matrices (brief section 2.3 and 4.1):
+
+    - gaussian: W ~ N(0, gain^2 / fan_in);
+    - orthogonal: (semi-)orthogonal W times gain;
+    - identity: value and output maps are the identity, query/key small (N(0, 0.1^2/fan_in)), MLP small,
+      i.e. near-uniform attention that copies the average input;
+    - trained: gaussian, then :func:`pretrain`.
+    """
+    g = torch.Generator().manual_seed(cfg.seed)
+    d = cfg.d_model
+
+    def gaussian(w: torch.Tensor, gain: float) -> None:
+        w.copy_(torch.randn(w.shape, generator=g) * gain / math.sqrt(w.shape[1]))
+
+    with torch.no_grad():
+        model.wte.weight.copy_(torch.randn(model.wte.weight.shape, generator=g))
+        model.wpe.weight.copy_(torch.randn(model.wpe.weight.shape, generator=g))
+        gaussian(model.readout.weight, 1.0)
+        for block in model.blocks:
+            for lin in (block.attn.qkv, block.attn.proj, block.mlp[0], block.mlp[2]):
+                if cfg.init == "orthogonal":
+                    q, _ = torch.linalg.qr(torch.randn(max(lin.weight.shape), min(lin.weight.shape), generator=g))
+                    lin.weight.copy_((q if lin.weight.shape[0] >= lin.weight.shape[1] else q.T) * cfg.gain)
+                elif cfg.init == "identity":
+                    gaussian(lin.weight, 0.1)
+                else:
+                    gaussian(lin.weight, cfg.gain)
+            if cfg.init == "identity":
+                block.attn.qkv.weight[2 * d:].copy_(torch.eye(d))
+                block.attn.proj.weight.copy_(torch.eye(d))
+
+
+def pretrain(model: Backbone, cfg: BackboneConfig, batch: int = 32, seq_len: int = 16, lr: float = 3e-3) -> None:
+    """init="trained": briefly train the blocks (not embeddings or readout) on next-token prediction over a
+    random first-order Markov chain, a stand-in for a pretrained backbone. Deterministic given cfg.seed."""
+    require(cfg.train_steps >= 1, f"init='trained' needs train_steps >= 1, got {cfg.train_steps}")
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    transition = torch.softmax(2.0 * torch.randn(cfg.vocab, cfg.vocab, generator=g), dim=1)
+    lm_head = model.wte.weight  # tied, frozen: the blocks learn to land near the next token's embedding
+    params = [p for b in model.blocks for p in b.parameters()]
+    opt = torch.optim.Adam(params, lr=lr)
+    L = min(seq_len, cfg.max_len)
+    for _ in range(cfg.train_steps):
+        x = torch.empty(batch, L, dtype=torch.long)
+        x[:, 0] = torch.randint(0, cfg.vocab, (batch,), generator=g)
+        for t in range(1, L):
+            x[:, t] = torch.multinomial(transition[x[:, t - 1]], 1, generator=g).squeeze(1)
+        h, _ = model._run(model._embed(x[:, :-1]), None)
+        loss = F.cross_entropy((h @ lm_head.T).reshape(-1, cfg.vocab), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.zero_grad(set_to_none=True)
+
+
+def check_prompt_length(m: int, max_len: int | None = None) -> None:
+    """A prompt length must be a positive integer (and at most ``max_len`` when one is given)."""
+    if not isinstance(m, int) or m < 1 or (max_len is not None and m > max_len):
+        raise AttnlabError(f"prompt length m={m!r} out of range (1..{max_len if max_len else 'inf'})")

@@ -1,0 +1,98 @@
+"""The minimal prompt length m* that memorizes a dataset exactly (the quantity the main theorem bounds by
+O~(sqrt(n_pairs * seq_len))).
+
+Search: try m = 1, 2, 4, ... until one memorizes, then bisect between the last failure and the first
+success. A length is declared failed only after ``restarts`` independent prompt initialisations fail
+(success at a fixed step budget is noisy, brief section 2.3). Success is taken as monotone in m: any length
+above a success counts as a success. The step budget is part of the result, and every probe is logged.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from ..core.errors import require
+from .backbone import Backbone, BackboneConfig
+from .data import MemorizeData
+from .tune import TuneConfig, fit_prompt
+
+Probe = Callable[[int, int], dict[str, Any]]  # (m, restart) -> {"memorized": bool, ...}
+
+
+@dataclass
+class SearchResult:
+    m_star: int | None          # None: nothing up to m_max memorized within the budget
+    exact_accuracy: float       # of the probe that memorized at m_star (else the best probe at m_max)
+    steps: int                  # optimiser steps of that probe
+    m_max: int
+    restarts: int
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prompt_seed(seed: int, m: int, restart: int) -> int:
+    """A distinct, reproducible prompt-initialisation seed per (run seed, length, restart)."""
+    return (seed * 1_000_003 + m * 1009 + restart) % 2**31
+
+
+def search_min_length(probe: Probe, m_max: int, restarts: int = 2) -> SearchResult:
+    """Doubling then bisection over m in [1, m_max] with ``restarts`` tries per length (see module doc)."""
+    require(isinstance(m_max, int) and m_max >= 1, f"m_max must be a positive integer, got {m_max!r}")
+    require(isinstance(restarts, int) and restarts >= 1, f"restarts must be at least 1, got {restarts!r}")
+    t0 = time.perf_counter()
+    log: list[dict[str, Any]] = []
+
+    def memorizes(m: int) -> dict[str, Any] | None:
+        for r in range(restarts):
+            rec = {"m": m, "restart": r, **probe(m, r)}
+            log.append(rec)
+            if rec["memorized"]:
+                return rec
+        return None
+
+    lo, hi, win, m = 0, None, None, 1  # lo: largest failed length; hi: smallest memorizing length
+    while True:
+        rec = memorizes(m)
+        if rec is not None:
+            hi, win = m, rec
+            break
+        lo = m
+        if m >= m_max:
+            break
+        m = min(2 * m, m_max)
+    while hi is not None and hi - lo > 1:
+        mid = (lo + hi) // 2
+        rec = memorizes(mid)
+        if rec is not None:
+            hi, win = mid, rec
+        else:
+            lo = mid
+    if win is None:
+        win = max((p for p in log if p["m"] == m_max), key=lambda p: p.get("exact_accuracy", 0.0))
+    return SearchResult(m_star=hi, exact_accuracy=win.get("exact_accuracy", 1.0 if hi else 0.0),
+                        steps=win.get("steps", 0), m_max=m_max, restarts=restarts, probes=log,
+                        seconds=round(time.perf_counter() - t0, 3))
+
+
+def backbone_probe(backbone: Backbone, data: MemorizeData, gen_steps: int = 0, tune: TuneConfig | None = None,
+                   seed: int = 0) -> Probe:
+    """A probe that fits a fresh prompt with :func:`fit_prompt` on the cached backbone."""
+    tune = tune or TuneConfig()
+
+    def probe(m: int, restart: int) -> dict[str, Any]:
+        return fit_prompt(backbone, data, m, gen_steps, tune, seed=prompt_seed(seed, m, restart)).summary()
+
+    return probe
+
+
+def find_m_star(data: MemorizeData, backbone: Backbone | BackboneConfig, gen_steps: int = 0,
+                tune: TuneConfig | None = None, m_max: int = 256, restarts: int = 2, seed: int = 0) -> SearchResult:
+    """m* for ``data`` on a frozen backbone (built from its config when one is given)."""
+    if isinstance(backbone, BackboneConfig):
+        backbone = Backbone(backbone)
+    return search_min_length(backbone_probe(backbone, data, gen_steps, tune, seed), m_max, restarts)

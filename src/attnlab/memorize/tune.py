@@ -1,0 +1,97 @@
+"""Fit one soft prompt of length m to a dataset until exact memorization (Wang & Lin 2025, main theorem:
+a prompt that makes the frozen model reproduce every target).
+
+Exact memorization: the teacher-forced argmax equals the target at every target position of every
+example. The check runs on the logits of each training step's own forward pass, so it costs nothing and
+training stops at the first step where it holds (the prompt is then exactly the one that was checked).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..core.errors import require
+from .backbone import Backbone, check_prompt_length
+from .data import IGNORE, MemorizeData
+
+
+@dataclass
+class TuneConfig:
+    """Optimiser settings; ``max_steps`` is part of the definition of m* (brief section 4.2)."""
+
+    lr: float = 0.05
+    clip: float = 1.0
+    max_steps: int = 1000
+    prompt_init_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, f"lr must be positive, got {self.lr}")
+        require(self.clip > 0, f"clip must be positive, got {self.clip}")
+        require(self.max_steps >= 1, f"max_steps must be at least 1, got {self.max_steps}")
+
+
+@dataclass
+class FitResult:
+    m: int
+    memorized: bool
+    steps: int              # optimiser steps taken (at success, the steps before the memorizing prompt)
+    exact_accuracy: float   # fraction of examples with every target position right
+    token_accuracy: float   # fraction of target positions right
+    loss: float
+    seconds: float
+    seed: int
+    prompt: torch.Tensor | None = field(default=None, repr=False)
+
+    def summary(self) -> dict:
+        """JSON-ready fields (no tensors)."""
+        return {k: v for k, v in self.__dict__.items() if k != "prompt"}
+
+
+def exact_match(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+    """(exact_accuracy, token_accuracy) of teacher-forced argmax ``logits`` (B, L, C) against ``targets``
+    (B, L) with IGNORE at non-target positions. Memorized iff exact_accuracy == 1."""
+    mask = targets != IGNORE
+    right = (logits.argmax(-1) == targets) | ~mask
+    return right.all(dim=1).float().mean().item(), (right & mask).sum().item() / max(int(mask.sum()), 1)
+
+
+def fit_prompt(backbone: Backbone, data: MemorizeData, m: int, gen_steps: int = 0, config: TuneConfig | None = None,
+               seed: int = 0, forward: Callable | None = None) -> FitResult:
+    """Adam on an (m, d) prompt with gradient clipping; stop at the first exactly memorizing prompt.
+
+    ``forward(prompt, tokens, gen_steps)`` defaults to the cached :meth:`Backbone.forward`.
+    """
+    config = config or TuneConfig()
+    check_prompt_length(m)
+    require(gen_steps == 0 or data.target == "last",
+            "generation steps read the answer at the last position: use target='last' with gen_steps > 0")
+    require(int(data.targets.max()) < backbone.cfg.n_classes,
+            f"labels go up to {int(data.targets.max())} but the backbone reads out {backbone.cfg.n_classes} classes")
+    forward = forward or backbone.forward
+    g = torch.Generator().manual_seed(seed)
+    prompt = (torch.randn(m, backbone.d_model, generator=g) * config.prompt_init_std).requires_grad_(True)
+    opt = torch.optim.Adam([prompt], lr=config.lr)
+    mask = data.targets != IGNORE
+    targets = data.targets[mask]
+    t0 = time.perf_counter()
+    step, exact, token, loss_value = 0, 0.0, 0.0, float("nan")
+    while True:
+        logits = forward(prompt, data.tokens, gen_steps)
+        loss = F.cross_entropy(logits[mask], targets)
+        loss_value = loss.item()
+        exact, token = exact_match(logits.detach(), data.targets)
+        if exact == 1.0 or step == config.max_steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([prompt], config.clip)
+        opt.step()
+        step += 1
+    return FitResult(m=m, memorized=exact == 1.0, steps=step, exact_accuracy=exact, token_accuracy=token,
+                     loss=loss_value, seconds=round(time.perf_counter() - t0, 4), seed=seed,
+                     prompt=prompt.detach())
