@@ -109,7 +109,7 @@ def test_collection_resumes_after_interruption(tiny_model, tmp_path):
         if calls["n"] == 4:
             raise KeyboardInterrupt
 
-    handle = model.register_forward_pre_hook(crash, with_kwargs=True)
+    handle = model.base_model.register_forward_pre_hook(crash, with_kwargs=True)
     ckpt = tmp_path / "stats.safetensors"
     with pytest.raises(KeyboardInterrupt):
         collect(model, blocks, batch_size=2, checkpoint=ckpt, checkpoint_every=1, progress=False)
@@ -171,3 +171,16 @@ def test_sequential_refits_later_layers_through_the_modified_model(tiny_model):
     one_err = affine_error(by_layer(one_shot)[second], *moments)
     assert seq_err <= one_err * (1 + 1e-9)
     assert seq_err == pytest.approx(by_layer(sequential)[second].mse, rel=1e-6)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "bert"])
+def test_replaying_the_stream_entering_a_layer_equals_running_the_layers_before_it(family, tiny_model):
+    model = tiny_model(family, seed=6)
+    blocks = _blocks(8)
+    first = collect(model, blocks, batch_size=4, layers=[1], capture=True, progress=False)
+    assert first.entry.layer == 1 and len(first.entry.hidden) == 2
+    direct = collect(model, blocks, batch_size=4, layers=[2], progress=False)
+    replayed = collect(model, blocks, batch_size=4, layers=[2], enter=first.entry, progress=False)
+    for name in ("m2_xx", "m2_xa", "m2_aa", "mean_x"):
+        torch.testing.assert_close(getattr(replayed.layers[2], name), getattr(direct.layers[2], name), rtol=1e-5, atol=1e-6)
+    assert type(decoder_layers(model)[0].block).__name__ != "_Passthrough"  # the model is restored

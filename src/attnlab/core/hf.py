@@ -74,6 +74,11 @@ def family_of(model) -> Family:
     return FAMILIES[model_type]
 
 
+def layer_list(model):
+    """The ``nn.ModuleList`` holding ``model``'s layers (assigning into it swaps a whole layer)."""
+    return get_path(model, family_of(model).layers)
+
+
 def decoder_layers(model) -> list[DecoderLayer]:
     """The layers of ``model`` with the modules that carry X and A, in order."""
     fam = family_of(model)

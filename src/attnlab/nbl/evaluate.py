@@ -51,3 +51,39 @@ def greedy_agreement(model, reference, prompts: torch.Tensor, new_tokens: int = 
     same = (a == b).float()
     prefix = same.cumprod(dim=1).sum(dim=1)
     return {"greedy_match": float(same.mean()), "greedy_prefix": float(prefix.mean() / new_tokens)}
+
+
+@torch.no_grad()
+def compare_encoder(model, reference, blocks: torch.Tensor, batch_size: int = 8) -> dict[str, float]:
+    """For encoders (no next-token head): mean cosine and relative squared error of the last hidden states."""
+    cos, err, ref_norm, count = 0.0, 0.0, 0.0, 0
+    for b in range(0, len(blocks), batch_size):
+        batch = blocks[b:b + batch_size].to(model.device)
+        h = model(input_ids=batch).last_hidden_state.double()
+        r = reference(input_ids=batch).last_hidden_state.double()
+        cos += float(torch.nn.functional.cosine_similarity(h, r, dim=-1).sum())
+        err += float(((h - r) ** 2).sum())
+        ref_norm += float((r**2).sum())
+        count += h.shape[0] * h.shape[1]
+    return {"hidden_cosine": cos / count, "hidden_nmse": err / ref_norm, "eval_tokens": count}
+
+
+def evaluate_pair(candidate, reference, source: str, tokens: int, seq_len: int, batch_size: int = 8,
+                  greedy_tokens: int = 32, progress: bool = True) -> dict:
+    """Everything `attnlab nbl eval` reports, on the held-out split of ``source`` (disjoint from calibration).
+
+    ``candidate`` and ``reference`` are :class:`~attnlab.nbl.session.Session` objects."""
+    from ..core.hf import family_of
+    from .apply import replaced_layers
+
+    blocks, info = reference.blocks(source, "heldout", tokens, seq_len)
+    result = {"replaced": replaced_layers(candidate.model), "heldout": info}
+    if not family_of(reference.model).causal:
+        result.update(compare_encoder(candidate.model, reference.model, blocks, batch_size))
+        return result
+    result.update(compare(candidate.model, reference.model, blocks, batch_size, progress))
+    result["perplexity_increase"] = result["perplexity"] / result["reference_perplexity"] - 1
+    if greedy_tokens:
+        prompts = blocks[: min(8, len(blocks)), :32]
+        result.update(greedy_agreement(candidate.model, reference.model, prompts, greedy_tokens))
+    return result

@@ -74,15 +74,14 @@ def linearize(model, stats: Stats, k: int, selector: str = "cca", method: str = 
         return layers, maps
     if blocks is None:
         raise AttnlabError("sequential NBL needs the calibration blocks to re-collect statistics")
-    maps = []
-    for n, layer in enumerate(sorted(layers)):
-        # the first chosen layer sees an unmodified model: its one-shot statistics are already exact
-        layer_stats = stats if n == 0 else collect(model, blocks, batch_size, layers=[layer], progress=progress)
+    maps: list[AffineMap] = []
+    entry = None
+    for layer in sorted(layers):
+        # statistics of `layer` through the model as modified so far, replaying the stream that entered the
+        # previously replaced layer (unchanged by that replacement), so no layer runs twice per batch
+        layer_stats = collect(model, blocks, batch_size, layers=[layer], progress=progress, enter=entry, capture=True)
         (m,) = fit(layer_stats, [layer], ridge)
         apply(model, [m])
         maps.append(m)
+        entry = layer_stats.entry
     return layers, maps
-
-
-def n_layers(model) -> int:
-    return len(decoder_layers(model))

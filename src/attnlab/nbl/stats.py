@@ -18,14 +18,15 @@ import torch
 
 from ..core.atomic import atomic_path
 from ..core.errors import AttnlabError
-from ..core.hf import decoder_layers, first_tensor
+from ..core.hf import decoder_layers, first_tensor, layer_list
 
 STATS_SCHEMA = "attnlab.nbl.stats/1"
 
 
 @dataclass
 class LayerStats:
-    """Running float64 moments of (X, A) for one layer plus the cosine sums the baselines need."""
+    """Running float64 moments of (X, A) for one layer plus the cosine sums the baselines need
+    (cosines are computed in float32, summed in float64)."""
 
     d: int
     n: int = 0
@@ -48,8 +49,10 @@ class LayerStats:
 
     def update(self, x: torch.Tensor, a: torch.Tensor) -> None:
         """Merge a batch of token rows x, a (N x d, any dtype/device) into the totals."""
-        x = x.reshape(-1, self.d).to(torch.float64)
-        a = a.reshape(-1, self.d).to(torch.float64)
+        x, a = x.reshape(-1, self.d), a.reshape(-1, self.d)
+        x32, a32 = x.float(), a.float()
+        self.cos_attention += float(torch.nn.functional.cosine_similarity(x32, x32 + a32, dim=-1).sum(dtype=torch.float64))
+        x, a = x.to(torch.float64), a.to(torch.float64)
         nb = x.shape[0]
         mx, ma = x.mean(0), a.mean(0)
         xc, ac = x - mx, a - ma
@@ -63,12 +66,10 @@ class LayerStats:
         self.mean_x += (dx * nb / n).to(dev)
         self.mean_a += (da * nb / n).to(dev)
         self.n = n
-        self.cos_attention += float(torch.nn.functional.cosine_similarity(x, x + a, dim=-1).sum())
 
     def update_block(self, x: torch.Tensor, out: torch.Tensor) -> None:
-        x = x.reshape(-1, self.d).to(torch.float64)
-        out = out.reshape(-1, self.d).to(torch.float64)
-        self.cos_block += float(torch.nn.functional.cosine_similarity(x, out, dim=-1).sum())
+        x, out = x.reshape(-1, self.d).float(), out.reshape(-1, self.d).float()
+        self.cos_block += float(torch.nn.functional.cosine_similarity(x, out, dim=-1).sum(dtype=torch.float64))
         self.n_block += x.shape[0]
 
     def covariances(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,6 +94,7 @@ class Stats:
     fingerprint: str
     layers: dict[int, LayerStats]
     meta: dict = field(default_factory=dict)  # calibration description, seq_len, batches_done, ...
+    entry: "Entry | None" = None  # with collect(capture=True): the stream entering the last layer (not saved)
 
     @property
     def tokens(self) -> int:
@@ -155,6 +157,25 @@ class _StopForward(Exception):
     """Raised by a hook once the last layer of interest has been seen: later layers need not run."""
 
 
+class _Passthrough(torch.nn.Module):
+    """Stands in for a layer whose output is replayed from an :class:`Entry` (the layer does no work)."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states
+
+
+@dataclass
+class Entry:
+    """The residual stream entering layer ``layer``, one tensor per calibration batch.
+
+    Sequential NBL keeps one (N x d float32 in memory) so that each re-collection starts at the previous
+    replaced layer instead of at the embeddings: all passes together cost about one forward pass.
+    """
+
+    layer: int
+    hidden: list[torch.Tensor]
+
+
 def _hidden_arg(args, kwargs) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
@@ -162,13 +183,15 @@ def _hidden_arg(args, kwargs) -> torch.Tensor:
 @torch.no_grad()
 def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] | None = None,
             stats: Stats | None = None, checkpoint: str | Path | None = None, checkpoint_every: int = 8,
-            progress: bool = True, meta: dict | None = None) -> Stats:
+            progress: bool = True, meta: dict | None = None, enter: Entry | None = None,
+            capture: bool = False) -> Stats:
     """Stream ``blocks`` (n_blocks x seq_len token ids) through ``model`` and accumulate per-layer statistics.
 
     ``layers`` restricts collection (and the forward pass stops after the last of them). With ``stats`` given
     (e.g. loaded from ``checkpoint``), batches already counted in ``stats.meta["batches_done"]`` are skipped,
     so a collection resumes; the ``checkpoint`` file is rewritten atomically every ``checkpoint_every`` batches
-    and at the end.
+    and at the end. ``enter`` replays the residual stream entering ``enter.layer`` instead of computing the
+    layers before it; ``capture`` keeps the stream entering the last collected layer in ``stats.entry``.
     """
     from tqdm import tqdm
 
@@ -176,6 +199,8 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
     wanted = sorted(set(layers)) if layers is not None else [l.index for l in all_layers]
     if not wanted or wanted[-1] >= len(all_layers) or wanted[0] < 0:
         raise AttnlabError(f"layers must be within 0..{len(all_layers) - 1}, got {layers}")
+    if enter is not None and enter.layer > wanted[0]:
+        raise AttnlabError(f"cannot collect layer {wanted[0]} when starting at layer {enter.layer}")
     d = model.config.hidden_size
     if stats is None:
         stats = Stats(fingerprint(model), {i: LayerStats(d) for i in wanted}, dict(meta or {}))
@@ -183,10 +208,14 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
     stats.meta.update({"batch_size": batch_size, "seq_len": int(blocks.shape[1])})
     current_x: dict[int, torch.Tensor] = {}
     last = wanted[-1]
+    captured: list[torch.Tensor] = []
+    batch_index = [0]
 
     def x_hook(i):
         def hook(module, args, kwargs):
             current_x[i] = _hidden_arg(args, kwargs)
+            if capture and i == last:
+                captured.append(current_x[i].detach().to("cpu", torch.float32, copy=True))
         return hook
 
     def a_hook(i):
@@ -201,21 +230,35 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
                 raise _StopForward
         return hook
 
+    def replay(module, args, kwargs):
+        hidden = enter.hidden[batch_index[0]].to(_hidden_arg(args, kwargs))
+        if args:
+            return (hidden,) + tuple(args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
     handles = []
     for i in wanted:
         layer = all_layers[i]
         handles += [layer.x_tap.register_forward_pre_hook(x_hook(i), with_kwargs=True),
                     layer.a_tap.register_forward_hook(a_hook(i)),
                     layer.block.register_forward_hook(block_hook(i))]
+    stack = layer_list(model)
+    skipped = {}
+    if enter is not None:
+        skipped = {i: stack[i] for i in range(enter.layer)}
+        for i in skipped:
+            stack[i] = _Passthrough()
+        handles.append(stack[enter.layer].register_forward_pre_hook(replay, with_kwargs=True))
     n_batches = (len(blocks) + batch_size - 1) // batch_size
     start = stats.meta["batches_done"]
     try:
         bar = tqdm(range(start, n_batches), desc="nbl statistics", unit="batch", disable=not progress,
                    initial=start, total=n_batches)
         for b in bar:
+            batch_index[0] = b
             batch = blocks[b * batch_size:(b + 1) * batch_size].to(model.device)
-            try:
-                model(input_ids=batch, use_cache=False)
+            try:  # the bare transformer: the LM head's logits are not needed here
+                model.base_model(input_ids=batch, use_cache=False)
             except _StopForward:
                 pass
             stats.meta["batches_done"] = b + 1
@@ -225,5 +268,9 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
     finally:
         for h in handles:
             h.remove()
+        for i, module in skipped.items():
+            stack[i] = module
         current_x.clear()
+    if capture:
+        stats.entry = Entry(last, captured)
     return stats
