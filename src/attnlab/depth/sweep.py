@@ -295,6 +295,9 @@ def run_sweep(config: SweepConfig, out: str | Path, workers: int | None = None,
         pool = mp.get_context("spawn").Pool(min(workers, len(work)))
         results = pool.imap_unordered(_worker, work)
     else:
+        import torch
+
+        torch.set_num_threads(1)  # as in the workers: on shared cores one thread is faster and steadier
         results = (train_one(job, config) for job, _ in work)
     try:
         for row in results:
@@ -351,3 +354,41 @@ def analyze(rows: list[dict[str, Any]], bootstrap: int = 2000, seed: int = 0) ->
         fit = {"a": float(a), "b": float(b)}
     return {"budgets": budgets, "fit": fit, "paper_fit": {"a": 5.039, "b": 0.0555},
             "models": len(rows), "seeds": sorted({r["seed"] for r in rows})}
+
+
+def summarize(out: str | Path, command: str, seed: int = 0, save_record: bool = True) -> "RunRecord":
+    """Analyse ``out/results.jsonl``; write ``summary.json``, ``sweep.png`` and (``save_record``)
+    ``record.json`` into ``out``."""
+    from ..core.records import RunRecord
+    from .plots import sweep_figure
+
+    out = Path(out)
+    rows = read_jsonl(out / RESULTS)
+    if not rows:
+        raise AttnlabError(f"no sweep results in {out} (expected {out / RESULTS}; run `attnlab depth sweep`)")
+    summary = analyze(rows, seed=seed)
+    atomic_write_json(out / "summary.json", summary)
+    config = {}
+    if (out / CONFIG).exists():
+        import json
+
+        config = json.loads((out / CONFIG).read_text(encoding="utf-8"))
+    rec = RunRecord(name="depth-sweep", title="depth: fixed-budget depth sweep", command=command, seed=seed,
+                    config=config)
+    rec.add_table("Held-out loss (nats/char) per budget and depth: mean +- std over seeds; p_best = share of "
+                  "bootstrap draws (one seed per cell) in which that depth wins",
+                  ["budget", "depth", "width", "heads", "non-emb params", "seeds", "mean loss", "std", "p_best"],
+                  [[b["budget"], r["depth"], r["width"], r["heads"], r["non_embedding"], r["seeds"],
+                    round(r["mean"], 4), None if r["std"] is None else round(r["std"], 4), round(r["p_best"], 3)]
+                   for b in summary["budgets"] for r in b["depths"]])
+    for b in summary["budgets"]:
+        rec.metrics[f"best_depth_N{b['budget']}"] = b["best_depth"]
+    if summary["fit"]:
+        rec.metrics["fit_a"], rec.metrics["fit_b"] = round(summary["fit"]["a"], 3), round(summary["fit"]["b"], 4)
+    rec.metrics["models"] = summary["models"]
+    rec.add_figure(sweep_figure(summary, out / "sweep.png").resolve(),
+                   "Left: held-out loss against depth at each budget (error bars: std over seeds). Right: the "
+                   "best shape per budget against Levine et al.'s ln d* = 5.039 + 0.0555 L.")
+    if save_record:
+        rec.save(out / "record.json")
+    return rec
