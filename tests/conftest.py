@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-torch.set_num_threads(1)
+from attnlab.core.runtime import set_threads
+
+set_threads(1)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def score(stats: Stats, selector: str = "cca", floor: float = 1e-10) -> dict[int
             out[i] = S.bi_score(st.mean_cos_block)
         else:
             cxx, cxa, caa = st.covariances()
-            out[i] = S.cca_score(cxx, cxa, caa, floor) if selector == "cca" else S.nmse_score(cxx, cxa, caa)
+            out[i] = float(S.cca_score(cxx, cxa, caa, floor) if selector == "cca" else S.nmse_score(cxx, cxa, caa))
     return out
 
 
