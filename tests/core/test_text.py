@@ -43,3 +43,12 @@ def test_bad_sources(tmp_path):
         load_texts(tmp_path / "empty.txt")
     with pytest.raises(AttnlabError, match="unknown split"):
         load_texts("builtin", split="train")
+
+
+def test_builtin_fraction_in_the_source_name():
+    assert load_texts("builtin") == split_builtin(0.2)["calibration"]
+    assert load_texts("builtin:0.1", "heldout") == split_builtin(0.1)["heldout"]
+    with pytest.raises(AttnlabError, match="builtin:FRACTION"):
+        load_texts("builtin:abc")
+    with pytest.raises(AttnlabError, match=r"must be in \(0, 1\)"):
+        load_texts("builtin:2")

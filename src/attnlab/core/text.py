@@ -75,14 +75,26 @@ def _load_hf(spec: str, field: str) -> list[str]:
     return [t for t in ds[field] if isinstance(t, str)]
 
 
+def _builtin_fraction(source: str) -> float:
+    """``builtin`` holds out 0.2 of the topics; ``builtin:F`` holds out a fraction F instead."""
+    _, _, fraction = source.partition(":")
+    if not fraction:
+        return 0.2
+    try:
+        return float(fraction)
+    except ValueError:
+        raise AttnlabError(f"{source!r}: expected builtin:FRACTION with a number, e.g. builtin:0.1") from None
+
+
 def load_texts(source: str | Path, split: str = "calibration", field: str = "text") -> list[str]:
-    """Documents from ``source``: ``"builtin"`` (with ``split``), a .txt file (one document), a .jsonl file
-    (one document per line, from ``field``), or ``hf:NAME[:CONFIG][@SPLIT]``."""
+    """Documents from ``source``: ``"builtin"`` or ``"builtin:F"`` (F = held-out fraction, default 0.2; with
+    ``split``), a .txt file (one document), a .jsonl file (one document per line, from ``field``), or
+    ``hf:NAME[:CONFIG][@SPLIT]``."""
     if split not in SPLITS:
         raise AttnlabError(f"unknown split {split!r} (use one of {', '.join(SPLITS)})")
     source = str(source)
-    if source == BUILTIN:
-        return split_builtin()[split]
+    if source == BUILTIN or source.startswith(BUILTIN + ":"):
+        return split_builtin(_builtin_fraction(source))[split]
     if source.startswith("hf:"):
         return _load_hf(source, field)
     path = Path(source)
@@ -104,5 +116,5 @@ def describe(source: str | Path, split: str = "calibration") -> dict:
     """What a run record stores about its text: the source, split, document and character counts, a digest."""
     docs = load_texts(source, split)
     digest = hashlib.sha256("\x00".join(docs).encode("utf-8")).hexdigest()[:16]
-    return {"source": str(source), "split": split if str(source) == BUILTIN else None, "documents": len(docs),
+    return {"source": str(source), "split": split if str(source).startswith(BUILTIN) else None, "documents": len(docs),
             "characters": sum(map(len, docs)), "sha256_16": digest}
