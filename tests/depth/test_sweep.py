@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+import pytest
+
+from attnlab.core.atomic import read_jsonl
+from attnlab.core.errors import AttnlabError
+from attnlab.depth import sweep
+from attnlab.depth.sweep import SweepConfig, analyze, load_config, run_sweep, shape_for_budget
+
+
+def tiny(**kw) -> SweepConfig:
+    base = dict(budgets=[3000, 6000], depths=[1, 2], seeds=[0], tokens=4 * 16 * 3, batch_size=4, seq_len=16,
+                head_dim=8, eval_tokens=256, warmup_steps=1, tolerance=0.2)
+    return SweepConfig(**{**base, **kw})
+
+
+def test_shapes_hit_the_budget():
+    for budget in (50_000, 150_000, 400_000):
+        for depth in (1, 2, 3, 4, 6, 8):
+            width, heads, n = shape_for_budget(budget, depth)
+            assert width % heads == 0 and abs(n - budget) <= 0.1 * budget
+            assert n == sweep.non_embedding_count(depth, width)
+    with pytest.raises(AttnlabError, match="too small for depth 8"):
+        shape_for_budget(120, 8)  # width 1 already has 202
+
+
+def test_committed_config_loads(tmp_path):
+    config = load_config("configs/depth/cpu.yaml")
+    assert len(config.budgets) >= 3 and len(config.depths) >= 4 and len(config.seeds) >= 2
+    assert len(sweep.grid(config)) == len(config.budgets) * len(config.depths) * len(config.seeds)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("budgets: [1000]\ndepths: [1]\nbogus: 1\n", "unknown key"),
+    ("budgets: 1000\ndepths: [1]\n", "non-empty list"),
+    ("budgets: [1000]\ndepths: [1]\ntokens: 10\n", "less than one batch"),
+    ("budgets: [1000\n", "not valid YAML"),
+    ("- 1\n", "expected a mapping")])
+def test_bad_configs(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(AttnlabError, match=message):
+        load_config(path)
+
+
+def test_sweep_resumes_and_skips_done_lines(tmp_path, monkeypatch):
+    out = tmp_path / "s"
+    rows = run_sweep(tiny(), out, progress=False, limit=2)
+    assert len(rows) == 2 and all(np.isfinite(r["heldout_loss"]) for r in rows)
+    with open(out / sweep.RESULTS, "a") as f:  # a crash mid-write leaves a torn line
+        f.write('{"key": "N6000-L1')
+    calls = []
+    real = sweep.train_one
+    monkeypatch.setattr(sweep, "train_one", lambda job, config: calls.append(job["key"]) or real(job, config))
+    rows = run_sweep(tiny(), out, progress=False)
+    assert sorted(calls) == ["N6000-L1-s0", "N6000-L2-s0"]  # only the unfinished jobs ran
+    keys = [r["key"] for r in read_jsonl(out / sweep.RESULTS)]
+    assert len(keys) == len(set(keys)) == 4 and len(rows) == 4
+    calls.clear()
+    run_sweep(tiny(seeds=[0]), out, progress=False)
+    assert calls == []
+    with pytest.raises(AttnlabError, match="different recipe"):
+        run_sweep(tiny(lr=1e-2), out, progress=False)
+
+
+def test_same_seed_same_result(tmp_path):
+    a = run_sweep(tiny(budgets=[3000], depths=[2]), tmp_path / "a", progress=False)
+    b = run_sweep(tiny(budgets=[3000], depths=[2]), tmp_path / "b", progress=False)
+    assert a[0]["heldout_loss"] == b[0]["heldout_loss"]
+    assert a[0]["tokens"] == 4 * 16 * 3 and a[0]["total_parameters"] > a[0]["non_embedding"]
+
+
+def test_parallel_workers(tmp_path):
+    rows = run_sweep(tiny(), tmp_path, workers=2, progress=False)
+    assert sorted(r["key"] for r in rows) == sorted(j["key"] for j in sweep.grid(tiny()))
+    assert all(r["threads"] == 1 for r in rows)
+
+
+def _rows(table):
+    return [{"key": f"{b}-{L}-{s}", "budget": b, "depth": L, "seed": s, "width": w, "heads": 1,
+             "non_embedding": b, "heldout_loss": loss} for (b, L, w), losses in table.items()
+            for s, loss in enumerate(losses)]
+
+
+def test_analysis_best_depth_bootstrap_and_fit():
+    table = {(100, 1, 10): [2.0, 2.1], (100, 2, 7): [2.3, 2.4],
+             (400, 1, 20): [1.9, 1.9], (400, 2, 14): [1.5, 2.2]}
+    s = analyze(_rows(table))
+    small, big = s["budgets"]
+    assert small["best_depth"] == 1 and small["best_p"] == 1.0  # every draw prefers depth 1
+    assert big["best_depth"] == 2 and 0.4 < big["best_p"] < 0.6  # 1.5 wins, 2.2 loses: a coin flip
+    assert small["depths"][0]["std"] == pytest.approx(np.std([2.0, 2.1], ddof=1))
+    # best shapes (1, 10) and (2, 14): ln d = a + b L through both points
+    assert s["fit"]["b"] == pytest.approx(np.log(14 / 10)) and s["fit"]["a"] == pytest.approx(np.log(10) - np.log(1.4))
+    assert analyze(_rows({(100, 1, 10): [2.0]}))["fit"] is None
+    with pytest.raises(AttnlabError, match="no sweep results"):
+        analyze([])
