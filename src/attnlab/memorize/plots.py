@@ -1,0 +1,124 @@
+"""Figures and summary tables of a sweep directory: m* against n_pairs*seq_len (log-log, with the sqrt
+law and a free power law), against generation steps T, against rank and against the backbone init."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import require
+from ..core.plots import plt, save_figure
+from .sweep import results
+from .theory import fit_power_law, fit_sqrt_law, sqrt_bound, tradeoff_products
+
+
+def _rows(rows: list[dict[str, Any]], experiment: str) -> list[dict[str, Any]]:
+    return [r for r in rows if experiment in r.get("experiments", [])]
+
+
+def _label_init(s: dict[str, Any]) -> str:
+    return s["init"] if s["init"] in ("identity", "trained") else f"{s['init']} x{s['gain']:g}"
+
+
+def summarize(rows: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Fits and per-experiment tables from sweep result lines (see :func:`attnlab.memorize.sweep.results`)."""
+    out: dict[str, Any] = {"tables": {}}
+    scaling = [r for r in _rows(rows, "n_pairs") + _rows(rows, "seq_len") if r["m_star"]]
+    scaling = list({r["point"]: r for r in scaling}.values())
+    if len({r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in scaling}) >= 2:
+        K = np.array([r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in scaling], dtype=float)
+        m = np.array([r["m_star"] for r in scaling], dtype=float)
+        law = fit_power_law(K, m, n_boot=n_boot, seed=seed)
+        out["power_law"] = {"alpha": law.alpha, "a": law.a, "ci95": list(law.ci), "n_points": law.n_points}
+        out["sqrt_law_c"] = fit_sqrt_law(K, m)
+        out["sqrt_law_rms_log_residual"] = float(np.sqrt(np.mean((np.log(m) - np.log(sqrt_bound(K, 1, out["sqrt_law_c"]))) ** 2)))
+        out["power_law_rms_log_residual"] = float(np.sqrt(np.mean((np.log(m) - np.log(law(K))) ** 2)))
+    for exp, key in (("n_pairs", "n_pairs"), ("seq_len", "seq_len"), ("gen_steps", "gen_steps"), ("rank", "rank")):
+        rs = sorted(_rows(rows, exp), key=lambda r: (r["settings"][key], r["settings"]["seed"]))
+        out["tables"][exp] = [[r["settings"][key], r["settings"]["n_pairs"], r["settings"]["seq_len"], r["m_star"],
+                               r["steps"], r["n_probes"], r["probe_seconds"]] for r in rs]
+    rs = _rows(rows, "gen_steps")
+    if rs:
+        prods = tradeoff_products([r["m_star"] or np.nan for r in rs], [r["settings"]["gen_steps"] for r in rs])
+        out["tradeoff_products"] = {r["settings"]["gen_steps"]: float(p) for r, p in zip(rs, prods)}
+    out["tables"]["init"] = [[_label_init(r["settings"]), r["m_star"], r["steps"], r["n_probes"], r["probe_seconds"]]
+                             for r in _rows(rows, "init")]
+    return out
+
+
+def _scatter_vs(ax, rs: list[dict[str, Any]], key: str, m_max_marker: bool = True) -> None:
+    ok = [r for r in rs if r["m_star"]]
+    ax.plot([r["settings"][key] for r in ok], [r["m_star"] for r in ok], "o-", label="measured m*")
+    miss = [r for r in rs if not r["m_star"]]
+    if miss and m_max_marker:
+        ax.plot([r["settings"][key] for r in miss], [r["settings"]["m_max"] for r in miss], "^", color="red",
+                label="none up to m_max")
+    ax.set_ylabel("m* (prompt tokens)")
+    ax.grid(alpha=0.3)
+
+
+def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int = 0) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
+    """Write the sweep's PNGs into ``fig_dir`` (default: the sweep directory); returns (summary, figures)."""
+    rows = results(out_dir)
+    require(bool(rows), f"no finished searches in {out_dir} yet")
+    fig_dir = Path(fig_dir or out_dir)
+    summary = summarize(rows, seed=seed)
+    figures: list[tuple[Path, str]] = []
+    budget = rows[0]["settings"]
+    note = f"budget {budget['max_steps']} steps x {budget['restarts']} restarts"
+
+    scaling = list({r["point"]: r for r in _rows(rows, "n_pairs") + _rows(rows, "seq_len") if r["m_star"]}.values())
+    if "power_law" in summary:
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for exp, marker in (("n_pairs", "o"), ("seq_len", "s")):
+            rs = [r for r in scaling if exp in r["experiments"]]
+            ax.loglog([r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in rs], [r["m_star"] for r in rs],
+                      marker, label=f"measured, varying {exp}")
+        K = np.geomspace(min(r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in scaling),
+                         max(r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in scaling), 50)
+        pl = summary["power_law"]
+        ax.loglog(K, sqrt_bound(K, 1, summary["sqrt_law_c"]), "--", label=f"paper's law {summary['sqrt_law_c']:.2f}*sqrt(K)")
+        ax.loglog(K, pl["a"] * K ** pl["alpha"], "-",
+                  label=f"power law K^{pl['alpha']:.2f} (95% CI {pl['ci95'][0]:.2f}..{pl['ci95'][1]:.2f})")
+        ax.set_xlabel("K = n_pairs * seq_len")
+        ax.set_ylabel("m* (prompt tokens)")
+        ax.set_title(f"Minimal prompt length for exact memorization ({note})", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        figures.append((save_figure(fig, fig_dir / "mstar_vs_K.png"),
+                        "m* against n_pairs*seq_len, log-log, with the fitted sqrt law and a free power law."))
+    for exp, key, xlabel, fname in (("gen_steps", "gen_steps", "generation steps T", "mstar_vs_T.png"),
+                                    ("rank", "rank", "rank of the label logits", "mstar_vs_rank.png")):
+        rs = sorted(_rows(rows, exp), key=lambda r: r["settings"][key])
+        if not rs:
+            continue
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        _scatter_vs(ax, rs, key)
+        if exp == "gen_steps":
+            T = np.array([r["settings"]["gen_steps"] for r in rs if r["m_star"]], dtype=float)
+            if len(T) and rs[0]["m_star"]:
+                ax.plot(T, rs[0]["m_star"] / (T + 1), ":", label="hypothesis m* (T+1) = const")
+        ax.set_xlabel(xlabel)
+        s = rs[0]["settings"]
+        ax.set_title(f"m* against {xlabel} (n_pairs={s['n_pairs']}, seq_len={s['seq_len']}; {note})", fontsize=9)
+        ax.legend(fontsize=8)
+        figures.append((save_figure(fig, fig_dir / fname), f"m* against {xlabel}."))
+    rs = _rows(rows, "init")
+    if rs:
+        fig, ax = plt.subplots(figsize=(6.5, 3.8))
+        labels = [_label_init(r["settings"]) for r in rs]
+        heights = [r["m_star"] or r["settings"]["m_max"] for r in rs]
+        bars = ax.bar(range(len(rs)), heights, color=["C0" if r["m_star"] else "red" for r in rs])
+        for b, r in zip(bars, rs):
+            ax.text(b.get_x() + b.get_width() / 2, b.get_height(), str(r["m_star"] or f">{r['settings']['m_max']}"),
+                    ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(rs)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("m* (prompt tokens)")
+        s = rs[0]["settings"]
+        ax.set_title(f"m* against backbone init (n_pairs={s['n_pairs']}, seq_len={s['seq_len']}; red: none up to m_max)",
+                     fontsize=9)
+        figures.append((save_figure(fig, fig_dir / "mstar_vs_init.png"), "m* against the backbone initialisation."))
+    return summary, figures
