@@ -107,7 +107,9 @@ def load_model(spec: str | Path, dtype: str = "float32"):
     Causal families load with their LM head; encoders as the bare encoder."""
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a sub-second "Loading weights" bar per model is noise on stderr
     path = checkpoint_dir(spec)
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):

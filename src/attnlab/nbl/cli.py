@@ -105,11 +105,15 @@ def cmd_rank(args) -> int:
 
 
 def cmd_apply(args) -> int:
+    from ..core.hf import decoder_layers
     from .io import save
     from .pipeline import linearize
     from .session import Session
 
     s = Session.open(args.model)
+    n_layers = len(decoder_layers(s.model))
+    if args.layers > n_layers:  # before minutes of statistics, not after
+        raise AttnlabError(f"cannot replace {args.layers} layers: the model has {n_layers} (ask for 1..{n_layers})")
     stats, blocks = s.stats(_calibration(args), args.stats)
     layers, maps = linearize(s.model, stats, args.layers, args.selector, args.method, args.ridge, args.sequential,
                              blocks, args.batch_size, progress=not args.json)

@@ -4,41 +4,46 @@ perplexity, top-1 next-token agreement and greedy-continuation agreement."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
 
-@torch.no_grad()
-def perplexity(model, blocks: torch.Tensor, batch_size: int = 8, progress: bool = False) -> float:
-    """exp(mean next-token NLL) over every position of every block."""
-    nll, count = 0.0, 0
-    for b in tqdm(range(0, len(blocks), batch_size), desc="perplexity", disable=not progress):
-        batch = blocks[b:b + batch_size].to(model.device)
-        logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
-        nll += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
-                                                 reduction="sum").item()
-        count += batch[:, 1:].numel()
-    return math.exp(nll / count)
+@dataclass
+class Outputs:
+    """What comparisons need from one model on a set of blocks: summed NLL and argmax next tokens."""
+
+    nll: float
+    top1: torch.Tensor  # (positions,) argmax predictions, in block order
+    count: int
 
 
 @torch.no_grad()
-def compare(model, reference, blocks: torch.Tensor, batch_size: int = 8, progress: bool = False) -> dict[str, float]:
-    """Perplexity of both models and the share of positions where their argmax next token agrees."""
-    nll = {"model": 0.0, "reference": 0.0}
-    agree, count = 0, 0
+def outputs(model, blocks: torch.Tensor, batch_size: int = 8, progress: bool = False) -> Outputs:
+    nll, tops = 0.0, []
     for b in tqdm(range(0, len(blocks), batch_size), desc="evaluate", disable=not progress):
         batch = blocks[b:b + batch_size].to(model.device)
-        targets = batch[:, 1:].reshape(-1)
-        top = {}
-        for name, m in (("model", model), ("reference", reference)):
-            logits = m(input_ids=batch, use_cache=False).logits[:, :-1].float().reshape(-1, m.config.vocab_size)
-            nll[name] += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
-            top[name] = logits.argmax(-1)
-        agree += int((top["model"] == top["reference"]).sum())
-        count += targets.numel()
-    return {"perplexity": math.exp(nll["model"] / count), "reference_perplexity": math.exp(nll["reference"] / count),
-            "top1_agreement": agree / count, "eval_tokens": count}
+        logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float().reshape(-1, model.config.vocab_size)
+        nll += torch.nn.functional.cross_entropy(logits, batch[:, 1:].reshape(-1), reduction="sum").item()
+        tops.append(logits.argmax(-1).cpu())
+    top1 = torch.cat(tops)
+    return Outputs(nll, top1, top1.numel())
+
+
+def perplexity(model, blocks: torch.Tensor, batch_size: int = 8, progress: bool = False) -> float:
+    """exp(mean next-token NLL) over every position of every block."""
+    out = outputs(model, blocks, batch_size, progress)
+    return math.exp(out.nll / out.count)
+
+
+def compare(model, reference, blocks: torch.Tensor, batch_size: int = 8, progress: bool = False) -> dict[str, float]:
+    """Perplexity of both models and the share of positions where their argmax next token agrees.
+    ``reference`` is a model or its precomputed :class:`Outputs` on the same blocks."""
+    ref = reference if isinstance(reference, Outputs) else outputs(reference, blocks, batch_size, progress)
+    out = outputs(model, blocks, batch_size, progress)
+    return {"perplexity": math.exp(out.nll / out.count), "reference_perplexity": math.exp(ref.nll / ref.count),
+            "top1_agreement": float((out.top1 == ref.top1).float().mean()), "eval_tokens": out.count}
 
 
 @torch.no_grad()

@@ -1,0 +1,75 @@
+"""The nbl CLI end to end on a tiny checkpoint: collect, rank, apply (one-shot, sequential, drop), eval, bench."""
+
+import json
+
+import pytest
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+CAL = ["--tokens", "512", "--seq-len", "32", "--batch-size", "4"]
+
+
+def test_rank_apply_eval_bench(tiny_checkpoint, cache, run_cli):
+    rc, out, err = run_cli("nbl", "rank", tiny_checkpoint, *CAL, "--json")
+    assert rc == 0, err
+    rows = json.loads(out)
+    assert [r["layer"] for r in rows] == [0, 1, 2, 3]
+    assert set(rows[0]) == {"layer", "cca", "nmse", "cosine", "bi"}
+    assert all(0 <= r["cca"] <= 32 and r["nmse"] <= r["cca"] for r in rows)
+    assert len(list((cache / "cache" / "nbl").glob("stats-*.safetensors"))) == 1  # cached for the next command
+
+    for extra, name in ((["--selector", "cca"], "oneshot"), (["--sequential"], "seq"), (["--method", "drop"], "drop")):
+        rc, out, err = run_cli("nbl", "apply", tiny_checkpoint, "--layers", "2", *extra, *CAL, "-o", cache / name, "--json")
+        assert rc == 0, err
+        result = json.loads(out)
+        assert len(result["layers"]) == 2 and (cache / name / "nbl.json").exists()
+        info = json.loads((cache / name / "nbl.json").read_text())
+        assert info["layers"] == result["layers"] and info["calibration"]["tokens"] == 512
+
+    rc, out, err = run_cli("nbl", "eval", cache / "oneshot", "--against", tiny_checkpoint, "--tokens", "256",
+                           "--seq-len", "32", "--greedy-tokens", "8", "--json")
+    assert rc == 0, err
+    ev = json.loads(out)
+    assert ev["eval_tokens"] == 8 * 31 and 0 <= ev["top1_agreement"] <= 1 and ev["perplexity"] > 1
+    assert set(ev["replaced"].values()) == {"nbl"} and ev["heldout"]["split"] == "heldout"
+
+    rc, out, err = run_cli("nbl", "bench", cache / "drop", "--against", tiny_checkpoint, "--prompt-lengths", "16",
+                           "--batch-sizes", "1", "--decode-tokens", "2", "--repeats", "1", "--json")
+    assert rc == 0, err
+    bench = json.loads(out)
+    assert bench["replaced"] == 2 and bench["rows"][0]["kv_cache_mb_model"] == pytest.approx(bench["rows"][0]["kv_cache_mb"] / 2)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["rank", "no/such/model"], "unknown model 'no/such/model'"),
+    (["apply", "{ckpt}", "--layers", "9", "-o", "{tmp}/x"], "cannot replace 9 layers: the model has 4"),
+    (["rank", "{ckpt}", "--tokens", "100000000"], "fewer than the 100000000 requested"),
+    (["rank", "{ckpt}", "--seq-len", "4096"], "exceeds the model's 256 positions"),
+    (["eval", "{ckpt}", "--against", "minilm-not-a-model"], "unknown model"),
+    (["rank", "{ckpt}", "--stats", "{tmp}/junk.safetensors"], "not a readable safetensors"),
+])
+def test_bad_input_is_one_line(argv, message, tiny_checkpoint, cache, run_cli):
+    (cache / "junk.safetensors").write_bytes(b"garbage")
+    argv = [a.format(ckpt=tiny_checkpoint, tmp=cache) for a in argv]
+    rc, out, err = run_cli("nbl", *argv, *(CAL if argv[0] != "eval" and "--tokens" not in argv and "--seq-len" not in argv else []))
+    assert rc == 2, err
+    assert message in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def test_stats_of_another_model_refused(tiny_checkpoint, cache, run_cli, tiny_model):
+    other = cache / "other"
+    tiny_model("llama").save_pretrained(other)
+    rc, _, err = run_cli("nbl", "collect", tiny_checkpoint, *CAL, "-o", cache / "s.safetensors")
+    assert rc == 0, err
+    import shutil
+
+    for f in tiny_checkpoint.iterdir():
+        if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
+            shutil.copy(f, other / f.name)
+    rc, _, err = run_cli("nbl", "rank", other, *CAL, "--stats", cache / "s.safetensors")
+    assert rc == 2 and "collected on another model" in err
