@@ -83,12 +83,14 @@ def sweep_figure(summary: dict[str, Any], path: str | Path) -> Path:
                     marker="o", capsize=3, color=f"C{i}", label=f"N = {b['budget']:,} (best L = {b['best_depth']})")
         bx.scatter(b["best_depth"], b["best_width"], color=f"C{i}", s=60, edgecolor="k", zorder=3,
                    label=f"best at N = {b['budget']:,} (p = {b['best_p']:.2f})")
+        bx.scatter(b["paper_depth"], b["paper_width"], facecolor="none", edgecolor=f"C{i}", s=60, lw=1.5, zorder=3,
+                   label=f"paper's L* at N = {b['budget']:,}")
     ax.set(xscale="log", xlabel="depth L", ylabel="held-out loss (nats/char)", title="Fixed budgets: loss against depth")
     ax.set_xticks(sorted({r["depth"] for b in summary["budgets"] for r in b["depths"]}))
     ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
     ax.legend(fontsize=8)
-    L = np.linspace(0.5, 12, 100)
+    L = np.linspace(0.1, 12, 100)
     bx.plot(L, np.exp(theory.FIT_A + theory.FIT_B * L), "C7", lw=2, label="paper: ln d* = 5.039 + 0.0555 L")
     if summary.get("fit"):
         f = summary["fit"]

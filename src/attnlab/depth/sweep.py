@@ -17,12 +17,16 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
 from ..core.atomic import append_jsonl, atomic_write_json, read_jsonl
 from ..core.errors import AttnlabError
+from .theory import fit_depth_for_budget, optimal_width
+
+if TYPE_CHECKING:
+    from ..core.records import RunRecord
 
 RESULTS = "results.jsonl"
 CONFIG = "config.json"
@@ -320,9 +324,10 @@ def run_sweep(config: SweepConfig, out: str | Path, workers: int | None = None,
 
 
 def analyze(rows: list[dict[str, Any]], bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Per budget: mean/std held-out loss per depth over seeds, the best depth, and how often each depth
-    wins when one seed is resampled per (budget, depth) (bootstrap). Then the fit ``ln d* = a + b L*``
-    over the budgets' best shapes, next to Levine et al.'s (5.039, 0.0555)."""
+    """Per budget: mean/std held-out loss per depth over seeds, the best depth, how often each depth
+    wins when one seed is resampled per (budget, depth) (bootstrap), and the depth the paper's law
+    predicts for the budget. Then the fit ``ln d* = a + b L*`` over the budgets' best shapes (when
+    they differ in depth), next to Levine et al.'s (5.039, 0.0555)."""
     if not rows:
         raise AttnlabError("no sweep results to analyse (run `attnlab depth sweep` first)")
     rng = np.random.default_rng(seed)
@@ -336,6 +341,7 @@ def analyze(rows: list[dict[str, Any]], bootstrap: int = 2000, seed: int = 0) ->
         losses = [np.array([r["heldout_loss"] for r in by_depth[L]]) for L in depths]
         means = np.array([x.mean() for x in losses])
         best = int(np.argmin(means))
+        paper_L = fit_depth_for_budget(budget)
         draws = np.array([[rng.choice(x) for x in losses] for _ in range(bootstrap)])
         wins = np.bincount(draws.argmin(axis=1), minlength=len(depths)) / bootstrap
         budgets.append({
@@ -346,6 +352,8 @@ def analyze(rows: list[dict[str, Any]], bootstrap: int = 2000, seed: int = 0) ->
                         "p_best": float(w)} for L, x, w in zip(depths, losses, wins)],
             "best_depth": depths[best], "best_width": by_depth[depths[best]][0]["width"],
             "best_p": float(wins[best]),
+            # what the paper's law, extrapolated, predicts for this budget (continuous L*, d*)
+            "paper_depth": paper_L, "paper_width": optimal_width(paper_L),
         })
     best = [(b["best_depth"], b["best_width"]) for b in budgets]
     fit = None
@@ -359,7 +367,7 @@ def analyze(rows: list[dict[str, Any]], bootstrap: int = 2000, seed: int = 0) ->
 def summarize(out: str | Path, command: str, seed: int = 0, save_record: bool = True) -> "RunRecord":
     """Analyse ``out/results.jsonl``; write ``summary.json``, ``sweep.png`` and (``save_record``)
     ``record.json`` into ``out``."""
-    from ..core.records import RunRecord
+    from ..core.records import RunRecord  # noqa: F811 (runtime import; the one above is for typing)
     from .plots import sweep_figure
 
     out = Path(out)
@@ -381,6 +389,11 @@ def summarize(out: str | Path, command: str, seed: int = 0, save_record: bool = 
                   [[b["budget"], r["depth"], r["width"], r["heads"], r["non_embedding"], r["seeds"],
                     round(r["mean"], 4), None if r["std"] is None else round(r["std"], 4), round(r["p_best"], 3)]
                    for b in summary["budgets"] for r in b["depths"]])
+    rec.add_table("Best depth per budget (bootstrap share p_best) against Levine et al.'s law extrapolated "
+                  "to the budget (continuous L*, d* with 12 L d*^2 = N)",
+                  ["budget", "best depth", "its width", "p_best", "paper L*", "paper d*"],
+                  [[b["budget"], b["best_depth"], b["best_width"], round(b["best_p"], 3), round(b["paper_depth"], 2),
+                    round(b["paper_width"])] for b in summary["budgets"]])
     for b in summary["budgets"]:
         rec.metrics[f"best_depth_N{b['budget']}"] = b["best_depth"]
     if summary["fit"]:

@@ -53,6 +53,12 @@ def run(out_dir: Path, seed: int = 0) -> RunRecord:
                       ["reference L x d_x", "regime", "width at L-1", "width at L-2"],
                       [[f"{L} x {d}", theory.regime(L, d), theory.width_to_match(L, d, L - 1),
                         theory.width_to_match(L, d, L - 2)] for L, d in ((3, 64), (6, 64), (6, 16))])
+        float_rows = []
+        for L, d, m in ((2, 4, 100), (3, 4, 80)):
+            n, _ = numerical_rank(grid_matrix_float(L, d, 1, m, "polynomial", seed))
+            float_rows.append([L, d, m, n, exact_rank(L, d, templates=m, seed=seed).rank, theory.separation_rank(L, d)])
+        rec.add_table("Floating point is not enough: float64 SVD rank (rtol 1e-10) vs exact GF(p) rank, same M",
+                      ["L", "d_x", "M", "float64 SVD rank", "exact rank", "closed form"], float_rows)
         spectra = {}
         for block in ("polynomial", "softmax"):
             n, s = numerical_rank(grid_matrix_float(2, 4, 1, 100, block, seed))
