@@ -1,0 +1,89 @@
+import random
+
+import pytest
+import torch
+
+from attnlab.core.errors import AttnlabError
+from attnlab.memorize.backbone import Backbone, BackboneConfig
+from attnlab.memorize.data import IGNORE, random_tokens
+from attnlab.memorize.search import find_m_star, search_min_length
+from attnlab.memorize.tune import TuneConfig, exact_match, fit_prompt
+
+
+def test_exact_match_needs_every_target_position():
+    targets = torch.tensor([[IGNORE, 1, 2], [IGNORE, 0, 0]])
+    logits = torch.nn.functional.one_hot(torch.tensor([[3, 1, 2], [3, 0, 0]]), 4).float()
+    assert exact_match(logits, targets) == (1.0, 1.0)  # non-target positions are not checked
+    logits[1, 2] = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    assert exact_match(logits, targets) == (0.5, 0.75)
+
+
+def test_tiny_end_to_end_memorizes_and_the_prompt_is_the_checked_one():
+    data = random_tokens(8, 4, vocab=16, n_classes=4, seed=0)
+    bb = Backbone(BackboneConfig(vocab=16, n_classes=4, d_model=32, n_heads=2, n_layers=1, d_ff=64, max_len=4))
+    fits = [fit_prompt(bb, data, m, config=TuneConfig(lr=0.1, max_steps=300), seed=s) for m in (1, 2, 4) for s in (0, 1)]
+    fit = next(f for f in fits if f.memorized)
+    assert fit.m <= 4 and fit.steps <= 300 and fit.exact_accuracy == 1.0
+    with torch.no_grad():
+        assert exact_match(bb(fit.prompt, data.tokens), data.targets)[0] == 1.0
+        assert exact_match(bb.forward_naive(fit.prompt, data.tokens), data.targets)[0] == 1.0
+
+
+def test_exact_memorization_implies_greedy_decoding_reproduces_the_targets():
+    data = random_tokens(6, 5, vocab=8, n_classes=8, target="every", seed=2)
+    bb = Backbone(BackboneConfig(vocab=8, n_classes=8, d_model=32, n_heads=2, n_layers=2, d_ff=64, max_len=5))
+    fits = (fit_prompt(bb, data, 16, config=TuneConfig(lr=0.1, max_steps=600), seed=s) for s in range(3))
+    fit = next(f for f in fits if f.memorized)
+    decoded = bb.greedy_decode(fit.prompt, data.tokens[:, :1], data.seq_len)
+    assert torch.equal(decoded, data.targets)
+    # and a prompt that does not memorize does not decode the data
+    assert not torch.equal(bb.greedy_decode(torch.zeros_like(fit.prompt), data.tokens[:, :1], data.seq_len), data.targets)
+
+
+def test_gen_steps_fit_runs_and_needs_last_target():
+    data = random_tokens(8, 3, vocab=16, n_classes=4, seed=0)
+    bb = Backbone(BackboneConfig(vocab=16, n_classes=4, d_model=32, n_heads=2, n_layers=1, d_ff=64, max_len=5))
+    fits = [fit_prompt(bb, data, 4, gen_steps=2, config=TuneConfig(lr=0.1, max_steps=300), seed=s) for s in (0, 1)]
+    assert any(f.memorized for f in fits)
+    every = random_tokens(4, 3, vocab=16, n_classes=4, target="every")
+    with pytest.raises(AttnlabError, match="target='last'"):
+        fit_prompt(bb, every, 2, gen_steps=1)
+    for m in (0, -1, 2.5):
+        with pytest.raises(AttnlabError, match="out of range"):
+            fit_prompt(bb, data, m)
+
+
+def monotone(m_star):
+    return lambda m, r: {"memorized": m >= m_star, "steps": 10 * m, "exact_accuracy": 1.0 if m >= m_star else 0.5}
+
+
+@pytest.mark.parametrize("m_star", [1, 2, 3, 5, 8, 13, 37, 64, 100])
+def test_search_finds_the_true_minimum(m_star):
+    res = search_min_length(monotone(m_star), m_max=100, restarts=2)
+    assert res.m_star == m_star and res.steps == 10 * m_star and res.exact_accuracy == 1.0
+    tried = {p["m"] for p in res.probes}
+    assert m_star in tried and m_star - 1 in tried | {0}
+    assert len(tried) <= 2 * (m_star.bit_length() + 1)
+
+
+def test_search_none_up_to_m_max():
+    res = search_min_length(monotone(1000), m_max=50, restarts=3)
+    assert res.m_star is None and res.exact_accuracy == 0.5
+    assert [p["m"] for p in res.probes][-3:] == [50, 50, 50]
+
+
+def test_restarts_rescue_a_noisy_length():
+    rng = random.Random(0)
+    flaky = lambda m, r: {"memorized": m >= 10 and (r == 1 or rng.random() < 0.3)}  # noqa: E731
+    assert search_min_length(flaky, 64, restarts=2).m_star == 10
+    res1 = search_min_length(lambda m, r: {"memorized": m >= 10 and m % 2 == 0 and r == 1 or m >= 32}, 64, restarts=1)
+    assert res1.m_star == 32  # with one try per length the restart-only successes are missed
+
+
+def test_find_m_star_end_to_end():
+    data = random_tokens(8, 3, vocab=16, n_classes=4, seed=1)
+    cfg = BackboneConfig(vocab=16, n_classes=4, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=3)
+    res = find_m_star(data, cfg, tune=TuneConfig(lr=0.1, max_steps=200), m_max=16, restarts=2, seed=0)
+    assert res.m_star is not None and res.exact_accuracy == 1.0
+    assert any(p["m"] == res.m_star and p["memorized"] for p in res.probes)
+    assert all(not p["memorized"] for p in res.probes if p["m"] < res.m_star)
