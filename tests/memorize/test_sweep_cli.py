@@ -1,0 +1,117 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from attnlab.cli import main
+from attnlab.core.atomic import read_jsonl
+from attnlab.core.errors import AttnlabError
+from attnlab.memorize.plots import plot_sweep
+from attnlab.memorize.sweep import LOG, expand, results, run_sweep
+
+TINY = {"base": {"n_pairs": 4, "seq_len": 2, "vocab": 8, "n_classes": 4, "d_model": 16, "n_heads": 2, "n_layers": 1,
+                 "d_ff": 32, "max_steps": 40, "m_max": 8, "restarts": 2, "train_steps": 5},
+        "experiments": {"n_pairs": {"n_pairs": [4, 8]}, "seq_len": {"seq_len": [1, 2]},
+                        "gen_steps": {"gen_steps": [0, 1]}, "rank": {"rank": [1, 2]},
+                        "init": {"variants": [{"init": "gaussian"}, {"init": "identity"}]}}}
+
+
+def test_expand_grid_variants_and_dedup():
+    points = expand({**TINY, "seeds": [0, 1]})
+    assert len(points["n_pairs"]) == 4 and len(points["init"]) == 4
+    assert {p["seed"] for p in points["rank"]} == {0, 1}
+    with pytest.raises(AttnlabError, match="unknown settings"):
+        expand({"experiments": {"x": {"n_pair": [1]}}})
+    with pytest.raises(AttnlabError, match="unknown sweep config keys"):
+        expand({"experiment": {}})
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    rows = run_sweep(TINY, out, progress=False)
+    return out, rows
+
+
+def test_sweep_writes_one_line_per_probe_and_one_result_per_point(tiny_sweep):
+    out, rows = tiny_sweep
+    lines = read_jsonl(out / LOG)
+    probes = [r for r in lines if r["kind"] == "probe"]
+    assert len(rows) == 7  # 10 grid entries, 4 of them the base point (n_pairs=4, seq_len=2, T=0, gaussian)
+    assert sum(r["n_probes"] for r in rows) == len(probes)
+    assert len({(p["point"], p["m"], p["restart"]) for p in probes}) == len(probes)
+    base = [r for r in rows if len(r["experiments"]) > 1]
+    assert len(base) == 1 and set(base[0]["experiments"]) == {"n_pairs", "seq_len", "gen_steps", "init"}
+    assert yaml.safe_load((out / "config.yaml").read_text())["base"]["max_steps"] == 40
+
+
+def test_sweep_resumes_after_interruption(tiny_sweep, tmp_path):
+    out, rows = tiny_sweep
+    lines = (out / LOG).read_text().splitlines()
+    # simulate a crash: drop the last point's result and its last probe, and leave a torn line
+    last_point = json.loads(lines[-1])["point"]
+    kept = lines[:-2]
+    (tmp_path / LOG).write_text("\n".join(kept) + "\n" + lines[-2][:25])
+    (tmp_path / "config.yaml").write_text((out / "config.yaml").read_text())
+    resumed = run_sweep(TINY, tmp_path, progress=False)
+    new = read_jsonl(tmp_path / LOG)
+    assert sorted((r["point"], r["m_star"]) for r in resumed) == sorted((r["point"], r["m_star"]) for r in rows)
+    probes = [r for r in new if r["kind"] == "probe"]
+    assert len(probes) == len({(p["point"], p["m"], p["restart"]) for p in probes})  # nothing run twice
+    assert sum(1 for r in new if r["kind"] == "result" and r["point"] == last_point) == 1
+    again = run_sweep(TINY, tmp_path, progress=False)  # finished: nothing new
+    assert len(read_jsonl(tmp_path / LOG)) == len(new) and len(again) == len(resumed)
+
+
+def test_sweep_with_worker_processes(tmp_path):
+    config = {"base": TINY["base"], "experiments": {"n_pairs": {"n_pairs": [4, 6]}}}
+    rows = run_sweep(config, tmp_path, workers=2, progress=False)
+    serial = run_sweep(config, tmp_path / "serial", workers=1, progress=False)
+    assert sorted((r["point"], r["m_star"], r["steps"]) for r in rows) == \
+        sorted((r["point"], r["m_star"], r["steps"]) for r in serial)
+
+
+def test_plots_write_pngs(tiny_sweep, tmp_path):
+    out, _ = tiny_sweep
+    summary, figures = plot_sweep(out, tmp_path, seed=0)
+    names = {Path(p).name for p, _ in figures}
+    assert {"mstar_vs_T.png", "mstar_vs_rank.png", "mstar_vs_init.png"} <= names
+    for p, _ in figures:
+        assert Path(p).read_bytes()[:4] == b"\x89PNG" and Path(p).stat().st_size > 2000
+    assert set(summary["tables"]) >= {"n_pairs", "seq_len", "gen_steps", "rank", "init"}
+
+
+def test_cli_search_json(capsys):
+    code = main(["memorize", "search", "--n-pairs", "4", "--seq-len", "2", "--vocab", "8", "--n-classes", "4",
+                 "--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--d-ff", "32", "--max-steps", "60",
+                 "--m-max", "8", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"m_star", "exact_accuracy", "steps", "probes"} <= set(out)
+    assert out["probes"] and all({"m", "restart", "memorized", "steps"} <= set(p) for p in out["probes"])
+    assert out["settings"]["seed"] == 0
+    if out["m_star"]:
+        assert out["exact_accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--n-pairs", "100", "--seq-len", "1", "--vocab", "8"], "distinct inputs"),
+    (["--rank", "9", "--n-classes", "8"], "above the dimension"),
+    (["--gen-steps", "1", "--target", "every", "--n-classes", "8"], "target='last'"),
+    (["--d-model", "10", "--n-heads", "4"], "divisible"),
+    (["--n-pairs", "0"], "positive integer"),
+])
+def test_cli_bad_input_exit_2_one_line(capsys, argv, words):
+    assert main(["memorize", "search", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1
+
+
+def test_cli_plot_and_missing_dirs(tiny_sweep, capsys):
+    out, _ = tiny_sweep
+    assert main(["memorize", "plot", str(out), "--n-boot", "100", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert Path(res["record"]).exists() and res["figures"]
+    assert main(["memorize", "plot", str(out / "nope")]) == 2
+    assert main(["memorize", "sweep", str(out / "missing.yaml"), "-o", str(out)]) == 2
