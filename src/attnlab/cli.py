@@ -51,8 +51,20 @@ def build_parser() -> Parser:
     p.set_defaults(func=_cmd_info)
 
     for module in available_modules():
-        importlib.import_module(f"attnlab.{module}.cli").register(sub, common)
+        try:
+            importlib.import_module(f"attnlab.{module}.cli").register(sub, common)
+        except Exception as e:  # one broken module must not take the other commands down with it
+            p = sub.add_parser(module, parents=[common], help=f"(unavailable: {type(e).__name__})", add_help=False)
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p.set_defaults(func=_unavailable(module, e))
     return parser
+
+
+def _unavailable(module: str, error: Exception):
+    def run(args: argparse.Namespace) -> int:
+        raise RuntimeError(f"attnlab.{module} failed to load ({type(error).__name__}: {error})")
+
+    return run
 
 
 def _cmd_tour(args: argparse.Namespace) -> int:

@@ -81,3 +81,23 @@ def test_tour_keeps_going_when_a_module_fails(tmp_path, monkeypatch):
     assert "RuntimeError: module exploded" in failed.error
     html = (tmp_path / "index.html").read_text()
     assert "module exploded" in html and "[failed]" in html
+
+
+def test_a_broken_module_does_not_break_the_cli(run_cli, monkeypatch):
+    import importlib
+
+    import attnlab.cli
+
+    real = importlib.import_module
+
+    def fake_import(name, *a, **k):
+        if name.endswith(".cli") and name != "attnlab.cli":
+            raise ImportError("simulated missing dependency")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(attnlab.cli, "available_modules", lambda: ["machines"])
+    monkeypatch.setattr(attnlab.cli.importlib, "import_module", fake_import)
+    rc, out, _ = run_cli("info", "--json")
+    assert rc == 0 and json.loads(out)["attnlab"]
+    rc, _, err = run_cli("machines", "run", "bb4")
+    assert rc == 1 and "attnlab.machines failed to load (ImportError: simulated missing dependency)" in err

@@ -27,8 +27,9 @@ class Config:
         return f"{self.method}/{self.selector}" + ("/sequential" if self.sequential else "")
 
 
-DEFAULT_CONFIGS = (Config("nbl", "cca"), Config("nbl", "cca", True), Config("nbl", "cosine"), Config("nbl", "nmse"),
-                   Config("drop", "cosine"), Config("drop", "cca"))
+#: The paper's method and its baseline first; sequential NBL (a pass over the calibration set each) last.
+DEFAULT_CONFIGS = (Config("nbl", "cca"), Config("drop", "cosine"), Config("nbl", "cosine"), Config("nbl", "nmse"),
+                   Config("drop", "cca"), Config("nbl", "cca", True))
 
 
 def perplexity_vs_layers(session: Session, calib: Calibration, heldout_tokens: int, ks: list[int],

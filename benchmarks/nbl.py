@@ -1,0 +1,91 @@
+"""NBL benchmark (issue 4 targets), resumable; results in benchmarks/results/nbl_*.json(l).
+
+quality: SmolLM2-135M-Instruct, >= 100k calibration tokens of the built-in corpus (builtin:0.1 holds out
+         11 topics, disjoint), held-out perplexity at k = 4, 8, 12 for NBL (CCA, cosine, NMSE selectors,
+         one-shot and sequential) and Attention Drop. One JSON line per (config, k): rerun to resume.
+speed:   a random-init Llama-shaped model of >= 0.5B parameters, original vs 4 of 8 attention layers
+         replaced, prefill and cached decode at two prompt lengths and two batch sizes, interleaved
+         repeats, with the analytic FLOP / byte ceilings.
+
+    python benchmarks/nbl.py [quality] [speed] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from attnlab.core.atomic import atomic_write_json
+from attnlab.core.runtime import environment, seed_everything, set_threads
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def quality(threads: int) -> None:
+    from attnlab.nbl.experiment import perplexity_vs_layers
+    from attnlab.nbl.session import Calibration, Session
+
+    calib = Calibration(source="builtin:0.1", tokens=102_400, seq_len=256, batch_size=8)
+    session = Session.open("smollm2")
+    t0 = time.perf_counter()
+    stats, _ = session.stats(calib, progress=True)
+    stats_s = time.perf_counter() - t0
+    rows = perplexity_vs_layers(session, calib, heldout_tokens=6144, ks=[4, 8, 12],
+                                log=RESULTS / "nbl_quality.jsonl", progress=True)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    atomic_write_json(RESULTS / "nbl_quality.json", {
+        "model": "smollm2", "calibration": stats.meta.get("calibration"), "calibration_tokens": stats.tokens,
+        "statistics_seconds_this_run": stats_s, "statistics_file": stats.meta.get("path"), "peak_rss_mb": peak_mb,
+        "threads": threads, "rows": rows, "environment": environment()})
+    ref = rows[0]["reference_perplexity"]
+    print(f"reference perplexity {ref:.3f}; statistics {stats.tokens} tokens; peak RSS {peak_mb:.0f} MB")
+    print(f"{'config':<22} {'k':>3} {'ppl':>9} {'increase':>9} {'top-1':>7}  layers")
+    for r in rows:
+        print(f"{r['label']:<22} {r['k']:>3} {r['perplexity']:>9.3f} {r['increase']:>+9.1%} {r['top1_agreement']:>7.3f}  {r['layers']}")
+
+
+def speed(threads: int) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from attnlab.nbl import apply
+    from attnlab.nbl.bench import bench_pair
+    from attnlab.nbl.fit import AffineMap
+
+    config = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_hidden_layers=8,
+                         num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=2048)
+    seed_everything(0)
+    reference = LlamaForCausalLM(config).eval()
+    params = sum(p.numel() for p in reference.parameters())
+    model = LlamaForCausalLM(config).eval()
+    model.load_state_dict(reference.state_dict())
+    d = config.hidden_size
+    g = torch.Generator().manual_seed(1)
+    maps = [AffineMap(i, (torch.randn(d, d, generator=g, dtype=torch.float64) / d**0.5).numpy(),
+                      torch.zeros(d, dtype=torch.float64).numpy(), 0.0, 0.0, 0.0) for i in (1, 3, 5, 7)]
+    apply(model, maps)
+    result = bench_pair(model, reference, prompt_lengths=[128, 512], batch_sizes=[1, 4], decode_tokens=8, repeats=3)
+    result.update(params=params, shape=config.to_dict(), environment=environment())
+    atomic_write_json(RESULTS / "nbl_speed.json", result)
+    print(f"Llama-shaped random model, {params / 1e6:.0f}M parameters, {threads} thread(s)")
+    print(result["table"])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("parts", nargs="*", default=["quality", "speed"], choices=["quality", "speed"])
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    threads = set_threads(args.threads)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for part in args.parts:
+        {"quality": quality, "speed": speed}[part](threads)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
