@@ -10,34 +10,31 @@ example in the batch; ``benchmarks/memorize.py`` measures what that costs.
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..core.errors import require
 from .backbone import check_prompt_length
 from .data import IGNORE, MemorizeData
 from .search import SearchResult, prompt_seed, search_min_length
-from .tune import FitResult, exact_match
+from .tune import FitResult, TuneConfig, train_until_exact
 
 METHODS = ("prompt", "prefix")
 
 
 @dataclass
-class PeftMemorizeConfig:
-    """What to tune and how: ``method`` is "prompt" (PromptTuningConfig) or "prefix" (PrefixTuningConfig)."""
+class PeftMemorizeConfig(TuneConfig):
+    """The harness's optimiser settings plus what PEFT tunes: ``method`` "prompt" (PromptTuningConfig) or
+    "prefix" (PrefixTuningConfig). The prompt initialisation is PEFT's own (N(0, 1) for prompt tuning)."""
 
     method: str = "prompt"
-    lr: float = 0.1
-    clip: float = 1.0
-    max_steps: int = 400
     token_offset: int = 0   # data token t is fed as id t + token_offset (skip a real vocabulary's special tokens)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require(self.method in METHODS, f"unknown peft method {self.method!r} (use prompt or prefix)")
 
     def peft_config(self, m: int):
@@ -61,32 +58,19 @@ def fit_peft_prompt(model, data: MemorizeData, m: int, config: PeftMemorizeConfi
     require(top < vocab, f"data token ids reach {top} but the model's vocabulary has {vocab} (lower --token-offset "
                          f"or --vocab)")
     torch.manual_seed(seed)  # peft initialises the prompt from torch's global generator
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # peft/transformers deprecation notices, once per probe otherwise
         warnings.simplefilter("ignore")
-        peft_model = get_peft_model(model, config.peft_config(m))
+        return _fit(get_peft_model(model, config.peft_config(m)), data, m, config, seed)
+
+
+def _fit(peft_model, data: MemorizeData, m: int, config: PeftMemorizeConfig, seed: int) -> tuple[FitResult, int]:
     params = [p for p in peft_model.parameters() if p.requires_grad]
-    trainable = sum(p.numel() for p in params)
-    opt = torch.optim.Adam(params, lr=config.lr)
     input_ids = data.tokens + config.token_offset
     targets = torch.where(data.targets == IGNORE, data.targets, data.targets + config.token_offset)
-    mask = targets != IGNORE
     L = data.seq_len
-    t0 = time.perf_counter()
-    step = 0
-    while True:
-        logits = peft_model(input_ids=input_ids).logits[:, -L:]  # prompt tuning also returns the m virtual positions
-        loss = F.cross_entropy(logits[mask], targets[mask])
-        exact, token = exact_match(logits.detach(), targets)
-        if exact == 1.0 or step == config.max_steps:
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.clip)
-        opt.step()
-        step += 1
-    fit = FitResult(m=m, memorized=exact == 1.0, steps=step, exact_accuracy=exact, token_accuracy=token,
-                    loss=loss.item(), seconds=round(time.perf_counter() - t0, 4), seed=seed)
-    return fit, trainable
+    # prompt tuning also returns logits at the m virtual positions: keep the last seq_len
+    run = train_until_exact(params, lambda: peft_model(input_ids=input_ids).logits[:, -L:], targets, config)
+    return FitResult(m=m, seed=seed, **run), sum(p.numel() for p in params)
 
 
 def peft_search(model, data: MemorizeData, config: PeftMemorizeConfig | None = None, m_max: int = 256,

@@ -93,7 +93,11 @@ def build(settings: dict[str, Any]) -> tuple[MemorizeData, BackboneConfig, TuneC
 def run_point(settings: dict[str, Any], log_path: str | Path) -> dict[str, Any]:
     """Search m* for one point, appending each probe to ``log_path`` and replaying probes logged before."""
     pid = point_id(settings)
-    done = {(r["m"], r["restart"]): r for r in read_jsonl(log_path) if r.get("kind") == "probe" and r["point"] == pid}
+    logged = read_jsonl(log_path)
+    finished = [r for r in logged if r.get("kind") == "result" and r["point"] == pid]
+    if finished:  # another process finished it since this sweep started
+        return finished[0]
+    done = {(r["m"], r["restart"]): r for r in logged if r.get("kind") == "probe" and r["point"] == pid}
     data, cfg, tune = build(settings)
     fresh = backbone_probe(Backbone(cfg), data, settings["gen_steps"], tune, settings["seed"])
 

@@ -24,9 +24,9 @@ from .data import IGNORE, MemorizeData
 class TuneConfig:
     """Optimiser settings; ``max_steps`` is part of the definition of m* (brief section 4.2)."""
 
-    lr: float = 0.05
+    lr: float = 0.1
     clip: float = 1.0
-    max_steps: int = 1000
+    max_steps: int = 400
     prompt_init_std: float = 1.0
 
     def __post_init__(self) -> None:
@@ -75,23 +75,28 @@ def fit_prompt(backbone: Backbone, data: MemorizeData, m: int, gen_steps: int = 
     forward = forward or backbone.forward
     g = torch.Generator().manual_seed(seed)
     prompt = (torch.randn(m, backbone.d_model, generator=g) * config.prompt_init_std).requires_grad_(True)
-    opt = torch.optim.Adam([prompt], lr=config.lr)
-    mask = data.targets != IGNORE
-    targets = data.targets[mask]
+    run = train_until_exact([prompt], lambda: forward(prompt, data.tokens, gen_steps), data.targets, config)
+    return FitResult(m=m, seed=seed, prompt=prompt.detach(), **run)
+
+
+def train_until_exact(params: list[torch.Tensor], logits_fn: Callable[[], torch.Tensor], targets: torch.Tensor,
+                      config: TuneConfig) -> dict:
+    """Adam on ``params`` with gradient-norm clipping, minimising cross-entropy of ``logits_fn()`` (B, L, C) on
+    the target positions; stops at the first exactly memorizing step or after ``config.max_steps`` steps."""
+    opt = torch.optim.Adam(params, lr=config.lr)
+    mask = targets != IGNORE
     t0 = time.perf_counter()
-    step, exact, token, loss_value = 0, 0.0, 0.0, float("nan")
+    step = 0
     while True:
-        logits = forward(prompt, data.tokens, gen_steps)
-        loss = F.cross_entropy(logits[mask], targets)
-        loss_value = loss.item()
-        exact, token = exact_match(logits.detach(), data.targets)
+        logits = logits_fn()
+        loss = F.cross_entropy(logits[mask], targets[mask])
+        exact, token = exact_match(logits.detach(), targets)
         if exact == 1.0 or step == config.max_steps:
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([prompt], config.clip)
+        torch.nn.utils.clip_grad_norm_(params, config.clip)
         opt.step()
         step += 1
-    return FitResult(m=m, memorized=exact == 1.0, steps=step, exact_accuracy=exact, token_accuracy=token,
-                     loss=loss_value, seconds=round(time.perf_counter() - t0, 4), seed=seed,
-                     prompt=prompt.detach())
+    return {"memorized": exact == 1.0, "steps": step, "exact_accuracy": exact, "token_accuracy": token,
+            "loss": loss.item(), "seconds": round(time.perf_counter() - t0, 4)}
