@@ -25,7 +25,8 @@ def available_modules() -> list[str]:
 
 def build_parser() -> Parser:
     common = common_parser()
-    parser = Parser(prog="attnlab", description=__doc__.split("\n")[0],
+    parser = Parser(prog="attnlab", description="attnlab: results about self-attention as working, tested, "
+                    "measured tools. One command group per module, plus tour, report and info.",
                     epilog="Example: attnlab tour   (runs every module's headline experiment, writes report/index.html)")
     parser.add_argument("--version", action="version", version=f"attnlab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
