@@ -54,6 +54,7 @@ def sweep_record(sweep_dir: Path, seed: int = 0, n_boot: int = 2000, fig_dir: Pa
         pl = summary["power_law"]
         rec.metrics.update({"power_law_alpha": round(pl["alpha"], 4), "power_law_ci95": [round(x, 4) for x in pl["ci95"]],
                             "power_law_points": pl["n_points"], "sqrt_law_c": round(summary["sqrt_law_c"], 4),
+                            "sqrt_log_law_c": round(summary["sqrt_log_law_c"], 4),
                             "sqrt_law_rms_log_residual": round(summary["sqrt_law_rms_log_residual"], 4),
                             "power_law_rms_log_residual": round(summary["power_law_rms_log_residual"], 4)})
     cols = ["n_pairs", "seq_len", "m*", "steps", "probes", "probe seconds"]

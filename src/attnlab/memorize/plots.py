@@ -33,6 +33,7 @@ def summarize(rows: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> 
         law = fit_power_law(K, m, n_boot=n_boot, seed=seed)
         out["power_law"] = {"alpha": law.alpha, "a": law.a, "ci95": list(law.ci), "n_points": law.n_points}
         out["sqrt_law_c"] = fit_sqrt_law(K, m)
+        out["sqrt_log_law_c"] = fit_sqrt_law(K, m, log_power=1.0)
         out["sqrt_law_rms_log_residual"] = float(np.sqrt(np.mean((np.log(m) - np.log(sqrt_bound(K, 1, out["sqrt_law_c"]))) ** 2)))
         out["power_law_rms_log_residual"] = float(np.sqrt(np.mean((np.log(m) - np.log(law(K))) ** 2)))
     for exp, key in (("n_pairs", "n_pairs"), ("seq_len", "seq_len"), ("gen_steps", "gen_steps"), ("rank", "rank")):
@@ -80,6 +81,8 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
                          max(r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in scaling), 50)
         pl = summary["power_law"]
         ax.loglog(K, sqrt_bound(K, 1, summary["sqrt_law_c"]), "--", label=f"paper's law {summary['sqrt_law_c']:.2f}*sqrt(K)")
+        ax.loglog(K, sqrt_bound(K, 1, summary["sqrt_log_law_c"], 1.0), ":",
+                  label=f"with log factor {summary['sqrt_log_law_c']:.3f}*sqrt(K)*log(K)")
         ax.loglog(K, pl["a"] * K ** pl["alpha"], "-",
                   label=f"power law K^{pl['alpha']:.2f} (95% CI {pl['ci95'][0]:.2f}..{pl['ci95'][1]:.2f})")
         ax.set_xlabel("K = n_pairs * seq_len")
