@@ -146,7 +146,7 @@ blank: "_"
 start: s
 transitions:
   s: {"a": ["b", s], "b": ["a", s], "_": ["_", h]}
-""", "abab", "a Post machine written directly: swap a<->b around the queue, halt at the first blank"),
+""", "ab_ab", "a Post machine written directly: swap a<->b around the queue, halt at the first blank"),
 }
 
 

@@ -1,0 +1,187 @@
+"""Post machine -> transformer (brief §2): decoder-only, one layer, one head, hardmax attention whose
+only window-dependent part is a three-type relative positional encoding, a ReLU FFN of AND units that
+realises the transition function, one-hot embeddings in named residual blocks, all weights in {-1,0,1}.
+
+Tokens are (pushed symbol c, new state s) with id = s * |Λ| + c. Residual stream (§2.1):
+
+    SYM (|Λ|)  the symbol this token pushed       from the embedding
+    ST  (|S|)  the PM state after this token      from the embedding
+    FRONT (|Λ|) the queue front's symbol           written by attention (copy SYM of the oldest token)
+
+Attention (§2.2): q_i = Σ x_i[ST] = 1, k_j = x_j W_K + rpe[type(i-j)] with W_K = 0 and rpe = (current 0,
+intermediate 0, oldest 1), so the hardmax picks the oldest token j = i-W+1 (lemma B). FFN (§2.3): unit
+u(s,c) = ReLU(x[ST_s] + x[FRONT_c] - 1) fires iff the state is s and the front is c (lemma C); its W2
+row is the one-hot logit of the token τ(s, c). Halting states have no units: their tokens are terminal.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.atomic import atomic_path, atomic_write_json
+from ..core.errors import AttnlabError
+from .machine import PostMachine
+
+RPE_TYPES = ("current", "intermediate", "oldest")
+WEIGHTS = ("embed", "w_q", "w_k", "rpe", "w_v", "w_o", "w1", "b1", "w2")
+
+
+@dataclass(frozen=True)
+class CompiledTransformer:
+    """The compiled network: integer weight matrices (int8) plus the window W of the RPE."""
+
+    pm: PostMachine
+    window: int
+    blocks: dict[str, tuple[int, int]]  # name -> (offset, size) in the residual stream
+    weights: dict[str, np.ndarray] = field(repr=False)
+    units: tuple[tuple[int, int], ...] = field(repr=False)  # (state, front symbol) of each FFN unit
+
+    # --- sizes (issue item 4) ---
+    @property
+    def vocab_size(self) -> int:
+        return self.weights["embed"].shape[0]
+
+    @property
+    def d_model(self) -> int:
+        return self.weights["embed"].shape[1]
+
+    @property
+    def d_ffn(self) -> int:
+        return self.weights["w1"].shape[1]
+
+    @property
+    def params(self) -> int:
+        return int(sum(w.size for w in self.weights.values()))
+
+    @property
+    def bits_per_param(self) -> int:
+        """Bits of a signed integer format that holds every weight ({-1, 0, 1}: 2 bits)."""
+        top = max(int(np.abs(w).max()) for w in self.weights.values())
+        return int(top).bit_length() + 1
+
+    @property
+    def model_bits(self) -> int:
+        return self.params * self.bits_per_param
+
+    def sizes(self) -> dict[str, int]:
+        return {"window": self.window, "vocab_size": self.vocab_size, "d_model": self.d_model,
+                "d_ffn": self.d_ffn, "params": self.params, "bits_per_param": self.bits_per_param,
+                "model_bits": self.model_bits}
+
+    # --- token coding ---
+    @property
+    def n_symbols(self) -> int:
+        return len(self.pm.symbols)
+
+    def token(self, symbol: int, state: int) -> int:
+        return state * self.n_symbols + symbol
+
+    def token_name(self, t: int) -> str:
+        s, c = divmod(t, self.n_symbols)
+        return f"{self.pm.symbols[c]}|{self.pm.states[s]}"
+
+    def residual_labels(self) -> list[str]:
+        labels = [f"SYM:{c}" for c in self.pm.symbols] + [f"ST:{s}" for s in self.pm.states]
+        return labels + [f"FRONT:{c}" for c in self.pm.symbols]
+
+    def rpe_by_offset(self, offsets: np.ndarray) -> np.ndarray:
+        """RPE value for query-key offsets i - j (0 <= i - j < W): the only window-dependent weights."""
+        kind = np.where(offsets == self.window - 1, 2, np.where(offsets == 0, 0, 1))
+        return self.weights["rpe"][kind]
+
+    def with_window(self, window: int) -> "CompiledTransformer":
+        """The same network with another window: only the RPE's 'oldest' offset moves."""
+        if window < 1:
+            raise AttnlabError(f"window must be at least 1, got {window}")
+        return replace(self, window=window)
+
+    def prompt(self, state: int, queue: list[int]) -> list[int]:
+        """The W prompt tokens (queue cell k, start state): the window is full from the first step."""
+        if len(queue) != self.window:
+            raise AttnlabError(f"queue of length {len(queue)} does not match the window {self.window}")
+        return [self.token(c, state) for c in queue]
+
+    # --- export ---
+    def save(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """``model.safetensors`` (int8 weights) + ``config.json`` (machine, blocks, token names, sizes)."""
+        from safetensors.numpy import save_file
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "model.safetensors") as tmp:
+            save_file({k: np.ascontiguousarray(v) for k, v in self.weights.items()}, str(tmp))
+        config = {"format": "attnlab.machines/1", **self.sizes(), "blocks": self.blocks,
+                  "rpe_types": list(RPE_TYPES), "residual_labels": self.residual_labels(),
+                  "tokens": [self.token_name(t) for t in range(self.vocab_size)],
+                  "post_machine": {"name": self.pm.name, "states": list(self.pm.states),
+                                   "symbols": list(self.pm.symbols), "start": self.pm.start,
+                                   "delta": [[s, c, s2, c2] for (s, c), (s2, c2) in sorted(self.pm.delta.items())]},
+                  "units": [list(u) for u in self.units], **(extra or {})}
+        atomic_write_json(out / "config.json", config)
+        return out
+
+
+def compile_pm(pm: PostMachine, window: int) -> CompiledTransformer:
+    """Compile ``pm`` for queue length ``window`` (brief §2)."""
+    if window < 1:
+        raise AttnlabError(f"window must be at least 1, got {window}")
+    n_sym, n_st = len(pm.symbols), len(pm.states)
+    blocks = {"SYM": (0, n_sym), "ST": (n_sym, n_st), "FRONT": (n_sym + n_st, n_sym)}
+    d = 2 * n_sym + n_st
+    sym, st, front = (blocks[b][0] for b in ("SYM", "ST", "FRONT"))
+    vocab = n_st * n_sym
+
+    embed = np.zeros((vocab, d), np.int8)  # E[(c, s)] = e_SYM(c) + e_ST(s)
+    for t in range(vocab):
+        s, c = divmod(t, n_sym)
+        embed[t, sym + c] = embed[t, st + s] = 1
+    w_q = np.zeros((d, 1), np.int8)
+    w_q[st:st + n_st] = 1  # every token has exactly one state: q = 1
+    w_k = np.zeros((d, 1), np.int8)  # the score is the RPE alone
+    rpe = np.array([0, 0, 1], np.int8)  # current, intermediate, oldest
+    w_v = np.zeros((d, n_sym), np.int8)
+    w_v[sym:sym + n_sym] = np.eye(n_sym, dtype=np.int8)
+    w_o = np.zeros((n_sym, d), np.int8)
+    w_o[:, front:front + n_sym] = np.eye(n_sym, dtype=np.int8)
+
+    halting = pm.halting
+    units = tuple((s, c) for s in range(n_st) if s not in halting for c in range(n_sym))
+    w1 = np.zeros((d, len(units)), np.int8)
+    b1 = np.full(len(units), -1, np.int8)
+    w2 = np.zeros((len(units), vocab), np.int8)
+    for u, (s, c) in enumerate(units):
+        w1[st + s, u] = w1[front + c, u] = 1
+        s2, c2 = pm.delta[(s, c)]
+        w2[u, s2 * n_sym + c2] = 1
+    weights = dict(embed=embed, w_q=w_q, w_k=w_k, rpe=rpe, w_v=w_v, w_o=w_o, w1=w1, b1=b1, w2=w2)
+    return CompiledTransformer(pm, window, blocks, weights, units)
+
+
+def load_compiled(path: str | Path) -> CompiledTransformer:
+    """Read a directory written by :meth:`CompiledTransformer.save`."""
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        raise AttnlabError(f"{path}: not a compiled machine (expected config.json and model.safetensors)")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise AttnlabError(f"{path / 'config.json'}: line {e.lineno}: {e.msg}") from None
+    if config.get("format") != "attnlab.machines/1":
+        raise AttnlabError(f"{path / 'config.json'}: not an attnlab.machines/1 config")
+    p = config["post_machine"]
+    pm = PostMachine(p["name"], tuple(p["states"]), tuple(p["symbols"]),
+                     {(s, c): (s2, c2) for s, c, s2, c2 in p["delta"]}, p["start"])
+    weights = load_file(str(path / "model.safetensors"))
+    missing = [k for k in WEIGHTS if k not in weights]
+    if missing:
+        raise AttnlabError(f"{path / 'model.safetensors'}: missing tensors {', '.join(missing)}")
+    blocks = {k: tuple(v) for k, v in config["blocks"].items()}
+    return CompiledTransformer(pm, int(config["window"]), blocks, {k: weights[k] for k in WEIGHTS},
+                               tuple(tuple(u) for u in config["units"]))

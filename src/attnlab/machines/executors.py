@@ -1,0 +1,262 @@
+"""Executors that generate tokens with the compiled network and agree token for token (issue item 5).
+
+- ``dense``: real attention over the whole window with the compiled matrices (K/V cached per token,
+  scores, hardmax and the weighted sum over all W keys, FFN as matrix products); batched over inputs.
+- ``kv``: a ring buffer of token ids. Keys carry no content (W_K = 0), so the RPE alone decides the
+  hardmax: the oldest slot. Each token reads that one cached value and evaluates the FFN sparsely from
+  the same weights: O(1) work per token, independent of W.
+- ``table``: next = T[current token][front token], where T is *derived by evaluating the network* on
+  every (state, front symbol) pair (:func:`certify`, the exhaustive certificate of §2.5).
+
+Every executor runs a ring of W token ids (the PM queue) and ``advance`` stops at a marked token
+(``marks``: 1 counts, 2 halts), so a harness can stop at completed TM steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..core.errors import AttnlabError
+from .compile import CompiledTransformer
+from .network import network_logits
+
+EXECUTORS = ("dense", "kv", "table")
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The network evaluated on every (current token, front symbol) pair, compared with τ."""
+
+    pairs: int
+    exact: bool
+    mismatches: int
+    min_margin: float  # smallest (top logit - runner-up) over non-halting pairs: > 0 means a unique argmax
+    terminal_ok: bool  # halting tokens produce no logits (no unit fires): the executor stops there
+    table: np.ndarray  # (V, |Λ|) next token, -1 for halting tokens
+
+    def summary(self) -> dict:
+        return {"pairs": self.pairs, "exact": self.exact, "mismatches": self.mismatches,
+                "min_margin": self.min_margin, "terminal_ok": self.terminal_ok}
+
+
+def certify(model: CompiledTransformer) -> Certificate:
+    """Evaluate the network once on all V x |Λ| (current token, front symbol) pairs, in a window of two
+    (front, current), and compare with τ. The attention value reads only the SYM block, so the front
+    token's state cannot matter (checked); lemma B (the RPE picks the oldest token for every W) is
+    checked separately. An exact certificate proves every step of every run exact."""
+    pm, n_sym, vocab = model.pm, model.n_symbols, model.vocab_size
+    sym0, size = model.blocks["SYM"]
+    w_v = model.weights["w_v"]
+    value_reads_sym_only = not np.any(np.delete(w_v, np.s_[sym0:sym0 + size], axis=0))
+    cur = np.repeat(np.arange(vocab), n_sym)
+    front = np.tile(np.arange(n_sym), vocab)  # front token (c, start state)
+    logits = network_logits(model.with_window(2), np.stack([front, cur], axis=1))
+    nxt = logits.argmax(-1)
+    top = np.sort(logits, axis=-1)
+    margin = top[:, -1] - top[:, -2]
+    halting = np.array([t // n_sym in pm.halting for t in cur])
+    expected = np.array([-1 if h else (lambda s, c: s * n_sym + c)(*pm.delta[(t // n_sym, f)])
+                         for t, f, h in zip(cur, front, halting)])
+    live = ~halting
+    mismatches = int(np.sum(nxt[live] != expected[live]))
+    terminal_ok = bool(np.all(logits[halting] == 0))
+    table = np.where(halting, -1, nxt).reshape(vocab, n_sym)
+    min_margin = float(margin[live].min()) if live.any() else 0.0
+    exact = mismatches == 0 and min_margin > 0 and terminal_ok and value_reads_sym_only
+    return Certificate(len(cur), exact, mismatches, min_margin, terminal_ok, table)
+
+
+class Executor:
+    """Common state: the ring of the last W tokens (the queue), the current token and counters."""
+
+    name = ""
+
+    def __init__(self, model: CompiledTransformer, prompt: Sequence[int], marks: Sequence[int]):
+        if len(prompt) != model.window:
+            raise AttnlabError(f"prompt of {len(prompt)} tokens for a window of {model.window}")
+        self.model = model
+        self.ring = list(prompt)
+        self.pos = 0  # slot of the oldest token
+        self.cur = self.ring[-1]
+        self.marks = bytes(marks)
+        self.tokens = 0
+        self.halted = self.marks[self.cur] == 2
+
+    def window(self) -> list[int]:
+        """The last W tokens, oldest first."""
+        return self.ring[self.pos:] + self.ring[:self.pos]
+
+    def advance(self, count: int, max_tokens: int) -> int:
+        """Generate tokens until ``count`` marked tokens, a halting token, or ``max_tokens`` tokens;
+        returns the number of marked tokens generated."""
+        raise NotImplementedError
+
+
+class TableExecutor(Executor):
+    name = "table"
+
+    def __init__(self, model: CompiledTransformer, prompt: Sequence[int], marks: Sequence[int],
+                 certificate: Certificate | None = None):
+        super().__init__(model, prompt, marks)
+        cert = certificate or certify(model)
+        if not cert.exact:
+            raise AttnlabError(f"the network is not certified ({cert.mismatches} mismatches): no table executor")
+        n_sym = model.n_symbols
+        # one row per state, shared by that state's tokens, indexed by the front *token*
+        rows = [[int(cert.table[s * n_sym, f % n_sym]) for f in range(model.vocab_size)]
+                for s in range(len(model.pm.states))]
+        self.next = [rows[t // n_sym] for t in range(model.vocab_size)]
+
+    def advance(self, count: int, max_tokens: int) -> int:
+        nxt, ring, marks, w = self.next, self.ring, self.marks, self.model.window
+        p, cur, n, seen = self.pos, self.cur, 0, 0
+        if not self.halted:
+            while n < max_tokens:
+                cur = nxt[cur][ring[p]]
+                ring[p] = cur
+                p += 1
+                if p == w:
+                    p = 0
+                n += 1
+                m = marks[cur]
+                if m:
+                    seen += 1
+                    if m == 2 or seen == count:
+                        break
+        self.pos, self.cur, self.tokens, self.halted = p, cur, self.tokens + n, marks[cur] == 2
+        return seen
+
+
+class KVExecutor(Executor):
+    name = "kv"
+
+    def __init__(self, model: CompiledTransformer, prompt: Sequence[int], marks: Sequence[int]):
+        super().__init__(model, prompt, marks)
+        wt = {k: v.astype(np.int64) for k, v in model.weights.items()}
+        # the cached per-token pieces of the FFN input: x W1 = E[cur] W1 + (E[front] W_V W_O) W1
+        cur_pre = wt["embed"] @ wt["w1"] + wt["b1"]
+        front_pre = wt["embed"] @ wt["w_v"] @ wt["w_o"] @ wt["w1"]
+        # the sparse loop below is exact when front parts are 0/1 (a unit whose current part is below 0
+        # cannot fire) and each unit raises one logit by 1; that one unit fires is lemma C (certified)
+        if front_pre.min() < 0 or front_pre.max() > 1 or np.any(wt["w2"].sum(1) != 1) or wt["w2"].min() < 0:
+            raise AttnlabError("kv executor: weights outside the compiled form (units are not one-hot AND gates)")
+        self.cur_units = [[(int(u), int(cur_pre[t, u])) for u in np.flatnonzero(cur_pre[t] > -1)]
+                          for t in range(model.vocab_size)]
+        self.front_pre = [row.tolist() for row in front_pre]
+        self.unit_token = wt["w2"].argmax(1).tolist()  # the one logit each unit raises
+
+    def advance(self, count: int, max_tokens: int) -> int:
+        cur_units, front_pre, out = self.cur_units, self.front_pre, self.unit_token
+        ring, marks, w = self.ring, self.marks, self.model.window
+        p, cur, n, seen = self.pos, self.cur, 0, 0
+        if not self.halted:
+            while n < max_tokens:
+                fp = front_pre[ring[p]]  # hardmax -> the oldest slot (RPE); its cached value
+                nxt = -1
+                for u, a in cur_units[cur]:
+                    if a + fp[u] > 0:  # ReLU(x W1 + b1) of an AND unit: exactly one fires (lemma C)
+                        nxt = out[u]
+                        break
+                if nxt < 0:
+                    raise AttnlabError(f"kv executor: no FFN unit fired after token {cur} (not a compiled network)")
+                cur = ring[p] = nxt
+                p += 1
+                if p == w:
+                    p = 0
+                n += 1
+                m = marks[cur]
+                if m:
+                    seen += 1
+                    if m == 2 or seen == count:
+                        break
+        self.pos, self.cur, self.tokens, self.halted = p, cur, self.tokens + n, marks[cur] == 2
+        return seen
+
+
+class DenseExecutor(Executor):
+    """Full-window attention with the compiled matrices, float32 (exact on these small integers).
+
+    Batched: ``prompt`` may be a (B, W) array; rows that halt are frozen. The single-run interface
+    (``advance``, ``window``) uses row 0."""
+
+    name = "dense"
+
+    def __init__(self, model: CompiledTransformer, prompt: Sequence[int] | np.ndarray, marks: Sequence[int]):
+        prompts = np.atleast_2d(np.asarray(prompt, dtype=np.int64))
+        super().__init__(model, prompts[0].tolist(), marks)
+        w = {k: v.astype(np.float32) for k, v in model.weights.items()}
+        self.w = w
+        self.marks_arr = np.frombuffer(self.marks, dtype=np.uint8)
+        self.toks = prompts.copy()  # (B, W) ring of token ids
+        self.k_cache = (w["embed"] @ w["w_k"])[:, 0][prompts]  # (B, W)
+        self.v_cache = (w["embed"] @ w["w_v"])[prompts]  # (B, W, |Λ|)
+        self.q_of = (w["embed"] @ w["w_q"])[:, 0]
+        self.rpe_off = model.rpe_by_offset(np.arange(model.window)).astype(np.float32)  # by offset i-j
+        self.cur_b = prompts[:, -1].copy()
+        self.live = self.marks_arr[self.cur_b] != 2
+        self.tokens_b = np.zeros(len(prompts), np.int64)
+        self.slots = np.arange(model.window)
+
+    def step(self) -> np.ndarray:
+        """One token for every live row; returns the new tokens (B,)."""
+        w, W, p = self.w, self.model.window, self.pos
+        q = self.q_of[self.cur_b]  # (B,)
+        offsets = (p - 1 - self.slots) % W  # slot p holds the oldest token (offset W-1)
+        scores = q[:, None] * (self.k_cache + self.rpe_off[offsets])  # (B, W) over the whole window
+        order = (p + self.slots) % W  # slots oldest first: ties go to the oldest
+        j = order[scores[:, order].argmax(1)]
+        att = np.zeros_like(scores)
+        att[np.arange(len(j)), j] = 1.0  # hardmax weights
+        head = np.einsum("bw,bwc->bc", att, self.v_cache)  # weighted sum over all W values
+        x = w["embed"][self.cur_b] + head @ w["w_o"]
+        logits = np.maximum(x @ w["w1"] + w["b1"], 0) @ w["w2"]
+        nxt = np.where(self.live, logits.argmax(1), self.cur_b)
+        live = self.live
+        self.toks[live, p] = nxt[live]
+        self.k_cache[live, p] = (w["embed"][nxt[live]] @ w["w_k"])[:, 0]
+        self.v_cache[live, p] = w["embed"][nxt[live]] @ w["w_v"]
+        self.tokens_b += live
+        self.cur_b = nxt
+        self.live = live & (self.marks_arr[nxt] != 2)
+        self.pos = (p + 1) % W
+        return nxt
+
+    def run_batch(self, max_tokens: int) -> np.ndarray:
+        """Step until every row halts or ``max_tokens`` steps; returns tokens generated per row."""
+        for _ in range(max_tokens):
+            if not self.live.any():
+                break
+            self.step()
+        return self.tokens_b
+
+    def window_batch(self) -> np.ndarray:
+        return np.roll(self.toks, -self.pos, axis=1)
+
+    def window(self) -> list[int]:
+        return self.window_batch()[0].tolist()
+
+    def advance(self, count: int, max_tokens: int) -> int:
+        seen, n = 0, 0
+        while n < max_tokens and self.live[0]:
+            cur = int(self.step()[0])
+            n += 1
+            if self.marks[cur]:
+                seen += 1
+                if self.marks[cur] == 2 or seen == count:
+                    break
+        self.cur, self.tokens, self.halted = int(self.cur_b[0]), int(self.tokens_b[0]), not bool(self.live[0])
+        return seen
+
+
+def make_executor(name: str, model: CompiledTransformer, prompt: Sequence[int], marks: Sequence[int],
+                  certificate: Certificate | None = None) -> Executor:
+    if name == "table":
+        return TableExecutor(model, prompt, marks, certificate)
+    if name == "kv":
+        return KVExecutor(model, prompt, marks)
+    if name == "dense":
+        return DenseExecutor(model, prompt, marks)
+    raise AttnlabError(f"unknown executor {name!r} (use {', '.join(EXECUTORS)} or reference)")

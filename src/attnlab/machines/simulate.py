@@ -1,0 +1,175 @@
+"""The harness: run a machine through its compiled transformer with any executor, decode the
+configuration at completed TM steps and check it against the reference interpreter (issue item 5).
+
+A window that is too small is never a silent wrong answer: the reference run's space is compared with
+the W + 1 cells of the cyclic tape at every check, and the decoded tape must equal the reference's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from ..core.errors import AttnlabError
+from .compile import CompiledTransformer, compile_pm
+from .executors import Certificate, make_executor
+from .machine import PostMachine, TuringMachine
+from .post import Translation, expected_tokens, tm_to_pm
+from .reference import PMRun, TMRun, run_tm
+
+
+@dataclass
+class RunResult:
+    machine: str
+    input: str
+    executor: str
+    halted: bool
+    final_state: str
+    tape: str
+    nonblank: int
+    tm_steps: int
+    left_moves: int
+    tokens: int
+    window: int
+    mismatches: int
+    checks: int
+    tokens_per_s: float
+    seconds: float
+    sizes: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        sizes = d.pop("sizes")
+        d.update({k: v for k, v in sizes.items() if k != "window"})
+        d["tokens_per_tm_step"] = round(self.tokens / self.tm_steps, 3) if self.tm_steps else None
+        return d
+
+
+def minimal_window(tm: TuringMachine, cells: Sequence[int], max_steps: int) -> int:
+    """The smallest W whose cyclic tape (W + 1 cells) holds every cell the run visits, from a
+    reference run of at most ``max_steps`` steps (the space bound s(n) of the brief, minus one)."""
+    return max(run_tm(tm, cells, max_steps).span - 1, 1)
+
+
+def token_marks(tr: Translation, model: CompiledTransformer) -> list[int]:
+    """Per token: 2 = halting read, 1 = head read (a completed TM step), 0 = rotation."""
+    n_sym, halting = model.n_symbols, tr.pm.halting
+    return [2 if s in halting else int(tr.is_step(s, c)) for s, c in
+            (divmod(t, n_sym) for t in range(model.vocab_size))]
+
+
+def unroll(cyclic: list[int], head: int, hi: int) -> list[int]:
+    """The cyclic tape (head cell first) as absolute cells hi-N+1 .. hi, N = len(cyclic)."""
+    n = len(cyclic)
+    out = [0] * n
+    for k, c in enumerate(cyclic):
+        p = head + k
+        if p > hi:
+            p -= n
+        out[p - (hi - n + 1)] = c
+    return out
+
+
+def run_tm_transformer(tm: TuringMachine, text: str = "", window: int | None = None, executor: str = "table",
+                       max_steps: int = 10**7, check_every: int = 1, model: CompiledTransformer | None = None,
+                       certificate: Certificate | None = None) -> RunResult:
+    """Run ``tm`` on ``text`` as a transformer; check the decoded configuration against the reference TM
+    every ``check_every`` completed TM steps and at the end."""
+    cells = tm.encode(text)
+    if window is None:
+        window = max(minimal_window(tm, cells, max_steps), len(cells) - 1)
+    if executor == "reference":
+        return _run_reference(tm, text, cells, window, max_steps)
+    tr = tm_to_pm(tm)
+    model = compile_pm(tr.pm, window) if model is None else model.with_window(window)
+    state, queue = tr.initial_config(cells, window)
+    ex = make_executor(executor, model, model.prompt(state, queue), token_marks(tr, model), certificate)
+    ref = TMRun(tm, cells)
+    n_sym, span_cells = model.n_symbols, window + 1
+    mismatches = checks = 0
+    error = None
+    busy = 0.0
+    q, got = 0, []
+    while True:
+        # after the TM enters a halting (q, a) the PM still takes its halting read: one more token
+        want = 1 if ref.halted else max(min(check_every, max_steps - ref.steps), 1)
+        t0 = time.perf_counter()
+        heads = ex.advance(want, max_tokens=want * window + 1)
+        busy += time.perf_counter() - t0
+        ref.run(heads - (1 if ex.halted else 0))  # the halting read is not a TM step
+        checks += 1
+        q, cyclic, halted = tr.decode(ex.cur // n_sym, [t % n_sym for t in ex.window()])
+        if ref.span > span_cells:
+            mismatches += 1
+            error = (f"window too small: the run visits {ref.span} cells but window {window} holds {span_cells} "
+                     f"(use --window {ref.span - 1} or more)")
+            break
+        got = unroll(cyclic, ref.head, ref.hi)
+        expected = [ref.cell(p) for p in range(ref.hi - span_cells + 1, ref.hi + 1)]
+        if got != expected or q != ref.state or (halted and not ref.halted):
+            mismatches += 1
+            error = f"decoded configuration differs from the reference TM after {ref.steps} steps"
+            break
+        if halted or (ref.steps >= max_steps and not ref.halted):
+            break
+    nz = [i for i, c in enumerate(got) if c]
+    tape = "".join(tm.symbols[c] for c in got[nz[0]:nz[-1] + 1]) if nz else ""
+    return RunResult(tm.name, text, executor, bool(ex.halted and not error), tm.states[q], tape, len(nz),
+                     ref.steps, ref.left_moves, ex.tokens, window, mismatches, checks,
+                     round(ex.tokens / busy, 1) if busy > 0 else 0.0, round(busy, 6), model.sizes(), error)
+
+
+def _run_reference(tm: TuringMachine, text: str, cells: list[int], window: int, max_steps: int) -> RunResult:
+    t0 = time.perf_counter()
+    ref = run_tm(tm, cells, max_steps)
+    busy = time.perf_counter() - t0
+    model = compile_pm(tm_to_pm(tm).pm, window)
+    tokens = expected_tokens(ref.steps - ref.left_moves, ref.left_moves, window) if ref.halted else 0
+    return RunResult(tm.name, text, "reference", ref.halted, tm.states[ref.state], ref.tape_string(), ref.nonblank(),
+                     ref.steps, ref.left_moves, tokens, window, 0, 0, round(ref.steps / busy, 1) if busy else 0.0,
+                     round(busy, 6), model.sizes(), None)
+
+
+def run_pm_transformer(pm: PostMachine, text: str = "", window: int | None = None, executor: str = "table",
+                       max_steps: int = 10**7, model: CompiledTransformer | None = None) -> RunResult:
+    """Run a Post machine given directly: queue = input padded to W; compared with the reference PM."""
+    cells = pm.encode(text)
+    window = window or max(len(cells), 1)
+    queue = pm.initial_queue(cells, window)
+    ref = PMRun(pm, pm.start, queue)
+    t0 = time.perf_counter()
+    if executor == "reference":
+        ref.run(max_steps)
+        busy = time.perf_counter() - t0
+        sizes = compile_pm(pm, window).sizes()
+        return RunResult(pm.name, text, executor, ref.halted, pm.states[ref.state], ref.queue_string(),
+                         sum(1 for c in ref.queue if c), 0, 0, ref.steps, window, 0, 0,
+                         round(ref.steps / busy, 1) if busy else 0.0, round(busy, 6), sizes)
+    model = compile_pm(pm, window) if model is None else model.with_window(window)
+    marks = [2 if t // model.n_symbols in pm.halting else 0 for t in range(model.vocab_size)]
+    ex = make_executor(executor, model, model.prompt(pm.start, queue), marks)
+    t0 = time.perf_counter()
+    ex.advance(1, max_steps)
+    busy = time.perf_counter() - t0
+    ref.run(ex.tokens)
+    syms = [t % model.n_symbols for t in ex.window()]
+    state = ex.cur // model.n_symbols
+    mismatches = int(syms != list(ref.queue) or state != ref.state)
+    return RunResult(pm.name, text, executor, bool(ex.halted), pm.states[state], "".join(pm.symbols[c] for c in syms),
+                     sum(1 for c in syms if c), 0, 0, ex.tokens, window, mismatches, 1,
+                     round(ex.tokens / busy, 1) if busy > 0 else 0.0, round(busy, 6), model.sizes(),
+                     "the transformer's queue differs from the reference Post machine" if mismatches else None)
+
+
+def run_machine(machine: TuringMachine | PostMachine, text: str = "", **kw: Any) -> RunResult:
+    if isinstance(machine, PostMachine):
+        kw.pop("check_every", None)
+        kw.pop("certificate", None)
+        return run_pm_transformer(machine, text, **kw)
+    return run_tm_transformer(machine, text, **kw)
+
+
+__all__ = ["RunResult", "run_machine", "run_tm_transformer", "run_pm_transformer", "minimal_window",
+           "token_marks", "unroll", "AttnlabError"]
