@@ -179,6 +179,8 @@ class KVExecutor(Executor):
 class DenseExecutor(Executor):
     """Full-window attention with the compiled matrices, float32 (exact on these small integers).
 
+    The K/V cache is a doubled ring (each token written at slots p and p + W) so the window is one
+    contiguous view, oldest first: scores, hardmax and the weighted sum run over all W keys every token.
     Batched: ``prompt`` may be a (B, W) array; rows that halt are frozen. The single-run interface
     (``advance``, ``window``) uses row 0."""
 
@@ -190,38 +192,40 @@ class DenseExecutor(Executor):
         w = {k: v.astype(np.float32) for k, v in model.weights.items()}
         self.w = w
         self.marks_arr = np.frombuffer(self.marks, dtype=np.uint8)
-        self.toks = prompts.copy()  # (B, W) ring of token ids
-        self.k_cache = (w["embed"] @ w["w_k"])[:, 0][prompts]  # (B, W)
-        self.v_cache = (w["embed"] @ w["w_v"])[prompts]  # (B, W, |Λ|)
+        # per-token projections (a cache of x W_Q, x W_K, x W_V for each token id)
         self.q_of = (w["embed"] @ w["w_q"])[:, 0]
-        self.rpe_off = model.rpe_by_offset(np.arange(model.window)).astype(np.float32)  # by offset i-j
+        self.k_of = (w["embed"] @ w["w_k"])[:, 0]
+        self.v_of = w["embed"] @ w["w_v"]
+        W = model.window
+        self.toks = np.concatenate([prompts, prompts], axis=1)  # (B, 2W) doubled ring of token ids
+        self.k_cache = self.k_of[self.toks]  # (B, 2W)
+        self.v_cache = self.v_of[self.toks]  # (B, 2W, |Λ|)
+        self.rpe = model.rpe_by_offset(np.arange(W - 1, -1, -1)).astype(np.float32)  # oldest .. current
         self.cur_b = prompts[:, -1].copy()
         self.live = self.marks_arr[self.cur_b] != 2
         self.tokens_b = np.zeros(len(prompts), np.int64)
-        self.slots = np.arange(model.window)
+        self.stop_pos = np.zeros(len(prompts), np.int64)  # ring position where each row halted
 
     def step(self) -> np.ndarray:
         """One token for every live row; returns the new tokens (B,)."""
         w, W, p = self.w, self.model.window, self.pos
-        q = self.q_of[self.cur_b]  # (B,)
-        offsets = (p - 1 - self.slots) % W  # slot p holds the oldest token (offset W-1)
-        scores = q[:, None] * (self.k_cache + self.rpe_off[offsets])  # (B, W) over the whole window
-        order = (p + self.slots) % W  # slots oldest first: ties go to the oldest
-        j = order[scores[:, order].argmax(1)]
-        att = np.zeros_like(scores)
-        att[np.arange(len(j)), j] = 1.0  # hardmax weights
-        head = np.einsum("bw,bwc->bc", att, self.v_cache)  # weighted sum over all W values
+        k = self.k_cache[:, p:p + W]  # the window, oldest first
+        scores = self.q_of[self.cur_b][:, None] * (k + self.rpe)  # (B, W)
+        att = (np.arange(W) == scores.argmax(1)[:, None]).astype(np.float32)  # hardmax, ties -> oldest
+        head = np.matmul(att[:, None, :], self.v_cache[:, p:p + W])[:, 0]  # Σ_j a_j v_j over all W
         x = w["embed"][self.cur_b] + head @ w["w_o"]
         logits = np.maximum(x @ w["w1"] + w["b1"], 0) @ w["w2"]
         nxt = np.where(self.live, logits.argmax(1), self.cur_b)
-        live = self.live
-        self.toks[live, p] = nxt[live]
-        self.k_cache[live, p] = (w["embed"][nxt[live]] @ w["w_k"])[:, 0]
-        self.v_cache[live, p] = w["embed"][nxt[live]] @ w["w_v"]
-        self.tokens_b += live
+        val = np.where(self.live, nxt, self.toks[:, p])  # a halted row rewrites its own oldest token
+        self.toks[:, p] = self.toks[:, p + W] = val  # the new token replaces the oldest, in both copies
+        self.k_cache[:, p] = self.k_cache[:, p + W] = self.k_of[val]
+        self.v_cache[:, p] = self.v_cache[:, p + W] = self.v_of[val]
+        self.tokens_b += self.live
         self.cur_b = nxt
-        self.live = live & (self.marks_arr[nxt] != 2)
         self.pos = (p + 1) % W
+        stopped = self.live & (self.marks_arr[nxt] == 2)
+        self.stop_pos[stopped] = self.pos
+        self.live = self.live & ~stopped
         return nxt
 
     def run_batch(self, max_tokens: int) -> np.ndarray:
@@ -233,7 +237,10 @@ class DenseExecutor(Executor):
         return self.tokens_b
 
     def window_batch(self) -> np.ndarray:
-        return np.roll(self.toks, -self.pos, axis=1)
+        """(B, W) last tokens of each row, oldest first (a halted row's window as it halted)."""
+        W = self.model.window
+        pos = np.where(self.live, self.pos, self.stop_pos)
+        return self.toks[np.arange(len(pos))[:, None], pos[:, None] + np.arange(W)]
 
     def window(self) -> list[int]:
         return self.window_batch()[0].tolist()

@@ -57,18 +57,20 @@ def network_logits(model: CompiledTransformer, windows: np.ndarray, rnd: Round |
     w = {k: v.astype(np.float64) for k, v in model.weights.items()}
     windows = np.asarray(windows)
     n = windows.shape[1]
-    x = w["embed"][windows]  # (B, W, d)
-    x_cur = x[:, -1]
+    x_cur = w["embed"][windows[:, -1]]  # (B, d)
     q = matmul(x_cur, w["w_q"], rnd)[:, 0]  # (B,)
+    # key/value projections depend on the token id only: computed (and rounded) once per id, gathered
+    k_of = matmul(w["embed"], w["w_k"], rnd)[:, 0]
+    v_of = matmul(w["embed"], w["w_v"], rnd)
     bias = model.rpe_by_offset(np.arange(n - 1, -1, -1)).astype(np.float64)  # offsets W-1 .. 0
-    k = rnd(matmul(x, w["w_k"], rnd)[..., 0] + bias)  # (B, W)
+    k = rnd(k_of[windows] + bias)  # (B, W)
     scores = rnd(q[:, None] * k)
     if beta is None:
         att = hardmax(scores)
     else:
         e = np.exp(beta * (scores - scores.max(-1, keepdims=True)))
         att = rnd(e / e.sum(-1, keepdims=True))
-    v = matmul(x, w["w_v"], rnd)  # (B, W, |Λ|)
+    v = v_of[windows]  # (B, W, |Λ|)
     head = tree_sum(rnd(att[..., None] * v), axis=1, rnd=rnd) if rnd is not _identity else np.einsum("bw,bwc->bc", att, v)
     xs = rnd(x_cur + matmul(head, w["w_o"], rnd))
     h = np.maximum(rnd(matmul(xs, w["w1"], rnd) + w["b1"]), 0)
