@@ -154,11 +154,13 @@ def parse_yaml(text: str, source: str = "<yaml>", name: str | None = None) -> Tu
     if kind == "turing":
         delta = {(q[s], a[r]): (a[v[0]], L if v[1] == "L" else R, q[v[2]]) for _, s, r, v in raw}
         return TuringMachine(name, tuple(order), tuple(symbols), delta)
+    for state, knode, _ in rows:  # a fixed-size queue cannot idle: a state with transitions reads everything
+        missing = [c for c in symbols if not any(s == state and r == c for _, s, r, _ in raw)]
+        if missing and any(s == state for _, s, _, _ in raw):
+            raise doc.error(knode, f"state {state!r} has no transition for {', '.join(map(repr, missing))} "
+                                   f"(a Post machine state reads every symbol, or none to halt)")
     pdelta = {(q[s], a[r]): (q[v[1]], a[v[0]]) for _, s, r, v in raw}
-    try:
-        return PostMachine(name, tuple(order), tuple(symbols), pdelta)
-    except AttnlabError as e:
-        raise doc.error(trans_node, str(e)) from None
+    return PostMachine(name, tuple(order), tuple(symbols), pdelta)
 
 
 def load_machine(spec: str) -> TuringMachine | PostMachine:

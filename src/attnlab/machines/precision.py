@@ -93,3 +93,56 @@ def min_beta(model: CompiledTransformer, stream: np.ndarray, starts: np.ndarray 
         else:
             hi = mid
     return hi
+
+
+def bcount_stream(window: int, n_tokens: int) -> tuple[CompiledTransformer, np.ndarray]:
+    """The compiled binary counter on '#0^(W-1)' (space exactly W + 1 cells) and its first ``n_tokens``
+    exact tokens after the prompt, from the certified table executor."""
+    from .executors import TableExecutor
+    from .library import library_machine
+    from .post import tm_to_pm
+    from .compile import compile_pm
+
+    tm = library_machine("bcount")
+    tr = tm_to_pm(tm)
+    model = compile_pm(tr.pm, window)
+    state, queue = tr.initial_config(tm.encode("#" + "0" * (window - 1)), window)
+    prompt = model.prompt(state, queue)
+    ex = TableExecutor(model, prompt, [1] * model.vocab_size)  # every token counts: stop after each
+    out = list(prompt)
+    for _ in range(n_tokens):
+        ex.advance(1, 1)
+        out.append(ex.cur)
+    return model, np.array(out)
+
+
+def window_sample(n_tokens: int, limit: int) -> np.ndarray:
+    """At most ``limit`` window starts spread over a run prefix, always including the first ones."""
+    return np.unique(np.linspace(0, n_tokens - 1, min(limit, n_tokens)).astype(int))
+
+
+def precision_sweep(windows: list[int], formats: list[Format], limit: int = 128) -> list[dict]:
+    """For each W and format: windows checked and errors of the rounded network on bcount '#0^(W-1)'.
+    The run prefix covers the first left move and its full rotation (2W + 16 tokens) up to W = 4096,
+    else 32 tokens."""
+    rows = []
+    for W in windows:
+        n = 2 * W + 16 if W <= 4096 else 32
+        model, stream = bcount_stream(W, n)
+        starts = window_sample(n, limit)
+        for f in formats:
+            rows.append({"window": W, "format": f.name, "bits": f.bits, "windows_checked": len(starts),
+                         "errors": teacher_forced_errors(model, stream, rnd=f.rounder(), starts=starts),
+                         "lemma_b": oldest_is_selected(model, f.rounder()), "model_bits_at_p": model.params * f.bits})
+    return rows
+
+
+def softmax_sweep(windows: list[int], limit: int = 128) -> list[dict]:
+    """Minimal softmax inverse temperature keeping bcount '#0^(W-1)' exact, against ln(W - 1)."""
+    rows = []
+    for W in windows:
+        n = 2 * W + 16
+        model, stream = bcount_stream(W, n)
+        beta = min_beta(model, stream, starts=window_sample(n, limit))
+        rows.append({"window": W, "min_beta": round(beta, 3), "ln_w_minus_1": round(float(np.log(W - 1)), 3)})
+    return rows

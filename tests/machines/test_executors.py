@@ -1,0 +1,123 @@
+import random
+
+import numpy as np
+import pytest
+
+from attnlab.machines.compile import compile_pm
+from attnlab.machines.executors import DenseExecutor, certify, make_executor
+from attnlab.machines.library import LIBRARY, library_machine
+from attnlab.machines.machine import TuringMachine
+from attnlab.machines.post import tm_to_pm
+from attnlab.machines.reference import PMRun, run_tm
+from attnlab.machines.simulate import minimal_window, run_machine, token_marks
+
+TMS = [n for n in LIBRARY if n not in ("bb5", "rotate")]
+
+
+def random_tm(rng: random.Random) -> TuringMachine:
+    """2-5 states, 2-4 symbols; each entry halts with probability 1/8."""
+    n_q, k = rng.randint(2, 5), rng.randint(2, 4)
+    delta = {(q, a): (rng.randrange(k), rng.choice((-1, 1)), rng.randrange(n_q))
+             for q in range(n_q) for a in range(k) if rng.random() > 1 / 8}
+    return TuringMachine(f"rand{n_q}x{k}", tuple(f"q{i}" for i in range(n_q)), tuple(str(i) for i in range(k)), delta)
+
+
+def token_stream(name, model, tr, state, queue, n):
+    ex = make_executor(name, model, model.prompt(state, queue), [1] * model.vocab_size)
+    out = []
+    for _ in range(n):
+        if ex.advance(1, 1) == 0:
+            break
+        out.append(ex.cur)
+    return out
+
+
+@pytest.mark.parametrize("name", ["bb4", "pal", "parens", "utm"])
+def test_token_for_token_against_the_reference_pm(name):
+    tm = library_machine(name)
+    tr = tm_to_pm(tm)
+    cells = tm.encode(LIBRARY[name].input)
+    W = max(minimal_window(tm, cells, 10**6), len(cells) - 1)
+    model = compile_pm(tr.pm, W)
+    state, queue = tr.initial_config(cells, W)
+    ref, want = PMRun(tr.pm, state, queue), []
+    for _ in range(400):
+        ref.run(1)
+        want.append(ref.state * model.n_symbols + ref.queue[-1])
+        if ref.halted:
+            break
+    for ex in ("table", "kv", "dense"):
+        assert token_stream(ex, model, tr, state, queue, len(want)) == want, ex
+
+
+@pytest.mark.parametrize("name", TMS)
+@pytest.mark.parametrize("executor", ["table", "kv", "dense"])
+def test_library_runs_exact(name, executor):
+    tm = library_machine(name)
+    ref = run_tm(tm, tm.encode(LIBRARY[name].input))
+    r = run_machine(tm, LIBRARY[name].input, executor=executor, check_every=1 if executor != "dense" else 50)
+    assert r.mismatches == 0 and r.error is None and r.halted
+    assert (r.tm_steps, r.tape, r.nonblank, r.final_state) == (ref.steps, ref.tape_string(), ref.nonblank(),
+                                                               tm.states[ref.state])
+    assert r.tokens == (ref.steps - ref.left_moves) + r.window * ref.left_moves + 1
+
+
+def test_random_machines_every_executor_equals_the_reference():
+    """Property test: 300 random machines (2-5 states, 2-4 symbols), up to 150 TM steps each, checked
+    at every TM step; dense on every fifth machine (it costs O(W) per token)."""
+    rng = random.Random(1234)
+    halted = 0
+    for i in range(300):
+        tm = random_tm(rng)
+        text = "".join(rng.choice(tm.symbols) for _ in range(rng.randint(0, 4)))
+        ref = run_tm(tm, tm.encode(text), 150)
+        halted += ref.halted
+        cert = certify(compile_pm(tm_to_pm(tm).pm, 2))
+        assert cert.exact
+        for executor in ("table", "kv") + (("dense",) if i % 5 == 0 else ()):
+            r = run_machine(tm, text, executor=executor, max_steps=150, certificate=cert)
+            assert r.mismatches == 0, (i, executor, r.error)
+            assert (r.tm_steps, r.halted, r.tape) == (ref.steps, ref.halted, ref.tape_string()), (i, executor)
+    assert 30 < halted < 290  # both halting and non-halting machines were exercised
+
+
+@pytest.mark.parametrize("executor", ["table", "kv", "dense"])
+@pytest.mark.parametrize("window", [10, 12])
+def test_too_small_window_is_reported(executor, window):
+    r = run_machine(library_machine("bb4"), "", window=window, executor=executor)
+    assert r.mismatches == 1 and not r.halted and r.error.startswith("window too small")
+
+
+def test_too_small_window_detected_with_sparse_checks():
+    r = run_machine(library_machine("bcount"), "#00000", window=5, check_every=1000)
+    assert r.mismatches == 1 and "window too small" in r.error
+
+
+def test_dense_batched_matches_table():
+    tm = library_machine("pal")
+    tr = tm_to_pm(tm)
+    words = ["abba", "abab", "aaaa", "babab", "bb", "abaaba", "", "aab"]
+    W = 7
+    model = compile_pm(tr.pm, W)
+    marks = token_marks(tr, model)
+    prompts = [model.prompt(*tr.initial_config(tm.encode(w), W)) for w in words]
+    dense = DenseExecutor(model, np.array(prompts), marks)
+    tokens = dense.run_batch(10_000)
+    final = dense.window_batch()
+    for b, p in enumerate(prompts):
+        ex = make_executor("table", model, p, marks)
+        while not ex.halted:
+            ex.advance(10**6, 10**6)
+        assert tokens[b] == ex.tokens and final[b].tolist() == ex.window() and dense.cur_b[b] == ex.cur
+
+
+def test_non_halting_reports_not_halted():
+    r = run_machine(library_machine("bcount"), "#000", executor="kv", max_steps=20)
+    assert not r.halted and r.tm_steps == 20 and r.mismatches == 0
+
+
+@pytest.mark.slow
+def test_bcount_20_on_kv():
+    """The issue's long run: 46,137,324 tokens at W=21, zero mismatches."""
+    r = run_machine(library_machine("bcount"), "#" + "0" * 20, executor="kv", check_every=4096)
+    assert r.halted and r.mismatches == 0 and r.tm_steps == 2**22 - 1 and r.tokens == 46_137_324
