@@ -103,8 +103,9 @@ def run_tm_transformer(tm: TuringMachine, text: str = "", window: int | None = N
         q, cyclic, halted = tr.decode(ex.cur // n_sym, [t % n_sym for t in ex.window()])
         if ref.span > span_cells:
             mismatches += 1
-            error = (f"window too small: the run visits {ref.span} cells but window {window} holds {span_cells} "
-                     f"(use --window {ref.span - 1} or more)")
+            need = max(minimal_window(tm, cells, max_steps), len(cells) - 1)
+            error = (f"window too small: the run visits {ref.span} cells after {ref.steps} steps but window {window} "
+                     f"holds {span_cells} (this run needs --window {need}; omit --window to size it automatically)")
             break
         got = unroll(cyclic, ref.head, ref.hi)
         expected = [ref.cell(p) for p in range(ref.hi - span_cells + 1, ref.hi + 1)]

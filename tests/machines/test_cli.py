@@ -1,0 +1,94 @@
+import json
+
+import pytest
+
+from attnlab.machines.compile import load_compiled
+
+FIELDS = {"halted", "final_state", "tape", "nonblank", "tm_steps", "tokens", "window", "vocab_size", "d_model",
+          "params", "bits_per_param", "model_bits", "mismatches", "executor", "tokens_per_s"}
+
+
+@pytest.mark.parametrize("executor", ["table", "kv", "dense", "reference"])
+def test_run_bb4_json(run_cli, executor):
+    rc, out, err = run_cli("machines", "run", "bb4", "--executor", executor, "--json")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert FIELDS <= set(d)
+    assert d["halted"] and d["tm_steps"] == 107 and d["nonblank"] == 13 and d["tape"] == "10111111111111"
+    assert d["window"] == 13 and d["tokens"] == 804 and d["mismatches"] == 0 and d["executor"] == executor
+
+
+def test_run_text_and_input(run_cli):
+    rc, out, _ = run_cli("machines", "run", "binc", "--input", "111")
+    assert rc == 0 and "'1000'" in out and "8 TM steps" in out
+
+
+def test_run_yaml_file(run_cli, tmp_path):
+    f = tmp_path / "m.yaml"
+    f.write_text('name: flip\ntransitions:\n  A: {"0": ["1", R, A], "1": ["0", R, A]}\n')
+    rc, out, _ = run_cli("machines", "run", str(f), "--input", "0110", "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["tape"] == "1001" and d["final_state"] == "A" and d["tm_steps"] == 4
+
+
+def test_post_machine_run(run_cli):
+    rc, out, _ = run_cli("machines", "run", "rotate", "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["tape"] == "abba_" and d["tokens"] == 3 and d["mismatches"] == 0
+
+
+def test_not_halting_exit_3(run_cli):
+    rc, out, _ = run_cli("machines", "run", "bcount", "--input", "#000000", "--max-steps", "30", "--json")
+    d = json.loads(out)
+    assert rc == 3 and d["halted"] is False and d["tm_steps"] == 30
+
+
+def test_window_too_small_exit_2(run_cli):
+    rc, out, err = run_cli("machines", "run", "bb4", "--window", "10", "--json")
+    assert rc == 2 and json.loads(out)["mismatches"] == 1
+    assert err.count("\n") == 1 and "window too small" in err and "--window 13" in err
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["machines", "run", "nosuch"], "unknown machine"),
+    (["machines", "run", "binc", "--input", "12"], "not in the alphabet"),
+    (["machines", "run", "1RB1LB_1LA0L"], "state B has 5 characters"),
+    (["machines", "run", "bb4", "--executor", "gpu"], "invalid choice"),
+    (["machines", "run", "bb4", "--window", "0"], "positive integer"),
+    (["machines", "run", "uadd", "--input", "1111111", "--window", "3"], "needs a window of at least 6"),
+])
+def test_bad_input_one_line_exit_2(run_cli, argv, fragment):
+    rc, out, err = run_cli(*argv)
+    assert rc == 2 and fragment in err and err.count("\n") == 1 and out == ""
+
+
+def test_malformed_yaml_names_the_line(run_cli, tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text('name: bad\ntransitions:\n  A: {"0": ["1", R, A]}\n  B: {"0": ["1", UP, A]}\n')
+    rc, _, err = run_cli("machines", "run", str(f))
+    assert rc == 2 and f"{f}:4: state 'B' reading '0': move must be L or R" in err
+
+
+def test_compile_and_certify(run_cli, tmp_path):
+    rc, out, _ = run_cli("machines", "compile", "pal", "--input", "abba", "-o", tmp_path / "pal", "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["certified"] and d["window"] == 4
+    back = load_compiled(tmp_path / "pal")
+    assert back.params == d["params"] and back.vocab_size == d["vocab_size"]
+    config = json.loads((tmp_path / "pal" / "config.json").read_text())
+    assert config["certificate"]["exact"] and len(config["tokens"]) == d["vocab_size"]
+    rc, out, _ = run_cli("machines", "certify", "bb4", "--window", "100000", "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["certified"] and d["rpe_selects_oldest"] and d["window"] == 100000
+
+
+def test_list(run_cli):
+    rc, out, _ = run_cli("machines", "list", "--json")
+    names = {m["name"] for m in json.loads(out)["machines"]}
+    assert rc == 0 and {"binc", "uadd", "pal", "copy", "bcount", "parens", "bb2", "bb3", "bb4", "bb5", "utm"} <= names
+
+
+def test_help_has_examples(run_cli):
+    for cmd in ("run", "compile", "certify", "list"):
+        rc, out, _ = run_cli("machines", cmd, "--help")
+        assert rc == 0 and "Example: attnlab machines" in out
