@@ -57,6 +57,11 @@ def sweep_record(sweep_dir: Path, seed: int = 0, n_boot: int = 2000, fig_dir: Pa
                             "sqrt_log_law_c": round(summary["sqrt_log_law_c"], 4),
                             "sqrt_law_rms_log_residual": round(summary["sqrt_law_rms_log_residual"], 4),
                             "power_law_rms_log_residual": round(summary["power_law_rms_log_residual"], 4)})
+    for exp in ("n_pairs", "seq_len"):
+        if f"power_law_{exp}" in summary:
+            pl = summary[f"power_law_{exp}"]
+            rec.metrics[f"alpha_{exp}"] = round(pl["alpha"], 4)
+            rec.metrics[f"alpha_{exp}_ci95"] = [round(x, 4) for x in pl["ci95"]]
     cols = ["n_pairs", "seq_len", "m*", "steps", "probes", "probe seconds"]
     for exp in ("n_pairs", "seq_len", "gen_steps", "rank"):
         if summary["tables"].get(exp):

@@ -36,6 +36,11 @@ def summarize(rows: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> 
         out["sqrt_log_law_c"] = fit_sqrt_law(K, m, log_power=1.0)
         out["sqrt_law_rms_log_residual"] = float(np.sqrt(np.mean((np.log(m) - np.log(sqrt_bound(K, 1, out["sqrt_law_c"]))) ** 2)))
         out["power_law_rms_log_residual"] = float(np.sqrt(np.mean((np.log(m) - np.log(law(K))) ** 2)))
+    for exp in ("n_pairs", "seq_len"):  # each axis alone: last-position labels carry n_pairs, not n_pairs*seq_len, labels
+        rs = [r for r in _rows(rows, exp) if r["m_star"]]
+        if len({r["settings"][exp] for r in rs}) >= 2:
+            law = fit_power_law([r["settings"][exp] for r in rs], [r["m_star"] for r in rs], n_boot=n_boot, seed=seed)
+            out[f"power_law_{exp}"] = {"alpha": law.alpha, "a": law.a, "ci95": list(law.ci), "n_points": law.n_points}
     for exp, key in (("n_pairs", "n_pairs"), ("seq_len", "seq_len"), ("gen_steps", "gen_steps"), ("rank", "rank")):
         rs = sorted(_rows(rows, exp), key=lambda r: (r["settings"][key], r["settings"]["seed"]))
         out["tables"][exp] = [[r["settings"][key], r["settings"]["n_pairs"], r["settings"]["seq_len"], r["m_star"],
