@@ -14,6 +14,7 @@ Run: python benchmarks/memorize.py [--threads 1] [--repeats 5] [--skip-search]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -62,7 +63,7 @@ def main() -> int:
             llama, data, m, PeftMemorizeConfig(lr=tune.lr, clip=tune.clip, max_steps=args.steps, method="prefix"))[0]),
     }
     result = {"settings": settings, "threads": args.threads, "repeats": args.repeats, "steps": args.steps,
-              "env": environment(), "per_step_ms": {}, "per_step_ratio": {}}
+              "env": environment(), "loadavg_start": os.getloadavg(), "per_step_ms": {}, "per_step_ratio": {}}
     for m in args.m:
         samples: dict[str, list[float]] = {k: [] for k in methods}
         for _ in range(args.repeats):  # interleaved: every method once per round
@@ -101,6 +102,7 @@ def main() -> int:
                   f"{r['ms_per_step']:>9.2f}")
         print(f"time to find m*: peft / cached harness = {result['search_ratio']:.1f}x "
               f"(per step in the search: {rows[1]['ms_per_step'] / rows[0]['ms_per_step']:.1f}x)")
+    result["loadavg_end"] = os.getloadavg()  # other work on the machine slows both sides; ratios are interleaved
     atomic_write_json(args.out, result)
     print(f"raw numbers: {args.out}", file=sys.stderr)
     return 0
