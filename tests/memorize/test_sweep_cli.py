@@ -115,3 +115,13 @@ def test_cli_plot_and_missing_dirs(tiny_sweep, capsys):
     assert Path(res["record"]).exists() and res["figures"]
     assert main(["memorize", "plot", str(out / "nope")]) == 2
     assert main(["memorize", "sweep", str(out / "missing.yaml"), "-o", str(out)]) == 2
+
+
+def test_cli_peft_json(capsys):
+    code = main(["memorize", "peft", "--method", "prefix", "--n-pairs", "4", "--seq-len", "2", "--vocab", "16",
+                 "--n-classes", "4", "--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--d-ff", "32",
+                 "--max-steps", "30", "--m-max", "2", "--restarts", "1", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == "prefix" and {"m_star", "exact_accuracy", "steps", "probes"} <= set(out)
+    assert all(p["trainable_params"] == 2 * 1 * 16 * p["m"] for p in out["probes"])
