@@ -110,14 +110,17 @@ class MachineTransformer(nn.Module):
         bias = self.rpe[kind]
         return bias.masked_fill((off < 0) | (off >= self.window), float("-inf"))
 
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Hardmax attention weights (B, T, T) for residual inputs x (B, T, d): one-hot at the first
+        (oldest) maximal score q_i (k_j + rpe(i - j)) inside the window."""
+        q, k = self.w_q(x), self.w_k(x)  # (B, T, 1) each
+        bias = self.rpe_bias(x.shape[1])
+        scores = (q * (k.transpose(1, 2) + bias)).masked_fill(torch.isinf(bias), float("-inf"))
+        return torch.nn.functional.one_hot(scores.argmax(-1), x.shape[1]).to(x.dtype)
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed(tokens)  # (B, T, d)
-        q, k, v = self.w_q(x), self.w_k(x), self.w_v(x)  # (B,T,1), (B,T,1), (B,T,|Λ|)
-        bias = self.rpe_bias(tokens.shape[1])
-        scores = q * (k.transpose(1, 2) + bias)  # q_i * (k_j + rpe(i - j)); q = 1
-        scores = scores.masked_fill(torch.isinf(bias), float("-inf"))
-        att = torch.nn.functional.one_hot(scores.argmax(-1), tokens.shape[1]).to(x.dtype)  # hardmax
-        x = x + self.w_o(att @ v)
+        x = x + self.w_o(self.attention(x) @ self.w_v(x))
         return self.ffn_out(torch.relu(self.ffn_in(x)))
 
 

@@ -1,0 +1,195 @@
+"""The machines tour: sizes and certificates of the library, exact runs per executor, the attention
+pattern of a run, the two precision plots and throughput."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..core.plots import plt, save_figure
+from ..core.records import RunRecord
+from .compile import compile_pm
+from .executors import TableExecutor, certify
+from .library import LIBRARY, library_machine
+from .machine import PostMachine
+from .post import tm_to_pm
+from .precision import Format, precision_sweep, softmax_sweep
+from .reference import run_tm
+from .simulate import run_machine
+
+PRECISION_WINDOWS = [4, 16, 64, 256, 1024, 4096, 16384, 100_000]
+FORMATS = [Format(1, 0), Format(2, 0), Format(4, 3)]
+SOFTMAX_WINDOWS = [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+
+
+def tour(out_dir: Path, seed: int = 0) -> RunRecord:
+    out_dir = Path(out_dir)
+    rec = RunRecord(name="machines", title="machines: Turing machines as constant-bit-size transformers",
+                    command="attnlab tour --only machines", seed=seed,
+                    config={"precision_windows": PRECISION_WINDOWS, "formats": [f.name for f in FORMATS],
+                            "softmax_windows": SOFTMAX_WINDOWS})
+    with rec.timed("library"):
+        _library(rec)
+    with rec.timed("attention_figure"):
+        _attention_figure(rec, out_dir)
+    with rec.timed("precision"):
+        _precision(rec, out_dir)
+    with rec.timed("softmax"):
+        _softmax(rec, out_dir)
+    with rec.timed("throughput"):
+        _throughput(rec)
+    rec.notes.append("Every run is checked against the reference TM at every completed TM step (decoded "
+                     "configuration) and at halt; every network is certified exhaustively on all (token, front "
+                     "symbol) pairs. Window W = cells visited - 1 from a reference run.")
+    return rec
+
+
+def _library(rec: RunRecord) -> None:
+    rows, runs = [], []
+    for name, entry in LIBRARY.items():
+        m = library_machine(name)
+        if isinstance(m, PostMachine):
+            continue
+        cells = m.encode(entry.input)
+        ref = run_tm(m, cells, 10**8)
+        W = max(ref.span - 1, len(cells) - 1, 1)
+        model = compile_pm(tm_to_pm(m).pm, W)
+        cert = certify(model)
+        tokens = (ref.steps - ref.left_moves) + W * ref.left_moves + 1
+        rows.append([name, len(m.states), len(m.symbols), W, model.vocab_size, model.d_model, model.d_ffn,
+                     model.params, model.bits_per_param, model.model_bits, ref.steps, tokens,
+                     "exact" if cert.exact else f"{cert.mismatches} mismatches"])
+        if name != "bb5":
+            r = run_machine(m, entry.input, executor="kv")
+            runs.append([name, repr(entry.input), r.final_state, r.tape, r.tm_steps, r.tokens, r.mismatches])
+    rec.add_table("Compiled sizes (one layer, one head; weights in {-1,0,1}) and certificates",
+                  ["machine", "|Q|", "|Γ|", "W", "vocab", "d_model", "d_ffn", "params", "bits/param", "model bits",
+                   "TM steps", "tokens (#R+W#L+1)", "certificate"], rows,
+                  command="attnlab machines certify NAME --json")
+    rec.add_table("Runs on the kv executor, decoded configuration checked at every TM step",
+                  ["machine", "input", "final state", "tape", "TM steps", "tokens", "mismatches"], runs,
+                  command="attnlab machines run NAME --executor kv --json")
+    rec.metrics["library_mismatches"] = sum(r[-1] for r in runs)
+    rec.metrics["certified_machines"] = sum(r[-1] == "exact" for r in rows)
+
+
+def _attention_figure(rec: RunRecord, out_dir: Path) -> None:
+    """Hardmax attention of the nn.Module on a BB4 run (W=13) and the decoded space-time diagram."""
+    import torch
+
+    from .network import MachineTransformer
+    tm = library_machine("bb4")
+    tr = tm_to_pm(tm)
+    W = 13
+    model = compile_pm(tr.pm, W)
+    state, queue = tr.initial_config([], W)
+    stream = list(model.prompt(state, queue))
+    ex = TableExecutor(model, stream, [1] * model.vocab_size)
+    while not ex.halted:
+        ex.advance(1, 1)
+        stream.append(ex.cur)
+    module = MachineTransformer(model)
+    with torch.no_grad():
+        att = module.attention(module.embed(torch.tensor([stream])))[0].numpy()  # (T, T) hardmax weights
+    T = len(stream)
+    off = np.arange(T)[:, None] - np.arange(T)[None, :]
+    visible = ((off >= 0) & (off < W)).astype(float)
+    # space-time diagram: the decoded tape after each completed TM step, at absolute positions mod W+1
+    n_sym, N = model.n_symbols, W + 1
+    frames, head = [], 0
+    for i in range(W, T):
+        s, c = divmod(stream[i], n_sym)
+        if tr.is_step(s, c):
+            _, cyc, halted = tr.decode(s, [t % n_sym for t in stream[i - W + 1:i + 1]])
+            if not halted:
+                head += 1 if s < tr.n_mode_states and (s // len(tm.symbols)) % 2 == 0 else -1
+            row = np.zeros(N)
+            for k, a in enumerate(cyc):
+                row[(head + k) % N] = a
+            row[head % N] += 0.5  # mark the head
+            frames.append(row)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    q0, q1 = W - 1, W - 1 + 60
+    axes[0].imshow(0.2 * visible[q0:q1, :q1] + 0.8 * att[q0:q1, :q1], aspect="auto", cmap="Greys",
+                   interpolation="nearest", extent=(-0.5, q1 - 0.5, q1 - 0.5, q0 - 0.5))
+    axes[0].set_xlabel("key position j")
+    axes[0].set_ylabel("query position i")
+    axes[0].set_title(f"BB4, W={W}: hardmax weights (black) in the window (grey)")
+    axes[1].imshow(np.array(frames), aspect="auto", cmap="Blues", interpolation="nearest")
+    axes[1].set_xlabel(f"tape cell (mod W+1 = {N})")
+    axes[1].set_ylabel("completed TM step")
+    axes[1].set_title("Decoded tape per TM step (head = half tone)")
+    rec.add_figure(save_figure(fig, out_dir / "attention_bb4.png").resolve(),
+                   "Left: attention weights of the torch module (MachineTransformer.attention) on the first 60 "
+                   "generated BB4 tokens: every query picks the oldest token of its window (lemma B). Right: the tape "
+                   "decoded from the last W tokens plus the register after each completed TM step.")
+
+
+def _precision(rec: RunRecord, out_dir: Path) -> None:
+    rows = precision_sweep(PRECISION_WINDOWS, FORMATS)
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for f, style in zip(FORMATS, ("s-", "o-", "x--")):
+        r = [x for x in rows if x["format"] == f.name]
+        ax.plot([x["window"] for x in r], [x["errors"] / x["windows_checked"] for x in r], style, label=f.name,
+                markersize=9 if style[0] == "o" else 6)
+    ax.set_xscale("log")
+    ax.set_xlabel("window W")
+    ax.set_ylabel("fraction of windows with a wrong next token")
+    ax.set_title("Emulated p-bit arithmetic (round after every op), bcount '#0^(W-1)'")
+    ax.legend()
+    rec.add_figure(save_figure(fig, out_dir / "precision.png").resolve(),
+                   "One fixed precision works for every window: p=3 bits (e2m0) is exact from W=4 to W=100,000 "
+                   "while the model's size in bits stays constant; p=2 cannot even represent 1.",
+                   command="python -c 'from attnlab.machines.precision import *; print(precision_sweep(...))'")
+    by_w = {}
+    for x in rows:
+        by_w.setdefault(x["window"], [x["window"], x["windows_checked"]]).append(f"{x['errors']}")
+    rec.add_table("Emulated precision: wrong next tokens over the checked windows (0 = exact)",
+                  ["W", "windows checked"] + [f.name for f in FORMATS], list(by_w.values()))
+    rec.add_table("Model size in bits at each precision (independent of W)", ["format", "params", "model bits"],
+                  [[f.name, rows[0]["model_bits_at_p"] // FORMATS[0].bits, rows[0]["model_bits_at_p"] //
+                    FORMATS[0].bits * f.bits] for f in FORMATS])
+    exact = {f.name: all(x["errors"] == 0 for x in rows if x["format"] == f.name) for f in FORMATS}
+    rec.metrics["precision_exact_all_windows"] = exact
+    rec.metrics["min_exact_bits"] = min(f.bits for f in FORMATS if exact[f.name])
+
+
+def _softmax(rec: RunRecord, out_dir: Path) -> None:
+    rows = softmax_sweep(SOFTMAX_WINDOWS)
+    W = np.array([r["window"] for r in rows])
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.plot(W, [r["min_beta"] for r in rows], "o", label="measured minimal β")
+    ax.plot(W, np.log(W - 1), "-", label="ln(W-1)")
+    ax.set_xscale("log")
+    ax.set_xlabel("window W")
+    ax.set_ylabel("inverse temperature β")
+    ax.set_title("Softmax instead of hardmax: β must grow like log W")
+    ax.legend()
+    rec.add_figure(save_figure(fig, out_dir / "softmax_beta.png").resolve(),
+                   "The smallest softmax inverse temperature keeping bcount exact (bisection to 0.01 over the run's "
+                   "windows) follows ln(W-1): a softmax model needs about log W bits, so hardmax is what makes the "
+                   "bit size constant (brief §2.5).")
+    rec.add_table("Softmax ablation", ["W", "minimal β", "ln(W-1)"],
+                  [[r["window"], r["min_beta"], r["ln_w_minus_1"]] for r in rows])
+    slope = np.polyfit(np.log(W - 1), [r["min_beta"] for r in rows], 1)[0]
+    rec.metrics["softmax_beta_slope_vs_ln_w"] = round(float(slope), 4)
+
+
+def _throughput(rec: RunRecord) -> None:
+    tm = library_machine("bcount")
+    rows = []
+    for executor, k in (("reference", 14), ("table", 14), ("kv", 14), ("dense", 8)):
+        text = "#" + "0" * k
+        t0 = time.perf_counter()
+        r = run_machine(tm, text, executor=executor, check_every=1 << 30)
+        wall = time.perf_counter() - t0
+        unit = "TM steps/s" if executor == "reference" else "tokens/s"
+        rate = r.tm_steps / r.seconds if executor == "reference" else r.tokens_per_s
+        rows.append([executor, f"bcount k={k}", r.window, r.tm_steps, r.tokens, round(rate), unit, r.mismatches,
+                     round(wall, 2)])
+        rec.metrics[f"{executor}_rate"] = round(rate)
+    rec.add_table("Throughput (one run, one thread; see benchmarks/machines.py for interleaved medians)",
+                  ["executor", "run", "W", "TM steps", "tokens", "rate", "unit", "mismatches", "wall s"], rows,
+                  command="python benchmarks/machines.py")
