@@ -143,10 +143,10 @@ class Backbone(nn.Module):
     def generate(self, last: torch.Tensor, cache: list[KV], start: int, gen_steps: int) -> torch.Tensor:
         """Feed the last hidden state back as the next input ``gen_steps`` times (KV cache); returns the final
         hidden state (B, 1, d). This is the "autoregressive generation steps" of the trade-off theorem."""
+        require(start + gen_steps <= self.cfg.max_len,
+                f"{start} positions plus {gen_steps} generation steps exceed max_len={self.cfg.max_len}")
         for t in range(gen_steps):
-            pos = self.wpe.weight[start + t:start + t + 1]
-            require(start + t < self.cfg.max_len, f"generation step {t} exceeds max_len={self.cfg.max_len}")
-            last, cache = self._run(last + pos, cache)
+            last, cache = self._run(last + self.wpe.weight[start + t:start + t + 1], cache)
         return last
 
     def forward_naive(self, prompt: torch.Tensor, tokens: torch.Tensor, gen_steps: int = 0) -> torch.Tensor:
