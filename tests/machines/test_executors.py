@@ -121,3 +121,21 @@ def test_bcount_20_on_kv():
     """The issue's long run: 46,137,324 tokens at W=21, zero mismatches."""
     r = run_machine(library_machine("bcount"), "#" + "0" * 20, executor="kv", check_every=4096)
     assert r.halted and r.mismatches == 0 and r.tm_steps == 2**22 - 1 and r.tokens == 46_137_324
+
+
+def test_table_batch_matches_single_runs():
+    from attnlab.machines.executors import table_batch
+
+    tm = library_machine("bcount")
+    tr = tm_to_pm(tm)
+    rng = random.Random(5)
+    texts = ["#" + "".join(rng.choice("01") for _ in range(5)) for _ in range(16)]
+    model = compile_pm(tr.pm, 6)
+    cert = certify(model)
+    marks = token_marks(tr, model)
+    prompts = np.array([model.prompt(*tr.initial_config(tm.encode(t), 6)) for t in texts])
+    tokens, windows, cur = table_batch(model, cert, prompts, marks, 10**6)
+    for b, p in enumerate(prompts.tolist()):
+        ex = make_executor("table", model, p, marks, cert)
+        ex.advance(10**9, 10**9)
+        assert ex.halted and tokens[b] == ex.tokens and windows[b].tolist() == ex.window() and cur[b] == ex.cur

