@@ -94,7 +94,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          check_every=args.check_every).to_dict()
     lines = [f"{result['machine']} on {text!r} ({args.executor} executor, window {result['window']})",
              f"  halted {result['halted']} in state {result['final_state']} after {result['tm_steps']:,} TM steps, "
-             f"{result['tokens']:,} tokens ({result['tokens_per_s']:,.0f} tokens/s)",
+             f"{result['tokens']:,} tokens" + (f" ({result['tokens_per_s']:,.0f} tokens/s)" if result["tokens_per_s"]
+                                               else f" ({result['tm_steps_per_s'] or 0:,.0f} TM steps/s)"),
              f"  tape {result['tape']!r} ({result['nonblank']} non-blank)",
              f"  model: vocab {result['vocab_size']}, d_model {result['d_model']}, d_ffn {result['d_ffn']}, "
              f"{result['params']:,} params x {result['bits_per_param']} bits = {result['model_bits']:,} bits",

@@ -14,8 +14,11 @@ from typing import Callable
 
 import numpy as np
 
-from .compile import CompiledTransformer
+from .compile import CompiledTransformer, compile_pm
+from .executors import TableExecutor
+from .library import library_machine
 from .network import network_logits
+from .post import tm_to_pm
 
 
 @dataclass(frozen=True)
@@ -98,11 +101,6 @@ def min_beta(model: CompiledTransformer, stream: np.ndarray, starts: np.ndarray 
 def bcount_stream(window: int, n_tokens: int) -> tuple[CompiledTransformer, np.ndarray]:
     """The compiled binary counter on '#0^(W-1)' (space exactly W + 1 cells) and its first ``n_tokens``
     exact tokens after the prompt, from the certified table executor."""
-    from .executors import TableExecutor
-    from .library import library_machine
-    from .post import tm_to_pm
-    from .compile import compile_pm
-
     tm = library_machine("bcount")
     tr = tm_to_pm(tm)
     model = compile_pm(tr.pm, window)

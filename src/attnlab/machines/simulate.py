@@ -11,7 +11,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from ..core.errors import AttnlabError
 from .compile import CompiledTransformer, compile_pm
 from .executors import Certificate, make_executor
 from .machine import PostMachine, TuringMachine
@@ -34,7 +33,7 @@ class RunResult:
     window: int
     mismatches: int
     checks: int
-    tokens_per_s: float
+    tokens_per_s: float | None  # None for the reference interpreter, which generates no tokens
     seconds: float
     sizes: dict[str, int] = field(default_factory=dict)
     error: str | None = None
@@ -44,6 +43,7 @@ class RunResult:
         sizes = d.pop("sizes")
         d.update({k: v for k, v in sizes.items() if k != "window"})
         d["tokens_per_tm_step"] = round(self.tokens / self.tm_steps, 3) if self.tm_steps else None
+        d["tm_steps_per_s"] = round(self.tm_steps / self.seconds, 1) if self.seconds > 0 else None
         return d
 
 
@@ -127,10 +127,10 @@ def _run_reference(tm: TuringMachine, text: str, cells: list[int], window: int, 
     ref = run_tm(tm, cells, max_steps)
     busy = time.perf_counter() - t0
     model = compile_pm(tm_to_pm(tm).pm, window)
+    # the tokens the transformer would generate (lemma A), so the reference row is comparable
     tokens = expected_tokens(ref.steps - ref.left_moves, ref.left_moves, window) if ref.halted else 0
     return RunResult(tm.name, text, "reference", ref.halted, tm.states[ref.state], ref.tape_string(), ref.nonblank(),
-                     ref.steps, ref.left_moves, tokens, window, 0, 0, round(ref.steps / busy, 1) if busy else 0.0,
-                     round(busy, 6), model.sizes(), None)
+                     ref.steps, ref.left_moves, tokens, window, 0, 0, None, round(busy, 6), model.sizes(), None)
 
 
 def run_pm_transformer(pm: PostMachine, text: str = "", window: int | None = None, executor: str = "table",
@@ -146,8 +146,7 @@ def run_pm_transformer(pm: PostMachine, text: str = "", window: int | None = Non
         busy = time.perf_counter() - t0
         sizes = compile_pm(pm, window).sizes()
         return RunResult(pm.name, text, executor, ref.halted, pm.states[ref.state], ref.queue_string(),
-                         sum(1 for c in ref.queue if c), 0, 0, ref.steps, window, 0, 0,
-                         round(ref.steps / busy, 1) if busy else 0.0, round(busy, 6), sizes)
+                         sum(1 for c in ref.queue if c), 0, 0, ref.steps, window, 0, 0, None, round(busy, 6), sizes)
     model = compile_pm(pm, window) if model is None else model.with_window(window)
     marks = [2 if t // model.n_symbols in pm.halting else 0 for t in range(model.vocab_size)]
     ex = make_executor(executor, model, model.prompt(pm.start, queue), marks)
@@ -171,6 +170,3 @@ def run_machine(machine: TuringMachine | PostMachine, text: str = "", **kw: Any)
         return run_pm_transformer(machine, text, **kw)
     return run_tm_transformer(machine, text, **kw)
 
-
-__all__ = ["RunResult", "run_machine", "run_tm_transformer", "run_pm_transformer", "minimal_window",
-           "token_marks", "unroll", "AttnlabError"]

@@ -186,7 +186,7 @@ def _throughput(rec: RunRecord) -> None:
         r = run_machine(tm, text, executor=executor, check_every=1 << 30)
         wall = time.perf_counter() - t0
         unit = "TM steps/s" if executor == "reference" else "tokens/s"
-        rate = r.tm_steps / r.seconds if executor == "reference" else r.tokens_per_s
+        rate = r.tm_steps / r.seconds if r.tokens_per_s is None else r.tokens_per_s
         rows.append([executor, f"bcount k={k}", r.window, r.tm_steps, r.tokens, round(rate), unit, r.mismatches,
                      round(wall, 2)])
         rec.metrics[f"{executor}_rate"] = round(rate)
