@@ -8,7 +8,7 @@ from attnlab.cli import main
 from attnlab.core.atomic import read_jsonl
 from attnlab.core.errors import AttnlabError
 from attnlab.memorize.plots import plot_sweep
-from attnlab.memorize.sweep import LOG, expand, results, run_sweep
+from attnlab.memorize.sweep import LOG, expand, run_sweep
 
 TINY = {"base": {"n_pairs": 4, "seq_len": 2, "vocab": 8, "n_classes": 4, "d_model": 16, "n_heads": 2, "n_layers": 1,
                  "d_ff": 32, "max_steps": 40, "m_max": 8, "restarts": 2, "train_steps": 5},
