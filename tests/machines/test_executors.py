@@ -139,3 +139,15 @@ def test_table_batch_matches_single_runs():
         ex = make_executor("table", model, p, marks, cert)
         ex.advance(10**9, 10**9)
         assert ex.halted and tokens[b] == ex.tokens and windows[b].tolist() == ex.window() and cur[b] == ex.cur
+
+
+def test_kv_refuses_weights_outside_the_compiled_form():
+    from attnlab.core.errors import AttnlabError
+
+    tm = library_machine("bb2")
+    tr = tm_to_pm(tm)
+    model = compile_pm(tr.pm, 3)
+    prompt = model.prompt(*tr.initial_config([], 3))
+    model.weights["w_k"][0, 0] = 1  # keys now carry content: the oldest slot is no longer guaranteed
+    with pytest.raises(AttnlabError, match="RPE-only hardmax"):
+        make_executor("kv", model, prompt, token_marks(tr, model))

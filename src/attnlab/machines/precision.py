@@ -19,6 +19,7 @@ from .executors import TableExecutor
 from .library import library_machine
 from .network import network_logits
 from .post import tm_to_pm
+from .simulate import token_marks
 
 
 @dataclass(frozen=True)
@@ -106,10 +107,10 @@ def bcount_stream(window: int, n_tokens: int) -> tuple[CompiledTransformer, np.n
     model = compile_pm(tr.pm, window)
     state, queue = tr.initial_config(tm.encode("#" + "0" * (window - 1)), window)
     prompt = model.prompt(state, queue)
-    ex = TableExecutor(model, prompt, [1] * model.vocab_size)  # every token counts: stop after each
+    ex = TableExecutor(model, prompt, token_marks(tr, model))
     out = list(prompt)
-    for _ in range(n_tokens):
-        ex.advance(1, 1)
+    while len(out) < window + n_tokens and not ex.halted:
+        ex.advance(1, 1)  # one token
         out.append(ex.cur)
     return model, np.array(out)
 

@@ -17,7 +17,7 @@ from .machine import PostMachine
 from .post import tm_to_pm
 from .precision import Format, precision_sweep, softmax_sweep
 from .reference import run_tm
-from .simulate import run_machine
+from .simulate import run_machine, token_marks
 
 PRECISION_WINDOWS = [4, 16, 64, 256, 1024, 4096, 16384, 100_000]
 FORMATS = [Format(1, 0), Format(2, 0), Format(4, 3)]
@@ -86,7 +86,7 @@ def _attention_figure(rec: RunRecord, out_dir: Path) -> None:
     model = compile_pm(tr.pm, W)
     state, queue = tr.initial_config([], W)
     stream = list(model.prompt(state, queue))
-    ex = TableExecutor(model, stream, [1] * model.vocab_size)
+    ex = TableExecutor(model, stream, token_marks(tr, model))
     while not ex.halted:
         ex.advance(1, 1)
         stream.append(ex.cur)
