@@ -151,3 +151,12 @@ def test_kv_refuses_weights_outside_the_compiled_form():
     model.weights["w_k"][0, 0] = 1  # keys now carry content: the oldest slot is no longer guaranteed
     with pytest.raises(AttnlabError, match="RPE-only hardmax"):
         make_executor("kv", model, prompt, token_marks(tr, model))
+
+
+def test_dense_at_window_100000_matches_table():
+    """The dense executor attends over all 100,000 keys per token: a prefix of a BB4 run agrees."""
+    tm = library_machine("bb4")
+    tr = tm_to_pm(tm)
+    model = compile_pm(tr.pm, 100_000)
+    state, queue = tr.initial_config([], 100_000)
+    assert token_stream("dense", model, tr, state, queue, 30) == token_stream("table", model, tr, state, queue, 30)
