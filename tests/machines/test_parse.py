@@ -4,6 +4,7 @@ from attnlab.core.errors import AttnlabError
 from attnlab.machines.library import LIBRARY, library_machine
 from attnlab.machines.machine import L, R, PostMachine, TuringMachine
 from attnlab.machines.parse import load_machine, parse_bbchallenge, parse_yaml
+from attnlab.machines.reference import run_tm
 
 ISSUE_YAML = """\
 name: binc
@@ -22,9 +23,12 @@ def test_bbchallenge_bb4():
     assert tm.halts_on(4, 0) and tm.halts_on(4, 1) and not tm.halts_on(2, 0)
 
 
-def test_bbchallenge_undefined_transition_halts():
-    tm = parse_bbchallenge("1RB---_1LA1RB")
-    assert tm.halts_on(0, 1) and not tm.halts_on(0, 0) and len(tm.states) == 2
+def test_bbchallenge_undefined_transition_is_the_counted_halting_step():
+    """bbchallenge writes the halting transition as '---' and counts it (as 1RZ): same BB4 numbers."""
+    tm = parse_bbchallenge("1RB1LB_1LA0LC_---1LD_1RD0RA")
+    assert tm.states[-1] == "Z" and tm.delta[(2, 0)] == (1, R, 4)
+    r = run_tm(tm, [])
+    assert r.halted and r.steps == 107 and r.nonblank() == 13
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -32,6 +36,7 @@ def test_bbchallenge_undefined_transition_halts():
     ("1RB1LB_1LA0XC", "'0XC' is not"),
     ("2RB1LB_1LA0LC", "writes 2"),
     ("1RB1LB__1LA0LC", "empty state"),
+    ("1RB_0LA", "at least two"),
 ])
 def test_bbchallenge_errors(text, fragment):
     with pytest.raises(AttnlabError, match=fragment):

@@ -25,6 +25,10 @@ def test_busy_beavers(name, steps, ones, span, lefts):
 def test_bb5():
     r = run("bb5", "", 10**8)
     assert r.halted and r.steps == 47_176_870 and r.nonblank() == 4098 and r.span == 12_289
+    from attnlab.machines.parse import parse_bbchallenge
+
+    r = run_tm(parse_bbchallenge("1RB1LC_1RC1RB_1RD0LE_1LA1LD_---0LA"), [], 10**8)  # bbchallenge's spelling
+    assert r.halted and r.steps == 47_176_870 and r.nonblank() == 4098
 
 
 @pytest.mark.parametrize("k", range(1, 13))

@@ -2,8 +2,9 @@
 Post machine (queue automaton: pop one symbol, push one symbol per step).
 
 Both use integer codes: ``states[0]`` is the start state and ``symbols[0]`` the blank (padding) symbol.
-A state with no transition for the symbol it reads halts; the halting transition is the last one taken
-(bbchallenge counting: write ``1RZ`` to make the halting transition a step).
+A state with no transition for the symbol it reads halts, without a step; bbchallenge's counted halting
+transition is an ordinary transition into a state without transitions (``1RZ``; the parser reads ``---``
+that way).
 """
 
 from __future__ import annotations

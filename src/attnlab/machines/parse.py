@@ -19,7 +19,9 @@ _TRIPLE = re.compile(r"^(?:([0-9])([LR])([A-Z])|---)$")
 
 def parse_bbchallenge(text: str, name: str | None = None) -> TuringMachine:
     """``1RB1LB_1LA0LC_1RZ1LD_1RD0RA``: per state one ``write move next`` triple for each read symbol
-    0, 1, ...; states are A, B, C, ...; a target past the last state (e.g. Z) halts; ``---`` halts."""
+    0, 1, ...; states are A, B, C, ...; a target past the last state (e.g. Z) halts. ``---`` (undefined)
+    halts with bbchallenge's counting: the halting transition is a step that writes 1, i.e. ``1RZ``
+    (so ``---0LA`` and ``1RZ0LA`` give BB5 the same 47,176,870 steps and 4098 ones)."""
     text = text.strip()
     parts = text.split("_")
     if not text or not all(parts):
@@ -28,6 +30,8 @@ def parse_bbchallenge(text: str, name: str | None = None) -> TuringMachine:
     if width % 3 or width == 0:
         raise AttnlabError(f"bbchallenge string {text!r}: state A has {width} characters, expected 3 per symbol")
     k = width // 3
+    if k < 2:
+        raise AttnlabError(f"bbchallenge string {text!r}: one symbol per state; at least two (0 and 1) are needed")
     names = [chr(ord("A") + i) for i in range(len(parts))]
     if len(parts) > 25:
         raise AttnlabError(f"bbchallenge string: {len(parts)} states, at most 25 (A..Y) are supported")
@@ -43,10 +47,8 @@ def parse_bbchallenge(text: str, name: str | None = None) -> TuringMachine:
             if not m:
                 raise AttnlabError(f"bbchallenge string: state {names[q]} symbol {a}: {triple!r} is not "
                                    f"'<digit><L|R><state>' or '---'")
-            if triple == "---":
-                continue
-            w, move, target = int(m.group(1)), m.group(2), m.group(3)
-            if w >= k:
+            w, move, target = (1, "R", "Z") if triple == "---" else (int(m.group(1)), m.group(2), m.group(3))
+            if w >= k and triple != "---":
                 raise AttnlabError(f"bbchallenge string: state {names[q]} symbol {a}: writes {w} but the machine "
                                    f"has only symbols 0..{k - 1}")
             if target not in states:
