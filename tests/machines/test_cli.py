@@ -92,3 +92,10 @@ def test_help_has_examples(run_cli):
     for cmd in ("run", "compile", "certify", "list"):
         rc, out, _ = run_cli("machines", cmd, "--help")
         assert rc == 0 and "Example: attnlab machines" in out
+
+
+def test_group_without_command_and_common_flags(run_cli):
+    rc, out, _ = run_cli("machines")
+    assert rc == 2 and out == ""
+    rc, out, _ = run_cli("machines", "run", "bb2", "--threads", "1", "--seed", "3", "--json")
+    assert rc == 0 and json.loads(out)["tm_steps"] == 6

@@ -53,7 +53,6 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                        epilog="Example: attnlab machines list --json")
     p.set_defaults(func=_cmd_list)
 
-    group.set_defaults(func=lambda args: (group.print_help(sys.stderr), 2)[1])
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
