@@ -142,7 +142,8 @@ def _precision(rec: RunRecord, out_dir: Path) -> None:
     rec.add_figure(save_figure(fig, out_dir / "precision.png").resolve(),
                    "One fixed precision works for every window: p=3 bits (e2m0) is exact from W=4 to W=100,000 "
                    "while the model's size in bits stays constant; p=2 cannot even represent 1.",
-                   command="python -c 'from attnlab.machines.precision import *; print(precision_sweep(...))'")
+                   command="python -c 'from attnlab.machines.precision import *; "
+                           "print(precision_sweep([4, 1024, 100000], [Format(1, 0), Format(2, 0)]))'")
     by_w = {}
     for x in rows:
         by_w.setdefault(x["window"], [x["window"], x["windows_checked"]]).append(f"{x['errors']}")
