@@ -82,6 +82,10 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
             rs = [r for r in scaling if exp in r["experiments"]]
             ax.loglog([r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in rs], [r["m_star"] for r in rs],
                       marker, label=f"measured, varying {exp}")
+        miss = [r for r in _rows(rows, "n_pairs") + _rows(rows, "seq_len") if not r["m_star"]]
+        if miss:
+            ax.loglog([r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in miss],
+                      [r["settings"]["m_max"] for r in miss], "^", color="red", label="none up to m_max (not fitted)")
         K = np.geomspace(min(r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in scaling),
                          max(r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in scaling), 50)
         pl = summary["power_law"]
@@ -90,6 +94,7 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
                   label=f"with log factor {summary['sqrt_log_law_c']:.3f}*sqrt(K)*log(K)")
         ax.loglog(K, pl["a"] * K ** pl["alpha"], "-",
                   label=f"power law K^{pl['alpha']:.2f} (95% CI {pl['ci95'][0]:.2f}..{pl['ci95'][1]:.2f})")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # minor log ticks overlap at this range
         ax.set_xlabel("K = n_pairs * seq_len")
         ax.set_ylabel("m* (prompt tokens)")
         ax.set_title(f"Minimal prompt length for exact memorization ({note})", fontsize=9)
