@@ -97,6 +97,8 @@ def test_parentheses_against_a_counter():
 def test_universal_machine_golden():
     r = run("utm", LIBRARY["utm"].input)  # golden values frozen from this interpreter (no published count)
     assert r.halted and r.steps == 1893 and r.span == 52 and r.tape_string().endswith("yAAAA")
+    r = run("utm", LIBRARY["utm"].input.replace("yyAyyAyy", "yyAyyAyyAyyAyy"))  # five a2: another program
+    assert r.halted and r.steps == 3865 and r.span == 69
 
 
 def test_step_limit_and_no_step_at_halt():

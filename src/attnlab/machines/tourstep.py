@@ -32,6 +32,8 @@ def tour(out_dir: Path, seed: int = 0) -> RunRecord:
                             "softmax_windows": SOFTMAX_WINDOWS})
     with rec.timed("library"):
         _library(rec)
+    with rec.timed("universal"):
+        _universal(rec)
     with rec.timed("attention_figure"):
         _attention_figure(rec, out_dir)
     with rec.timed("precision"):
@@ -73,6 +75,20 @@ def _library(rec: RunRecord) -> None:
                   command="attnlab machines run NAME --executor kv --json")
     rec.metrics["library_mismatches"] = sum(r[-1] for r in runs)
     rec.metrics["certified_machines"] = sum(r[-1] == "exact" for r in rows)
+
+
+def _universal(rec: RunRecord) -> None:
+    """One fixed weight set (Minsky's universal machine) on two tag-system inputs: only W changes."""
+    tm = library_machine("utm")
+    model = compile_pm(tm_to_pm(tm).pm, 1)
+    rows = []
+    for word in ("yyAyyAyy", "yyAyyAyyAyyAyy"):  # the word a2 a2 a2, then a2 x5 (even counts never halt)
+        text = LIBRARY["utm"].input.replace("yyAyyAyy", word)
+        r = run_machine(tm, text, executor="kv", model=model)
+        rows.append([text, r.window, r.tm_steps, r.tokens, r.sizes["params"], r.sizes["model_bits"], r.mismatches])
+    rec.add_table("Universal machine: the same weights run different programs; only the window grows",
+                  ["tape (productions 11 + word)", "W", "TM steps", "tokens", "params", "model bits", "mismatches"],
+                  rows, command="attnlab machines run utm --input TAPE --executor kv --json")
 
 
 def _attention_figure(rec: RunRecord, out_dir: Path) -> None:
