@@ -58,6 +58,7 @@ def build_parser() -> Parser:
             p = sub.add_parser(module, parents=[common], help=f"(unavailable: {type(e).__name__})", add_help=False)
             p.add_argument("rest", nargs=argparse.REMAINDER)
             p.set_defaults(func=_unavailable(module, e))
+    parser.commands = sub.choices  # name -> parser, for the help of a bare group
     return parser
 
 
@@ -114,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        if not getattr(args, "func", None):
-            parser.print_help(sys.stderr)
+        if not getattr(args, "func", None):  # no command, or a bare group: show the help of what was typed
+            parser.commands.get(getattr(args, "command", None), parser).print_help(sys.stderr)
             return 2
         from .core.runtime import seed_everything, set_threads
 

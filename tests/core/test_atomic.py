@@ -66,3 +66,19 @@ def test_json_handles_numpy_and_torch(tmp_path):
     p = atomic_write_json(tmp_path / "x.json", {"a": np.float64(1.5), "b": np.arange(3), "c": torch.tensor(2)})
     assert json.loads(p.read_text()) == {"a": 1.5, "b": [0, 1, 2], "c": 2}
     assert os.path.getsize(p) > 0
+
+
+def test_atomic_file_gets_the_mode_a_plain_open_would(tmp_path):
+    import os
+    import stat
+
+    from attnlab.core.atomic import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        atomic = atomic_write_text(tmp_path / "atomic.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644

@@ -101,3 +101,20 @@ def test_a_broken_module_does_not_break_the_cli(run_cli, monkeypatch):
     assert rc == 0 and json.loads(out)["attnlab"]
     rc, _, err = run_cli("machines", "run", "bb4")
     assert rc == 1 and "attnlab.machines failed to load (ImportError: simulated missing dependency)" in err
+
+
+def test_a_bare_command_group_prints_its_own_help(run_cli, monkeypatch):
+    import argparse
+
+    from attnlab import cli
+
+    def register(sub, common):
+        group = sub.add_parser("fake", parents=[common], help="a fake module")
+        group.add_subparsers(dest="fake_command").add_parser("go")
+
+    monkeypatch.setattr(cli, "available_modules", lambda: ["fake"])
+    monkeypatch.setattr(cli.importlib, "import_module",
+                        lambda name: argparse.Namespace(register=register))
+    rc, out, err = run_cli("fake")
+    assert rc == 2
+    assert err.startswith("usage: attnlab fake")
