@@ -3,11 +3,13 @@
 quality: SmolLM2-135M-Instruct, >= 100k calibration tokens of the built-in corpus (builtin:0.1 holds out
          11 topics, disjoint), held-out perplexity at k = 4, 8, 12 for NBL (CCA, cosine, NMSE selectors,
          one-shot and sequential) and Attention Drop. One JSON line per (config, k): rerun to resume.
+stats:   the streamed statistics pass alone, from scratch (no cache): 102,400 SmolLM2 tokens, wall time,
+         tokens/s and peak RSS (target: under 10 minutes, O(L d^2) memory).
 speed:   a random-init Llama-shaped model of >= 0.5B parameters, original vs 4 of 8 attention layers
          replaced, prefill and cached decode at two prompt lengths and two batch sizes, interleaved
          repeats, with the analytic FLOP / byte ceilings.
 
-    python benchmarks/nbl.py [quality] [speed] [--threads N]
+    python benchmarks/nbl.py [quality] [stats] [speed] [--threads N]
 """
 
 from __future__ import annotations
@@ -50,6 +52,28 @@ def quality(threads: int) -> None:
         print(f"{r['label']:<22} {r['k']:>3} {r['perplexity']:>9.3f} {r['increase']:>+9.1%} {r['top1_agreement']:>7.3f}  {r['layers']}")
 
 
+def stats(threads: int) -> None:
+    import os
+    import tempfile
+
+    from attnlab.nbl.session import Calibration, Session
+
+    calib = Calibration(source="builtin:0.1", tokens=102_400, seq_len=256, batch_size=8)
+    session = Session.open("smollm2")
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        result, _ = session.stats(calib, path=Path(tmp) / "stats.safetensors", progress=True)
+        seconds = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {"model": "smollm2", "tokens": result.tokens, "seconds": seconds, "tokens_per_second": result.tokens / seconds,
+           "peak_rss_mb": peak_mb, "rss_after_model_load_mb": rss_before, "threads": threads,
+           "load_average": os.getloadavg(), "environment": environment()}
+    atomic_write_json(RESULTS / "nbl_stats.json", out)
+    print(f"statistics over {result.tokens} tokens: {seconds / 60:.1f} min ({out['tokens_per_second']:.0f} tokens/s, "
+          f"{threads} thread(s)); peak RSS {peak_mb:.0f} MB ({rss_before:.0f} MB after loading the model)")
+
+
 def speed(threads: int) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -78,13 +102,14 @@ def speed(threads: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("parts", nargs="*", default=["quality", "speed"], choices=["quality", "speed"])
+    p.add_argument("parts", nargs="*", default=["quality", "stats", "speed"],
+                   choices=["quality", "stats", "speed"])
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     threads = set_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     for part in args.parts:
-        {"quality": quality, "speed": speed}[part](threads)
+        {"quality": quality, "stats": stats, "speed": speed}[part](threads)
 
 
 if __name__ == "__main__":

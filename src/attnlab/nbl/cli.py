@@ -64,6 +64,10 @@ def register(subparsers, common) -> None:
     e.add_argument("--seq-len", type=positive_int, default=256)
     e.add_argument("--batch-size", type=positive_int, default=8)
     e.add_argument("--greedy-tokens", type=nonneg_int, default=32, help="greedy continuation length (0: skip)")
+    e.add_argument("--lm-eval", nargs="+", metavar="TASK", help="also run these lm-evaluation-harness tasks on "
+                   "both models (needs `pip install lm_eval`)")
+    e.add_argument("--lm-eval-include", metavar="DIR", help="a directory of your own lm-eval task YAMLs")
+    e.add_argument("--lm-eval-limit", type=positive_int, metavar="N", help="at most N examples per task")
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", parents=[common], help="prefill and cached-decode throughput vs the original",
@@ -130,10 +134,15 @@ def cmd_apply(args) -> int:
 
 def cmd_eval(args) -> int:
     from .evaluate import evaluate_pair
-    from .session import Session
+    from .lmeval import run_tasks, task_manager
 
+    manager = task_manager(args.lm_eval, args.lm_eval_include) if args.lm_eval else None
     model, ref = _pair(args.model, args.against)
     result = evaluate_pair(model, ref, args.data, args.tokens, args.seq_len, args.batch_size, args.greedy_tokens)
+    if manager is not None:
+        result["lm_eval"] = {name: run_tasks(s.model, s.tokenizer, args.lm_eval, manager, args.lm_eval_limit,
+                                             args.batch_size, args.seed)
+                             for name, s in (("model", model), ("reference", ref))}
     emit(args, result)
     return 0
 
