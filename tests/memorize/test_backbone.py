@@ -73,3 +73,24 @@ def test_bad_configs():
             BackboneConfig(**kw)
     with pytest.raises(AttnlabError, match="max_len"):
         small()(torch.randn(2, 16), torch.randint(0, 16, (2, 10)), gen_steps=5)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+@pytest.mark.parametrize("gen_steps", [0, 2])
+def test_precomputed_inputs_and_last_only_give_the_same_bits(n_layers, gen_steps):
+    """The fast path (input states computed once, the last block carrying only the last position) changes no
+    bit of the last position's logits or of the prompt's gradient, so sweeps run before and after it agree."""
+    bb = small(n_layers=n_layers)
+    tokens = torch.randint(0, 16, (9, 6))
+    inputs = bb.input_states(tokens)
+    assert not inputs.x.requires_grad and not inputs.qkv.requires_grad
+    grads = []
+    for fast in (False, True):
+        prompt = torch.randn(5, 16, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        logits = bb(prompt, inputs, gen_steps, last_only=True) if fast else bb(prompt, tokens, gen_steps)[:, -1:]
+        assert logits.shape == (9, 1, 8)
+        logits.square().sum().backward()
+        grads.append((logits.detach(), prompt.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    # and the full logits with precomputed inputs are those of the tokens
+    assert torch.equal(bb(prompt.detach(), inputs, gen_steps), bb(prompt.detach(), tokens, gen_steps))

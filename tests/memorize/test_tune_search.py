@@ -87,3 +87,16 @@ def test_find_m_star_end_to_end():
     assert res.m_star is not None and res.exact_accuracy == 1.0
     assert any(p["m"] == res.m_star and p["memorized"] for p in res.probes)
     assert all(not p["memorized"] for p in res.probes if p["m"] < res.m_star)
+
+
+@pytest.mark.parametrize("gen_steps", [0, 1])
+def test_fast_fit_follows_the_plain_forward_step_for_step(gen_steps):
+    """fit_prompt's default path (precomputed inputs, last position only) reproduces the trajectory of the plain
+    cached forward exactly: same steps, loss and final prompt."""
+    data = random_tokens(16, 4, vocab=16, n_classes=4, seed=3)
+    bb = Backbone(BackboneConfig(vocab=16, n_classes=4, d_model=16, n_heads=2, n_layers=2, d_ff=32, max_len=5))
+    cfg = TuneConfig(lr=0.1, max_steps=40)
+    fast = fit_prompt(bb, data, 3, gen_steps, cfg, seed=5)
+    plain = fit_prompt(bb, data, 3, gen_steps, cfg, seed=5, forward=bb.forward)
+    assert fast.steps == plain.steps and fast.loss == plain.loss and torch.equal(fast.prompt, plain.prompt)
+    assert fast.steps > 0 and fast.token_accuracy == plain.token_accuracy

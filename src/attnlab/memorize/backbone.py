@@ -1,10 +1,13 @@
 """The frozen backbone: a small pre-norm causal transformer read top to bottom (nanoGPT style).
 
 Only the soft prompt is tuned (Wang & Lin 2025, the prompt-tuning setting). Token embeddings, positions,
-blocks and the label readout are fixed at construction. Two facts make it cheap to tune a prompt:
+blocks and the label readout are fixed at construction. Three facts make it cheap to tune a prompt:
 
 - The model is causal, so the prompt's keys and values do not depend on the inputs: they are computed
   once per step at batch size 1 and shared by every example (:meth:`Backbone.prompt_cache`).
+- Nothing before the first attention depends on the prompt: the inputs' embeddings and first-block projections are
+  computed once per fit (:meth:`Backbone.input_states`). When only the last position is read (labels at the
+  last position), the last block carries that position alone past its attention.
 - Autoregressive generation steps (the trade-off of the main theorem) feed the last hidden state back as
   the next input and reuse a KV cache, so step t costs O(m + seq_len + t), not a full recomputation.
 
@@ -14,6 +17,7 @@ prompt can only add a fixed bias, Petrov et al. 2024; sharper attention lets pro
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -55,6 +59,12 @@ class BackboneConfig:
         return asdict(self)
 
 
+@functools.lru_cache(maxsize=64)
+def causal_mask(T: int, P: int, device: torch.device) -> torch.Tensor:
+    """(T, P + T) boolean mask: query i (absolute position P + i) sees keys 0..P+i. Cached: built once per shape."""
+    return torch.ones(T, P + T, dtype=torch.bool, device=device).tril(diagonal=P)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: BackboneConfig):
         super().__init__()
@@ -62,20 +72,19 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, past: KV | None) -> tuple[torch.Tensor, KV]:
-        """Attend from ``x`` (B, T, d) to ``past`` keys/values plus its own, causally; returns output and the
-        full (past + new) keys/values."""
-        B, T, d = x.shape
-        q, k, v = self.qkv(x).split(d, dim=2)
-        q, k, v = (t.view(B, T, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
+    def forward(self, qkv: torch.Tensor, past: KV | None, last_only: bool = False) -> tuple[torch.Tensor, KV]:
+        """Attend with the projections ``qkv`` (B, T, 3d) to ``past`` keys/values plus its own, causally; returns
+        the output (B, T, d), or (B, 1, d) for the last query alone with ``last_only``, and the full (past + new)
+        keys/values."""
+        B, T, d = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+        q, k, v = (t.view(B, T, self.n_heads, d // self.n_heads).transpose(1, 2) for t in qkv.split(d, dim=2))
         if past is not None:
             k = torch.cat([past[0].expand(B, -1, -1, -1), k], dim=2)
             v = torch.cat([past[1].expand(B, -1, -1, -1), v], dim=2)
-        P = k.shape[2] - T
-        # query i (absolute position P + i) sees keys 0..P+i
-        mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.proj(y.transpose(1, 2).reshape(B, T, d)), (k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, k.shape[2] - T, qkv.device))
+        y = y.transpose(1, 2).reshape(B, T, d)
+        # contiguous rows: a matmul over a row subset then gives the same bits as over all rows
+        return self.proj(y[:, -1:].contiguous() if last_only else y), (k, v)
 
 
 class Block(nn.Module):
@@ -87,10 +96,26 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff, bias=False), nn.GELU(),
                                  nn.Linear(cfg.d_ff, cfg.d_model, bias=False))
 
-    def forward(self, x: torch.Tensor, past: KV | None) -> tuple[torch.Tensor, KV]:
-        a, kv = self.attn(self.ln_1(x), past)
-        x = x + a
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Query/key/value projections of the normalised input (B, T, 3d)."""
+        return self.attn.qkv(self.ln_1(x))
+
+    def forward(self, x: torch.Tensor, past: KV | None, qkv: torch.Tensor | None = None,
+                last_only: bool = False) -> tuple[torch.Tensor, KV]:
+        """``qkv``: :meth:`project` of ``x`` when already known; ``last_only``: carry only the last position on
+        (its keys/values still cover every position)."""
+        a, kv = self.attn(self.project(x) if qkv is None else qkv, past, last_only)
+        x = (x[:, -1:].contiguous() if last_only else x) + a
         return x + self.mlp(self.ln_2(x)), kv
+
+
+@dataclass(frozen=True)
+class InputStates:
+    """What the frozen model computes from the inputs before attention mixes in the prompt: the embedded
+    tokens (B, L, d) and the first block's projections (B, L, 3d). Computed once per fit, reused every step."""
+
+    x: torch.Tensor
+    qkv: torch.Tensor
 
 
 class Backbone(nn.Module):
@@ -114,30 +139,44 @@ class Backbone(nn.Module):
     def d_model(self) -> int:
         return self.cfg.d_model
 
-    def _run(self, x: torch.Tensor, past: list[KV] | None) -> tuple[torch.Tensor, list[KV]]:
-        """All blocks over ``x`` given per-layer ``past`` keys/values; returns ln_f(hidden) and new caches."""
+    def _run(self, x: torch.Tensor, past: list[KV] | None, qkv: torch.Tensor | None = None,
+             last_only: bool = False) -> tuple[torch.Tensor, list[KV]]:
+        """All blocks over ``x`` given per-layer ``past`` keys/values (``qkv``: the first block's projections when
+        known; ``last_only``: the last block carries only the last position); returns ln_f(hidden) and caches."""
         caches = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, None if past is None else past[i])
+            x, kv = block(x, None if past is None else past[i], qkv if i == 0 else None,
+                          last_only and i == len(self.blocks) - 1)
             caches.append(kv)
         return self.ln_f(x), caches
 
     def prompt_cache(self, prompt: torch.Tensor) -> list[KV]:
         """Keys/values of the soft prompt (m, d), computed once at batch size 1 (exact: causal model)."""
-        return self._run(prompt.unsqueeze(0), None)[1]
+        return self._run(prompt.unsqueeze(0), None, last_only=True)[1]
 
     def _embed(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
         end = start + tokens.shape[1]
         require(end <= self.cfg.max_len, f"sequence of {end} positions exceeds max_len={self.cfg.max_len}")
         return self.wte(tokens) + self.wpe.weight[start:end]
 
-    def forward(self, prompt: torch.Tensor, tokens: torch.Tensor, gen_steps: int = 0) -> torch.Tensor:
+    @torch.no_grad()
+    def input_states(self, tokens: torch.Tensor) -> InputStates:
+        """The prompt-independent part of the forward pass for ``tokens`` (B, L) (see :class:`InputStates`)."""
+        x = self._embed(tokens)
+        return InputStates(x, self.blocks[0].project(x))
+
+    def forward(self, prompt: torch.Tensor, tokens: torch.Tensor | InputStates, gen_steps: int = 0,
+                last_only: bool = False) -> torch.Tensor:
         """Label logits (B, seq_len, n_classes) after the prompt (m, d); with ``gen_steps`` = T > 0 the last
-        position's logits are replaced by those read after T continuous generation steps."""
-        cache = self.prompt_cache(prompt)
-        hidden, cache = self._run(self._embed(tokens), cache)
+        position's logits are replaced by those read after T continuous generation steps. ``tokens`` may be
+        precomputed :meth:`input_states`. ``last_only``: only the last position's logits (B, 1, n_classes),
+        skipping what only the other positions' outputs need (the last block's output projection, MLP, final
+        norm and readout there); the logits and the prompt's gradient are the same bits as without it."""
+        inputs = tokens if isinstance(tokens, InputStates) else self.input_states(tokens)
+        hidden, cache = self._run(inputs.x, self.prompt_cache(prompt), inputs.qkv, last_only)
         if gen_steps:
-            hidden = torch.cat([hidden[:, :-1], self.generate(hidden[:, -1:], cache, tokens.shape[1], gen_steps)], 1)
+            last = self.generate(hidden[:, -1:], cache, inputs.x.shape[1], gen_steps)
+            hidden = last if last_only else torch.cat([hidden[:, :-1], last], 1)
         return self.readout(hidden)
 
     def generate(self, last: torch.Tensor, cache: list[KV], start: int, gen_steps: int) -> torch.Tensor:
