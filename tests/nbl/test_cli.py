@@ -48,6 +48,8 @@ def test_rank_apply_eval_bench(tiny_checkpoint, cache, run_cli):
 @pytest.mark.parametrize("argv, message", [
     (["rank", "no/such/model"], "unknown model 'no/such/model'"),
     (["apply", "{ckpt}", "--layers", "9", "-o", "{tmp}/x"], "cannot replace 9 layers: the model has 4"),
+    (["apply", "{ckpt}", "--layers", "4", "--keep", "0", "-o", "{tmp}/x"], "the model has 4, 1 of them kept (ask for 1..3)"),
+    (["apply", "{ckpt}", "--layers", "1", "--keep", "7", "-o", "{tmp}/x"], "--keep [7]: no such layer"),
     (["rank", "{ckpt}", "--tokens", "100000000"], "fewer than the 100000000 requested"),
     (["rank", "{ckpt}", "--seq-len", "4096"], "exceeds the model's 256 positions"),
     (["eval", "{ckpt}", "--against", "minilm-not-a-model"], "unknown model"),

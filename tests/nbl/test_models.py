@@ -7,6 +7,7 @@ from attnlab.core.errors import AttnlabError
 from attnlab.core.hf import decoder_layers
 from attnlab.nbl import Stats, apply, collect, fit, linearize, load, rank_table, replaced_layers, save, score
 from attnlab.nbl.fit import affine_error
+from attnlab.nbl.pipeline import choose_layers
 from attnlab.nbl.stats import LayerStats
 
 FAMILIES = ["llama", "mistral", "qwen2", "gpt2", "bert"]
@@ -133,6 +134,14 @@ def test_stats_from_another_model_are_refused(tiny_model, tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(AttnlabError, match="not a readable safetensors"):
         Stats.load(tmp_path / "junk.safetensors")
+
+
+def test_kept_layers_are_never_chosen(tiny_model):
+    model = tiny_model("llama")
+    stats = collect(model, _blocks(4), batch_size=4, progress=False)
+    best = choose_layers(stats, 1, "cca")[0]
+    assert best not in choose_layers(stats, 2, "cca", keep=(best,))
+    assert choose_layers(stats, 2, "cca", keep=(best,)) == choose_layers(stats, 3, "cca")[1:]
 
 
 def test_bad_requests(tiny_model):

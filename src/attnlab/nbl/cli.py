@@ -51,6 +51,8 @@ def register(subparsers, common) -> None:
     a.add_argument("--method", choices=("nbl", "drop"), default="nbl", help="linear map (nbl) or identity (drop)")
     a.add_argument("--sequential", action="store_true", help="refit each layer through the model modified so far")
     a.add_argument("--ridge", type=float, default=0.0, help="ridge, relative to tr(C_XX)/d (default 0)")
+    a.add_argument("--keep", type=nonneg_int, nargs="+", default=[], metavar="LAYER",
+                   help="never replace these layers (e.g. --keep 0)")
     _calibration_flags(a)
     add_out(a, required=True, what="output directory")
     a.set_defaults(func=cmd_apply)
@@ -111,18 +113,16 @@ def cmd_rank(args) -> int:
 def cmd_apply(args) -> int:
     from ..core.hf import decoder_layers
     from .io import save
-    from .pipeline import linearize
+    from .pipeline import check_request, linearize
     from .session import Session
 
     s = Session.open(args.model)
-    n_layers = len(decoder_layers(s.model))
-    if args.layers > n_layers:  # before minutes of statistics, not after
-        raise AttnlabError(f"cannot replace {args.layers} layers: the model has {n_layers} (ask for 1..{n_layers})")
+    check_request(len(decoder_layers(s.model)), args.layers, tuple(args.keep))  # before minutes of statistics
     stats, blocks = s.stats(_calibration(args), args.stats)
     layers, maps = linearize(s.model, stats, args.layers, args.selector, args.method, args.ridge, args.sequential,
-                             blocks, args.batch_size, progress=not args.json)
+                             blocks, args.batch_size, progress=not args.json, keep=tuple(args.keep))
     info = {"method": args.method, "selector": args.selector, "layers": sorted(layers), "sequential": args.sequential,
-            "ridge": args.ridge, "base_model": args.model, "base_fingerprint": s.fingerprint, "seed": args.seed,
+            "ridge": args.ridge, "keep": sorted(args.keep), "base_model": args.model, "base_fingerprint": s.fingerprint, "seed": args.seed,
             "calibration": stats.meta.get("calibration")}
     out = save(args.out, s.checkpoint, maps, info)
     result = {"out": str(out), "layers": sorted(layers), "method": args.method, "selector": args.selector,

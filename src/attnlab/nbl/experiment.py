@@ -21,15 +21,18 @@ class Config:
     method: str      # "nbl" | "drop"
     selector: str    # "cca" | "nmse" | "cosine" | "bi"
     sequential: bool = False
+    keep: tuple[int, ...] = ()  # layers never replaced
 
     @property
     def label(self) -> str:
-        return f"{self.method}/{self.selector}" + ("/sequential" if self.sequential else "")
+        return (f"{self.method}/{self.selector}" + ("/sequential" if self.sequential else "")
+                + "".join(f"/keep{i}" for i in self.keep))
 
 
-#: The paper's method and its baseline first; sequential NBL (a pass over the calibration set each) last.
+#: The paper's method and its baseline first; sequential NBL (a pass over the calibration set each), then the
+#: CCA choice with layer 0 protected (CCA ranks it among the most linear; replacing it costs the most).
 DEFAULT_CONFIGS = (Config("nbl", "cca"), Config("drop", "cosine"), Config("nbl", "cosine"), Config("nbl", "nmse"),
-                   Config("drop", "cca"), Config("nbl", "cca", True))
+                   Config("drop", "cca"), Config("nbl", "cca", True), Config("nbl", "cca", keep=(0,)))
 
 
 def perplexity_vs_layers(session: Session, calib: Calibration, heldout_tokens: int, ks: list[int],
@@ -50,7 +53,7 @@ def perplexity_vs_layers(session: Session, calib: Calibration, heldout_tokens: i
             continue
         model = copy.deepcopy(session.model)
         layers, maps = linearize(model, stats, k, config.selector, config.method, sequential=config.sequential,
-                                 blocks=blocks, batch_size=calib.batch_size)
+                                 blocks=blocks, batch_size=calib.batch_size, keep=config.keep)
         result = compare(model, reference, heldout, calib.batch_size)
         row = {"label": config.label, "method": config.method, "selector": config.selector,
                "sequential": config.sequential, "k": k, "layers": sorted(layers),

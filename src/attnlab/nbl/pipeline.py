@@ -47,24 +47,36 @@ def fit(stats: Stats, layers: list[int], ridge: float = 0.0) -> list[AffineMap]:
     return maps
 
 
-def choose_layers(stats: Stats, k: int, selector: str) -> list[int]:
-    n = len(stats.layers)
-    if not 1 <= k <= n:
-        raise AttnlabError(f"cannot replace {k} layers: the model has {n} (ask for 1..{n})")
-    return S.rank_layers(score(stats, selector), k)
+def check_request(n_layers: int, k: int, keep: tuple[int, ...] = ()) -> None:
+    """One-line errors for a request that cannot be met: ``k`` layers of ``n_layers``, ``keep`` protected."""
+    bad = sorted(i for i in set(keep) if not 0 <= i < n_layers)
+    if bad:
+        raise AttnlabError(f"--keep {bad}: no such layer (the model has layers 0..{n_layers - 1})")
+    free = n_layers - len(set(keep))
+    if not 1 <= k <= free:
+        protected = f", {len(set(keep))} of them kept" if keep else ""
+        raise AttnlabError(f"cannot replace {k} layers: the model has {n_layers}{protected} (ask for 1..{free})")
+
+
+def choose_layers(stats: Stats, k: int, selector: str, keep: tuple[int, ...] = ()) -> list[int]:
+    """The ``k`` best layers by ``selector``, never one of ``keep`` (layers the user protects)."""
+    check_request(len(stats.layers), k, keep)
+    scores = {layer: v for layer, v in score(stats, selector).items() if layer not in keep}
+    return S.rank_layers(scores, k)
 
 
 def linearize(model, stats: Stats, k: int, selector: str = "cca", method: str = "nbl", ridge: float = 0.0,
               sequential: bool = False, blocks: torch.Tensor | None = None, batch_size: int = 8,
-              progress: bool = False) -> tuple[list[int], list[AffineMap]]:
-    """Replace the ``k`` best layers by ``selector`` in place; returns (chosen layers, fitted maps).
+              progress: bool = False, keep: tuple[int, ...] = ()) -> tuple[list[int], list[AffineMap]]:
+    """Replace the ``k`` best layers by ``selector`` (never those in ``keep``) in place; returns (chosen
+    layers, fitted maps).
 
     One-shot (the paper): every map is fitted on statistics of the unmodified model. ``sequential``
     (beyond the paper): the layers are replaced in depth order, and before each fit the statistics of that
     layer are collected again through the model as modified so far, so each map sees the errors of the
     replacements before it.
     """
-    layers = choose_layers(stats, k, selector)
+    layers = choose_layers(stats, k, selector, keep)
     if method == "drop":
         apply(model, method="drop", layers=layers)
         return layers, []
