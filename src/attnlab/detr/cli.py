@@ -1,0 +1,180 @@
+"""``attnlab detr``: make synthetic COCO data, train (optionally with DAC), evaluate, predict, compare."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..core.clikit import add_out, emit, nonneg_int, positive_float, positive_int
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="COCO-format folder (annotations/instances_<split>.json + <split>/)")
+    p.add_argument("--train-split", default="train", help="training split name (COCO: train2017)")
+    p.add_argument("--val-split", default="val", help="evaluation split name (COCO: val2017)")
+    p.add_argument("--epochs", type=positive_int, default=12, help="training epochs (default 12)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per step (default 32)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--lr-drop", type=positive_float, default=0.75, help="lr x0.1 after this fraction of epochs")
+    p.add_argument("--clip-grad", type=float, default=0.1, help="gradient-norm clip, 0 = off (default 0.1)")
+    p.add_argument("--image-size", type=positive_int, default=48, help="shorter side at eval; augmentation scales "
+                   "relative to it (default 48; COCO 800)")
+    p.add_argument("--augment", choices=("none", "scale", "detr"), default="none",
+                   help="none; scale = multi-scale resize + crop; detr = that plus horizontal flip (default none)")
+    p.add_argument("--eval-every", type=positive_int, default=1, help="evaluate every N epochs (default 1)")
+    p.add_argument("--d-model", type=positive_int, default=64, help="transformer width (default 64)")
+    p.add_argument("--queries", type=positive_int, default=16, help="object queries (default 16)")
+    p.add_argument("--enc-layers", type=nonneg_int, default=1, help="encoder layers (default 1)")
+    p.add_argument("--dec-layers", type=positive_int, default=3, help="decoder layers (default 3)")
+    p.add_argument("--cls-loss", choices=("focal", "ia_bce"), default="focal",
+                   help="classification loss: focal, or IoU-aware BCE as the released DAC (default focal)")
+    p.add_argument("--o2m-box-source", choices=("c", "o"), default="c",
+                   help="boxes scored by the one-to-many assigner: c = the C-decoder's own, o = the O-decoder's "
+                        "(official code, its issue #8) (default c)")
+    p.add_argument("--no-shared-first-self-attn", action="store_true",
+                   help="feed the C-decoder the raw queries instead of layer 0's self-attention output")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
+    p.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader worker processes (default 0)")
+
+
+def _train_config(args: argparse.Namespace, dac: bool):
+    from .train import TrainConfig
+
+    model = {"d_model": args.d_model, "num_queries": args.queries, "enc_layers": args.enc_layers,
+             "dec_layers": args.dec_layers, "ffn_dim": 2 * args.d_model, "dac": dac,
+             "c_share_first_self_attn": not args.no_shared_first_self_attn}
+    loss = {"cls_loss": args.cls_loss, "o2m_box_source": args.o2m_box_source}
+    return TrainConfig(data=args.data, train_split=args.train_split, val_split=args.val_split, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, lr_drop=args.lr_drop, clip_grad=args.clip_grad,
+                       image_size=args.image_size, augment=args.augment, eval_every=args.eval_every, seed=args.seed,
+                       device=args.device, amp=args.amp, workers=args.workers, model=model, loss=loss)
+
+
+def register(subparsers, common) -> None:
+    group = subparsers.add_parser("detr", help="DETR detectors trained with DAC (Hu et al. 2023)",
+                                  description="DETR-family detection on COCO-format data; --dac trains the "
+                                              "parameter-shared C-decoder (no self-attention, one-to-many matching).",
+                                  epilog="Example: attnlab detr make-data synthetic-digits -o data/digits && "
+                                         "attnlab detr train --data data/digits --dac --epochs 12 -o runs/dac")
+    sub = group.add_subparsers(dest="detr_command", metavar="SUBCOMMAND")
+    group.set_defaults(func=lambda args: (group.print_help(sys.stderr), 2)[1], seed=0, threads=None, json=False)
+
+    p = sub.add_parser("make-data", parents=[common], help="write a synthetic COCO dataset (JSON + PNG)",
+                       description="Multi-object scenes from scikit-learn's 8x8 digits or procedural shapes, "
+                                   "written as COCO JSON + PNG with fixed train/val splits.",
+                       epilog="Example: attnlab detr make-data synthetic-digits -o data/digits --n-train 4000")
+    p.add_argument("kind", choices=("synthetic-digits", "synthetic-shapes"))
+    add_out(p, required=True, what="dataset folder")
+    for flag, kind, default, what in (("n-train", positive_int, 4000, "training images"),
+                                      ("n-val", positive_int, 500, "validation images"),
+                                      ("image-size", positive_int, 48, "canvas side in pixels"),
+                                      ("min-objects", positive_int, 1, "objects per image, at least"),
+                                      ("max-objects", positive_int, 3, "objects per image, at most"),
+                                      ("min-size", positive_int, 10, "object side in pixels, at least"),
+                                      ("max-size", positive_int, 18, "object side in pixels, at most")):
+        p.add_argument(f"--{flag}", type=kind, default=default, help=f"{what} (default {default})")
+    p.set_defaults(func=_cmd_make_data)
+
+    p = sub.add_parser("train", parents=[common], help="train a detector (resumes an interrupted run)",
+                       description="Train on a COCO-format folder with periodic COCO evaluation and per-epoch "
+                                   "atomic checkpoints; rerun the same command to resume.",
+                       epilog="Example: attnlab detr train --data data/digits --dac --epochs 12 -o runs/dac --threads 1")
+    _add_train_flags(p)
+    p.add_argument("--dac", action="store_true", help="train with DAC's C-decoder (no extra parameters)")
+    add_out(p, required=True, what="run directory")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", parents=[common], help="COCO AP and the queries-per-object diagnostic of a run",
+                       epilog="Example: attnlab detr eval runs/dac --json")
+    p.add_argument("run", help="a run directory written by `attnlab detr train`")
+    p.add_argument("--data", default=None, help="dataset folder (default: the run's)")
+    p.add_argument("--split", default=None, help="split to evaluate (default: the run's val split)")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", parents=[common], help="detect objects in images and draw the boxes",
+                       epilog="Example: attnlab detr predict runs/dac data/digits/val/000001.png -o preds")
+    p.add_argument("run", help="a run directory written by `attnlab detr train`")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--threshold", type=float, default=0.3, help="minimum score (default 0.3)")
+    add_out(p, default="detections", what="folder for the drawn PNGs")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("compare", parents=[common], help="baseline vs DAC at equal epochs over seeds",
+                       description="Trains baseline and DAC for each seed (resumable), then writes summary.md/json "
+                                   "(AP at 25/50/75/100%% of the budget, queries per object) and curves.png.",
+                       epilog="Example: attnlab detr compare --data data/digits --seeds 3 --epochs 24 -o runs/cmp "
+                              "--workers 2 --threads 1")
+    _add_train_flags(p)
+    p.add_argument("--seeds", type=positive_int, default=3, help="seeds --seed, --seed+1, ... (default 3)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="runs trained in parallel processes (default 1)")
+    add_out(p, required=True, what="comparison folder")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_make_data(args: argparse.Namespace) -> int:
+    from .synthetic import make_synthetic
+
+    res = make_synthetic(args.out, args.kind, seed=args.seed, n_train=args.n_train, n_val=args.n_val,
+                         image_size=args.image_size, min_objects=args.min_objects, max_objects=args.max_objects,
+                         min_size=args.min_size, max_size=args.max_size)
+    s = res["splits"]
+    emit(args, res, text=f"{args.kind} written to {args.out}: train {s['train']['images']} images / "
+                         f"{s['train']['objects']} objects, val {s['val']['images']} / {s['val']['objects']}")
+    return 0
+
+
+def _final_text(run: str, entry: dict) -> str:
+    ap = ", ".join(f"{k} {entry[k]}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl") if entry.get(k) is not None)
+    qpo = ", ".join(f"{k.split('@')[1]}: {v}" for k, v in entry.items() if k.startswith("queries_per_object"))
+    return f"{run}: {ap}\nqueries per object above quality t ({qpo})"
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    state = train(_train_config(args, args.dac), args.out, progress=True)
+    final = state["history"][-1] if state["history"] else {}
+    emit(args, {"run": args.out, "epochs": state["epoch"], "steps": state["step"], "final": final,
+                "train_seconds": round(state["train_seconds"], 2)}, text=_final_text(args.out, final))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .data import make_transforms, open_split
+    from .evaluate import evaluate
+    from .train import load_run
+
+    cfg, model, state = load_run(args.run)
+    ds = open_split(args.data or cfg.data, args.split or cfg.val_split, make_transforms("none", False, cfg.image_size))
+    from ..core.errors import AttnlabError
+
+    if ds.cat_ids != state["cat_ids"]:
+        raise AttnlabError(f"{args.run} was trained on categories {state['cat_ids']}, the data has {ds.cat_ids}")
+    metrics = evaluate(model, ds)
+    emit(args, {"run": args.run, "epoch": state["epoch"], "step": state["step"], **metrics},
+         text=_final_text(args.run, metrics))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_files
+    from .train import load_run
+
+    cfg, model, state = load_run(args.run)
+    results = predict_files(model, state["names"], cfg.image_size, args.images, args.out, args.threshold)
+    lines = [f"{r['image']}: {len(r['detections'])} detections -> {r['drawn']}" for r in results]
+    emit(args, {"run": args.run, "results": results}, text="\n".join(lines))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import run_compare
+
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    summary = run_compare(_train_config(args, dac=False), args.out, seeds, workers=args.jobs,
+                          threads=args.threads or 1)
+    md = (Path(args.out) / "summary.md").read_text(encoding="utf-8")
+    emit(args, summary, text=md + f"\ncurves: {Path(args.out) / 'curves.png'}")
+    return 0

@@ -1,0 +1,142 @@
+"""Baseline vs DAC at equal epochs over several seeds: resumable runs, a summary table at 25/50/75/100% of
+the budget (mean, sample sd, min-max), the queries-per-object diagnostic, and AP-over-training curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from ..core.atomic import atomic_write_json, atomic_write_text
+from ..core.errors import AttnlabError
+from ..core.plots import plt, save_figure
+from .evaluate import QUALITY_THRESHOLDS
+from .train import CHECKPOINT, TrainConfig, read_checkpoint, train
+
+VARIANTS = ("baseline", "dac")
+
+
+def run_name(variant: str, seed: int) -> str:
+    return f"{variant}-seed{seed}"
+
+
+def _job(cfg_dict: dict[str, Any], out: str, threads: int) -> str:
+    from ..core.runtime import set_threads
+
+    set_threads(threads)
+    train(TrainConfig(**cfg_dict), out, progress=True)
+    return out
+
+
+def run_compare(base: TrainConfig, out_dir: str | Path, seeds: list[int], workers: int = 1, threads: int = 1,
+                progress: bool = True) -> dict[str, Any]:
+    """Train baseline and DAC (same config, ``model.dac`` toggled) for each seed into ``out_dir``; finished
+    runs are skipped, interrupted ones resume. The summary is rewritten after every finished run."""
+    out = Path(out_dir)
+    jobs = []
+    for seed in seeds:
+        for variant in VARIANTS:
+            cfg = TrainConfig(**{**base.to_dict(), "seed": seed, "model": {**base.model, "dac": variant == "dac"}})
+            jobs.append((cfg.to_dict(), str(out / run_name(variant, seed))))
+    atomic_write_json(out / "compare.json", {"base": base.to_dict(), "seeds": seeds, "variants": list(VARIANTS)})
+    if workers <= 1:
+        for cfg_dict, path in jobs:
+            train(TrainConfig(**cfg_dict), path, progress=progress)
+            summarize(out)
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for fut in as_completed([pool.submit(_job, c, p, threads) for c, p in jobs]):
+                fut.result()
+                summarize(out)
+    return summarize(out)
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values), "values": values}
+
+
+def fmt(s: dict[str, Any] | None, digits: int = 3) -> str:
+    if not s:
+        return "-"
+    return f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f} [{s['min']:.{digits}f}–{s['max']:.{digits}f}]"
+
+
+def summarize(out_dir: str | Path) -> dict[str, Any]:
+    """Read every run's history from its checkpoint and write summary.json, summary.md and curves.png."""
+    out = Path(out_dir)
+    meta_path = out / "compare.json"
+    if not meta_path.is_file():
+        raise AttnlabError(f"{out} is not a compare directory (no compare.json; run `attnlab detr compare` first)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    base = TrainConfig(**meta["base"])
+    epochs = base.epochs
+    histories: dict[str, dict[int, list[dict[str, Any]]]] = {v: {} for v in VARIANTS}
+    for v in VARIANTS:
+        for seed in meta["seeds"]:
+            ckpt = out / run_name(v, seed) / CHECKPOINT
+            if ckpt.is_file():
+                histories[v][seed] = read_checkpoint(ckpt)[1]["history"]
+    points = [(f"{int(f * 100)}%", max(1, math.ceil(epochs * f))) for f in (0.25, 0.5, 0.75, 1.0)]
+    table: list[dict[str, Any]] = []
+    for label, ep in points:
+        for v in VARIANTS:
+            rows = [next((h for h in hist if h["epoch"] == ep), None) for hist in histories[v].values()]
+            rows = [r for r in rows if r is not None and r.get("AP") is not None]
+            if not rows:
+                continue
+            entry = {"budget": label, "epoch": ep, "step": rows[0]["step"], "variant": v, "seeds": len(rows)}
+            for k in ("AP", "AP50", "AP75", *(f"queries_per_object@{t}" for t in QUALITY_THRESHOLDS)):
+                entry[k] = _stats([float(r[k]) for r in rows])
+            table.append(entry)
+    speed = {v: _stats([statistics.median(h["seconds_per_step"] for h in hist) for hist in histories[v].values()])
+             for v in VARIANTS if histories[v]}
+    summary = {"epochs": epochs, "seeds": meta["seeds"], "table": table, "seconds_per_step": speed,
+               "runs_done": {v: sorted(s for s, h in histories[v].items() if h and h[-1]["epoch"] == epochs)
+                             for v in VARIANTS},
+               "base": meta["base"]}
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", render_markdown(summary))
+    if any(histories.values()):
+        plot_curves(histories, out / "curves.png", epochs)
+    return summary
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    lines = ["| budget | step | variant | seeds | AP | AP50 | AP75 |", "|---|---|---|---|---|---|---|"]
+    for r in summary["table"]:
+        lines.append(f"| {r['budget']} | {r['step']} | {r['variant']} | {r['seeds']} | {fmt(r['AP'])} | "
+                     f"{fmt(r['AP50'])} | {fmt(r['AP75'])} |")
+    lines += ["", "Queries per object with quality (0.3 score + 0.7 IoU) above t, O-decoder, val set:", "",
+              "| budget | variant | t=0.6 | t=0.7 | t=0.8 |", "|---|---|---|---|---|"]
+    for r in summary["table"]:
+        lines.append(f"| {r['budget']} | {r['variant']} | " + " | ".join(
+            fmt(r[f"queries_per_object@{t}"], 2) for t in QUALITY_THRESHOLDS) + " |")
+    sp = summary["seconds_per_step"]
+    if "baseline" in sp and "dac" in sp:
+        lines += ["", f"Training seconds per step (median per run, mean over runs): baseline {sp['baseline']['mean']:.3f}, "
+                      f"DAC {sp['dac']['mean']:.3f} (x{sp['dac']['mean'] / sp['baseline']['mean']:.2f})."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(histories: dict[str, dict[int, list[dict[str, Any]]]], path: Path, epochs: int) -> Path:
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    colors = {"baseline": "tab:blue", "dac": "tab:red"}
+    for ax, key in zip(axes, ("AP", "AP50", "AP75")):
+        for v, runs in histories.items():
+            for i, hist in enumerate(runs.values()):
+                pts = [(h["step"], h[key]) for h in hist if h.get(key) is not None]
+                if pts:
+                    ax.plot(*zip(*pts), color=colors[v], alpha=0.8, lw=1.2,
+                            label=("DAC" if v == "dac" else "baseline") if i == 0 else None)
+        ax.set_xlabel("training step")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("COCO metric on val")
+    axes[0].legend()
+    fig.suptitle(f"baseline vs DAC, one line per seed ({epochs} epochs)")
+    return save_figure(fig, path)

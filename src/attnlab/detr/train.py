@@ -1,0 +1,249 @@
+"""Training: AdamW with one lr drop, per-epoch atomic checkpoints (safetensors: weights, AdamW moments,
+RNG; the JSON state rides in the file's metadata, so one rename commits all of it), resume that
+reproduces the uninterrupted run, periodic COCO evaluation; AMP and torchrun DDP only when CUDA exists."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.atomic import append_jsonl, atomic_path, atomic_write_json
+from ..core.errors import AttnlabError
+from ..core.runtime import choose_device, environment, seed_everything
+from .data import collate, make_transforms, open_split
+from .evaluate import evaluate
+from .losses import LossConfig, detr_loss
+from .model import Detector, ModelConfig
+
+CHECKPOINT = "checkpoint.safetensors"
+#: Config keys that do not change the result and may differ on resume.
+RUNTIME_KEYS = ("device", "workers", "progress")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    train_split: str = "train"
+    val_split: str = "val"
+    image_size: int = 48              # eval resize (shorter side); augmentation scales relative to it
+    augment: str = "none"
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_drop: float = 0.75             # lr x0.1 after this fraction of the epochs
+    clip_grad: float = 0.1
+    eval_every: int = 1               # epochs; the 25/50/75/100% points are always evaluated
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False                 # bfloat16 autocast, CUDA only
+    workers: int = 0                  # DataLoader worker processes
+    model: dict[str, Any] = field(default_factory=dict)   # ModelConfig fields except num_classes
+    loss: dict[str, Any] = field(default_factory=dict)    # LossConfig fields
+
+    def __post_init__(self) -> None:
+        known_m = {f.name for f in fields(ModelConfig)} - {"num_classes"}
+        known_l = {f.name for f in fields(LossConfig)}
+        if set(self.model) - known_m:
+            raise AttnlabError(f"unknown model option(s) {sorted(set(self.model) - known_m)} (known: {sorted(known_m)})")
+        if set(self.loss) - known_l:
+            raise AttnlabError(f"unknown loss option(s) {sorted(set(self.loss) - known_l)} (known: {sorted(known_l)})")
+        if self.loss.get("cls_loss", "focal") not in ("focal", "ia_bce"):
+            raise AttnlabError("cls_loss must be focal or ia_bce")
+        if self.loss.get("o2m_box_source", "c") not in ("c", "o"):
+            raise AttnlabError("o2m_box_source must be c (the C-decoder's own boxes) or o (the O-decoder's, as the official code)")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise AttnlabError("epochs, batch_size and lr must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def result_keys(self) -> dict[str, Any]:
+        """The config entries that determine the result (a resumed run must match them)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_KEYS}
+
+    def eval_epochs(self) -> list[int]:
+        quarters = {max(1, math.ceil(self.epochs * f)) for f in (0.25, 0.5, 0.75, 1.0)}
+        return sorted(quarters | set(range(self.eval_every, self.epochs + 1, self.eval_every)))
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> Detector:
+    return Detector(ModelConfig.from_dict({**cfg.model, "num_classes": num_classes}))
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    sd = opt.state_dict()
+    tensors = {f"optim.{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+               for i, st in sd["state"].items() for k, v in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, t in tensors.items():
+        if name.startswith("optim."):
+            _, i, k = name.split(".", 2)
+            state.setdefault(int(i), {})[k] = t
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(path: Path, model: Detector, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_tensors, groups = _flatten_optimizer(opt)
+    tensors.update(opt_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"state": json.dumps(state), "param_groups": json.dumps(groups)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[dict[str, Any]]]:
+    """Tensors, training state and optimizer groups of a checkpoint (safetensors: no code is executed)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        return tensors, json.loads(meta["state"]), json.loads(meta.get("param_groups", "[]"))
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
+        raise AttnlabError(f"{path}: not a readable attnlab detr checkpoint ({type(e).__name__}: {e})") from None
+
+
+def load_weights(model: Detector, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    own = model.state_dict()
+    bad = sorted(set(own) ^ set(weights)) + [k for k in own if k in weights and own[k].shape != weights[k].shape]
+    if bad:
+        raise AttnlabError(f"{path} was saved from another model configuration (mismatch in {bad[0]}"
+                           f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); use the run's own config.json")
+    model.load_state_dict(weights)
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[TrainConfig, Detector, dict[str, Any]]:
+    """The config, the trained model (eval mode) and the training state of a run directory."""
+    run = Path(run_dir)
+    cfg_path = run / "config.json"
+    if not cfg_path.is_file() or not (run / CHECKPOINT).is_file():
+        raise AttnlabError(f"{run} is not a detr run (needs config.json and {CHECKPOINT}; make one with `attnlab detr train`)")
+    try:
+        saved = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg, num_classes = TrainConfig(**saved["train"]), int(saved["num_classes"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise AttnlabError(f"{cfg_path}: malformed run config ({type(e).__name__}: {e})") from None
+    model = build_model(cfg, num_classes)
+    tensors, state, _ = read_checkpoint(run / CHECKPOINT)
+    load_weights(model, tensors, run / CHECKPOINT)
+    return cfg, model.to(device).eval(), {**state, "names": saved.get("names"), "cat_ids": saved.get("cat_ids")}
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun with CUDA; (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and torch.cuda.is_available():
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl")
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        return dist.get_rank(), world
+    return 0, 1
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) into ``out_dir``; returns the final state with the evaluation history."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    rank, world = _distributed()
+    device = f"cuda:{torch.cuda.current_device()}" if world > 1 else choose_device(cfg.device)
+    seed_everything(cfg.seed)
+    train_ds = open_split(cfg.data, cfg.train_split, make_transforms(cfg.augment, True, cfg.image_size), cfg.seed)
+    val_ds = open_split(cfg.data, cfg.val_split, make_transforms("none", False, cfg.image_size), cfg.seed)
+    if val_ds.cat_ids != train_ds.cat_ids:
+        raise AttnlabError(f"train and val splits have different categories ({train_ds.cat_ids} vs {val_ds.cat_ids})")
+    model = build_model(cfg, train_ds.num_classes).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_cfg = LossConfig(**cfg.loss)
+    saved = {"train": cfg.result_keys(), "num_classes": train_ds.num_classes, "names": train_ds.names,
+             "cat_ids": train_ds.cat_ids}
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "train_seconds": 0.0}
+    ckpt = out / CHECKPOINT
+    if (out / "config.json").is_file():
+        old = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        old_train = {k: v for k, v in old.get("train", {}).items() if k not in RUNTIME_KEYS}
+        if old_train != saved["train"] or old.get("num_classes") != saved["num_classes"]:
+            diff = sorted(k for k in set(old_train) | set(saved["train"]) if old_train.get(k) != saved["train"].get(k))
+            raise AttnlabError(f"{out} holds a run with another configuration (differs in: {', '.join(diff) or 'classes'}); "
+                               "use a new -o directory or the same flags to resume")
+        if ckpt.is_file():
+            tensors, state, groups = read_checkpoint(ckpt)
+            load_weights(model, tensors, ckpt)
+            opt.load_state_dict(_unflatten_optimizer(tensors, groups))
+            torch.set_rng_state(tensors["rng.torch"])
+    elif rank == 0:
+        atomic_write_json(out / "config.json", {**saved, "env": environment()})
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()])
+    eval_epochs = cfg.eval_epochs()
+    drop_epoch = max(1, round(cfg.epochs * cfg.lr_drop))
+    use_amp = cfg.amp and device.startswith("cuda")
+    for epoch in range(state["epoch"], cfg.epochs):
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * (0.1 if epoch >= drop_epoch else 1.0)
+        train_ds.epoch = epoch
+        order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        batches = [order[i:i + cfg.batch_size * world][rank::world].tolist()
+                   for i in range(0, len(order), cfg.batch_size * world)]
+        loader = torch.utils.data.DataLoader(train_ds, batch_sampler=batches, collate_fn=collate,
+                                             num_workers=cfg.workers)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, disable=not progress or rank != 0,
+                   leave=False)
+        model.train()
+        t0, loss_sum = time.perf_counter(), 0.0
+        for images, mask, targets in bar:
+            images, mask = images.to(device), mask.to(device)
+            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                outputs = model(images, mask)
+            try:
+                loss, parts = detr_loss(outputs, targets, loss_cfg)
+            except FloatingPointError as e:
+                raise AttnlabError(f"training diverged at epoch {epoch + 1}, step {state['step'] + 1} ({e}); the last "
+                                   f"checkpoint in {out} is intact: lower --lr and train into a new -o") from None
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            opt.step()
+            state["step"] += 1
+            loss_sum += float(loss.detach())
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        seconds = time.perf_counter() - t0
+        state["epoch"] = epoch + 1
+        state["train_seconds"] += seconds
+        entry = {"epoch": epoch + 1, "step": state["step"], "loss": round(loss_sum / max(len(batches), 1), 5),
+                 "seconds_per_step": round(seconds / max(len(batches), 1), 5)}
+        if rank == 0 and epoch + 1 in eval_epochs:
+            entry.update(evaluate(model.module if world > 1 else model, val_ds, device=device))
+        if rank == 0:
+            state["history"].append(entry)
+            save_checkpoint(ckpt, model.module if world > 1 else model, opt, state)
+            append_jsonl(out / "log.jsonl", entry)
+            if progress:
+                shown = ", ".join(f"{k} {entry[k]}" for k in ("loss", "AP", "AP50", "AP75") if entry.get(k) is not None)
+                print(f"[{out.name}] epoch {epoch + 1}/{cfg.epochs} step {state['step']}: {shown}", file=sys.stderr)
+    if rank == 0:
+        atomic_write_json(out / "metrics.json", {"final": state["history"][-1] if state["history"] else {},
+                                                 "history": state["history"], "train_seconds": state["train_seconds"]})
+    return state
