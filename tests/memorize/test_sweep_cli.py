@@ -125,3 +125,12 @@ def test_cli_peft_json(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "prefix" and {"m_star", "exact_accuracy", "steps", "probes"} <= set(out)
     assert all(p["trainable_params"] == 2 * 1 * 16 * p["m"] for p in out["probes"])
+
+
+def test_point_ids_ignore_late_settings_at_their_default():
+    """Logs written before m_start existed still resume: at its default it does not enter a point's id."""
+    from attnlab.memorize.sweep import DEFAULTS, point_id
+
+    before = {k: v for k, v in DEFAULTS.items() if k != "m_start"}
+    assert point_id(DEFAULTS) == point_id(before)
+    assert point_id({**DEFAULTS, "m_start": 16}) != point_id(DEFAULTS)

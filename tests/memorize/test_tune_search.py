@@ -100,3 +100,22 @@ def test_fast_fit_follows_the_plain_forward_step_for_step(gen_steps):
     plain = fit_prompt(bb, data, 3, gen_steps, cfg, seed=5, forward=bb.forward)
     assert fast.steps == plain.steps and fast.loss == plain.loss and torch.equal(fast.prompt, plain.prompt)
     assert fast.steps > 0 and fast.token_accuracy == plain.token_accuracy
+
+
+@pytest.mark.parametrize("m_star,m_start", [(37, 16), (5, 64), (64, 64), (1, 8)])
+def test_search_from_a_later_start_finds_the_same_minimum(m_star, m_start):
+    res = search_min_length(monotone(m_star), m_max=100, restarts=2, m_start=m_start)
+    assert res.m_star == m_star
+    tried = [p["m"] for p in res.probes]
+    assert tried[0] == m_start
+    if m_star > m_start:  # shorter lengths are implied failures: never probed, fewer probes than from m = 1
+        assert min(tried) == m_start
+        assert len(res.probes) < len(search_min_length(monotone(m_star), 100).probes)
+    else:  # a success at the start is bisected down
+        assert m_star - 1 in tried or m_star == 1
+
+
+def test_search_start_out_of_range():
+    for bad in (0, 101, 2.0):
+        with pytest.raises(AttnlabError, match="m_start"):
+            search_min_length(monotone(3), m_max=100, m_start=bad)

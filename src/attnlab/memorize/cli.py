@@ -26,6 +26,7 @@ _SETTING_FLAGS: list[tuple[str, Any, str]] = [
     ("max_steps", positive_int, "step budget per probe (part of the definition of m*)"),
     ("m_max", positive_int, "largest prompt length tried"),
     ("restarts", positive_int, "prompt initialisations tried before a length is declared failed"),
+    ("m_start", positive_int, "first length of the doubling (shorter ones are taken to fail if it fails)"),
 ]
 
 
@@ -124,7 +125,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     data, cfg, tune = build(settings)
     probe, bar = _progress_probe(backbone_probe(Backbone(cfg), data, settings["gen_steps"], tune, settings["seed"]),
                                  "memorize search")
-    res = search_min_length(probe, settings["m_max"], settings["restarts"])
+    res = search_min_length(probe, settings["m_max"], settings["restarts"], settings["m_start"])
     bar.close()
     _report(args, {**res.to_dict(), "trainable_params": res.m_star and res.m_star * cfg.d_model, "settings": settings})
     return 0
@@ -164,6 +165,6 @@ def _cmd_peft(args: argparse.Namespace) -> int:
     cfg = PeftMemorizeConfig(method=args.method, lr=tune.lr, clip=tune.clip, max_steps=tune.max_steps,
                              token_offset=args.token_offset)
     res = peft_search(model, data, cfg, m_max=settings["m_max"], restarts=settings["restarts"], seed=args.seed,
-                      progress=True)
+                      progress=True, m_start=settings["m_start"])
     _report(args, {**res.to_dict(), "model": args.model, "method": args.method, "settings": settings})
     return 0

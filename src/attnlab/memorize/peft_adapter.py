@@ -74,7 +74,7 @@ def _fit(peft_model, data: MemorizeData, m: int, config: PeftMemorizeConfig, see
 
 
 def peft_search(model, data: MemorizeData, config: PeftMemorizeConfig | None = None, m_max: int = 256,
-                restarts: int = 2, seed: int = 0, progress: bool = False) -> SearchResult:
+                restarts: int = 2, seed: int = 0, progress: bool = False, m_start: int = 1) -> SearchResult:
     """m* through PEFT: the search of :mod:`attnlab.memorize.search` with :func:`fit_peft_prompt` probes."""
     from tqdm import tqdm
 
@@ -87,7 +87,7 @@ def peft_search(model, data: MemorizeData, config: PeftMemorizeConfig | None = N
         bar.update()
         return {**fit.summary(), "trainable_params": trainable}
 
-    res = search_min_length(probe, m_max, restarts)
+    res = search_min_length(probe, m_max, restarts, m_start)
     bar.close()
     return res
 

@@ -4,7 +4,9 @@ O~(sqrt(n_pairs * seq_len))).
 Search: try m = 1, 2, 4, ... until one memorizes, then bisect between the last failure and the first
 success. A length is declared failed only after ``restarts`` independent prompt initialisations fail
 (success at a fixed step budget is noisy, brief section 2.3). Success is taken as monotone in m: any length
-above a success counts as a success. The step budget is part of the result, and every probe is logged.
+above a success counts as a success, and any length below a failure as a failure, so the doubling may start
+at ``m_start`` > 1 (a success there is bisected down towards 1) without changing m* under that assumption.
+The step budget is part of the result, and every probe is logged.
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ def prompt_seed(seed: int, m: int, restart: int) -> int:
     return (seed * 1_000_003 + m * 1009 + restart) % 2**31
 
 
-def search_min_length(probe: Probe, m_max: int, restarts: int = 2) -> SearchResult:
-    """Doubling then bisection over m in [1, m_max] with ``restarts`` tries per length (see module doc)."""
+def search_min_length(probe: Probe, m_max: int, restarts: int = 2, m_start: int = 1) -> SearchResult:
+    """Doubling from ``m_start``, then bisection, over m in [1, m_max] with ``restarts`` tries per length (see
+    module doc)."""
     require(isinstance(m_max, int) and m_max >= 1, f"m_max must be a positive integer, got {m_max!r}")
     require(isinstance(restarts, int) and restarts >= 1, f"restarts must be at least 1, got {restarts!r}")
+    require(isinstance(m_start, int) and 1 <= m_start <= m_max, f"m_start must be in 1..m_max={m_max}, got {m_start!r}")
     t0 = time.perf_counter()
     log: list[dict[str, Any]] = []
 
@@ -55,7 +59,7 @@ def search_min_length(probe: Probe, m_max: int, restarts: int = 2) -> SearchResu
                 return rec
         return None
 
-    lo, hi, win, m = 0, None, None, 1  # lo: largest failed length; hi: smallest memorizing length
+    lo, hi, win, m = 0, None, None, m_start  # lo: largest failed length; hi: smallest memorizing length
     while True:
         rec = memorizes(m)
         if rec is not None:
@@ -91,8 +95,9 @@ def backbone_probe(backbone: Backbone, data: MemorizeData, gen_steps: int = 0, t
 
 
 def find_m_star(data: MemorizeData, backbone: Backbone | BackboneConfig, gen_steps: int = 0,
-                tune: TuneConfig | None = None, m_max: int = 256, restarts: int = 2, seed: int = 0) -> SearchResult:
+                tune: TuneConfig | None = None, m_max: int = 256, restarts: int = 2, seed: int = 0,
+                m_start: int = 1) -> SearchResult:
     """m* for ``data`` on a frozen backbone (built from its config when one is given)."""
     if isinstance(backbone, BackboneConfig):
         backbone = Backbone(backbone)
-    return search_min_length(backbone_probe(backbone, data, gen_steps, tune, seed), m_max, restarts)
+    return search_min_length(backbone_probe(backbone, data, gen_steps, tune, seed), m_max, restarts, m_start)

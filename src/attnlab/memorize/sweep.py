@@ -32,7 +32,10 @@ DEFAULTS: dict[str, Any] = {
     "n_pairs": 64, "seq_len": 8, "vocab": 64, "n_classes": 8, "target": "last", "rank": None, "gen_steps": 0,
     "d_model": 32, "n_heads": 4, "n_layers": 2, "d_ff": 128, "norm": True, "init": "gaussian", "gain": 3.0,
     "train_steps": 300, "lr": 0.1, "clip": 1.0, "max_steps": 400, "m_max": 256, "restarts": 2, "seed": 0,
+    "m_start": 1,
 }
+#: Settings added after sweeps were logged: left out of a point's id at their default, so those logs still resume.
+_LATE_KEYS = ("m_start",)
 _BACKBONE_KEYS = ("d_model", "n_heads", "n_layers", "d_ff", "norm", "init", "gain", "train_steps")
 _TUNE_KEYS = ("lr", "clip", "max_steps")
 LOG = "probes.jsonl"
@@ -40,7 +43,8 @@ LOG = "probes.jsonl"
 
 def point_id(settings: dict[str, Any]) -> str:
     """A stable id for one search's settings (the same point in two experiments is run once)."""
-    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    kept = {k: v for k, v in settings.items() if not (k in _LATE_KEYS and v == DEFAULTS[k])}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def expand(config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -108,7 +112,7 @@ def run_point(settings: dict[str, Any], log_path: str | Path) -> dict[str, Any]:
         append_jsonl(log_path, {"kind": "probe", "point": pid, "m": m, "restart": restart, **rec})
         return rec
 
-    res = search_min_length(probe, settings["m_max"], settings["restarts"])
+    res = search_min_length(probe, settings["m_max"], settings["restarts"], settings["m_start"])
     result = {"kind": "result", "point": pid, "settings": settings, "m_star": res.m_star,
               "exact_accuracy": res.exact_accuracy, "steps": res.steps, "n_probes": len(res.probes),
               "probe_seconds": round(sum(p["seconds"] for p in res.probes), 3),
