@@ -1,0 +1,84 @@
+import json
+import shutil
+
+import pytest
+
+TRAIN = ["--d-model", "32", "--queries", "8", "--batch-size", "8", "--image-size", "32", "--threads", "1"]
+
+
+def _one_line_error(rc, err, fragment):
+    assert rc == 2
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("attnlab: error:") and fragment in last, err
+
+
+def test_bare_detr_prints_help(run_cli):
+    rc, out, err = run_cli("detr")
+    assert rc == 2 and "make-data" in err and "compare" in err
+
+
+def test_make_data_train_eval_predict(run_cli, tmp_path):
+    data, run = tmp_path / "data", tmp_path / "run"
+    rc, out, _ = run_cli("detr", "make-data", "synthetic-digits", "-o", data, "--n-train", "16", "--n-val", "4",
+                         "--image-size", "32", "--max-size", "14", "--json")
+    assert rc == 0 and json.loads(out)["splits"]["train"]["images"] == 16
+    rc, out, _ = run_cli("detr", "train", "--data", data, "--dac", "--epochs", "1", "-o", run, "--json", *TRAIN)
+    res = json.loads(out)
+    assert rc == 0 and res["steps"] == 2 and "AP50" in res["final"]
+    rec = json.loads((run / "config.json").read_text())
+    assert rec["train"]["seed"] == 0 and rec["train"]["model"]["dac"] is True and rec["env"]["versions"]["torch"]
+    rc, out, _ = run_cli("detr", "eval", run, "--json")
+    ev = json.loads(out)
+    assert rc == 0 and ev["AP"] == res["final"]["AP"] and "queries_per_object@0.7" in ev
+    rc, out, _ = run_cli("detr", "predict", run, data / "val" / "000001.png", "-o", tmp_path / "pred",
+                         "--threshold", "0", "--json")
+    pred = json.loads(out)
+    assert rc == 0 and (tmp_path / "pred" / "000001_detections.png").is_file()
+    assert len(pred["results"][0]["detections"]) > 0
+
+
+@pytest.fixture
+def copy_of(tiny_data, tmp_path):
+    dst = tmp_path / "data"
+    shutil.copytree(tiny_data, dst)
+    return dst
+
+
+def test_malformed_coco_json_is_a_one_line_error(run_cli, copy_of, tmp_path):
+    (copy_of / "annotations" / "instances_train.json").write_text('{"images": [')
+    rc, _, err = run_cli("detr", "train", "--data", copy_of, "-o", tmp_path / "run", *TRAIN)
+    _one_line_error(rc, err, "malformed COCO JSON")
+
+
+def test_missing_image_is_a_one_line_error(run_cli, copy_of, tmp_path):
+    (copy_of / "train" / "000003.png").unlink()
+    rc, _, err = run_cli("detr", "train", "--data", copy_of, "-o", tmp_path / "run", *TRAIN)
+    _one_line_error(rc, err, "000003.png")
+
+
+def test_empty_annotations_is_a_one_line_error(run_cli, copy_of, tmp_path):
+    path = copy_of / "annotations" / "instances_train.json"
+    coco = json.loads(path.read_text())
+    path.write_text(json.dumps({**coco, "annotations": []}))
+    rc, _, err = run_cli("detr", "train", "--data", copy_of, "-o", tmp_path / "run", *TRAIN)
+    _one_line_error(rc, err, "no usable")
+
+
+def test_checkpoint_from_another_configuration_is_a_one_line_error(run_cli, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("detr", "train", "--data", tiny_data, "--epochs", "1", "-o", run, *TRAIN)[0] == 0
+    rc, _, err = run_cli("detr", "train", "--data", tiny_data, "--epochs", "1", "-o", run, *TRAIN, "--queries", "12")
+    _one_line_error(rc, err, "another configuration")
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["train"]["model"]["num_queries"] = 12
+    (run / "config.json").write_text(json.dumps(cfg))
+    rc, _, err = run_cli("detr", "eval", run)
+    _one_line_error(rc, err, "another model configuration")
+
+
+def test_not_a_run_and_missing_image_are_one_line_errors(run_cli, tmp_path):
+    rc, _, err = run_cli("detr", "eval", tmp_path)
+    _one_line_error(rc, err, "is not a detr run")
+    rc, _, err = run_cli("detr", "train", "--data", tmp_path / "nope", "-o", tmp_path / "r", *TRAIN)
+    _one_line_error(rc, err, "make-data")
