@@ -15,6 +15,7 @@ from .train import TrainConfig, load_run
 
 TOUR_DATA = {"n_train": 1000, "n_val": 200}
 TOUR_TRAIN = {"epochs": 30, "eval_every": 5, "batch_size": 32, "lr": 1e-3}
+TOUR_JOBS = 2      # baseline and DAC train side by side, one thread each
 COMMAND = "attnlab tour --only detr"
 
 
@@ -50,7 +51,7 @@ def run(out_dir: Path, seed: int = 0) -> RunRecord:
         make_synthetic(data_dir, "synthetic-digits", seed=seed, **TOUR_DATA)
     base = TrainConfig(data=str(data_dir), **TOUR_TRAIN)
     with rec.timed("compare"):
-        summary = run_compare(base, cmp_dir, [seed], workers=2, threads=1, progress=False)
+        summary = run_compare(base, cmp_dir, [seed], workers=TOUR_JOBS, threads=1, progress=False)
     rows = [[r["budget"], r["step"], r["variant"], fmt(r["AP"]), fmt(r["AP50"]), fmt(r["AP75"])]
             for r in summary["table"]]
     rec.add_table("COCO AP on val at 25/50/75/100% of the budget (one seed)",
