@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from attnlab.detr.losses import LossConfig, detr_loss

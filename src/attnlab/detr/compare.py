@@ -14,6 +14,7 @@ from typing import Any
 from ..core.atomic import atomic_write_json, atomic_write_text
 from ..core.errors import AttnlabError
 from ..core.plots import plt, save_figure
+from ..core.records import RunRecord
 from .evaluate import QUALITY_THRESHOLDS
 from .train import CHECKPOINT, TrainConfig, read_checkpoint, train
 
@@ -103,7 +104,28 @@ def summarize(out_dir: str | Path) -> dict[str, Any]:
     atomic_write_text(out / "summary.md", render_markdown(summary))
     if any(histories.values()):
         plot_curves(histories, out / "curves.png", epochs)
+    compare_record(summary, out).save(out / "record.json")
     return summary
+
+
+def compare_record(summary: dict[str, Any], out: Path) -> RunRecord:
+    base = summary["base"]
+    cmd = (f"attnlab detr compare --data {base['data']} --seeds {len(summary['seeds'])} --seed {summary['seeds'][0]} "
+           f"--epochs {summary['epochs']} --eval-every {base['eval_every']} -o {out}")
+    rec = RunRecord(name="detr-compare", title="detr: baseline vs DAC at equal epochs", command=cmd,
+                    seed=summary["seeds"][0], config=base)
+    rec.add_table("COCO AP on val, mean ± sd [min–max] over seeds", ["budget", "step", "variant", "seeds", "AP", "AP50", "AP75"],
+                  [[r["budget"], r["step"], r["variant"], r["seeds"], fmt(r["AP"]), fmt(r["AP50"]), fmt(r["AP75"])]
+                   for r in summary["table"]])
+    rec.add_table("Queries per object with quality above t (O-decoder, val)", ["budget", "variant", "t=0.6", "t=0.7", "t=0.8"],
+                  [[r["budget"], r["variant"]] + [fmt(r[f"queries_per_object@{t}"], 2) for t in QUALITY_THRESHOLDS]
+                   for r in summary["table"]])
+    for r in summary["table"]:
+        if r["budget"] == "100%":
+            rec.metrics[f"{r['variant']}_AP_mean"] = round(r["AP"]["mean"], 4)
+    if (out / "curves.png").is_file():
+        rec.add_figure((out / "curves.png").resolve(), "AP, AP50 and AP75 on val over training, one line per seed.")
+    return rec
 
 
 def render_markdown(summary: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ import torch
 
 from ..core.atomic import append_jsonl, atomic_path, atomic_write_json
 from ..core.errors import AttnlabError
+from ..core.records import RunRecord
 from ..core.runtime import choose_device, environment, seed_everything
 from .data import collate, make_transforms, open_split
 from .evaluate import evaluate
@@ -246,4 +247,20 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[
     if rank == 0:
         atomic_write_json(out / "metrics.json", {"final": state["history"][-1] if state["history"] else {},
                                                  "history": state["history"], "train_seconds": state["train_seconds"]})
+        run_record(cfg, state, out).save(out / "record.json")
     return state
+
+
+def run_record(cfg: TrainConfig, state: dict[str, Any], out: Path) -> RunRecord:
+    """The run as an attnlab record (config, seed, versions, final metrics, evaluation history)."""
+    variant = "DAC" if cfg.model.get("dac") else "baseline"
+    flags = f"--data {cfg.data} --epochs {cfg.epochs} --seed {cfg.seed}" + (" --dac" if cfg.model.get("dac") else "")
+    rec = RunRecord(name=f"detr-{out.name}", title=f"detr: {variant} run {out.name}",
+                    command=f"attnlab detr train {flags} -o {out}", seed=cfg.seed, config=cfg.to_dict())
+    evals = [h for h in state["history"] if h.get("AP") is not None]
+    if evals:
+        rec.metrics.update({k: v for k, v in evals[-1].items() if k != "seconds_per_step"})
+    rec.timings["train"] = round(state["train_seconds"], 3)
+    keys = ["epoch", "step", "loss", "AP", "AP50", "AP75", "queries_per_object@0.7"]
+    rec.add_table("Evaluation history (val)", keys, [[h.get(k) for k in keys] for h in evals])
+    return rec
