@@ -6,6 +6,7 @@ import torch
 from attnlab.core.errors import AttnlabError
 from attnlab.core.hf import decoder_layers
 from attnlab.nbl import Stats, apply, collect, fit, linearize, load, rank_table, replaced_layers, save, score
+from attnlab.nbl.bench import decode
 from attnlab.nbl.fit import affine_error
 from attnlab.nbl.pipeline import choose_layers
 from attnlab.nbl.stats import LayerStats
@@ -71,6 +72,7 @@ def test_generate_with_and_without_cache_agree_with_layer_0_replaced(family, met
     with_cache = model.generate(prompt, use_cache=True, **kw)
     without = model.generate(prompt, use_cache=False, **kw)
     assert torch.equal(with_cache, without)
+    assert torch.equal(decode(model, prompt, 12)[0], without[:, 5:])  # the benchmark's timed decoding
 
 
 def test_replaced_layer_keeps_no_kv_cache(tiny_model):

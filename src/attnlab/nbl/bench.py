@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 
 from ..core.hf import decoder_layers
 from .apply import replaced_layers
@@ -56,52 +57,70 @@ def kv_cache_bytes(shape: Shape, tokens: int, batch: int, replaced: int, bytes_p
     return (shape.layers - replaced) * 2 * tokens * shape.d_kv * batch * bytes_per_value
 
 
-def _time(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+class _StepClock:
+    """A logits processor that only notes the time: ``generate`` calls it once per new token."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.times.append(time.perf_counter())
+        return scores
+
+
+@torch.no_grad()
+def decode(model, ids: torch.Tensor, steps: int) -> tuple[torch.Tensor, float, float]:
+    """Greedy cached ``generate`` of ``steps`` (>= 2) tokens after ``ids``: (the new tokens, prefill seconds,
+    decode seconds per token). The prefill (filling the KV cache) runs until the first token's logits; decode
+    time is measured between consecutive tokens."""
+    from transformers import LogitsProcessorList
+
+    clock = _StepClock()
+    start = time.perf_counter()
+    out = model.generate(ids, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, use_cache=True,
+                         pad_token_id=0, logits_processor=LogitsProcessorList([clock]))
+    per_token = (clock.times[-1] - clock.times[0]) / (len(clock.times) - 1)
+    return out[:, ids.shape[1]:], clock.times[0] - start, per_token
 
 
 @torch.no_grad()
 def bench_pair(model, reference, prompt_lengths: list[int], batch_sizes: list[int], decode_tokens: int = 16,
-               repeats: int = 3, seed: int = 0) -> dict:
+               repeats: int = 3, seed: int = 0, progress: bool = False) -> dict:
     """Prefill and cached-decode time of ``model`` vs ``reference`` (interleaved, median of ``repeats``).
 
-    Decode time per token = (generate(1 + n) - generate(1)) / n with the KV cache on, so it excludes prefill.
+    Both come from one greedy cached ``generate`` (:func:`decode`): prefill until the first token, then the
+    time per further token.
     """
     shape = Shape.of(reference.config)
     k = len(replaced_layers(model))
     g = torch.Generator().manual_seed(seed)
     rows = []
-    for batch in batch_sizes:
-        for length in prompt_lengths:
-            ids = torch.randint(0, shape.vocab, (batch, length), generator=g)
-            kw = dict(do_sample=False, use_cache=True, pad_token_id=0)
-            gen = lambda m, n: m.generate(ids, max_new_tokens=n, min_new_tokens=n, **kw)  # noqa: E731
-            times = {"model": {"prefill": [], "decode": []}, "reference": {"prefill": [], "decode": []}}
-            for name, m in (("model", model), ("reference", reference)):  # warm-up
-                m(input_ids=ids, use_cache=False)
-            for _ in range(repeats):
-                for name, m in (("reference", reference), ("model", model)):
-                    times[name]["prefill"].append(_time(lambda: m(input_ids=ids, use_cache=False)))
-                    one = _time(lambda: gen(m, 1))
-                    many = _time(lambda: gen(m, 1 + decode_tokens))
-                    times[name]["decode"].append(max(many - one, 1e-9) / decode_tokens)
-            med = {n: {p: statistics.median(v) for p, v in t.items()} for n, t in times.items()}
-            context = length + decode_tokens / 2
-            rows.append({
-                "batch": batch, "prompt": length,
-                "prefill_s": med["reference"]["prefill"], "prefill_s_model": med["model"]["prefill"],
-                "prefill_speedup": med["reference"]["prefill"] / med["model"]["prefill"],
-                "prefill_ceiling": flops_per_token(shape, (length + 1) / 2, 0) / flops_per_token(shape, (length + 1) / 2, k),
-                "decode_s_per_token": med["reference"]["decode"], "decode_s_per_token_model": med["model"]["decode"],
-                "decode_speedup": med["reference"]["decode"] / med["model"]["decode"],
-                "decode_byte_ceiling": decode_bytes_per_step(shape, int(context), batch, 0)
-                / decode_bytes_per_step(shape, int(context), batch, k),
-                "kv_cache_mb": kv_cache_bytes(shape, length, batch, 0) / 2**20,
-                "kv_cache_mb_model": kv_cache_bytes(shape, length, batch, k) / 2**20,
-                "prefill_spread": [min(times["model"]["prefill"]), max(times["model"]["prefill"])],
-            })
+    for batch, length in tqdm([(b, n) for b in batch_sizes for n in prompt_lengths], desc="nbl bench",
+                              unit="shape", disable=not progress):
+        ids = torch.randint(0, shape.vocab, (batch, length), generator=g)
+        times = {"model": {"prefill": [], "decode": []}, "reference": {"prefill": [], "decode": []}}
+        for name, m in (("model", model), ("reference", reference)):  # warm-up
+            m(input_ids=ids, use_cache=False)
+        for _ in range(repeats):
+            for name, m in (("reference", reference), ("model", model)):
+                _, prefill, per_token = decode(m, ids, 1 + decode_tokens)
+                times[name]["prefill"].append(prefill)
+                times[name]["decode"].append(per_token)
+        med = {n: {p: statistics.median(v) for p, v in t.items()} for n, t in times.items()}
+        context = length + decode_tokens / 2
+        rows.append({
+            "batch": batch, "prompt": length,
+            "prefill_s": med["reference"]["prefill"], "prefill_s_model": med["model"]["prefill"],
+            "prefill_speedup": med["reference"]["prefill"] / med["model"]["prefill"],
+            "prefill_ceiling": flops_per_token(shape, (length + 1) / 2, 0) / flops_per_token(shape, (length + 1) / 2, k),
+            "decode_s_per_token": med["reference"]["decode"], "decode_s_per_token_model": med["model"]["decode"],
+            "decode_speedup": med["reference"]["decode"] / med["model"]["decode"],
+            "decode_byte_ceiling": decode_bytes_per_step(shape, int(context), batch, 0)
+            / decode_bytes_per_step(shape, int(context), batch, k),
+            "kv_cache_mb": kv_cache_bytes(shape, length, batch, 0) / 2**20,
+            "kv_cache_mb_model": kv_cache_bytes(shape, length, batch, k) / 2**20,
+            "prefill_spread": [min(times["model"]["prefill"]), max(times["model"]["prefill"])],
+        })
     header = (f"{'batch':>5} {'prompt':>6} {'prefill x':>9} {'ceiling':>8} {'decode x':>9} {'byte ceil':>9} "
               f"{'KV MB':>8} {'KV MB new':>9}")
     lines = [f"{k} of {shape.layers} attention layers replaced; speed-ups are original time / new time", header]

@@ -151,7 +151,8 @@ def cmd_bench(args) -> int:
     from .bench import bench_pair
 
     model, ref = _pair(args.model, args.against)
-    result = bench_pair(model.model, ref.model, args.prompt_lengths, args.batch_sizes, args.decode_tokens, args.repeats)
+    result = bench_pair(model.model, ref.model, args.prompt_lengths, args.batch_sizes, args.decode_tokens, args.repeats,
+                        progress=not args.json)
     emit(args, result, text=result["table"])
     return 0
 
