@@ -35,12 +35,14 @@ class Shape:
         return cls(config.num_hidden_layers, d, d // heads * kv, d_ff, 3 if gated else 2, config.vocab_size)
 
 
-def flops_per_token(shape: Shape, context: float, replaced: int) -> float:
-    """Forward FLOPs for one token attending to ``context`` earlier tokens (2 per multiply-add)."""
+def flops_per_token(shape: Shape, context: float, replaced: int, lm_head: bool = True) -> float:
+    """Forward FLOPs for one token attending to ``context`` earlier tokens (2 per multiply-add); a prefill
+    inside ``generate`` computes the LM head for the last token only (``lm_head=False``)."""
     attn = 2 * shape.d * (2 * shape.d + 2 * shape.d_kv) + 4 * context * shape.d
     linear = 2 * shape.d * shape.d
     mlp = 2 * shape.ffn_mats * shape.d * shape.d_ff
-    return (shape.layers - replaced) * attn + replaced * linear + shape.layers * mlp + 2 * shape.d * shape.vocab
+    head = 2 * shape.d * shape.vocab if lm_head else 0
+    return (shape.layers - replaced) * attn + replaced * linear + shape.layers * mlp + head
 
 
 def decode_bytes_per_step(shape: Shape, context: int, batch: int, replaced: int, bytes_per_value: int = 4) -> float:
@@ -112,7 +114,8 @@ def bench_pair(model, reference, prompt_lengths: list[int], batch_sizes: list[in
             "batch": batch, "prompt": length,
             "prefill_s": med["reference"]["prefill"], "prefill_s_model": med["model"]["prefill"],
             "prefill_speedup": med["reference"]["prefill"] / med["model"]["prefill"],
-            "prefill_ceiling": flops_per_token(shape, (length + 1) / 2, 0) / flops_per_token(shape, (length + 1) / 2, k),
+            "prefill_ceiling": flops_per_token(shape, (length + 1) / 2, 0, lm_head=False)
+            / flops_per_token(shape, (length + 1) / 2, k, lm_head=False),
             "decode_s_per_token": med["reference"]["decode"], "decode_s_per_token_model": med["model"]["decode"],
             "decode_speedup": med["reference"]["decode"] / med["model"]["decode"],
             "decode_byte_ceiling": decode_bytes_per_step(shape, int(context), batch, 0)
