@@ -26,7 +26,7 @@ from .model import Detector, ModelConfig
 
 CHECKPOINT = "checkpoint.safetensors"
 #: Config keys that do not change the result and may differ on resume.
-RUNTIME_KEYS = ("device", "workers", "progress")
+RUNTIME_KEYS = ("device", "workers")
 
 
 @dataclass
