@@ -134,3 +134,10 @@ def test_point_ids_ignore_late_settings_at_their_default():
     before = {k: v for k, v in DEFAULTS.items() if k != "m_start"}
     assert point_id(DEFAULTS) == point_id(before)
     assert point_id({**DEFAULTS, "m_start": 16}) != point_id(DEFAULTS)
+
+
+def test_sweep_rejects_a_start_above_m_max_before_any_work(tmp_path):
+    config = {"base": {**TINY["base"], "m_start": 16}, "experiments": {"n_pairs": {"n_pairs": [4]}}}
+    with pytest.raises(AttnlabError, match="m_start=16 must be in 1..m_max=8"):
+        run_sweep(config, tmp_path, progress=False)
+    assert not (tmp_path / LOG).exists()

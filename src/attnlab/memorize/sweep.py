@@ -91,6 +91,7 @@ def build(settings: dict[str, Any]) -> tuple[MemorizeData, BackboneConfig, TuneC
     cfg = BackboneConfig(vocab=s["vocab"], n_classes=s["n_classes"], max_len=s["seq_len"] + s["gen_steps"],
                          seed=s["seed"], **{k: s[k] for k in _BACKBONE_KEYS})
     require(s["gen_steps"] == 0 or s["target"] == "last", "gen_steps > 0 needs target='last'")
+    require(1 <= s["m_start"] <= s["m_max"], f"m_start={s['m_start']} must be in 1..m_max={s['m_max']}")
     return data, cfg, TuneConfig(**{k: s[k] for k in _TUNE_KEYS})
 
 
