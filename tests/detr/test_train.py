@@ -22,8 +22,8 @@ def test_tiny_overfit_reaches_high_ap50(tmp_path):
 
 
 def _cfg(data, **kw):
-    return TrainConfig(data=str(data), image_size=32, epochs=2, batch_size=8, eval_every=1,
-                       model={**TINY_MODEL, "dac": True}, **kw)
+    return TrainConfig(**{"data": str(data), "image_size": 32, "epochs": 2, "batch_size": 8, "eval_every": 1,
+                          "model": {**TINY_MODEL, "dac": True}, **kw})
 
 
 def test_resume_reproduces_the_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
@@ -62,3 +62,11 @@ def test_a_run_directory_refuses_another_configuration(tiny_data, tmp_path):
     cfg_path.write_text(json.dumps(saved))
     with pytest.raises(AttnlabError, match="another model configuration"):
         load_run(tmp_path / "run")
+
+
+def test_an_option_at_its_default_resumes_a_run_saved_without_it(tiny_data, tmp_path):
+    train(_cfg(tiny_data, epochs=1), tmp_path / "run", progress=False)
+    again = train(_cfg(tiny_data, epochs=1, loss={"o2m_topk": 6}), tmp_path / "run", progress=False)
+    assert again["epoch"] == 1
+    with pytest.raises(AttnlabError, match="another configuration.*loss"):
+        train(_cfg(tiny_data, epochs=1, loss={"o2m_topk": 2}), tmp_path / "run", progress=False)

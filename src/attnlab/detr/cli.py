@@ -32,6 +32,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--o2m-box-source", choices=("c", "o"), default="c",
                    help="boxes scored by the one-to-many assigner: c = the C-decoder's own, o = the O-decoder's "
                         "(official code, its issue #8) (default c)")
+    p.add_argument("--o2m-topk", type=positive_int, default=6,
+                   help="most positives per object in the one-to-many assigner (default 6, the paper's)")
     p.add_argument("--no-shared-first-self-attn", action="store_true",
                    help="feed the C-decoder the raw queries instead of layer 0's self-attention output")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
@@ -45,7 +47,7 @@ def _train_config(args: argparse.Namespace, dac: bool):
     model = {"d_model": args.d_model, "num_queries": args.queries, "enc_layers": args.enc_layers,
              "dec_layers": args.dec_layers, "ffn_dim": 2 * args.d_model, "dac": dac,
              "c_share_first_self_attn": not args.no_shared_first_self_attn}
-    loss = {"cls_loss": args.cls_loss, "o2m_box_source": args.o2m_box_source}
+    loss = {"cls_loss": args.cls_loss, "o2m_box_source": args.o2m_box_source, "o2m_topk": args.o2m_topk}
     return TrainConfig(data=args.data, train_split=args.train_split, val_split=args.val_split, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, lr_drop=args.lr_drop, clip_grad=args.clip_grad,
                        image_size=args.image_size, augment=args.augment, eval_every=args.eval_every, seed=args.seed,

@@ -29,6 +29,14 @@ CHECKPOINT = "checkpoint.safetensors"
 RUNTIME_KEYS = ("device", "workers")
 
 
+def _with_defaults(train: dict[str, Any]) -> dict[str, Any]:
+    """``train`` with unset model and loss options filled in, so an option given at its default value
+    compares equal to one left out (runs saved before an option existed still resume)."""
+    model = {k: v for k, v in ModelConfig(num_classes=1).to_dict().items() if k != "num_classes"}
+    return {**train, "model": {**model, **train.get("model", {})},
+            "loss": {**asdict(LossConfig()), **train.get("loss", {})}}
+
+
 @dataclass
 class TrainConfig:
     data: str
@@ -182,9 +190,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[
     ckpt = out / CHECKPOINT
     if (out / "config.json").is_file():
         old = json.loads((out / "config.json").read_text(encoding="utf-8"))
-        old_train = {k: v for k, v in old.get("train", {}).items() if k not in RUNTIME_KEYS}
-        if old_train != saved["train"] or old.get("num_classes") != saved["num_classes"]:
-            diff = sorted(k for k in set(old_train) | set(saved["train"]) if old_train.get(k) != saved["train"].get(k))
+        old_train = _with_defaults({k: v for k, v in old.get("train", {}).items() if k not in RUNTIME_KEYS})
+        new_train = _with_defaults(saved["train"])
+        if old_train != new_train or old.get("num_classes") != saved["num_classes"]:
+            diff = sorted(k for k in set(old_train) | set(new_train) if old_train.get(k) != new_train.get(k))
             raise AttnlabError(f"{out} holds a run with another configuration (differs in: {', '.join(diff) or 'classes'}); "
                                "use a new -o directory or the same flags to resume")
         if ckpt.is_file():
