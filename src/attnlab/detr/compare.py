@@ -82,21 +82,7 @@ def summarize(out_dir: str | Path) -> dict[str, Any]:
             ckpt = out / run_name(v, seed) / CHECKPOINT
             if ckpt.is_file():
                 histories[v][seed] = read_checkpoint(ckpt)[1]["history"]
-    points = [(f"{int(f * 100)}%", max(1, math.ceil(epochs * f))) for f in (0.25, 0.5, 0.75, 1.0)]
-    table: list[dict[str, Any]] = []
-    for label, ep in points:
-        for v in VARIANTS:
-            rows = [next((h for h in hist if h["epoch"] == ep), None) for hist in histories[v].values()]
-            rows = [r for r in rows if r is not None and r.get("AP") is not None]
-            if not rows:
-                continue
-            entry = {"budget": label, "epoch": ep, "step": rows[0]["step"], "variant": v, "seeds": len(rows)}
-            for k in ("AP", "AP50", "AP75", *(f"queries_per_object@{t}" for t in QUALITY_THRESHOLDS)):
-                entry[k] = _stats([float(r[k]) for r in rows])
-            table.append(entry)
-    speed = {v: _stats([statistics.median(h["seconds_per_step"] for h in hist) for hist in histories[v].values()])
-             for v in VARIANTS if histories[v]}
-    summary = {"epochs": epochs, "seeds": meta["seeds"], "table": table, "seconds_per_step": speed,
+    summary = {"epochs": epochs, "seeds": meta["seeds"], **budget_table(histories, epochs),
                "runs_done": {v: sorted(s for s, h in histories[v].items() if h and h[-1]["epoch"] == epochs)
                              for v in VARIANTS},
                "base": meta["base"]}
@@ -106,6 +92,27 @@ def summarize(out_dir: str | Path) -> dict[str, Any]:
         plot_curves(histories, out / "curves.png", epochs)
     compare_record(summary, out).save(out / "record.json")
     return summary
+
+
+def budget_table(histories: dict[str, dict[int, list[dict[str, Any]]]], epochs: int) -> dict[str, Any]:
+    """``table``: per budget point (25/50/75/100% of ``epochs``) and variant, AP, AP50, AP75 and queries per
+    object over the seeds evaluated there; ``seconds_per_step``: each run's median, over runs. ``histories``
+    maps a variant name to ``{seed: training history}``."""
+    points = [(f"{int(f * 100)}%", max(1, math.ceil(epochs * f))) for f in (0.25, 0.5, 0.75, 1.0)]
+    table: list[dict[str, Any]] = []
+    for label, ep in points:
+        for v, runs in histories.items():
+            rows = [next((h for h in hist if h["epoch"] == ep), None) for hist in runs.values()]
+            rows = [r for r in rows if r is not None and r.get("AP") is not None]
+            if not rows:
+                continue
+            entry = {"budget": label, "epoch": ep, "step": rows[0]["step"], "variant": v, "seeds": len(rows)}
+            for k in ("AP", "AP50", "AP75", *(f"queries_per_object@{t}" for t in QUALITY_THRESHOLDS)):
+                entry[k] = _stats([float(r[k]) for r in rows])
+            table.append(entry)
+    speed = {v: _stats([statistics.median(h["seconds_per_step"] for h in hist) for hist in runs.values()])
+             for v, runs in histories.items() if runs}
+    return {"table": table, "seconds_per_step": speed}
 
 
 def compare_record(summary: dict[str, Any], out: Path) -> RunRecord:
@@ -145,20 +152,24 @@ def render_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(histories: dict[str, dict[int, list[dict[str, Any]]]], path: Path, epochs: int) -> Path:
+def plot_curves(histories: dict[str, dict[int, list[dict[str, Any]]]], path: Path, epochs: int,
+                title: str = "baseline vs DAC") -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     colors = {"baseline": "tab:blue", "dac": "tab:red"}
+    others = iter(("tab:green", "tab:purple", "tab:orange", "tab:brown"))
+    for v in histories:
+        colors.setdefault(v, next(others))
     for ax, key in zip(axes, ("AP", "AP50", "AP75")):
         for v, runs in histories.items():
             for i, hist in enumerate(runs.values()):
                 pts = [(h["step"], h[key]) for h in hist if h.get(key) is not None]
                 if pts:
                     ax.plot(*zip(*pts), color=colors[v], alpha=0.8, lw=1.2,
-                            label=("DAC" if v == "dac" else "baseline") if i == 0 else None)
+                            label=("DAC" if v == "dac" else v) if i == 0 else None)
         ax.set_xlabel("training step")
         ax.set_title(key)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("COCO metric on val")
     axes[0].legend()
-    fig.suptitle(f"baseline vs DAC, one line per seed ({epochs} epochs)")
+    fig.suptitle(f"{title}, one line per seed ({epochs} epochs)")
     return save_figure(fig, path)
