@@ -82,3 +82,8 @@ def test_not_a_run_and_missing_image_are_one_line_errors(run_cli, tmp_path):
     _one_line_error(rc, err, "is not a detr run")
     rc, _, err = run_cli("detr", "train", "--data", tmp_path / "nope", "-o", tmp_path / "r", *TRAIN)
     _one_line_error(rc, err, "make-data")
+
+
+def test_more_deformable_levels_than_backbone_stages_is_a_one_line_error(run_cli, tiny_data, tmp_path):
+    rc, _, err = run_cli("detr", "train", "--data", tiny_data, "--deformable-levels", "9", "-o", tmp_path / "r", *TRAIN)
+    _one_line_error(rc, err, "deformable_levels must be 0")

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from attnlab.detr.losses import LossConfig, detr_loss
@@ -21,15 +22,20 @@ def _inputs():
     return torch.randn(2, 3, 32, 40), mask
 
 
-def test_dac_adds_no_parameters_and_keeps_the_state_dict():
-    base, dac = _model(False), _model(True)
+CROSS_ATTENTION = pytest.mark.parametrize("levels", [0, 2], ids=["dense", "deformable"])
+
+
+@CROSS_ATTENTION
+def test_dac_adds_no_parameters_and_keeps_the_state_dict(levels):
+    base, dac = _model(False, deformable_levels=levels), _model(True, deformable_levels=levels)
     assert sum(p.numel() for p in base.parameters()) == sum(p.numel() for p in dac.parameters())
     assert {k: v.shape for k, v in base.state_dict().items()} == {k: v.shape for k, v in dac.state_dict().items()}
 
 
-def test_eval_outputs_are_bit_identical_with_dac_on_or_off():
-    dac = _model(True)
-    base = _model(False, seed=123)
+@CROSS_ATTENTION
+def test_eval_outputs_are_bit_identical_with_dac_on_or_off(levels):
+    dac = _model(True, deformable_levels=levels)
+    base = _model(False, seed=123, deformable_levels=levels)
     base.load_state_dict(dac.state_dict())
     x, mask = _inputs()
     with torch.no_grad():
@@ -47,22 +53,24 @@ def test_training_outputs_shapes_and_c_decoder_only_in_training():
     assert ((out["boxes"] > 0) & (out["boxes"] < 1)).all()
 
 
-def _c_loss_grads(share_first: bool) -> list[float]:
-    m = _model(True, c_share_first_self_attn=share_first).train()
+def _c_loss_grads(share_first: bool, levels: int = 0) -> list[float]:
+    m = _model(True, c_share_first_self_attn=share_first, deformable_levels=levels).train()
     x, mask = _inputs()
     out = m(x, mask)
     c_only = {"logits": out["logits"][:0], "boxes": out["boxes"][:0], "c_logits": out["c_logits"],
               "c_boxes": out["c_boxes"]}
     loss, _ = detr_loss(c_only, TARGETS, LossConfig())
     loss.backward()
-    assert all(layer.cross_attn.in_proj_weight.grad.abs().sum() > 0 for layer in m.decoder)
+    assert all(any(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.cross_attn.parameters())
+               for layer in m.decoder)
     assert all(head.weight.grad.abs().sum() > 0 for head in m.class_embed)
     return [0.0 if layer.self_attn.in_proj_weight.grad is None else float(layer.self_attn.in_proj_weight.grad.abs().sum())
             for layer in m.decoder]
 
 
-def test_c_decoder_loss_reaches_layer0_self_attention_only():
-    grads = _c_loss_grads(share_first=True)
+@CROSS_ATTENTION
+def test_c_decoder_loss_reaches_layer0_self_attention_only(levels):
+    grads = _c_loss_grads(share_first=True, levels=levels)
     assert grads[0] > 0
     assert grads[1:] == [0.0, 0.0]
 

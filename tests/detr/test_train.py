@@ -11,10 +11,11 @@ from attnlab.detr.train import CHECKPOINT, TrainConfig, load_run, read_checkpoin
 from .conftest import TINY_MODEL
 
 
-def test_tiny_overfit_reaches_high_ap50(tmp_path):
+@pytest.mark.parametrize("levels", [0, 2], ids=["dense", "deformable"])
+def test_tiny_overfit_reaches_high_ap50(tmp_path, levels):
     make_synthetic(tmp_path / "data", seed=0, n_train=8, n_val=2, image_size=32, min_size=12, max_size=16, max_objects=2)
     cfg = TrainConfig(data=str(tmp_path / "data"), val_split="train", image_size=32, epochs=80, batch_size=8, lr=3e-3,
-                      lr_drop=0.9, eval_every=80, model=TINY_MODEL)
+                      lr_drop=0.9, eval_every=80, model={**TINY_MODEL, "deformable_levels": levels})
     state = train(cfg, tmp_path / "run", progress=False)
     final = state["history"][-1]
     assert final["AP50"] >= 0.9, final

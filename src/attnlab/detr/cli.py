@@ -27,6 +27,11 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", type=positive_int, default=16, help="object queries (default 16)")
     p.add_argument("--enc-layers", type=nonneg_int, default=1, help="encoder layers (default 1)")
     p.add_argument("--dec-layers", type=positive_int, default=3, help="decoder layers (default 3)")
+    p.add_argument("--deformable-levels", type=nonneg_int, default=0,
+                   help="0: dense cross-attention (default); N: multi-scale deformable cross-attention over the "
+                        "backbone's last N stages")
+    p.add_argument("--deformable-points", type=positive_int, default=4,
+                   help="deformable sampling points per head and level (default 4)")
     p.add_argument("--cls-loss", choices=("focal", "ia_bce"), default="focal",
                    help="classification loss: focal, or IoU-aware BCE as the released DAC (default focal)")
     p.add_argument("--o2m-box-source", choices=("c", "o"), default="c",
@@ -46,7 +51,8 @@ def _train_config(args: argparse.Namespace, dac: bool):
 
     model = {"d_model": args.d_model, "num_queries": args.queries, "enc_layers": args.enc_layers,
              "dec_layers": args.dec_layers, "ffn_dim": 2 * args.d_model, "dac": dac,
-             "c_share_first_self_attn": not args.no_shared_first_self_attn}
+             "c_share_first_self_attn": not args.no_shared_first_self_attn,
+             "deformable_levels": args.deformable_levels, "deformable_points": args.deformable_points}
     loss = {"cls_loss": args.cls_loss, "o2m_box_source": args.o2m_box_source, "o2m_topk": args.o2m_topk}
     return TrainConfig(data=args.data, train_split=args.train_split, val_split=args.val_split, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, lr_drop=args.lr_drop, clip_grad=args.clip_grad,

@@ -1,8 +1,9 @@
 """A small DETR-family detector in plain PyTorch, readable top to bottom, with DAC's C-decoder as a switch.
 
-backbone (stride-8 CNN) -> sine positional encoding -> transformer encoder -> decoder with learnable anchor
-boxes (DAB-style: the positional query is an MLP of the sine-embedded current box), iterative box
-refinement and per-layer heads. Each decoder layer exposes ``self_attention`` and ``cross_attention_ffn``
+backbone (stride-8 CNN; its last n stages with ``deformable_levels`` = n) -> sine positional encoding
+(+ level embeddings) -> transformer encoder over all levels -> decoder with learnable anchor boxes (DAB-style:
+the positional query is an MLP of the sine-embedded current box), dense or multi-scale deformable
+cross-attention (``deformable.py``), iterative box refinement and per-layer heads. Each decoder layer exposes ``self_attention`` and ``cross_attention_ffn``
 so the C-decoder (DAC-DETR Sec. 3.2) can reuse them: it shares every parameter, keeps only layer 0's
 self-attention (its input is the O-decoder's query after that self-attention, as in the official code)
 and runs only while training. With ``dac`` on or off the parameters and eval outputs are identical.
@@ -12,10 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .deformable import DeformableAttention, valid_ratios
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,8 @@ class ModelConfig:
     dropout: float = 0.0
     dac: bool = False
     c_share_first_self_attn: bool = True   # official: layer 0's self-attention output feeds the C-decoder
+    deformable_levels: int = 0             # 0: dense cross-attention; n: deformable over the last n backbone stages
+    deformable_points: int = 4             # sampling points per head and level
 
     def to_dict(self) -> dict:
         return {**asdict(self), "backbone_channels": list(self.backbone_channels)}
@@ -58,22 +64,31 @@ class MLP(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Stride-2 conv + GroupNorm + ReLU blocks (stride 8 with three), then a 1x1 projection to d_model."""
+    """Stride-2 conv + GroupNorm + ReLU blocks (stride 8 with three), each of the last ``levels`` stages
+    projected to d_model by a 1x1 convolution (finest first; the last stage's is ``proj``)."""
 
-    def __init__(self, channels: tuple[int, ...], d_model: int):
+    def __init__(self, channels: tuple[int, ...], d_model: int, levels: int = 1):
         super().__init__()
+        if not 1 <= levels <= len(channels):
+            raise ValueError(f"levels must be between 1 and the {len(channels)} backbone stages, got {levels}")
         blocks, c_in = [], 3
         for c in channels:
             blocks += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(8, c), nn.ReLU(inplace=True)]
             c_in = c
         self.body = nn.Sequential(*blocks)
+        self.extra_proj = nn.ModuleList(nn.Conv2d(c, d_model, 1) for c in channels[len(channels) - levels:-1])
         self.proj = nn.Conv2d(c_in, d_model, 1)
         self.stride = 2 ** len(channels)
 
-    def forward(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        feat = self.proj(self.body(images))
-        mask = F.interpolate(mask[:, None].float(), size=feat.shape[-2:]).bool()[:, 0]
-        return feat, mask
+    def forward(self, images: Tensor, mask: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """``[(features [B, d, H, W], padding mask [B, H, W]), ...]`` per level, finest first."""
+        stages, x = [], images
+        for i in range(0, len(self.body), 3):
+            x = self.body[i + 2](self.body[i + 1](self.body[i](x)))
+            stages.append(x)
+        n = len(self.extra_proj)
+        maps = [proj(f) for proj, f in zip(self.extra_proj, stages[len(stages) - 1 - n:-1])] + [self.proj(stages[-1])]
+        return [(m, F.interpolate(mask[:, None].float(), size=m.shape[-2:]).bool()[:, 0]) for m in maps]
 
 
 def sine_position_encoding(mask: Tensor, d_model: int, temperature: float = 10000.0) -> Tensor:
@@ -102,6 +117,21 @@ def sine_box_embedding(boxes: Tensor, d_model: int, temperature: float = 10000.0
     return pos.flatten(-2)
 
 
+class Memory(NamedTuple):
+    """The encoded image: tokens of all levels concatenated, their positional encoding and padding mask,
+    each level's (H, W) and its valid ratios ``[B, levels, 2]`` (what deformable attention needs)."""
+
+    tokens: Tensor
+    pos: Tensor
+    pad: Tensor
+    shapes: list[tuple[int, int]]
+    ratios: Tensor
+
+    def repeat(self, n: int) -> "Memory":
+        return Memory(self.tokens.repeat(n, 1, 1), self.pos.repeat(n, 1, 1), self.pad.repeat(n, 1), self.shapes,
+                      self.ratios.repeat(n, 1, 1))
+
+
 class EncoderLayer(nn.Module):
     def __init__(self, d: int, heads: int, ffn: int, dropout: float):
         super().__init__()
@@ -117,12 +147,14 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Post-norm DETR decoder layer, split in the two calls DAC needs."""
+    """Post-norm DETR decoder layer, split in the two calls DAC needs. Cross-attention is dense multi-head
+    attention, or deformable attention around each query's reference box when ``levels`` > 0."""
 
-    def __init__(self, d: int, heads: int, ffn: int, dropout: float):
+    def __init__(self, d: int, heads: int, ffn: int, dropout: float, levels: int = 0, points: int = 4):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = (DeformableAttention(d, heads, levels, points) if levels
+                           else nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True))
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(ffn, d))
         self.dropout = nn.Dropout(dropout)
@@ -132,15 +164,19 @@ class DecoderLayer(nn.Module):
         q = tgt + query_pos
         return self.norm1(tgt + self.dropout(self.self_attn(q, q, tgt, need_weights=False)[0]))
 
-    def cross_attention_ffn(self, tgt: Tensor, query_pos: Tensor, memory: Tensor, memory_pos: Tensor,
-                            pad: Tensor) -> Tensor:
-        """Queries attend to the image (the gathering step), add & norm, FFN, add & norm."""
-        attn = self.cross_attn(tgt + query_pos, memory + memory_pos, memory, key_padding_mask=pad, need_weights=False)[0]
+    def cross_attention_ffn(self, tgt: Tensor, query_pos: Tensor, memory: Memory, ref: Tensor) -> Tensor:
+        """Queries attend to the image (the gathering step), add & norm, FFN, add & norm. ``ref`` (the
+        current boxes) places deformable attention's sampling points; dense attention does not use it."""
+        if isinstance(self.cross_attn, DeformableAttention):
+            attn = self.cross_attn(tgt + query_pos, ref, memory.tokens, memory.shapes, memory.pad, memory.ratios)
+        else:
+            attn = self.cross_attn(tgt + query_pos, memory.tokens + memory.pos, memory.tokens,
+                                   key_padding_mask=memory.pad, need_weights=False)[0]
         tgt = self.norm2(tgt + self.dropout(attn))
         return self.norm3(tgt + self.dropout(self.ffn(tgt)))
 
-    def forward(self, tgt: Tensor, query_pos: Tensor, memory: Tensor, memory_pos: Tensor, pad: Tensor) -> Tensor:
-        return self.cross_attention_ffn(self.self_attention(tgt, query_pos), query_pos, memory, memory_pos, pad)
+    def forward(self, tgt: Tensor, query_pos: Tensor, memory: Memory, ref: Tensor) -> Tensor:
+        return self.cross_attention_ffn(self.self_attention(tgt, query_pos), query_pos, memory, ref)
 
 
 class Detector(nn.Module):
@@ -151,9 +187,12 @@ class Detector(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = c = config
-        self.backbone = Backbone(c.backbone_channels, c.d_model)
+        self.backbone = Backbone(c.backbone_channels, c.d_model, max(1, c.deformable_levels))
+        if c.deformable_levels > 1:
+            self.level_embed = nn.Parameter(torch.randn(c.deformable_levels, c.d_model))
         self.encoder = nn.ModuleList(EncoderLayer(c.d_model, c.n_heads, c.ffn_dim, c.dropout) for _ in range(c.enc_layers))
-        self.decoder = nn.ModuleList(DecoderLayer(c.d_model, c.n_heads, c.ffn_dim, c.dropout) for _ in range(c.dec_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(c.d_model, c.n_heads, c.ffn_dim, c.dropout, c.deformable_levels,
+                                                  c.deformable_points) for _ in range(c.dec_layers))
         self.content_query = nn.Embedding(c.num_queries, c.d_model)
         self.anchor_boxes = nn.Embedding(c.num_queries, 4)       # learnable reference boxes, logit space
         self.ref_point_head = MLP(c.d_model, c.d_model, c.d_model, 2)
@@ -172,31 +211,39 @@ class Detector(nn.Module):
             xy = torch.rand(self.config.num_queries, 2)
             self.anchor_boxes.weight.copy_(inverse_sigmoid(torch.cat((xy, torch.full_like(xy, 0.2)), 1)))
 
-    def encode(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        feat, pad = self.backbone(images, mask)
-        pos = sine_position_encoding(pad, self.config.d_model).flatten(1, 2)
-        memory, pad = feat.flatten(2).transpose(1, 2), pad.flatten(1)
+    def encode(self, images: Tensor, mask: Tensor) -> Memory:
+        """Backbone levels -> tokens with sine (+ level) positional encodings -> dense encoder over all levels."""
+        levels = self.backbone(images, mask)
+        tokens, pos, pad = [], [], []
+        for i, (feat, level_pad) in enumerate(levels):
+            level_pos = sine_position_encoding(level_pad, self.config.d_model).flatten(1, 2)
+            tokens.append(feat.flatten(2).transpose(1, 2))
+            pos.append(level_pos + self.level_embed[i] if self.config.deformable_levels > 1 else level_pos)
+            pad.append(level_pad.flatten(1))
+        memory, memory_pos, memory_pad = torch.cat(tokens, 1), torch.cat(pos, 1), torch.cat(pad, 1)
         for layer in self.encoder:
-            memory = layer(memory, pos, pad)
-        return memory, pos, pad
+            memory = layer(memory, memory_pos, memory_pad)
+        return Memory(memory, memory_pos, memory_pad, [tuple(f.shape[-2:]) for f, _ in levels],
+                      torch.stack([valid_ratios(p) for _, p in levels], 1))
 
     def _heads(self, i: int, tgt: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
         """Layer i's class logits and refined boxes: ``sigmoid(delta + inverse_sigmoid(ref))``."""
         return self.class_embed[i](tgt), (self.bbox_embed[i](tgt) + inverse_sigmoid(ref)).sigmoid()
 
     def forward(self, images: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        memory, mem_pos, pad = self.encode(images, mask)
+        memory = self.encode(images, mask)
         b = images.shape[0]
         tgt = self.content_query.weight[None].expand(b, -1, -1)
         ref = self.anchor_boxes.weight.sigmoid()[None].expand(b, -1, -1)
         run_c = self.config.dac and self.training
         c_tgt, c_ref = tgt, ref
+        both_memory = memory.repeat(2) if run_c else memory       # the O- and C-branch batches side by side
         logits, boxes, c_logits, c_boxes = [], [], [], []
         for i, layer in enumerate(self.decoder):
             query_pos = self.ref_point_head(sine_box_embedding(ref, self.config.d_model))
             o_in = layer.self_attention(tgt, query_pos)
             if not run_c:
-                tgt = layer.cross_attention_ffn(o_in, query_pos, memory, mem_pos, pad)
+                tgt = layer.cross_attention_ffn(o_in, query_pos, memory, ref)
             else:
                 # C-decoder: no self-attention, except that layer 0's is shared (its output is the C input).
                 if i == 0:
@@ -206,8 +253,7 @@ class Detector(nn.Module):
                     c_pos = self.ref_point_head(sine_box_embedding(c_ref, self.config.d_model))
                 # Both branches share the layer's weights: run their cross-attention+FFN as one batch.
                 both = layer.cross_attention_ffn(torch.cat((o_in, c_tgt)), torch.cat((query_pos, c_pos)),
-                                                 memory.repeat(2, 1, 1), mem_pos.repeat(2, 1, 1),
-                                                 pad.repeat(2, 1))
+                                                 both_memory, torch.cat((ref, c_ref)))
                 tgt, c_tgt = both[:b], both[b:]
                 lg, bx = self._heads(i, c_tgt, c_ref)
                 c_logits.append(lg)

@@ -65,6 +65,10 @@ class TrainConfig:
             raise AttnlabError(f"unknown model option(s) {sorted(set(self.model) - known_m)} (known: {sorted(known_m)})")
         if set(self.loss) - known_l:
             raise AttnlabError(f"unknown loss option(s) {sorted(set(self.loss) - known_l)} (known: {sorted(known_l)})")
+        stages = len(self.model.get("backbone_channels", ModelConfig.backbone_channels))
+        if not 0 <= self.model.get("deformable_levels", 0) <= stages or self.model.get("deformable_points", 4) < 1:
+            raise AttnlabError(f"deformable_levels must be 0 (dense cross-attention) to {stages} (the backbone's stages) "
+                               "and deformable_points at least 1")
         if self.loss.get("cls_loss", "focal") not in ("focal", "ia_bce"):
             raise AttnlabError("cls_loss must be focal or ia_bce")
         if self.loss.get("o2m_box_source", "c") not in ("c", "o"):
