@@ -1,10 +1,10 @@
 """A small DETR-family detector in plain PyTorch, readable top to bottom, with DAC's C-decoder as a switch.
 
 backbone (stride-8 CNN; its last n stages with ``deformable_levels`` = n) -> sine positional encoding
-(+ level embeddings) -> transformer encoder over all levels -> decoder with learnable anchor boxes (DAB-style:
-the positional query is an MLP of the sine-embedded current box), dense or multi-scale deformable
-cross-attention (``deformable.py``), iterative box refinement and per-layer heads. Each decoder layer exposes ``self_attention`` and ``cross_attention_ffn``
-so the C-decoder (DAC-DETR Sec. 3.2) can reuse them: it shares every parameter, keeps only layer 0's
+(+ level embeddings) -> transformer encoder over all levels -> decoder with learnable anchor boxes
+(DAB-style: the positional query is an MLP of the sine-embedded current box), dense or multi-scale
+deformable cross-attention (``deformable.py``), iterative box refinement and per-layer heads. Each decoder
+layer exposes ``self_attention`` and ``cross_attention_ffn`` so the C-decoder (DAC-DETR Sec. 3.2) can reuse them: it shares every parameter, keeps only layer 0's
 self-attention (its input is the O-decoder's query after that self-attention, as in the official code)
 and runs only while training. With ``dac`` on or off the parameters and eval outputs are identical.
 """
