@@ -67,7 +67,7 @@ def stats(threads: int) -> None:
     out = {"model": "smollm2", "tokens": result.tokens, "seconds": seconds, "tokens_per_second": result.tokens / seconds,
            "peak_rss_mb": peak_mb, "rss_after_model_load_mb": rss_before, "threads": threads,
            "load_average": os.getloadavg(), "environment": environment()}
-    atomic_write_json(RESULTS / "nbl_stats.json", out)
+    atomic_write_json(RESULTS / f"nbl_stats_threads{threads}.json", out)
     print(f"statistics over {result.tokens} tokens: {seconds / 60:.1f} min ({out['tokens_per_second']:.0f} tokens/s, "
           f"{threads} thread(s)); peak RSS {peak_mb:.0f} MB ({rss_before:.0f} MB after loading the model)")
 
