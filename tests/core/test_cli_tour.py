@@ -118,3 +118,9 @@ def test_a_bare_command_group_prints_its_own_help(run_cli, monkeypatch):
     rc, out, err = run_cli("fake")
     assert rc == 2
     assert err.startswith("usage: attnlab fake")
+
+
+@pytest.mark.parametrize("group", ["machines", "memorize", "nbl", "detr", "depth"])
+def test_every_module_group_alone_prints_its_help(run_cli, group):
+    rc, out, err = run_cli(group)
+    assert rc == 2 and err.startswith(f"usage: attnlab {group}") and "Traceback" not in err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -64,8 +63,6 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                        epilog="Example: attnlab depth plot docs/results/depth_sweep")
     p.add_argument("dir", help="sweep results directory")
     p.set_defaults(func=_cmd_plot)
-    # `attnlab depth` alone: show the group's help, exit 2 (the common flags live on the subcommands)
-    group.set_defaults(func=lambda args: (group.print_help(sys.stderr), 2)[1], seed=0, threads=None, json=False)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:

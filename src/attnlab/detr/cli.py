@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..core.clikit import add_out, emit, nonneg_int, positive_float, positive_int
@@ -67,7 +66,6 @@ def register(subparsers, common) -> None:
                                   epilog="Example: attnlab detr make-data synthetic-digits -o data/digits && "
                                          "attnlab detr train --data data/digits --dac --epochs 12 -o runs/dac")
     sub = group.add_subparsers(dest="detr_command", metavar="SUBCOMMAND")
-    group.set_defaults(func=lambda args: (group.print_help(sys.stderr), 2)[1], seed=0, threads=None, json=False)
 
     p = sub.add_parser("make-data", parents=[common], help="write a synthetic COCO dataset (JSON + PNG)",
                        description="Multi-object scenes from scikit-learn's 8x8 digits or procedural shapes, "

@@ -28,7 +28,7 @@ def _calibration(args):
 def register(subparsers, common) -> None:
     p = subparsers.add_parser("nbl", help="Neural Block Linearization: replace attention layers by linear maps",
                               description="Neural Block Linearization (Erdogan, Tonin, Cevher 2025).")
-    sub = p.add_subparsers(dest="nbl_command", metavar="COMMAND", required=True)
+    sub = p.add_subparsers(dest="nbl_command", metavar="COMMAND")
 
     c = sub.add_parser("collect", parents=[common], help="stream calibration statistics into a safetensors file",
                        epilog="Example: attnlab nbl collect smollm2 --tokens 100000 -o stats.safetensors")
