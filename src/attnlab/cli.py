@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 import traceback
 
-from . import MODULES, __version__
+from . import __version__, available_modules
 from .core.clikit import Parser, add_out, common_parser, emit
 from .core.errors import AttnlabError
-
-
-def available_modules() -> list[str]:
-    """The module subpackages present in this installation (those with a ``cli.py``), in tour order."""
-    return [m for m in MODULES
-            if importlib.util.find_spec(f"attnlab.{m}") is not None and importlib.util.find_spec(f"attnlab.{m}.cli")]
 
 
 def build_parser() -> Parser:
@@ -37,6 +30,8 @@ def build_parser() -> Parser:
                        epilog="Example: attnlab tour --only machines -o report")
     p.add_argument("--only", nargs="+", metavar="MODULE", help="run only these modules (core, "
                    + ", ".join(available_modules()) + ")")
+    p.add_argument("--full", action="store_true",
+                   help="the full experiments (about an hour on 2 cores) instead of the quick profile (minutes)")
     add_out(p, default="report", what="report directory")
     p.set_defaults(func=_cmd_tour)
 
@@ -72,7 +67,8 @@ def _unavailable(module: str, error: Exception):
 def _cmd_tour(args: argparse.Namespace) -> int:
     from .tour import run_tour
 
-    result = run_tour(args.out, seed=args.seed, only=args.only)
+    result = run_tour(args.out, seed=args.seed, only=args.only, full=args.full, overwrite=args.overwrite,
+                      quiet=args.quiet)
     emit(args, result, text=result["summary"] + f"\nreport written to {result['report']}")
     return 0
 
@@ -118,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):  # no command, or a bare group: show the help of what was typed
             parser.commands.get(getattr(args, "command", None), parser).print_help(sys.stderr)
             return 2
-        from .core.runtime import seed_everything, set_threads
+        from .core.runtime import configure
 
-        set_threads(args.threads)
-        seed_everything(args.seed)
+        # Commands marked light (help, listings, planners, the table executor) never import torch.
+        configure(args.seed, args.threads, torch=not getattr(args, "light", False))
         return int(args.func(args) or 0)
     except SystemExit as e:  # argparse: --help (0) or a bad flag (2, message already printed)
         return e.code if isinstance(e.code, int) else 2
@@ -130,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"attnlab: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # the user's environment (a path, permissions, a full disk), not an attnlab bug
+        if debug:
+            traceback.print_exc()
+        from .core.outputs import os_error
+
+        print(f"attnlab: error: {os_error(e, e.filename or '?', 'use')}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("attnlab: interrupted", file=sys.stderr)
         return 130

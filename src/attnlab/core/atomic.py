@@ -18,10 +18,15 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     On an exception the temporary file is removed and ``path`` is untouched. ``suffix`` defaults to
     ``path``'s own, so writers that look at the extension still work.
     """
+    from .outputs import os_error
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix,
-                               dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix,
+                                   dir=path.parent)
+    except OSError as e:  # name the user's path, not a temporary one
+        raise os_error(e, path) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -30,6 +35,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             os.fsync(f.fileno())
         os.chmod(tmp_path, _default_mode())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp_path, path)
+    except OSError as e:  # a full disk, a folder in the way: the old file stays, the error names the path
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise os_error(e, path) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()

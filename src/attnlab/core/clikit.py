@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any, Callable
 
@@ -26,12 +27,26 @@ def common_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: torch's)")
     g.add_argument("--json", action="store_true", help="print one machine-readable JSON object on stdout")
     g.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or status lines on stderr")
+    g.add_argument("--progress", action="store_true",
+                   help="progress bars even when stderr is not a terminal (default: only on a terminal)")
     return p
 
 
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars go to stderr when it is a terminal, or when ``--progress`` asks; never with ``--quiet``."""
+    if getattr(args, "quiet", False):
+        return False
+    return bool(getattr(args, "progress", False)) or sys.stderr.isatty()
+
+
 def add_out(p: argparse.ArgumentParser, default: str | None = None, required: bool = False, what: str = "output") -> None:
+    """``-o/--out`` and ``--overwrite``: commands refuse to replace an existing output unless told to
+    (see :mod:`attnlab.core.outputs`)."""
     p.add_argument("-o", "--out", default=default, required=required, help=f"{what} path" +
                    (f" (default {default})" if default else ""))
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace an existing {what} (default: refuse; a resumable run resumes)")
 
 
 def _typed(kind: Callable[[str], Any], check: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
@@ -50,7 +65,20 @@ def _typed(kind: Callable[[str], Any], check: Callable[[Any], bool], what: str) 
 
 positive_int = _typed(int, lambda v: v > 0, "a positive integer")
 nonneg_int = _typed(int, lambda v: v >= 0, "a non-negative integer")
-positive_float = _typed(float, lambda v: v > 0, "a positive number")
+positive_float = _typed(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+unit_float = _typed(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
+
+_SIZE_SUFFIXES = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+
+
+def _parse_size(text: str) -> float:
+    t = text.strip().upper().replace("_", "")
+    suffix = t[-1:] if t[-1:] in _SIZE_SUFFIXES and not t[-1:].isdigit() else ""
+    return float(t[: len(t) - len(suffix)]) * _SIZE_SUFFIXES[suffix]
+
+
+#: A count such as a parameter budget: ``1.3e9``, ``1.3B``, ``350M``, ``500k``.
+size = _typed(_parse_size, lambda v: v > 0 and v != float("inf"), "a positive size such as 1.3B, 350M, 5e5")
 
 
 def emit(args: argparse.Namespace, result: dict[str, Any], text: str | None = None) -> None:

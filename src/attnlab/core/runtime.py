@@ -35,6 +35,24 @@ def seed_everything(seed: int) -> int:
     return seed
 
 
+def configure(seed: int, threads: int | None, torch: bool = True) -> None:
+    """What the CLI does before every command: seed Python and numpy, pin BLAS threads, and, unless the
+    command is light (``torch=False``: help, listings, planners), import torch and seed and pin it too.
+    A light command that turns out to need torch calls :func:`configure` again with ``torch=True``."""
+    if torch:
+        set_threads(threads)
+        seed_everything(seed)
+        return
+    random.seed(seed)
+    import numpy as np
+
+    np.random.seed(seed % 2**32)
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads, user_api="blas")
+
+
 def set_threads(threads: int | None) -> int:
     """Pin torch's intra-op threads and numpy's BLAS threads to the same count (None keeps torch's count
     and aligns BLAS with it); returns the count in effect.
@@ -86,17 +104,30 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def environment() -> dict[str, Any]:
-    """What this run ran with: versions, machine, threads, device. Recorded in every run record."""
-    import torch
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux /proc/cpuinfo, else what the platform says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
+
+def environment() -> dict[str, Any]:
+    """What this run ran with: versions, machine, threads, device. Recorded in every run record.
+
+    torch's threads and CUDA device are recorded when the run imported torch (a light command does not)."""
+    torch = sys.modules.get("torch")
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "machine": platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch_threads": torch.get_num_threads() if torch else None,
+        "cuda": torch.cuda.get_device_name(0) if torch and torch.cuda.is_available() else None,
         "git_commit": git_commit(),
         "argv": sys.argv[1:],
     }
