@@ -6,6 +6,8 @@ RunRecord`` (it writes its figures under ``out_dir`` and returns its record) and
 (the default) shows each paper's effect with real models and data in minutes; ``--full`` runs the long
 version. A failing module is recorded as failed (with the error) and the tour goes on. Before the modules
 comes ``core``: the environment and the built-in corpus split, which every module that reads text uses.
+"""
+
 from __future__ import annotations
 
 import importlib
