@@ -1,9 +1,12 @@
 """The NBL math on synthetic data: moments, LMMSE recovery, the CCA bound."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
+from attnlab.core.errors import AttnlabError
 from attnlab.nbl.fit import fit_affine
 from attnlab.nbl.scores import cca_score, lmmse_error, nmse_score, rank_layers
 from attnlab.nbl.stats import LayerStats
@@ -67,15 +70,46 @@ def test_lmmse_error_is_bounded_by_cca_score(seed):
     assert nmse_score(cxx, cxa, caa) <= cca_score(cxx, cxa, caa)
 
 
-def test_singular_cxx_warns_and_uses_a_ridge():
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(500, 4))
-    x = np.hstack([x, x[:, :1]])  # a duplicated channel: C_XX is singular
-    a = x @ rng.normal(size=(5, 5)).T
+def _singular_x(kind: str, rng) -> np.ndarray:
+    """Inputs whose C_XX is exactly singular: a duplicated channel, a channel that is a combination of two
+    others, or fewer tokens than channels (d = 17 so that the tolerance d * eps * lambda_max is several
+    times the eigensolver's rounding error, whatever its sign)."""
+    if kind == "fewer tokens":
+        return rng.normal(size=(12, 17)) * 3 + 20
+    x = rng.normal(size=(500, 16)) * rng.uniform(0.5, 3, size=16) + 50
+    extra = x[:, :1] if kind == "duplicate" else 0.25 * x[:, :1] + 2.0 * x[:, 1:2]
+    return np.hstack([x, extra])
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("kind", ["duplicate", "combination", "fewer tokens"])
+def test_singular_cxx_warns_and_uses_a_ridge(kind, seed):
+    rng = np.random.default_rng(seed)
+    x = _singular_x(kind, rng)
+    a = x @ rng.normal(size=(17, 17)).T
     st = _stats(x, a)
     with pytest.warns(RuntimeWarning, match="singular"):
         m = fit_affine(0, st.mean_x.numpy(), st.mean_a.numpy(), *st.covariances())
-    assert m.ridge > 0 and m.nmse < 1e-6
+    assert m.ridge > 0 and m.nmse < 1e-6 and np.isfinite(m.weight).all()
+
+
+def test_well_conditioned_cxx_fits_without_a_ridge():
+    rng = np.random.default_rng(4)
+    x, a, _, _ = _affine_data(rng, d=17)
+    st = _stats(x, a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = fit_affine(0, st.mean_x.numpy(), st.mean_a.numpy(), *st.covariances())
+    assert m.ridge == 0
+
+
+@pytest.mark.parametrize("ridge", [float("nan"), float("inf"), -1.0])
+def test_bad_ridge_is_refused(ridge):
+    rng = np.random.default_rng(5)
+    x, a, _, _ = _affine_data(rng)
+    st = _stats(x, a)
+    with pytest.raises(AttnlabError, match="ridge must be a finite number >= 0"):
+        fit_affine(0, st.mean_x.numpy(), st.mean_a.numpy(), *st.covariances(), ridge=ridge)
 
 
 def test_rank_layers_orders_by_score_then_index():

@@ -10,6 +10,16 @@ from ..core.errors import AttnlabError
 from .scores import SELECTORS
 
 
+def _ridge(text: str) -> float:
+    """``--ridge``: a finite number >= 0 (nan, inf and negative ridges are refused at parse time)."""
+    from .fit import check_ridge
+
+    try:
+        return check_ridge(float(text))
+    except (ValueError, AttnlabError):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}") from None
+
+
 def _calibration_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("calibration")
     g.add_argument("--data", default="builtin", help="text: builtin, a .txt/.jsonl file or hf:NAME (default builtin)")
@@ -50,7 +60,7 @@ def register(subparsers, common) -> None:
     a.add_argument("--selector", choices=SELECTORS, default="cca", help="layer score (default cca, the paper's)")
     a.add_argument("--method", choices=("nbl", "drop"), default="nbl", help="linear map (nbl) or identity (drop)")
     a.add_argument("--sequential", action="store_true", help="refit each layer through the model modified so far")
-    a.add_argument("--ridge", type=float, default=0.0, help="ridge, relative to tr(C_XX)/d (default 0)")
+    a.add_argument("--ridge", type=_ridge, default=0.0, help="ridge, relative to tr(C_XX)/d (default 0)")
     a.add_argument("--keep", type=nonneg_int, nargs="+", default=[], metavar="LAYER",
                    help="never replace these layers (e.g. --keep 0)")
     _calibration_flags(a)

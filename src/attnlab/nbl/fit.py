@@ -1,11 +1,17 @@
-"""The LMMSE affine map that replaces attention (brief §1.2): W = C_AX C_XX^{-1}, b = mu_A - W mu_X."""
+"""The LMMSE affine map that replaces attention (paper §3.1): W = C_AX C_XX^{-1}, b = mu_A - W mu_X."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..core.errors import AttnlabError
+
+#: The ridge (relative to tr(C_XX)/d) used when C_XX is singular and the user asked for less.
+SINGULAR_RIDGE = 1e-8
 
 
 @dataclass
@@ -20,23 +26,44 @@ class AffineMap:
     ridge: float        # the ridge actually used (absolute)
 
 
+def check_ridge(ridge: float) -> float:
+    """``ridge`` if it is a finite number >= 0; an :class:`AttnlabError` otherwise."""
+    if not (isinstance(ridge, (int, float)) and math.isfinite(ridge) and ridge >= 0):
+        raise AttnlabError(f"ridge must be a finite number >= 0, got {ridge!r}")
+    return float(ridge)
+
+
+def is_singular(eigenvalues: np.ndarray) -> bool:
+    """Whether a PSD matrix with these (ascending) eigenvalues is numerically rank-deficient.
+
+    The tolerance is numpy's ``matrix_rank`` default, d * eps * lambda_max: a symmetric eigensolver is
+    backward stable, so each computed eigenvalue is off by a small multiple of eps * lambda_max, and an
+    eigenvalue below d * eps * lambda_max cannot be told apart from zero. Whether an exactly singular C_XX
+    passes a Cholesky factorisation depends on the sign of that rounding error; this test does not.
+    """
+    d = len(eigenvalues)
+    return bool(eigenvalues[0] <= d * np.finfo(np.float64).eps * max(eigenvalues[-1], 0.0))
+
+
 def fit_affine(layer: int, mean_x: np.ndarray, mean_a: np.ndarray, cxx: np.ndarray, cxa: np.ndarray,
                caa: np.ndarray, ridge: float = 0.0) -> AffineMap:
     """Solve (C_XX + lambda I) W^T = C_XA in float64 (lambda = ridge * tr(C_XX) / d).
 
-    A singular C_XX (a Cholesky failure) gets a ridge of 1e-8 * tr(C_XX)/d with a warning, never a silent
-    garbage solve.
+    A singular C_XX (see :func:`is_singular`) gets a ridge of at least ``SINGULAR_RIDGE`` * tr(C_XX)/d with
+    a warning, never a silent solve that gives W an arbitrary gain along the unconstrained directions.
     """
+    ridge = check_ridge(ridge)
     d = cxx.shape[0]
     scale = np.trace(cxx) / d
     lam = ridge * scale
-    try:
-        chol = np.linalg.cholesky(cxx + lam * np.eye(d))
-    except np.linalg.LinAlgError:
-        lam = max(lam, 1e-8 * scale)
+    eigenvalues, vectors = np.linalg.eigh((cxx + cxx.T) / 2)
+    if eigenvalues[-1] <= 0:
+        raise AttnlabError(f"layer {layer}: the input X is constant over the calibration tokens; no map to fit")
+    if is_singular(eigenvalues):
+        lam = max(lam, SINGULAR_RIDGE * scale)
         warnings.warn(f"layer {layer}: C_XX is singular; fitting with ridge {lam:.3g}", RuntimeWarning, stacklevel=2)
-        chol = np.linalg.cholesky(cxx + lam * np.eye(d))
-    wt = np.linalg.solve(chol.T, np.linalg.solve(chol, cxa))  # (C_XX + lam I)^{-1} C_XA = W^T
+    # C_XX is PSD by construction: a negative eigenvalue is rounding, so it is clipped to 0
+    wt = (vectors / (np.maximum(eigenvalues, 0.0) + lam)) @ (vectors.T @ cxa)  # (C_XX + lam I)^{-1} C_XA = W^T
     weight = wt.T
     bias = mean_a - weight @ mean_x
     mse = float(max(np.trace(caa) - 2 * np.trace(weight @ cxa) + np.trace(weight @ cxx @ weight.T), 0.0))

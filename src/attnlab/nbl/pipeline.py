@@ -8,7 +8,7 @@ from ..core.errors import AttnlabError
 from ..core.hf import decoder_layers
 from . import scores as S
 from .apply import apply
-from .fit import AffineMap, fit_affine
+from .fit import AffineMap, check_ridge, fit_affine
 from .stats import Stats, collect
 
 
@@ -76,6 +76,7 @@ def linearize(model, stats: Stats, k: int, selector: str = "cca", method: str = 
     layer are collected again through the model as modified so far, so each map sees the errors of the
     replacements before it.
     """
+    check_ridge(ridge)
     layers = choose_layers(stats, k, selector, keep)
     if method == "drop":
         apply(model, method="drop", layers=layers)
