@@ -20,7 +20,7 @@ def build_parser() -> Parser:
     common = common_parser()
     parser = Parser(prog="attnlab", description="attnlab: results about self-attention as working, tested, "
                     "measured tools. One command group per module, plus tour, report and info.",
-                    epilog="Example: attnlab tour   (runs every module's headline experiment, writes report/index.html)")
+                    epilog="Example: attnlab tour   (each module's headline experiment, writes report/index.html)")
     parser.add_argument("--version", action="version", version=f"attnlab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -74,13 +74,22 @@ def _cmd_tour(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .core.outputs import output_file
     from .core.records import find_records
-    from .core.report import write_report
+    from .core.report import summary_path, write_report
 
     records = [r for path in args.paths for r in find_records(path)]
     if not records:
         raise AttnlabError(f"no attnlab run records found under {', '.join(args.paths)}")
-    out = write_report(records, args.out)
+    html_path = Path(args.out) if args.out.endswith(".html") else Path(args.out) / "index.html"
+    output_file(html_path, args.overwrite)
+    output_file(summary_path(html_path), args.overwrite)
+    for _, rec in records:
+        if rec.status == "failed" and rec.title.startswith("unreadable record"):
+            print(f"attnlab: warning: {rec.error}", file=sys.stderr)
+    out = write_report(records, html_path)
     emit(args, {"report": str(out), "records": len(records)}, text=f"report written to {out} ({len(records)} records)")
     return 0
 

@@ -67,7 +67,8 @@ def tour_functions(only: list[str] | None = None) -> list[tuple[str, TourFn | No
     if only:
         unknown = [m for m in only if m not in names]
         if unknown:
-            raise AttnlabError(f"unknown or not installed module(s): {', '.join(unknown)} (available: {', '.join(names)})")
+            raise AttnlabError(f"unknown or not installed module(s): {', '.join(unknown)} "
+                               f"(available: {', '.join(names)})")
         names = [n for n in names if n in only]
     out: list[tuple[str, TourFn | None, dict[str, float]]] = []
     for name in names:

@@ -63,19 +63,52 @@ def test_tour_core_and_report_command(tmp_path, run_cli):
     assert "data:image/png;base64," in html and "attnlab tour --only core" in html
     rec = RunRecord.load(tmp_path / "rep" / "core" / "record.json")
     assert rec.metrics["calibration_documents"] > rec.metrics["heldout_documents"] > 0
-    assert "[1/1] core" in err
+    assert "[1/1] core (expected about" in err and "quick profile" in err
     rc, out, _ = run_cli("report", tmp_path / "rep", "-o", tmp_path / "again.html")
-    assert rc == 0 and (tmp_path / "again.html").exists() and "1 records" in out
+    assert rc == 0 and (tmp_path / "again.html").exists() and (tmp_path / "again.md").exists() and "1 records" in out
+
+
+def test_tour_and_report_never_overwrite_silently(tmp_path, run_cli):
+    rep = tmp_path / "rep"
+    assert run_cli("tour", "--only", "core", "-o", rep, "--quiet")[0] == 0
+    before = (rep / "index.html").read_bytes()
+    rc, _, err = run_cli("tour", "--only", "core", "-o", rep, "--quiet")
+    assert rc == 2 and err.count("\n") == 1 and "--overwrite" in err
+    assert (rep / "index.html").read_bytes() == before
+    assert run_cli("tour", "--only", "core", "-o", rep, "--quiet", "--overwrite")[0] == 0
+    # report -o DIR/x.html writes x.md beside it and never touches DIR/index.md
+    index_md = (rep / "index.md").read_bytes()
+    assert run_cli("report", rep, "-o", rep / "x.html")[0] == 0
+    assert (rep / "index.md").read_bytes() == index_md and (rep / "x.md").exists()
+    rc, _, err = run_cli("report", rep, "-o", rep / "x.html")
+    assert rc == 2 and err.count("\n") == 1 and "--overwrite" in err
+
+
+def test_report_names_a_malformed_record(tmp_path, run_cli):
+    good = RunRecord(name="ok", title="fine", command="attnlab x", seed=0)
+    good.save(tmp_path / "a" / "record.json")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "record.json").write_text("{torn")
+    bad = good.to_dict() | {"metrics": [1, 2]}
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "record.json").write_text(json.dumps(bad))
+    rc, out, err = run_cli("report", tmp_path, "-o", tmp_path / "r.html", "--json")
+    assert rc == 0 and json.loads(out)["records"] == 3
+    assert "b/record.json" in err and "c/record.json: malformed run record: metrics is not dict" in err
+    html = (tmp_path / "r.html").read_text()
+    assert html.count("unreadable record") >= 2 and "[failed]" in html
 
 
 def test_tour_keeps_going_when_a_module_fails(tmp_path, monkeypatch):
     import attnlab.tour as tour
 
-    def boom(out_dir, seed):
+    def boom(out_dir, seed, full):
         raise RuntimeError("module exploded")
 
-    monkeypatch.setattr(tour, "tour_functions", lambda only=None: [("broken", boom), ("core", tour.core_tour)])
-    result = run_tour(tmp_path, seed=1)
+    monkeypatch.setattr(tour, "tour_functions",
+                        lambda only=None: [("broken", boom, {}), ("core", tour.core_tour, {"quick": 1})])
+    result = run_tour(tmp_path / "rep", seed=1)
+    tmp_path = tmp_path / "rep"
     assert result["status"] == {"broken": "failed", "core": "ok"}
     failed = RunRecord.load(tmp_path / "broken" / "record.json")
     assert "RuntimeError: module exploded" in failed.error

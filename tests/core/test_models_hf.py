@@ -44,7 +44,7 @@ def test_checkpoint_dir_errors(tmp_path):
 def test_layers_and_taps_of_each_family(model_type, tiny_model):
     model = tiny_model(model_type)
     layers = decoder_layers(model)
-    assert [l.index for l in layers] == [0, 1, 2]
+    assert [layer.index for layer in layers] == [0, 1, 2]
     seen = {}
 
     def on_x(module, args, kwargs):
@@ -53,7 +53,8 @@ def test_layers_and_taps_of_each_family(model_type, tiny_model):
     def on_a(module, inputs, output):
         seen["a"] = first_tensor(output).shape
 
-    hooks = [layers[1].x_tap.register_forward_pre_hook(on_x, with_kwargs=True), layers[1].a_tap.register_forward_hook(on_a)]
+    hooks = [layers[1].x_tap.register_forward_pre_hook(on_x, with_kwargs=True),
+             layers[1].a_tap.register_forward_hook(on_a)]
     model(torch.zeros(2, 5, dtype=torch.long))
     for h in hooks:
         h.remove()
@@ -65,7 +66,8 @@ def test_unsupported_family_lists_supported():
         class config:
             model_type = "mamba"
 
-    with pytest.raises(AttnlabError, match=r"unsupported architecture 'mamba' \(supported: bert, gpt2, llama, mistral, qwen2\)"):
+    with pytest.raises(AttnlabError,
+                       match=r"unsupported architecture 'mamba' \(supported: bert, gpt2, llama, mistral, qwen2\)"):
         family_of(Mamba())
 
 
@@ -85,3 +87,20 @@ def test_packaged_smollm2_converts_once_and_generates(tmp_path, monkeypatch):
     before = (cached / "model.safetensors").stat().st_mtime_ns
     load_causal_lm("smollm2")  # second load reads the cache, converts nothing
     assert (cached / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_a_hub_id_in_the_local_hf_cache_resolves_without_download(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from attnlab.core.models import checkpoint_dir
+
+    snap = tmp_path / "models--someorg--tiny" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "models--someorg--tiny" / "refs").mkdir()
+    (tmp_path / "models--someorg--tiny" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert checkpoint_dir("someorg/tiny").resolve() == snap.resolve()
+    with pytest.raises(AttnlabError, match="hub id .* in the local HF cache"):
+        checkpoint_dir("someorg/absent")

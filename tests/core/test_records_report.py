@@ -62,13 +62,13 @@ def test_report_from_two_records_with_png(tmp_path):
     for text in ("alpha title", "beta title", "attnlab alpha run --seed 3", "25,084", "ValueError: boom",
                  "[failed]", "[ok]", "attnlab machines list"):
         assert text in html
-    md = (tmp_path / "report" / "summary.md").read_text()
+    md = (tmp_path / "report" / "index.md").read_text()
     assert md == render_markdown(records)
     assert "## beta title — failed" in md and "| tm_steps | 107 |" in md
 
 
 def test_format_value():
-    assert format_value(25084) == "25,084"
+    assert format_value(25084) == "25,084" and format_value(1234) == "1,234"
     assert format_value(0.5) == "0.5"
     assert format_value(1.5e6) == "1.5e+06"
     assert format_value(float("nan")) == "nan"

@@ -40,7 +40,8 @@ def show_progress(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "progress", False)) or sys.stderr.isatty()
 
 
-def add_out(p: argparse.ArgumentParser, default: str | None = None, required: bool = False, what: str = "output") -> None:
+def add_out(p: argparse.ArgumentParser, default: str | None = None, required: bool = False,
+            what: str = "output") -> None:
     """``-o/--out`` and ``--overwrite``: commands refuse to replace an existing output unless told to
     (see :mod:`attnlab.core.outputs`)."""
     p.add_argument("-o", "--out", default=default, required=required, help=f"{what} path" +

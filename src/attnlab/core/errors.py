@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class AttnlabError(Exception):
     """Bad input or an impossible request: the message is one line that names the problem and the fix."""
@@ -19,10 +21,8 @@ def require(condition: bool, message: str) -> None:
         raise AttnlabError(message)
 
 
-def existing_file(path) -> "Path":
+def existing_file(path) -> Path:
     """Return ``path`` as a Path, or raise a one-line error if it is not an existing file."""
-    from pathlib import Path
-
     p = Path(path)
     if not p.exists():
         raise AttnlabError(f"file not found: {p} (check the path)")

@@ -82,7 +82,8 @@ def layer_list(model):
 def decoder_layers(model) -> list[DecoderLayer]:
     """The layers of ``model`` with the modules that carry X and A, in order."""
     fam = family_of(model)
-    return [DecoderLayer(i, block, get_path(block, fam.attention), get_path(block, fam.x_tap), get_path(block, fam.a_tap))
+    return [DecoderLayer(i, block, get_path(block, fam.attention), get_path(block, fam.x_tap),
+                         get_path(block, fam.a_tap))
             for i, block in enumerate(get_path(model, fam.layers))]
 
 

@@ -53,7 +53,8 @@ def cache_dir() -> Path:
 
 def get(name: str) -> PackagedModel:
     if name not in PACKAGED:
-        raise AttnlabError(f"unknown packaged model {name!r} (known: {', '.join(PACKAGED)}; or give a local HF directory)")
+        raise AttnlabError(f"unknown packaged model {name!r} (known: {', '.join(PACKAGED)}; "
+                           "or give a local HF directory)")
     return PACKAGED[name]
 
 
@@ -109,9 +110,26 @@ def _convert_gguf(src: Path, dest: Path) -> None:
     tok.save_pretrained(dest)
 
 
+def hub_cache_dir(repo_id: str) -> Path | None:
+    """The snapshot folder of hub model ``repo_id`` in the local HF cache (``$HF_HOME``/``$HF_HUB_CACHE``
+    respected), or None when it is not there or ``repo_id`` does not look like a hub id."""
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(parts):
+        return None
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        path = Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, OSError):
+        return None
+    return path if (path / "config.json").exists() else None
+
+
 def checkpoint_dir(spec: str | Path) -> Path:
-    """An HF checkpoint directory for ``spec``: a packaged model name (converted and cached on first use)
-    or a local directory holding ``config.json``."""
+    """An HF checkpoint directory for ``spec``: a packaged model name (converted and cached on first use),
+    a local directory holding ``config.json``, or a Hugging Face hub id (``org/name``) already in the local
+    HF cache (nothing is downloaded)."""
     spec_str = str(spec)
     if spec_str not in PACKAGED:
         path = Path(spec_str)
@@ -119,8 +137,11 @@ def checkpoint_dir(spec: str | Path) -> Path:
             return path
         if path.exists():
             raise AttnlabError(f"{path}: not an HF checkpoint directory (no config.json)")
-        raise AttnlabError(f"unknown model {spec_str!r}: give a packaged name ({', '.join(PACKAGED)}) "
-                           f"or a local HF checkpoint directory")
+        cached = hub_cache_dir(spec_str)
+        if cached is not None:
+            return cached
+        raise AttnlabError(f"unknown model {spec_str!r}: give a packaged name ({', '.join(PACKAGED)}), a local HF "
+                           "checkpoint directory, or a hub id (org/name) that is in the local HF cache")
     model = get(spec_str)
     src = locate(model)
     if model.fmt == "hf":

@@ -21,6 +21,10 @@ from .runtime import environment
 
 SCHEMA = "attnlab.record/1"
 
+#: The JSON types a record's fields must have (checked on load, so a malformed file is named, not rendered).
+_FIELD_TYPES = {"name": str, "title": str, "command": str, "seed": int, "config": dict, "metrics": dict,
+                "timings": dict, "tables": list, "figures": list, "notes": list, "status": str, "env": dict}
+
 
 @dataclass
 class Table:
@@ -98,9 +102,17 @@ class RunRecord:
     def from_dict(cls, data: dict[str, Any]) -> "RunRecord":
         if data.get("schema") != SCHEMA:
             raise AttnlabError(f"not an attnlab run record (schema {data.get('schema')!r}, expected {SCHEMA!r})")
+        problems = [f"{key} is not {kind.__name__}" for key, kind in _FIELD_TYPES.items()
+                    if key in data and not isinstance(data[key], kind)]
+        problems += [f"{key} missing" for key in ("name", "title", "command", "seed") if key not in data]
+        if problems:
+            raise AttnlabError(f"malformed run record: {', '.join(problems)}")
         data = dict(data)
-        data["tables"] = [Table(**t) for t in data.get("tables", [])]
-        data["figures"] = [Figure(**f) for f in data.get("figures", [])]
+        try:
+            data["tables"] = [Table(**t) for t in data.get("tables", [])]
+            data["figures"] = [Figure(**f) for f in data.get("figures", [])]
+        except TypeError as e:
+            raise AttnlabError(f"malformed run record: a table or figure has wrong fields ({e})") from None
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -119,7 +131,12 @@ class RunRecord:
 
 
 def find_records(root: str | Path) -> list[tuple[Path, RunRecord]]:
-    """All run records under ``root`` (a record file or a directory searched recursively), sorted by path."""
+    """All run records under ``root`` (a record file or a directory searched recursively), sorted by path.
+
+    JSON files that are not records are ignored; a ``record.json`` (or a file with the record schema) that
+    cannot be read comes back as a failed record naming the problem, so a report shows it instead of
+    silently leaving it out.
+    """
     root = Path(root)
     if not root.exists():
         raise AttnlabError(f"no such file or directory: {root}")
@@ -128,8 +145,21 @@ def find_records(root: str | Path) -> list[tuple[Path, RunRecord]]:
     for p in paths:
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            if p.name == "record.json":
+                found.append((p, _malformed(p, f"not readable JSON ({type(e).__name__}: {e})")))
             continue
-        if isinstance(data, dict) and data.get("schema") == SCHEMA:
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            if p.name == "record.json":
+                found.append((p, _malformed(p, "not an attnlab run record (schema missing or different)")))
+            continue
+        try:
             found.append((p, RunRecord.from_dict(data)))
+        except AttnlabError as e:
+            found.append((p, _malformed(p, str(e))))
     return found
+
+
+def _malformed(path: Path, reason: str) -> RunRecord:
+    return RunRecord(name=path.parent.name or "record", title=f"unreadable record {path}", command="(none)", seed=0,
+                     status="failed", error=f"{path}: {reason}")

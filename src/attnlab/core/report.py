@@ -16,7 +16,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;ma
 h1{margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
 code,pre{background:#f4f4f4;border-radius:3px;padding:.1em .3em;font-size:.92em}
 pre{padding:.6em;overflow-x:auto}
-table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.92em}
+.scroll{overflow-x:auto;max-width:100%} table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.92em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right} th{background:#f0f0f0}
 td:first-child,th:first-child{text-align:left}
 .ok{color:#0a7d28;font-weight:600} .failed{color:#b00020;font-weight:600}
@@ -30,7 +30,7 @@ def format_value(v: Any) -> str:
     if isinstance(v, bool) or v is None:
         return str(v)
     if isinstance(v, int):
-        return f"{v:,}" if abs(v) >= 10000 else str(v)
+        return f"{v:,}"
     if isinstance(v, float):
         if v != v:  # NaN
             return "nan"
@@ -53,15 +53,19 @@ def _embed_png(path: Path) -> str | None:
 def _html_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(format_value(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _html_record(rec: RunRecord, base: Path, anchor: str) -> str:
     esc = html.escape
     parts = [f'<h2 id="{anchor}">{esc(rec.title)} <span class="{esc(rec.status)}">[{esc(rec.status)}]</span></h2>']
-    parts.append(f'<p>Reproduce: <code>{esc(rec.command)}</code> &nbsp; <span class="meta">seed {rec.seed} · '
-                 f'{esc(rec.created)} · torch {esc(str(rec.env.get("versions", {}).get("torch")))} · '
-                 f'{esc(str(rec.env.get("torch_threads")))} threads</span></p>')
+    meta = [f"seed {rec.seed}", rec.created, f"torch {rec.env.get('versions', {}).get('torch')}"]
+    if rec.env.get("torch_threads"):
+        meta.append(f"{rec.env['torch_threads']} threads")
+    if rec.env.get("cpu_model"):
+        meta.append(str(rec.env["cpu_model"]))
+    parts.append(f'<p>Reproduce: <code>{esc(rec.command)}</code> &nbsp; <span class="meta">'
+                 f'{esc(" · ".join(meta))}</span></p>')
     if rec.error:
         parts.append(f"<pre>{esc(rec.error)}</pre>")
     for note in rec.notes:
@@ -74,10 +78,11 @@ def _html_record(rec: RunRecord, base: Path, anchor: str) -> str:
     for f in rec.figures:
         src = _embed_png(base / f.path if not Path(f.path).is_absolute() else Path(f.path))
         cmd = f" Reproduce: <code>{esc(f.command)}</code>" if f.command else ""
-        img = f'<img src="{src}" alt="{esc(f.caption)}">' if src else f"<p class='failed'>missing figure {esc(f.path)}</p>"
+        img = (f'<img src="{src}" alt="{esc(f.caption)}">' if src
+               else f"<p class='failed'>missing figure {esc(f.path)}</p>")
         parts.append(f"<figure>{img}<figcaption>{esc(f.caption)}{cmd}</figcaption></figure>")
     if rec.timings:
-        parts.append("<h3>Timings (s)</h3>" + _html_table(["step", "seconds"], [[k, v] for k, v in rec.timings.items()]))
+        parts.append("<h3>Timings</h3>" + _html_table(["step", "wall time (s)"], list(rec.timings.items())))
     if rec.config:
         parts.append("<details><summary>Config</summary>"
                      + _html_table(["key", "value"], [[k, v] for k, v in rec.config.items()]) + "</details>")
@@ -124,10 +129,17 @@ def render_markdown(records: Sequence[tuple[Path, RunRecord]], max_metrics: int 
     return "\n".join(out)
 
 
+def summary_path(html_path: Path) -> Path:
+    """The Markdown summary written beside a report page: ``x.html`` -> ``x.md`` (never another page's)."""
+    return html_path.with_suffix(".md")
+
+
 def write_report(records: Sequence[tuple[Path, RunRecord]], out: str | Path, title: str = "attnlab report") -> Path:
-    """Write ``index.html`` (when ``out`` is a directory or ends in .html) and ``summary.md`` beside it."""
+    """Write ``index.html`` (when ``out`` is a directory, else the ``.html`` file ``out``) and the Markdown
+    summary beside it (:func:`summary_path`). Callers check for existing files first
+    (:func:`attnlab.core.outputs.output_file`)."""
     out = Path(out)
     html_path = out if out.suffix == ".html" else out / "index.html"
     atomic_write_text(html_path, render_html(records, title))
-    atomic_write_text(html_path.with_name("summary.md"), render_markdown(records))
+    atomic_write_text(summary_path(html_path), render_markdown(records))
     return html_path
