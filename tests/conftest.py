@@ -1,11 +1,14 @@
-"""Shared test set-up: one torch thread (the CI box has 2 cores) and a private cache directory."""
+"""Shared test set-up: one torch thread (the CI box has 2 cores; ``ATTNLAB_TEST_THREADS=2`` runs the suite
+with two, to check that no test depends on the thread count)."""
+
+import os
 
 import pytest
 import torch
 
 from attnlab.core.runtime import set_threads
 
-set_threads(1)
+set_threads(int(os.environ.get("ATTNLAB_TEST_THREADS", "1")))
 
 
 @pytest.fixture

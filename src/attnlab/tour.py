@@ -110,9 +110,9 @@ def run_tour(out: str | Path = "report", seed: int = 0, only: list[str] | None =
             print(text, file=sys.stderr, flush=True)
 
     expected = sum(e.get(profile, 0) for _, _, e in steps)
-    say(f"attnlab tour ({profile} profile): {len(steps)} sections, about {_duration(expected)} on a 2-core CPU")
     records: list[tuple[Path, RunRecord]] = []
-    with artifact_dir(out, overwrite=overwrite, what="tour report") as tmp:
+    with artifact_dir(out, overwrite=overwrite, what="tour report") as tmp:  # checks `out` before any work
+        say(f"attnlab tour ({profile} profile): {len(steps)} sections, about {_duration(expected)} on a 2-core CPU")
         for i, (name, fn, exp) in enumerate(steps, 1):
             step_dir = tmp / name
             step_dir.mkdir(parents=True, exist_ok=True)

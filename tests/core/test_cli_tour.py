@@ -157,3 +157,24 @@ def test_a_bare_command_group_prints_its_own_help(run_cli, monkeypatch):
 def test_every_module_group_alone_prints_its_help(run_cli, group):
     rc, out, err = run_cli(group)
     assert rc == 2 and err.startswith(f"usage: attnlab {group}") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", ["tour-into-file", "tour-unwritable", "report-unwritable", "report-into-folder",
+                                  "report-no-records"])
+def test_bad_outputs_are_one_line_and_lose_nothing(tmp_path, run_cli, case):
+    blocker = tmp_path / "blocker.txt"
+    blocker.write_text("keep me")
+    good = RunRecord(name="ok", title="fine", command="attnlab x", seed=0)
+    good.save(tmp_path / "runs" / "record.json")
+    (tmp_path / "empty").mkdir()
+    if case.endswith("unwritable") and not (tmp_path.root and __import__("os").path.isdir("/sys/kernel")):
+        pytest.skip("needs Linux sysfs for a place unwritable even by root")
+    argv = {"tour-into-file": ["tour", "--only", "core", "-o", blocker],
+            "tour-unwritable": ["tour", "--only", "core", "-o", "/sys/attnlab-test/rep"],
+            "report-unwritable": ["report", tmp_path / "runs", "-o", "/sys/attnlab-test/r.html"],
+            "report-into-folder": ["report", tmp_path / "runs", "-o", blocker / "r.html"],
+            "report-no-records": ["report", tmp_path / "empty", "-o", tmp_path / "r.html"]}[case]
+    rc, out, err = run_cli(*argv)
+    assert rc == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    assert ".partial" not in err and blocker.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker.txt", "empty", "runs"]
