@@ -56,7 +56,7 @@ def workloads():
     pal_model = compile_pm(pal.pm, 12)
     rng = random.Random(1)
     words = ["".join(rng.choice("ab") for _ in range(rng.randint(6, 12))) for _ in range(64)]
-    pal_prompts = np.array([pal_model.prompt(*pal.initial_config(library_machine("pal").encode(w), 12)) for w in words])
+    pal_prompts = np.array([pal_model.prompt(*pal.initial_config(pal.tm.encode(w), 12)) for w in words])
     pal_marks = token_marks(pal, pal_model)
 
     def reference():
@@ -104,8 +104,8 @@ def long_runs() -> dict:
     t0 = time.perf_counter()
     r = run_machine(library_machine("bcount"), "#" + "0" * 20, executor="kv", check_every=4096)
     out["bcount_k20_kv"] = {"tokens": r.tokens, "tm_steps": r.tm_steps, "window": r.window, "halted": r.halted,
-                            "mismatches": r.mismatches, "checks": r.checks, "wall_s": round(time.perf_counter() - t0, 2),
-                            "tokens_per_s": r.tokens_per_s}
+                            "mismatches": r.mismatches, "checks": r.checks,
+                            "wall_s": round(time.perf_counter() - t0, 2), "tokens_per_s": r.tokens_per_s}
     print(f"bcount k=20 on kv: {r.tokens:,} tokens, W={r.window}, mismatches {r.mismatches}, "
           f"{out['bcount_k20_kv']['wall_s']} s wall ({r.tokens_per_s:,.0f} tokens/s)")
     tm = library_machine("bb5")
@@ -138,7 +138,8 @@ def main() -> None:
     for name, (_, unit, vocab) in work.items():
         med = statistics.median(rates[name])
         rows.append({"workload": name, "unit": unit, "vocab_size": vocab, "median": round(med),
-                     "min": round(min(rates[name])), "max": round(max(rates[name])), "ratio_to_reference": round(med / ref, 3)})
+                     "min": round(min(rates[name])), "max": round(max(rates[name])),
+                     "ratio_to_reference": round(med / ref, 3)})
         print(f"{name:<40} {med:>12,.0f} {min(rates[name]):>12,.0f} {max(rates[name]):>12,.0f}  {unit:<10} "
               f"{med / ref:>6.2f}")
     result = {"threads": threads, "repeats": args.repeats, "rows": rows, "environment": environment()}

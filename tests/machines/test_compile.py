@@ -6,7 +6,8 @@ from attnlab.core.errors import AttnlabError
 from attnlab.machines.compile import compile_pm, load_compiled
 from attnlab.machines.executors import certify
 from attnlab.machines.library import LIBRARY, library_machine
-from attnlab.machines.network import MachineTransformer, load_module, network_logits
+from attnlab.machines.module import MachineTransformer, load_module
+from attnlab.machines.network import network_logits
 from attnlab.machines.post import tm_to_pm
 from attnlab.machines.precision import Format, bcount_stream, min_beta, oldest_is_selected, teacher_forced_errors
 
@@ -98,4 +99,4 @@ def test_softmax_needs_log_w():
     for W in (4, 16, 64):
         model, stream = bcount_stream(W, 2 * W + 16)
         beta = min_beta(model, stream)
-        assert abs(beta - np.log(W - 1)) < 0.05  # grows like ln(W - 1) (brief §2.5)
+        assert abs(beta - np.log(W - 1)) < 0.05  # e^β > W - 1: β grows like ln(W - 1)

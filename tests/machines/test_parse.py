@@ -1,9 +1,9 @@
 import pytest
 
 from attnlab.core.errors import AttnlabError
-from attnlab.machines.library import LIBRARY, library_machine
-from attnlab.machines.machine import L, R, PostMachine, TuringMachine
-from attnlab.machines.parse import load_machine, parse_bbchallenge, parse_yaml
+from attnlab.machines.library import LIBRARY, library_machine, load_machine
+from attnlab.machines.machine import L, PostMachine, R, TuringMachine
+from attnlab.machines.parse import parse_bbchallenge, parse_yaml
 from attnlab.machines.reference import run_tm
 
 ISSUE_YAML = """\

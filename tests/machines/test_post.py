@@ -32,7 +32,7 @@ def test_cost_formula_and_final_tape(name, extra):
 
 
 def test_too_small_window_wraps():
-    """Brief §1 negative test: BB4 at W=10 or 12 halts with 8 or 10 ones instead of 13."""
+    """Negative test: BB4 at W=10 or 12 halts with 8 or 10 ones instead of 13."""
     for W, ones in ((10, 8), (12, 10)):
         _, tr, pm = pm_run("bb4", "", W)
         _, cyclic, halted = tr.decode(pm.state, list(pm.queue))

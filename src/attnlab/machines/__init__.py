@@ -5,36 +5,42 @@
     model = compile_pm(tm_to_pm(tm).pm, 13)  # one layer, one head, hardmax, weights in {-1,0,1}
     certify(model).exact                     # exhaustive certificate over (token, front symbol) pairs
     run_machine(tm, "", executor="kv")       # checked against the reference TM at every step
+
+The names below are imported on first use (PEP 562), so ``import attnlab.machines`` (and the CLI's parser)
+costs nothing; only :class:`MachineTransformer` and :func:`load_module` import torch.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+from typing import Any
 
-from ..core.records import RunRecord
-from .compile import CompiledTransformer, compile_pm, load_compiled
-from .executors import EXECUTORS, certify, make_executor
-from .library import LIBRARY, library_machine
-from .machine import PostMachine, TuringMachine
-from .network import MachineTransformer, load_module, network_logits
-from .parse import load_machine, parse_bbchallenge, parse_yaml
-from .post import Translation, tm_to_pm
-from .reference import PMRun, TMRun, run_tm
-from .simulate import RunResult, minimal_window, run_machine
+#: public name -> the submodule that defines it
+_EXPORTS = {
+    "TuringMachine": "machine", "PostMachine": "machine",
+    "parse_bbchallenge": "parse", "parse_yaml": "parse",
+    "LIBRARY": "library", "library_machine": "library", "load_machine": "library",
+    "Translation": "post", "tm_to_pm": "post",
+    "PMRun": "reference", "TMRun": "reference", "run_tm": "reference",
+    "CompiledTransformer": "compile", "compile_pm": "compile", "compile_machine": "compile",
+    "load_compiled": "compile",
+    "network_logits": "network",
+    "MachineTransformer": "module", "load_module": "module",
+    "EXECUTORS": "registry",
+    "Certificate": "executors", "certify": "executors", "make_executor": "executors",
+    "RunResult": "simulate", "minimal_window": "simulate", "run_machine": "simulate",
+}
 
-
-def compile_machine(machine: TuringMachine | PostMachine, window: int) -> CompiledTransformer:
-    """Compile a Turing machine (through its Post machine) or a Post machine for window ``window``."""
-    return compile_pm(machine if isinstance(machine, PostMachine) else tm_to_pm(machine).pm, window)
-
-
-def tour(out_dir: Path, seed: int = 0) -> RunRecord:
-    from .tourstep import tour as _tour
-
-    return _tour(Path(out_dir), seed)
+__all__ = sorted(_EXPORTS)
 
 
-__all__ = ["CompiledTransformer", "EXECUTORS", "LIBRARY", "MachineTransformer", "PMRun", "PostMachine",
-           "RunResult", "TMRun", "Translation", "TuringMachine", "certify", "compile_machine", "compile_pm",
-           "library_machine", "load_compiled", "load_machine", "load_module", "make_executor", "minimal_window",
-           "network_logits", "parse_bbchallenge", "parse_yaml", "run_machine", "run_tm", "tm_to_pm", "tour"]
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..core.atomic import atomic_path, atomic_write_json
 from ..core.errors import AttnlabError
-from .machine import PostMachine
+from .machine import PostMachine, TuringMachine
 
 RPE_TYPES = ("current", "intermediate", "oldest")
 WEIGHTS = ("embed", "w_q", "w_k", "rpe", "w_v", "w_o", "w1", "b1", "w2")
@@ -94,7 +94,7 @@ class CompiledTransformer:
         kind = np.where(offsets == self.window - 1, 2, np.where(offsets == 0, 0, 1))
         return self.weights["rpe"][kind]
 
-    def with_window(self, window: int) -> "CompiledTransformer":
+    def with_window(self, window: int) -> CompiledTransformer:
         """The same network with another window: only the RPE's 'oldest' offset moves."""
         if window < 1:
             raise AttnlabError(f"window must be at least 1, got {window}")
@@ -160,6 +160,13 @@ def compile_pm(pm: PostMachine, window: int) -> CompiledTransformer:
         w2[u, s2 * n_sym + c2] = 1
     weights = dict(embed=embed, w_q=w_q, w_k=w_k, rpe=rpe, w_v=w_v, w_o=w_o, w1=w1, b1=b1, w2=w2)
     return CompiledTransformer(pm, window, blocks, weights, units)
+
+
+def compile_machine(machine: TuringMachine | PostMachine, window: int) -> CompiledTransformer:
+    """Compile a Turing machine (through its Post machine) or a Post machine for window ``window``."""
+    from .post import tm_to_pm
+
+    return compile_pm(machine if isinstance(machine, PostMachine) else tm_to_pm(machine).pm, window)
 
 
 def load_compiled(path: str | Path) -> CompiledTransformer:

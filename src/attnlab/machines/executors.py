@@ -1,4 +1,5 @@
-"""Executors that generate tokens with the compiled network and agree token for token (issue item 5).
+"""Executors that generate tokens with the compiled network and agree token for token (registered by name
+in :data:`attnlab.machines.registry.EXECUTORS`).
 
 - ``dense``: real attention over the whole window with the compiled matrices (K/V cached per token,
   scores, hardmax and the weighted sum over all W keys, FFN as matrix products); batched over inputs.
@@ -6,7 +7,7 @@
   hardmax: the oldest slot. Each token reads that one cached value and evaluates the FFN sparsely from
   the same weights: O(1) work per token, independent of W.
 - ``table``: next = T[current token][front token], where T is *derived by evaluating the network* on
-  every (state, front symbol) pair (:func:`certify`, the exhaustive certificate of §2.5).
+  every (state, front symbol) pair (:func:`certify`, the exhaustive certificate; numpy, no torch).
 
 Every executor runs a ring of W token ids (the PM queue) and ``advance`` stops at a marked token
 (``marks``: 1 counts, 2 halts), so a harness can stop at completed TM steps.
@@ -14,16 +15,15 @@ Every executor runs a ring of W token ids (the PM queue) and ``advance`` stops a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from ..core.errors import AttnlabError
 from .compile import CompiledTransformer
 from .network import network_logits
-
-EXECUTORS = ("dense", "kv", "table")
+from .registry import executor_class
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def certify(model: CompiledTransformer) -> Certificate:
     margin = top[:, -1] - top[:, -2]
     halting = np.array([t // n_sym in pm.halting for t in cur])
     expected = np.array([-1 if h else (lambda s, c: s * n_sym + c)(*pm.delta[(t // n_sym, f)])
-                         for t, f, h in zip(cur, front, halting)])
+                         for t, f, h in zip(cur, front, halting, strict=True)])
     live = ~halting
     mismatches = int(np.sum(nxt[live] != expected[live]))
     terminal_ok = bool(np.all(logits[halting] == 0))
@@ -114,7 +114,8 @@ class TableExecutor(Executor):
         nxt, ring, marks, w = self.next, self.ring, self.marks, self.model.window
         p, cur, n, seen = self.pos, self.cur, 0, 0
         if not self.halted:
-            for n in range(1, max_tokens + 1):  # a for loop: ~1.5x faster than counting by hand
+            # n, the tokens generated, is read after the loop; a for loop is ~1.5x faster than counting by hand
+            for n in range(1, max_tokens + 1):  # noqa: B007
                 cur = nxt[cur][ring[p]]
                 ring[p] = cur
                 p += 1
@@ -156,7 +157,7 @@ class KVExecutor(Executor):
         ring, marks, w = self.ring, self.marks, self.model.window
         p, cur, n, seen = self.pos, self.cur, 0, 0
         if not self.halted:
-            for n in range(1, max_tokens + 1):
+            for n in range(1, max_tokens + 1):  # noqa: B007 (n is read after the loop)
                 fp = front_pre[ring[p]]  # hardmax -> the oldest slot (RPE); its cached value
                 nxt = -1
                 for u, a in cur_units[cur]:
@@ -261,13 +262,12 @@ class DenseExecutor(Executor):
 
 def make_executor(name: str, model: CompiledTransformer, prompt: Sequence[int], marks: Sequence[int],
                   certificate: Certificate | None = None) -> Executor:
-    if name == "table":
-        return TableExecutor(model, prompt, marks, certificate)
-    if name == "kv":
-        return KVExecutor(model, prompt, marks)
-    if name == "dense":
-        return DenseExecutor(model, prompt, marks)
-    raise AttnlabError(f"unknown executor {name!r} (use {', '.join(EXECUTORS)} or reference)")
+    """The executor registered as ``name``; a ``certificate`` already computed spares the table executor
+    from evaluating the network again."""
+    cls = executor_class(name)
+    if issubclass(cls, TableExecutor):
+        return cls(model, prompt, marks, certificate)
+    return cls(model, prompt, marks)
 
 
 def table_batch(model: CompiledTransformer, certificate: Certificate, prompts: np.ndarray, marks: Sequence[int],

@@ -1,12 +1,15 @@
-"""The built-in machines (brief §5), addressable by name. Kept as strings so no package data is needed;
-each goes through the same parsers as user files."""
+"""The built-in machines, addressable by name, and :func:`load_machine`, which resolves what a user gives
+(a library name, a YAML file or a bbchallenge string). Kept as strings so no package data is needed; each
+goes through the same parsers as user files."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from ..core.errors import AttnlabError
 from .machine import PostMachine, TuringMachine
-from .parse import parse_bbchallenge, parse_yaml
+from .parse import BBCHALLENGE, parse_bbchallenge, parse_yaml
 
 
 @dataclass(frozen=True)
@@ -155,3 +158,25 @@ def library_machine(name: str) -> TuringMachine | PostMachine:
     if entry.spec.lstrip().startswith("name:"):
         return parse_yaml(entry.spec, source=f"library:{name}", name=name)
     return parse_bbchallenge(entry.spec, name=name)
+
+
+def load_machine(spec: str) -> TuringMachine | PostMachine:
+    """SPEC is a library name, a YAML file or a bbchallenge string."""
+    if spec in LIBRARY:
+        return library_machine(spec)
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise AttnlabError(f"machine file not found: {path} (give a library name, a YAML file or a "
+                               f"bbchallenge string; see `attnlab machines list`)")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise AttnlabError(f"{path}: not UTF-8 text (byte {e.start}); a machine file is YAML") from None
+        except OSError as e:
+            raise AttnlabError(f"cannot read {path}: {e.strerror or type(e).__name__}") from None
+        return parse_yaml(text, source=str(path))
+    if BBCHALLENGE.match(spec) and any(c.isdigit() for c in spec):
+        return parse_bbchallenge(spec)
+    raise AttnlabError(f"unknown machine {spec!r}: not a library name, a YAML file or a bbchallenge string "
+                       f"(see `attnlab machines list`)")

@@ -9,8 +9,8 @@ that way).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from ..core.errors import AttnlabError
 

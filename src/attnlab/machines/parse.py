@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import AttnlabError
-from .machine import L, R, PostMachine, TuringMachine
+from .machine import L, PostMachine, R, TuringMachine
 
 BBCHALLENGE = re.compile(r"^[0-9LRA-Z_\-]+$")
 _TRIPLE = re.compile(r"^(?:([0-9])([LR])([A-Z])|---)$")
@@ -163,21 +163,3 @@ def parse_yaml(text: str, source: str = "<yaml>", name: str | None = None) -> Tu
                                    f"(a Post machine state reads every symbol, or none to halt)")
     pdelta = {(q[s], a[r]): (q[v[1]], a[v[0]]) for _, s, r, v in raw}
     return PostMachine(name, tuple(order), tuple(symbols), pdelta)
-
-
-def load_machine(spec: str) -> TuringMachine | PostMachine:
-    """SPEC is a library name, a YAML file or a bbchallenge string."""
-    from .library import LIBRARY, library_machine
-
-    if spec in LIBRARY:
-        return library_machine(spec)
-    path = Path(spec)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise AttnlabError(f"machine file not found: {path} (give a library name, a YAML file or a "
-                               f"bbchallenge string; see `attnlab machines list`)")
-        return parse_yaml(path.read_text(encoding="utf-8"), source=str(path))
-    if BBCHALLENGE.match(spec) and any(c.isdigit() for c in spec):
-        return parse_bbchallenge(spec)
-    raise AttnlabError(f"unknown machine {spec!r}: not a library name, a YAML file or a bbchallenge string "
-                       f"(see `attnlab machines list`)")

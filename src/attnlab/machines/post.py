@@ -11,8 +11,8 @@ marked cell comes round to the front), and the halting read one more:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..core.errors import AttnlabError
 from .machine import PostMachine, TuringMachine

@@ -1,4 +1,4 @@
-"""Finite precision, measured (issue item 6; brief §1 "Precision" and §2.5).
+"""Finite precision, measured: the paper's constant-precision claim and the softmax ablation.
 
 - Emulated p-bit arithmetic: a sign, ``exp_bits`` exponent bits and ``man_bits`` mantissa bits
   (p = 1 + e + m), round to nearest even after every operation, saturating, with subnormals.
@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -44,9 +44,9 @@ class Format:
         def rnd(x: np.ndarray) -> np.ndarray:
             x = np.asarray(x, dtype=np.float64)
             a = np.abs(x)
-            with np.errstate(divide="ignore"):
-                e = np.clip(np.floor(np.log2(np.where(a > 0, a, 1.0))), emin, emax)
-            step = 2.0 ** (e - m)
+            # a = f * 2**e with f in [0.5, 1): floor(log2 a) = e - 1 exactly (no log, no rounding of the log)
+            e = np.clip(np.frexp(a)[1] - 1, emin, emax)
+            step = np.ldexp(1.0, e - m)
             r = np.minimum(np.round(a / step) * step, top)
             return np.copysign(np.where(np.isfinite(r), r, top), x)
 

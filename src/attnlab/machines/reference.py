@@ -4,7 +4,7 @@ queue. Obviously correct on purpose; every executor is checked against them."""
 from __future__ import annotations
 
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 
 from .machine import PostMachine, TuringMachine
 
@@ -24,7 +24,7 @@ class TMRun:
         self.lo, self.hi = 0, max(len(cells), 1) - 1
         self.halted = tm.halts_on(0, self.tape[0])
 
-    def run(self, max_steps: int) -> "TMRun":
+    def run(self, max_steps: int) -> TMRun:
         """Take up to ``max_steps`` more steps; stops early at a halting (state, symbol)."""
         table, k = self.tm.table(), len(self.tm.symbols)
         tape, o = self.tape, self.origin
@@ -93,7 +93,7 @@ class PMRun:
         self.steps = 0
         self.halted = state in pm.halting
 
-    def run(self, max_steps: int) -> "PMRun":
+    def run(self, max_steps: int) -> PMRun:
         delta, q, s, n = self.pm.delta, self.queue, self.state, 0
         halting = self.pm.halting
         while n < max_steps and s not in halting:

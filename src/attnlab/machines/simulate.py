@@ -8,8 +8,9 @@ the W + 1 cells of the cyclic tape at every check, and the decoded tape must equ
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from .compile import CompiledTransformer, compile_pm
 from .executors import Certificate, make_executor

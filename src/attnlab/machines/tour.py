@@ -1,9 +1,15 @@
-"""The machines tour: sizes and certificates of the library, exact runs per executor, the attention
-pattern of a run, the two precision plots and throughput."""
+"""The machines tour: sizes and certificates of the library, exact runs per executor, the universal machine,
+the attention pattern of a run, the two precision plots and throughput.
+
+Two profiles with the same sections: ``quick`` (the default of ``attnlab tour``, about 20 s on 2 cores)
+leaves out BB5's 47-million-step reference run and checks the rounded network on fewer, smaller windows
+(up to W = 16,384, 32 windows each); ``full`` (``attnlab tour --full``) is the complete version (windows up
+to W = 100,000, 128 windows each, BB5 included). Nothing is cached.
+"""
 
 from __future__ import annotations
 
-import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,40 +25,63 @@ from .precision import Format, precision_sweep, softmax_sweep
 from .reference import run_tm
 from .simulate import run_machine, token_marks
 
-PRECISION_WINDOWS = [4, 16, 64, 256, 1024, 4096, 16384, 100_000]
 FORMATS = [Format(1, 0), Format(2, 0), Format(4, 3)]
-SOFTMAX_WINDOWS = [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 
 
-def tour(out_dir: Path, seed: int = 0) -> RunRecord:
+@dataclass(frozen=True)
+class Profile:
+    precision_windows: tuple[int, ...]  # W of the rounded-arithmetic check
+    precision_limit: int  # windows checked per W (spread over the run, always the first ones)
+    softmax_windows: tuple[int, ...]
+    skip: tuple[str, ...]  # library machines left out of the sizes table (bb5: a 47M-step reference run)
+
+
+PROFILES = {
+    "quick": Profile((4, 64, 1024, 16384), 32, (4, 8, 16, 32, 64, 128, 256, 512, 1024), ("bb5",)),
+    "full": Profile((4, 16, 64, 256, 1024, 4096, 16384, 100_000), 128,
+                    (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096), ()),
+}
+
+#: measured on the shared 2-core box (under load from other jobs), printed by `attnlab tour` before the section
+EXPECTED_SECONDS = {"quick": 20, "full": 80}
+
+
+def tour(out_dir: Path, seed: int = 0, full: bool = False) -> RunRecord:
     out_dir = Path(out_dir)
+    name = "full" if full else "quick"
+    profile = PROFILES[name]
+    command = "attnlab tour --only machines" + (" --full" if full else "")
     rec = RunRecord(name="machines", title="machines: Turing machines as constant-bit-size transformers",
-                    command="attnlab tour --only machines", seed=seed,
-                    config={"precision_windows": PRECISION_WINDOWS, "formats": [f.name for f in FORMATS],
-                            "softmax_windows": SOFTMAX_WINDOWS})
+                    command=command, seed=seed,
+                    config={"profile": name, **asdict(profile), "formats": [f.name for f in FORMATS]})
     with rec.timed("library"):
-        _library(rec)
+        _library(rec, profile, command)
     with rec.timed("universal"):
-        _universal(rec)
+        _universal(rec, command)
     with rec.timed("attention_figure"):
-        _attention_figure(rec, out_dir)
+        _attention_figure(rec, out_dir, command)
     with rec.timed("precision"):
-        _precision(rec, out_dir)
+        _precision(rec, out_dir, profile, command)
     with rec.timed("softmax"):
-        _softmax(rec, out_dir)
+        _softmax(rec, out_dir, profile, command)
     with rec.timed("throughput"):
-        _throughput(rec)
+        _throughput(rec, command)
     rec.notes.append("Every run is checked against the reference TM at every completed TM step (decoded "
                      "configuration) and at halt; every network is certified exhaustively on all (token, front "
-                     "symbol) pairs. Window W = cells visited - 1 from a reference run.")
+                     "symbol) pairs. Window W = cells visited - 1 from a reference run. One row of the sizes "
+                     "table: `attnlab machines certify NAME --json`; of the runs table: `attnlab machines run NAME "
+                     "--executor kv --json`.")
+    rec.notes.append(f"Profile {name}." + ("" if full else " `attnlab tour --full` (about "
+                     f"{EXPECTED_SECONDS['full']} s) adds BB5 and checks precision at W up to 100,000 on 128 "
+                     "windows each."))
     return rec
 
 
-def _library(rec: RunRecord) -> None:
+def _library(rec: RunRecord, profile: Profile, command: str) -> None:
     rows, runs = [], []
     for name, entry in LIBRARY.items():
         m = library_machine(name)
-        if isinstance(m, PostMachine):
+        if isinstance(m, PostMachine) or name in profile.skip:
             continue
         cells = m.encode(entry.input)
         ref = run_tm(m, cells, 10**8)
@@ -68,16 +97,15 @@ def _library(rec: RunRecord) -> None:
             runs.append([name, repr(entry.input), r.final_state, r.tape, r.tm_steps, r.tokens, r.mismatches])
     rec.add_table("Compiled sizes (one layer, one head; weights in {-1,0,1}) and certificates",
                   ["machine", "|Q|", "|Γ|", "W", "vocab", "d_model", "d_ffn", "params", "bits/param", "model bits",
-                   "TM steps", "tokens (#R+W#L+1)", "certificate"], rows,
-                  command="attnlab machines certify NAME --json")
+                   "TM steps", "tokens (#R+W#L+1)", "certificate"], rows, command=command)
     rec.add_table("Runs on the kv executor, decoded configuration checked at every TM step",
                   ["machine", "input", "final state", "tape", "TM steps", "tokens", "mismatches"], runs,
-                  command="attnlab machines run NAME --executor kv --json")
+                  command=command)
     rec.metrics["library_mismatches"] = sum(r[-1] for r in runs)
     rec.metrics["certified_machines"] = sum(r[-1] == "exact" for r in rows)
 
 
-def _universal(rec: RunRecord) -> None:
+def _universal(rec: RunRecord, command: str) -> None:
     """One fixed weight set (Minsky's universal machine) on two tag-system inputs: only W changes."""
     tm = library_machine("utm")
     model = compile_pm(tm_to_pm(tm).pm, 1)
@@ -88,14 +116,15 @@ def _universal(rec: RunRecord) -> None:
         rows.append([text, r.window, r.tm_steps, r.tokens, r.sizes["params"], r.sizes["model_bits"], r.mismatches])
     rec.add_table("Universal machine: the same weights run different programs; only the window grows",
                   ["tape (productions 11 + word)", "W", "TM steps", "tokens", "params", "model bits", "mismatches"],
-                  rows, command="attnlab machines run utm --input TAPE --executor kv --json")
+                  rows, command=command)
 
 
-def _attention_figure(rec: RunRecord, out_dir: Path) -> None:
+def _attention_figure(rec: RunRecord, out_dir: Path, command: str) -> None:
     """Hardmax attention of the nn.Module on a BB4 run (W=13) and the decoded space-time diagram."""
     import torch
 
-    from .network import MachineTransformer
+    from .module import MachineTransformer
+
     tm = library_machine("bb4")
     tr = tm_to_pm(tm)
     W = 13
@@ -140,13 +169,14 @@ def _attention_figure(rec: RunRecord, out_dir: Path) -> None:
     rec.add_figure(save_figure(fig, out_dir / "attention_bb4.png").resolve(),
                    "Left: attention weights of the torch module (MachineTransformer.attention) on the first 60 "
                    "generated BB4 tokens: every query picks the oldest token of its window (lemma B). Right: the tape "
-                   "decoded from the last W tokens plus the register after each completed TM step.")
+                   "decoded from the last W tokens plus the register after each completed TM step.", command=command)
 
 
-def _precision(rec: RunRecord, out_dir: Path) -> None:
-    rows = precision_sweep(PRECISION_WINDOWS, FORMATS)
+def _precision(rec: RunRecord, out_dir: Path, profile: Profile, command: str) -> None:
+    rows = precision_sweep(list(profile.precision_windows), FORMATS, limit=profile.precision_limit)
+    lo, hi = profile.precision_windows[0], profile.precision_windows[-1]
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for f, style in zip(FORMATS, ("s-", "o-", "x--")):
+    for f, style in zip(FORMATS, ("s-", "o-", "x--"), strict=True):
         r = [x for x in rows if x["format"] == f.name]
         ax.plot([x["window"] for x in r], [x["errors"] / x["windows_checked"] for x in r], style, label=f.name,
                 markersize=9 if style[0] == "o" else 6)
@@ -156,25 +186,24 @@ def _precision(rec: RunRecord, out_dir: Path) -> None:
     ax.set_title("Emulated p-bit arithmetic (round after every op), bcount '#0^(W-1)'")
     ax.legend()
     rec.add_figure(save_figure(fig, out_dir / "precision.png").resolve(),
-                   "One fixed precision works for every window: p=3 bits (e2m0) is exact from W=4 to W=100,000 "
-                   "while the model's size in bits stays constant; p=2 cannot even represent 1.",
-                   command="python -c 'from attnlab.machines.precision import *; "
-                           "print(precision_sweep([4, 1024, 100000], [Format(1, 0), Format(2, 0)]))'")
-    by_w = {}
+                   f"One fixed precision works for every window: p=3 bits (e2m0) is exact from W={lo:,} to "
+                   f"W={hi:,} while the model's size in bits stays constant; p=2 cannot even represent 1.",
+                   command=command)
+    by_w: dict[int, list] = {}
     for x in rows:
-        by_w.setdefault(x["window"], [x["window"], x["windows_checked"]]).append(f"{x['errors']}")
+        by_w.setdefault(x["window"], [x["window"], x["windows_checked"]]).append(x["errors"])
     rec.add_table("Emulated precision: wrong next tokens over the checked windows (0 = exact)",
-                  ["W", "windows checked"] + [f.name for f in FORMATS], list(by_w.values()))
+                  ["W", "windows checked"] + [f.name for f in FORMATS], list(by_w.values()), command=command)
+    params = rows[0]["model_bits_at_p"] // FORMATS[0].bits
     rec.add_table("Model size in bits at each precision (independent of W)", ["format", "params", "model bits"],
-                  [[f.name, rows[0]["model_bits_at_p"] // FORMATS[0].bits, rows[0]["model_bits_at_p"] //
-                    FORMATS[0].bits * f.bits] for f in FORMATS])
+                  [[f.name, params, params * f.bits] for f in FORMATS], command=command)
     exact = {f.name: all(x["errors"] == 0 for x in rows if x["format"] == f.name) for f in FORMATS}
     rec.metrics["precision_exact_all_windows"] = exact
     rec.metrics["min_exact_bits"] = min(f.bits for f in FORMATS if exact[f.name])
 
 
-def _softmax(rec: RunRecord, out_dir: Path) -> None:
-    rows = softmax_sweep(SOFTMAX_WINDOWS)
+def _softmax(rec: RunRecord, out_dir: Path, profile: Profile, command: str) -> None:
+    rows = softmax_sweep(list(profile.softmax_windows))
     W = np.array([r["window"] for r in rows])
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     ax.plot(W, [r["min_beta"] for r in rows], "o", label="measured minimal β")
@@ -186,27 +215,27 @@ def _softmax(rec: RunRecord, out_dir: Path) -> None:
     ax.legend()
     rec.add_figure(save_figure(fig, out_dir / "softmax_beta.png").resolve(),
                    "The smallest softmax inverse temperature keeping bcount exact (bisection to 0.01 over the run's "
-                   "windows) follows ln(W-1): a softmax model needs about log W bits, so hardmax is what makes the "
-                   "bit size constant (brief §2.5).")
+                   "windows) follows ln(W-1): the oldest token's weight e^β/(e^β + W - 1) must beat the rest, so a "
+                   "softmax model needs about log W bits; hardmax is what keeps the bit size constant.",
+                   command=command)
     rec.add_table("Softmax ablation", ["W", "minimal β", "ln(W-1)"],
-                  [[r["window"], r["min_beta"], r["ln_w_minus_1"]] for r in rows])
+                  [[r["window"], r["min_beta"], r["ln_w_minus_1"]] for r in rows], command=command)
     slope = np.polyfit(np.log(W - 1), [r["min_beta"] for r in rows], 1)[0]
     rec.metrics["softmax_beta_slope_vs_ln_w"] = round(float(slope), 4)
 
 
-def _throughput(rec: RunRecord) -> None:
+def _throughput(rec: RunRecord, command: str) -> None:
+    """One run per executor, in both units: a token is one Post machine step, a TM step costs many tokens."""
     tm = library_machine("bcount")
     rows = []
     for executor, k in (("reference", 14), ("table", 14), ("kv", 14), ("dense", 8)):
-        text = "#" + "0" * k
-        t0 = time.perf_counter()
-        r = run_machine(tm, text, executor=executor, check_every=1 << 30)
-        wall = time.perf_counter() - t0
-        unit = "TM steps/s" if executor == "reference" else "tokens/s"
-        rate = r.tm_steps / r.seconds if r.tokens_per_s is None else r.tokens_per_s
-        rows.append([executor, f"bcount k={k}", r.window, r.tm_steps, r.tokens, round(rate), unit, r.mismatches,
-                     round(wall, 2)])
-        rec.metrics[f"{executor}_rate"] = round(rate)
-    rec.add_table("Throughput (one run, one thread; see benchmarks/machines.py for interleaved medians)",
-                  ["executor", "run", "W", "TM steps", "tokens", "rate", "unit", "mismatches", "wall s"], rows,
-                  command="python benchmarks/machines.py")
+        r = run_machine(tm, "#" + "0" * k, executor=executor, check_every=1 << 30)
+        steps_per_s = r.tm_steps / max(r.seconds, 1e-9)
+        rows.append([executor, f"bcount k={k}", r.window, r.tm_steps, r.tokens, round(r.tokens / r.tm_steps, 2),
+                     round(steps_per_s), round(r.tokens_per_s) if r.tokens_per_s is not None else "-", r.mismatches,
+                     round(r.seconds, 3)])
+        rec.metrics[f"{executor}_tm_steps_per_s"] = round(steps_per_s)
+    rec.add_table("Throughput (one run per executor; the reference generates no tokens; see "
+                  "benchmarks/machines.py for interleaved medians)",
+                  ["executor", "run", "W", "TM steps", "tokens", "tokens per TM step", "TM steps/s", "tokens/s",
+                   "mismatches", "s"], rows, command=command)
