@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from attnlab.detr.box_ops import (box_iou, cxcywh_to_xyxy, generalized_box_iou, paired_giou, paired_iou,
-                                  xyxy_to_cxcywh)
+from attnlab.detr.box_ops import box_iou, cxcywh_to_xyxy, generalized_box_iou, paired_giou, paired_iou, xyxy_to_cxcywh
 
 
 def test_iou_and_giou_hand_values():

@@ -3,7 +3,8 @@ import shutil
 
 import pytest
 
-TRAIN = ["--d-model", "32", "--queries", "8", "--batch-size", "8", "--image-size", "32", "--threads", "1"]
+TRAIN = ["--d-model", "32", "--queries", "8", "--batch-size", "8", "--image-size", "32", "--threads", "1",
+         "--device", "cpu"]
 
 
 def _one_line_error(rc, err, fragment):
@@ -28,14 +29,34 @@ def test_make_data_train_eval_predict(run_cli, tmp_path):
     assert rc == 0 and res["steps"] == 2 and "AP50" in res["final"]
     rec = json.loads((run / "config.json").read_text())
     assert rec["train"]["seed"] == 0 and rec["train"]["model"]["dac"] is True and rec["env"]["versions"]["torch"]
-    rc, out, _ = run_cli("detr", "eval", run, "--json")
+    rc, out, _ = run_cli("detr", "eval", run, "--json", "-o", tmp_path / "eval")
     ev = json.loads(out)
     assert rc == 0 and ev["AP"] == res["final"]["AP"] and "queries_per_object@0.7" in ev
+    assert ev["annotations_as_recorded"] is True
+    assert json.loads((tmp_path / "eval" / "record.json").read_text())["metrics"]["AP"] == ev["AP"]
     rc, out, _ = run_cli("detr", "predict", run, data / "val" / "000001.png", "-o", tmp_path / "pred",
                          "--threshold", "0", "--json")
     pred = json.loads(out)
     assert rc == 0 and (tmp_path / "pred" / "000001_detections.png").is_file()
     assert len(pred["results"][0]["detections"]) > 0
+    assert pred["results"][0]["drawn"] == str(tmp_path / "pred" / "000001_detections.png")
+    assert json.loads((tmp_path / "pred" / "record.json").read_text())["metrics"]["images"] == 1
+
+
+def test_a_run_records_the_command_that_reproduces_its_config(run_cli, tiny_data, tmp_path):
+    from attnlab.cli import build_parser
+    from attnlab.detr.cli import _train_config
+    from attnlab.detr.train import TrainConfig
+
+    run = tmp_path / "run"
+    flags = ["--data", str(tiny_data), "--epochs", "1", "--lr", "0.002", "--cls-loss", "ia_bce", "--o2m-topk", "3",
+             "--no-shared-first-self-attn", "--dac", "--seed", "4", *TRAIN]
+    assert run_cli("detr", "train", *flags, "-o", run, "--quiet")[0] == 0
+    rec = json.loads((run / "record.json").read_text())
+    argv = rec["command"].split()[1:]
+    assert argv[:2] == ["detr", "train"] and rec["notes"] == []
+    again = _train_config(build_parser().parse_args(argv), dac="--dac" in argv)
+    assert again.result_keys() == TrainConfig(**rec["config"]).result_keys()
 
 
 @pytest.fixture
@@ -85,5 +106,6 @@ def test_not_a_run_and_missing_image_are_one_line_errors(run_cli, tmp_path):
 
 
 def test_more_deformable_levels_than_backbone_stages_is_a_one_line_error(run_cli, tiny_data, tmp_path):
-    rc, _, err = run_cli("detr", "train", "--data", tiny_data, "--deformable-levels", "9", "-o", tmp_path / "r", *TRAIN)
+    rc, _, err = run_cli("detr", "train", "--data", tiny_data, "--deformable-levels", "9", "-o", tmp_path / "r",
+                         *TRAIN)
     _one_line_error(rc, err, "deformable_levels must be 0")

@@ -59,17 +59,34 @@ def test_loader_remaps_categories_ignores_crowd_and_counts_bad_boxes(tmp_path):
     assert x.shape == (3, 30, 40)
     assert t["labels"].tolist() == [1]                                                   # crowd box not trained on
     assert t["boxes"][0].tolist() == pytest.approx([35 / 40, 15 / 30, 10 / 40, 10 / 30])
-    assert len(ds.coco.getAnnIds()) == 2                                                 # COCOeval still sees the crowd
+    assert len(ds.coco.getAnnIds()) == 2                                     # COCOeval still sees the crowd
 
 
 @pytest.mark.parametrize("content, message", [
     ("{not json", "malformed COCO JSON"),
     (json.dumps({"images": [], "annotations": []}), "categories"),
-    (json.dumps({"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1, "name": "x"}]}), "malformed COCO entry"),
+    (json.dumps({"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1, "name": "x"}]}),
+     "malformed COCO entry"),
 ])
 def test_loader_rejects_malformed_json(tmp_path, content, message):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "instances_train.json").write_text(content)
+    with pytest.raises(AttnlabError, match=message):
+        open_split(tmp_path, "train")
+
+
+IMAGE = {"id": 1, "file_name": "a.png", "width": 8, "height": 8}
+ANN = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4]}
+
+
+@pytest.mark.parametrize("images, annotations, message", [
+    ([IMAGE], [{**ANN, "category_id": "1"}], "category_id '1' in 'annotations' is not an integer"),
+    ([IMAGE], [{**ANN, "category_id": 1.5}], "category_id 1.5 in 'annotations' is not an integer"),
+    ([IMAGE], [{**ANN, "image_id": None}], "image_id None"),
+    ([IMAGE, {**IMAGE, "file_name": "b.png"}], [ANN], "id 1 appears twice in 'images'"),
+], ids=["string-category", "float-category", "null-image-id", "duplicate-image-id"])
+def test_loader_rejects_ids_that_are_not_unique_integers(tmp_path, images, annotations, message):
+    _write_coco(tmp_path, images, annotations, [{"id": 1, "name": "x"}])
     with pytest.raises(AttnlabError, match=message):
         open_split(tmp_path, "train")
 
@@ -120,3 +137,13 @@ def test_collate_pads_and_masks():
     assert mask[0, 4].all() and not mask[0, :4].any()
     assert mask[1, :, 3:].all() and not mask[1, :, :3].any()
     assert [int(t["labels"][0]) for t in targets] == [0, 1]
+
+
+def test_digits_are_sklearns_without_importing_it():
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    from attnlab.detr.synthetic import load_digits
+
+    images, target = load_digits()
+    reference = sklearn_digits()
+    assert np.array_equal(images, reference.images) and np.array_equal(target, reference.target)

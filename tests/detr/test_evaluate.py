@@ -29,9 +29,10 @@ def test_postprocess_round_trips_model_boxes_to_coco_pixels():
 
 def test_queries_per_object_counts_queries_above_each_threshold():
     gt = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
-    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2], [0.52, 0.5, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1]]])
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.51, 0.5, 0.2, 0.2], [0.52, 0.5, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1]]])
     logits = torch.full((1, 4, 2), -20.0)
-    logits[0, 0, 1] = 20.0            # query 0: p=1, IoU 1 -> quality 1.0; query 1: p=0, IoU 1 -> 0.7
+    logits[0, 0, 1] = 20.0            # query 0: p=1, IoU 1 -> quality 1.0
     counts, n = queries_per_object(logits, boxes, [{"labels": torch.tensor([1]), "boxes": gt}])
-    # query 2: IoU = 0.36/0.44 = 0.818 -> quality 0.573
+    # p ~ 0 for the others: query 1 IoU 0.19/0.21 -> quality 0.633; query 2 IoU 0.18/0.22 -> 0.573; query 3: 0.
+    # Every quality is at least 0.02 from a threshold, so float rounding cannot move a count.
     assert n == 1 and counts.tolist() == [2.0, 1.0, 1.0]

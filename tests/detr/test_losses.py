@@ -49,7 +49,8 @@ def test_c_decoder_loss_is_normalised_by_three_times_the_objects():
 @pytest.mark.parametrize("source", ["c", "o"])
 def test_loss_options_give_finite_losses_with_gradients(cls_loss, source):
     out = {k: v.requires_grad_() for k, v in _outputs().items()}
-    loss, parts = detr_loss(out, TARGETS[:1] + [{"labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}],
+    empty = {"labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}
+    loss, parts = detr_loss(out, TARGETS[:1] + [empty],
                             LossConfig(cls_loss=cls_loss, o2m_box_source=source))
     loss.backward()
     assert torch.isfinite(loss) and out["c_logits"].grad.abs().sum() > 0

@@ -5,7 +5,7 @@ from attnlab.detr.matching import hungarian_match, matching_quality, one_to_many
 
 def _per_object(b, q, g):
     out = {}
-    for bb, qq, gg in zip(b.tolist(), q.tolist(), g.tolist()):
+    for bb, qq, gg in zip(b.tolist(), q.tolist(), g.tolist(), strict=True):
         out.setdefault((bb, gg), []).append(qq)
     return out
 
@@ -36,7 +36,7 @@ def test_assigner_every_object_gets_one_to_six_and_threshold_is_honoured():
             assert all(quality[bb, gg, qq] >= 0.4 or qq == best for qq in qs)
             # each kept query prefers this object
             assert all(int(quality[bb, :, qq].argmax()) == gg for qq in qs)
-        pairs = list(zip(b.tolist(), q.tolist()))
+        pairs = list(zip(b.tolist(), q.tolist(), strict=True))
         assert len(set(pairs)) == len(pairs)
 
 
@@ -74,4 +74,4 @@ def test_hungarian_finds_the_matching_queries():
     logits[0, 1, 1] = logits[0, 3, 0] = 5.0
     labels, gtb, valid = pad_targets([{"labels": torch.tensor([0, 1]), "boxes": gt}])
     b, q, g = hungarian_match(logits, boxes, labels, gtb, valid)
-    assert dict(zip(g.tolist(), q.tolist())) == {0: 3, 1: 1}
+    assert dict(zip(g.tolist(), q.tolist(), strict=True)) == {0: 3, 1: 1}

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from attnlab.detr.losses import LossConfig, detr_loss
-from attnlab.detr.model import Detector, ModelConfig
+from attnlab.detr.model import CROSS_ATTENTION, Detector, ModelConfig
 
 from .conftest import TINY_MODEL
 
@@ -22,17 +22,27 @@ def _inputs():
     return torch.randn(2, 3, 32, 40), mask
 
 
-CROSS_ATTENTION = pytest.mark.parametrize("levels", [0, 2], ids=["dense", "deformable"])
+#: deformable_levels that select each cross-attention variant
+LEVELS = {"dense": 0, "deformable": 2}
+EACH_CROSS_ATTENTION = pytest.mark.parametrize("levels", [LEVELS[v] for v in CROSS_ATTENTION],
+                                               ids=list(CROSS_ATTENTION))
 
 
-@CROSS_ATTENTION
+@pytest.mark.parametrize("variant", list(CROSS_ATTENTION))
+def test_deformable_levels_select_the_cross_attention(variant):
+    model = _model(False, deformable_levels=LEVELS[variant])
+    assert model.config.cross_attention == variant
+    assert all(type(layer.cross_attn) is CROSS_ATTENTION[variant] for layer in model.decoder)
+
+
+@EACH_CROSS_ATTENTION
 def test_dac_adds_no_parameters_and_keeps_the_state_dict(levels):
     base, dac = _model(False, deformable_levels=levels), _model(True, deformable_levels=levels)
     assert sum(p.numel() for p in base.parameters()) == sum(p.numel() for p in dac.parameters())
     assert {k: v.shape for k, v in base.state_dict().items()} == {k: v.shape for k, v in dac.state_dict().items()}
 
 
-@CROSS_ATTENTION
+@EACH_CROSS_ATTENTION
 def test_eval_outputs_are_bit_identical_with_dac_on_or_off(levels):
     dac = _model(True, deformable_levels=levels)
     base = _model(False, seed=123, deformable_levels=levels)
@@ -64,11 +74,11 @@ def _c_loss_grads(share_first: bool, levels: int = 0) -> list[float]:
     assert all(any(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.cross_attn.parameters())
                for layer in m.decoder)
     assert all(head.weight.grad.abs().sum() > 0 for head in m.class_embed)
-    return [0.0 if layer.self_attn.in_proj_weight.grad is None else float(layer.self_attn.in_proj_weight.grad.abs().sum())
-            for layer in m.decoder]
+    grads = [layer.self_attn.in_proj_weight.grad for layer in m.decoder]
+    return [0.0 if g is None else float(g.abs().sum()) for g in grads]
 
 
-@CROSS_ATTENTION
+@EACH_CROSS_ATTENTION
 def test_c_decoder_loss_reaches_layer0_self_attention_only(levels):
     grads = _c_loss_grads(share_first=True, levels=levels)
     assert grads[0] > 0

@@ -5,32 +5,40 @@ Pipeline: ``synthetic`` (COCO JSON + PNG benchmarks) and ``data`` (any COCO fold
 padded batches) -> ``model`` (backbone, encoder, anchor-box decoder whose layers expose self-attention
 and cross-attention+FFN separately; DAC's C-decoder is a switch) -> ``matching`` (Hungarian one-to-one;
 one-to-many assigner) -> ``losses`` -> ``train`` (checkpoints, resume) -> ``evaluate`` (pycocotools,
-queries-per-object diagnostic) -> ``predict`` and ``compare``.
+queries-per-object diagnostic) -> ``predict`` and ``compare``; ``variants`` holds every alternative's
+name, ``tour`` the headline experiment.
+
+The names below are imported on first use, so ``import attnlab.detr`` (which the CLI's parser does) does
+not import torch. The functions named like their modules come from the module:
+``from attnlab.detr.train import train``, ``from attnlab.detr.evaluate import evaluate``,
+``from attnlab.detr.tour import tour``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+from typing import Any
 
-from ..core.records import RunRecord
-from .box_ops import box_iou, cxcywh_to_xyxy, generalized_box_iou, xyxy_to_cxcywh
-from .data import CocoDetection, collate, make_transforms, open_split
-from .evaluate import coco_ap, evaluate, queries_per_object
-from .losses import LossConfig, detr_loss
-from .matching import hungarian_match, matching_quality, one_to_many_assign
-from .model import Detector, ModelConfig
-from .synthetic import make_synthetic
-from .train import TrainConfig, load_run, train
+_EXPORTS = {
+    "box_ops": ("box_iou", "cxcywh_to_xyxy", "generalized_box_iou", "xyxy_to_cxcywh"),
+    "data": ("CocoDetection", "collate", "make_transforms", "open_split"),
+    "evaluate": ("coco_ap", "queries_per_object"),
+    "losses": ("LossConfig", "detr_loss"),
+    "matching": ("hungarian_match", "matching_quality", "one_to_many_assign"),
+    "model": ("Detector", "ModelConfig"),
+    "synthetic": ("make_synthetic",),
+    "train": ("TrainConfig", "load_run"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = ["CocoDetection", "Detector", "LossConfig", "ModelConfig", "TrainConfig", "box_iou", "coco_ap",
-           "collate", "cxcywh_to_xyxy", "detr_loss", "evaluate", "generalized_box_iou", "hungarian_match",
-           "load_run", "make_synthetic", "make_transforms", "matching_quality", "one_to_many_assign",
-           "open_split", "queries_per_object", "tour", "train", "xyxy_to_cxcywh"]
+__all__ = sorted(_WHERE)
 
 
-def tour(out_dir: Path, seed: int = 0) -> RunRecord:
-    """Small baseline-vs-DAC comparison on synthetic digits (one seed, two parallel 1-thread runs, about
-    3-5 minutes on 2 cores) plus detection pictures."""
-    from .tourstep import run
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
 
-    return run(Path(out_dir), seed)
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

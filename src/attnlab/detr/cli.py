@@ -1,14 +1,41 @@
-"""``attnlab detr``: make synthetic COCO data, train (optionally with DAC), evaluate, predict, compare."""
+"""``attnlab detr``: make synthetic COCO data, train (optionally with DAC), evaluate, predict, compare.
+
+Only argparse and light modules are imported here; each command imports torch when it runs."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shlex
 from pathlib import Path
 
-from ..core.clikit import add_out, emit, nonneg_int, positive_float, positive_int
+from ..core.clikit import add_out, emit, nonneg_int, positive_float, positive_int, show_progress
+from .variants import AUGMENTATIONS, CLS_LOSSES, DATASETS, O2M_BOX_SOURCES, describe
+
+
+def _fraction(text: str) -> float:
+    """A score threshold: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of `train` and `compare`; ``attnlab.detr.train.TRAIN_FLAGS`` maps them back to the config."""
     p.add_argument("--data", required=True, help="COCO-format folder (annotations/instances_<split>.json + <split>/)")
     p.add_argument("--train-split", default="train", help="training split name (COCO: train2017)")
     p.add_argument("--val-split", default="val", help="evaluation split name (COCO: val2017)")
@@ -16,11 +43,11 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per step (default 32)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     p.add_argument("--lr-drop", type=positive_float, default=0.75, help="lr x0.1 after this fraction of epochs")
-    p.add_argument("--clip-grad", type=float, default=0.1, help="gradient-norm clip, 0 = off (default 0.1)")
+    p.add_argument("--clip-grad", type=_nonneg_float, default=0.1, help="gradient-norm clip, 0 = off (default 0.1)")
     p.add_argument("--image-size", type=positive_int, default=48, help="shorter side at eval; augmentation scales "
                    "relative to it (default 48; COCO 800)")
-    p.add_argument("--augment", choices=("none", "scale", "detr"), default="none",
-                   help="none; scale = multi-scale resize + crop; detr = that plus horizontal flip (default none)")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default="none",
+                   help=f"training augmentation: {describe(AUGMENTATIONS)} (default none)")
     p.add_argument("--eval-every", type=positive_int, default=1, help="evaluate every N epochs (default 1)")
     p.add_argument("--d-model", type=positive_int, default=64, help="transformer width (default 64)")
     p.add_argument("--queries", type=positive_int, default=16, help="object queries (default 16)")
@@ -31,11 +58,10 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                         "backbone's last N stages")
     p.add_argument("--deformable-points", type=positive_int, default=4,
                    help="deformable sampling points per head and level (default 4)")
-    p.add_argument("--cls-loss", choices=("focal", "ia_bce"), default="focal",
-                   help="classification loss: focal, or IoU-aware BCE as the released DAC (default focal)")
-    p.add_argument("--o2m-box-source", choices=("c", "o"), default="c",
-                   help="boxes scored by the one-to-many assigner: c = the C-decoder's own, o = the O-decoder's "
-                        "(official code, its issue #8) (default c)")
+    p.add_argument("--cls-loss", choices=CLS_LOSSES, default="focal",
+                   help="classification loss: focal, or ia_bce (IoU-aware BCE, as the released DAC) (default focal)")
+    p.add_argument("--o2m-box-source", choices=O2M_BOX_SOURCES, default="c",
+                   help=f"boxes scored by the one-to-many assigner: {describe(O2M_BOX_SOURCES)} (default c)")
     p.add_argument("--o2m-topk", type=positive_int, default=6,
                    help="most positives per object in the one-to-many assigner (default 6, the paper's)")
     p.add_argument("--no-shared-first-self-attn", action="store_true",
@@ -69,9 +95,10 @@ def register(subparsers, common) -> None:
 
     p = sub.add_parser("make-data", parents=[common], help="write a synthetic COCO dataset (JSON + PNG)",
                        description="Multi-object scenes from scikit-learn's 8x8 digits or procedural shapes, "
-                                   "written as COCO JSON + PNG with fixed train/val splits.",
+                                   "written as COCO JSON + PNG with fixed train/val splits. The folder is written "
+                                   "in one go; --overwrite replaces an existing dataset whole.",
                        epilog="Example: attnlab detr make-data synthetic-digits -o data/digits --n-train 4000")
-    p.add_argument("kind", choices=("synthetic-digits", "synthetic-shapes"))
+    p.add_argument("kind", choices=DATASETS, help=f"the benchmark: {describe(DATASETS)}")
     add_out(p, required=True, what="dataset folder")
     for flag, kind, default, what in (("n-train", positive_int, 4000, "training images"),
                                       ("n-val", positive_int, 500, "validation images"),
@@ -81,37 +108,45 @@ def register(subparsers, common) -> None:
                                       ("min-size", positive_int, 10, "object side in pixels, at least"),
                                       ("max-size", positive_int, 18, "object side in pixels, at most")):
         p.add_argument(f"--{flag}", type=kind, default=default, help=f"{what} (default {default})")
-    p.set_defaults(func=_cmd_make_data)
+    p.set_defaults(func=_cmd_make_data, light=True)
 
     p = sub.add_parser("train", parents=[common], help="train a detector (resumes an interrupted run)",
                        description="Train on a COCO-format folder with periodic COCO evaluation and per-epoch "
-                                   "atomic checkpoints; rerun the same command to resume.",
-                       epilog="Example: attnlab detr train --data data/digits --dac --epochs 12 -o runs/dac --threads 1")
+                                   "atomic checkpoints. Rerun the same command to resume; another configuration "
+                                   "or changed annotations in the same -o are refused unless --overwrite.",
+                       epilog="Example: attnlab detr train --data data/digits --dac --epochs 12 -o runs/dac "
+                              "--threads 1")
     _add_train_flags(p)
     p.add_argument("--dac", action="store_true", help="train with DAC's C-decoder (no extra parameters)")
     add_out(p, required=True, what="run directory")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", parents=[common], help="COCO AP and the queries-per-object diagnostic of a run",
-                       epilog="Example: attnlab detr eval runs/dac --json")
+                       description="Evaluate a trained run. Annotations that differ from those the run was "
+                                   "trained with are refused unless --allow-changed-data.",
+                       epilog="Example: attnlab detr eval runs/dac --json -o runs/dac-eval")
     p.add_argument("run", help="a run directory written by `attnlab detr train`")
     p.add_argument("--data", default=None, help="dataset folder (default: the run's)")
     p.add_argument("--split", default=None, help="split to evaluate (default: the run's val split)")
+    p.add_argument("--allow-changed-data", action="store_true",
+                   help="evaluate even if the split's annotation file differs from the one the run recorded")
+    add_out(p, what="folder for record.json (default: none written)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", parents=[common], help="detect objects in images and draw the boxes",
                        epilog="Example: attnlab detr predict runs/dac data/digits/val/000001.png -o preds")
     p.add_argument("run", help="a run directory written by `attnlab detr train`")
-    p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--threshold", type=float, default=0.3, help="minimum score (default 0.3)")
-    add_out(p, default="detections", what="folder for the drawn PNGs")
+    p.add_argument("images", nargs="+", help="image files (PNG or JPEG)")
+    p.add_argument("--threshold", type=_fraction, default=0.3, help="minimum score, 0 to 1 (default 0.3)")
+    add_out(p, default="detections", what="folder for the drawn PNGs and record.json")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("compare", parents=[common], help="baseline vs DAC at equal epochs over seeds",
-                       description="Trains baseline and DAC for each seed (resumable), then writes summary.md/json "
-                                   "(AP at 25/50/75/100%% of the budget, queries per object) and curves.png.",
+                       description="Trains baseline and DAC for each seed (resumable; rerun with more --seeds to "
+                                   "add seeds), then writes summary.md/json (AP at 25/50/75/100%% of the budget, "
+                                   "queries per object), curves.png and record.json.",
                        epilog="Example: attnlab detr compare --data data/digits --seeds 3 --epochs 24 -o runs/cmp "
-                              "--workers 2 --threads 1")
+                              "--jobs 2 --threads 1")
     _add_train_flags(p)
     p.add_argument("--seeds", type=positive_int, default=3, help="seeds --seed, --seed+1, ... (default 3)")
     p.add_argument("--jobs", type=positive_int, default=1, help="runs trained in parallel processes (default 1)")
@@ -122,9 +157,9 @@ def register(subparsers, common) -> None:
 def _cmd_make_data(args: argparse.Namespace) -> int:
     from .synthetic import make_synthetic
 
-    res = make_synthetic(args.out, args.kind, seed=args.seed, n_train=args.n_train, n_val=args.n_val,
-                         image_size=args.image_size, min_objects=args.min_objects, max_objects=args.max_objects,
-                         min_size=args.min_size, max_size=args.max_size)
+    res = make_synthetic(args.out, args.kind, seed=args.seed, overwrite=args.overwrite, n_train=args.n_train,
+                         n_val=args.n_val, image_size=args.image_size, min_objects=args.min_objects,
+                         max_objects=args.max_objects, min_size=args.min_size, max_size=args.max_size)
     s = res["splits"]
     emit(args, res, text=f"{args.kind} written to {args.out}: train {s['train']['images']} images / "
                          f"{s['train']['objects']} objects, val {s['val']['images']} / {s['val']['objects']}")
@@ -140,36 +175,58 @@ def _final_text(run: str, entry: dict) -> str:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
-    state = train(_train_config(args, args.dac), args.out, progress=True)
+    state = train(_train_config(args, args.dac), args.out, progress=show_progress(args), quiet=args.quiet,
+                  overwrite=args.overwrite)
     final = state["history"][-1] if state["history"] else {}
     emit(args, {"run": args.out, "epochs": state["epoch"], "steps": state["step"], "final": final,
                 "train_seconds": round(state["train_seconds"], 2)}, text=_final_text(args.out, final))
     return 0
 
 
+def _eval_command(args: argparse.Namespace) -> str:
+    words = ["attnlab", "detr", "eval", args.run]
+    words += ["--data", args.data] if args.data else []
+    words += ["--split", args.split] if args.split else []
+    words += ["--allow-changed-data"] if args.allow_changed_data else []
+    return shlex.join([*words, "-o", args.out])
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .data import make_transforms, open_split
-    from .evaluate import evaluate
-    from .train import load_run
+    from ..core.outputs import artifact_dir
+    from ..core.records import RunRecord
+    from .evaluate import AP_NAMES
+    from .train import evaluate_run
 
-    cfg, model, state = load_run(args.run)
-    ds = open_split(args.data or cfg.data, args.split or cfg.val_split, make_transforms("none", False, cfg.image_size))
-    from ..core.errors import AttnlabError
-
-    if ds.cat_ids != state["cat_ids"]:
-        raise AttnlabError(f"{args.run} was trained on categories {state['cat_ids']}, the data has {ds.cat_ids}")
-    metrics = evaluate(model, ds)
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(artifact_dir(args.out, args.overwrite, what="detr evaluation")) if args.out else None
+        cfg, state, metrics = evaluate_run(args.run, args.data, args.split, args.allow_changed_data)
+        if tmp is not None:
+            split = args.split or cfg.val_split
+            rec = RunRecord(name=f"detr-eval-{Path(args.run).name}", title=f"detr: {args.run} on {split}",
+                            command=_eval_command(args), seed=cfg.seed,
+                            config={"run": args.run, "data": args.data or cfg.data, "split": split,
+                                    "epoch": state["epoch"], "step": state["step"], "train": cfg.to_dict()},
+                            metrics=metrics)
+            rec.add_table(f"COCO bbox metrics on {split}", list(AP_NAMES), [[metrics[k] for k in AP_NAMES]])
+            rec.save(tmp / "record.json")
     emit(args, {"run": args.run, "epoch": state["epoch"], "step": state["step"], **metrics},
          text=_final_text(args.run, metrics))
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from ..core.records import RunRecord
     from .predict import predict_files
     from .train import load_run
 
     cfg, model, state = load_run(args.run)
-    results = predict_files(model, state["names"], cfg.image_size, args.images, args.out, args.threshold)
+    command = shlex.join(["attnlab", "detr", "predict", args.run, *args.images, "--threshold", str(args.threshold),
+                          "-o", args.out])
+    rec = RunRecord(name=f"detr-predict-{Path(args.run).name}", title=f"detr: detections of {args.run}",
+                    command=command, seed=cfg.seed, config={"run": args.run, "threshold": args.threshold,
+                                                            "images": args.images})
+    results = predict_files(model, state["names"], cfg.image_size, args.images, args.out, args.threshold,
+                            overwrite=args.overwrite, record=rec)
     lines = [f"{r['image']}: {len(r['detections'])} detections -> {r['drawn']}" for r in results]
     emit(args, {"run": args.run, "results": results}, text="\n".join(lines))
     return 0
@@ -180,7 +237,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     seeds = list(range(args.seed, args.seed + args.seeds))
     summary = run_compare(_train_config(args, dac=False), args.out, seeds, workers=args.jobs,
-                          threads=args.threads or 1)
+                          threads=args.threads or 1, progress=show_progress(args), quiet=args.quiet,
+                          overwrite=args.overwrite)
     md = (Path(args.out) / "summary.md").read_text(encoding="utf-8")
     emit(args, summary, text=md + f"\ncurves: {Path(args.out) / 'curves.png'}")
     return 0

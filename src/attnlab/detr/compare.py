@@ -13,44 +13,62 @@ from typing import Any
 
 from ..core.atomic import atomic_write_json, atomic_write_text
 from ..core.errors import AttnlabError
+from ..core.outputs import run_dir
 from ..core.plots import plt, save_figure
 from ..core.records import RunRecord
 from .evaluate import QUALITY_THRESHOLDS
-from .train import CHECKPOINT, TrainConfig, read_checkpoint, train
-
-VARIANTS = ("baseline", "dac")
+from .train import CHECKPOINT, TrainConfig, open_data, read_checkpoint, reproducing_command, train, with_defaults
+from .variants import VARIANTS
 
 
 def run_name(variant: str, seed: int) -> str:
     return f"{variant}-seed{seed}"
 
 
-def _job(cfg_dict: dict[str, Any], out: str, threads: int) -> str:
+def variant_config(base: TrainConfig, variant: str, seed: int) -> TrainConfig:
+    """``base`` with the variant's model options (:data:`~attnlab.detr.variants.VARIANTS`) and ``seed``."""
+    return TrainConfig(**{**base.to_dict(), "seed": seed, "model": {**base.model, **VARIANTS[variant]}})
+
+
+def _finished(run: Path, epochs: int) -> bool:
+    ckpt = run / CHECKPOINT
+    return ckpt.is_file() and read_checkpoint(ckpt)[1]["epoch"] >= epochs
+
+
+def _job(cfg_dict: dict[str, Any], out: str, threads: int, progress: bool, quiet: bool) -> str:
     from ..core.runtime import set_threads
 
     set_threads(threads)
-    train(TrainConfig(**cfg_dict), out, progress=True)
+    train(TrainConfig(**cfg_dict), out, progress=progress, quiet=quiet)
     return out
 
 
 def run_compare(base: TrainConfig, out_dir: str | Path, seeds: list[int], workers: int = 1, threads: int = 1,
-                progress: bool = True) -> dict[str, Any]:
-    """Train baseline and DAC (same config, ``model.dac`` toggled) for each seed into ``out_dir``; finished
-    runs are skipped, interrupted ones resume. The summary is rewritten after every finished run."""
+                progress: bool = True, quiet: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Train every variant of :data:`~attnlab.detr.variants.VARIANTS` (same config, its model options
+    applied) for each seed into ``out_dir``; finished runs are skipped, interrupted ones resume. The folder
+    is a resumable run of ``base`` (its seed aside): rerunning with more seeds adds them; another ``base``
+    is refused unless ``overwrite``. The summary is rewritten after every finished run."""
     out = Path(out_dir)
-    jobs = []
-    for seed in seeds:
-        for variant in VARIANTS:
-            cfg = TrainConfig(**{**base.to_dict(), "seed": seed, "model": {**base.model, "dac": variant == "dac"}})
-            jobs.append((cfg.to_dict(), str(out / run_name(variant, seed))))
+    if out.exists() and not out.is_dir():
+        raise AttnlabError(f"{out} is a file, not a folder (choose another -o)")
+    open_data(base)                    # bad data is refused before the folder becomes a comparison of it
+    key = {k: v for k, v in base.result_keys().items() if k != "seed"}
+    _, resuming = run_dir(out, {"base": with_defaults(key)}, overwrite, what="detr comparison", quiet=quiet)
+    if resuming and (out / "compare.json").is_file():
+        seeds = sorted(set(seeds) | set(json.loads((out / "compare.json").read_text(encoding="utf-8"))["seeds"]))
+    base = TrainConfig(**{**base.to_dict(), "seed": seeds[0]})
     atomic_write_json(out / "compare.json", {"base": base.to_dict(), "seeds": seeds, "variants": list(VARIANTS)})
+    jobs = [(variant_config(base, v, seed).to_dict(), str(out / run_name(v, seed)))
+            for seed in seeds for v in VARIANTS]
+    jobs = [(c, p) for c, p in jobs if not _finished(Path(p), base.epochs)]
     if workers <= 1:
         for cfg_dict, path in jobs:
-            train(TrainConfig(**cfg_dict), path, progress=progress)
+            train(TrainConfig(**cfg_dict), path, progress=progress, quiet=quiet)
             summarize(out)
     else:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            for fut in as_completed([pool.submit(_job, c, p, threads) for c, p in jobs]):
+            for fut in as_completed([pool.submit(_job, c, p, threads, progress, quiet) for c, p in jobs]):
                 fut.result()
                 summarize(out)
     return summarize(out)
@@ -116,15 +134,20 @@ def budget_table(histories: dict[str, dict[int, list[dict[str, Any]]]], epochs: 
 
 
 def compare_record(summary: dict[str, Any], out: Path) -> RunRecord:
-    base = summary["base"]
-    cmd = (f"attnlab detr compare --data {base['data']} --seeds {len(summary['seeds'])} --seed {summary['seeds'][0]} "
-           f"--epochs {summary['epochs']} --eval-every {base['eval_every']} -o {out}")
-    rec = RunRecord(name="detr-compare", title="detr: baseline vs DAC at equal epochs", command=cmd,
-                    seed=summary["seeds"][0], config=base)
-    rec.add_table("COCO AP on val, mean ± sd [min–max] over seeds", ["budget", "step", "variant", "seeds", "AP", "AP50", "AP75"],
+    base = TrainConfig(**summary["base"])
+    seeds = summary["seeds"]
+    rec = RunRecord(name="detr-compare", title="detr: baseline vs DAC at equal epochs", command="", seed=seeds[0],
+                    config=summary["base"])
+    rec.command = reproducing_command("attnlab detr compare", base, rec, ["--seeds", str(len(seeds)), "-o", str(out)])
+    if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+        rec.notes.append(f"Seeds {seeds} were added by several invocations; each ran the command with its own "
+                         "--seed and --seeds.")
+    rec.add_table("COCO AP on val, mean ± sd [min–max] over seeds",
+                  ["budget", "step", "variant", "seeds", "AP", "AP50", "AP75"],
                   [[r["budget"], r["step"], r["variant"], r["seeds"], fmt(r["AP"]), fmt(r["AP50"]), fmt(r["AP75"])]
                    for r in summary["table"]])
-    rec.add_table("Queries per object with quality above t (O-decoder, val)", ["budget", "variant", "t=0.6", "t=0.7", "t=0.8"],
+    rec.add_table("Queries per object with quality above t (O-decoder, val)",
+                  ["budget", "variant", "t=0.6", "t=0.7", "t=0.8"],
                   [[r["budget"], r["variant"]] + [fmt(r[f"queries_per_object@{t}"], 2) for t in QUALITY_THRESHOLDS]
                    for r in summary["table"]])
     for r in summary["table"]:
@@ -147,7 +170,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
             fmt(r[f"queries_per_object@{t}"], 2) for t in QUALITY_THRESHOLDS) + " |")
     sp = summary["seconds_per_step"]
     if "baseline" in sp and "dac" in sp:
-        lines += ["", f"Training seconds per step (median per run, mean over runs): baseline {sp['baseline']['mean']:.3f}, "
+        lines += ["", "Training seconds per step (median per run, mean over runs): "
+                      f"baseline {sp['baseline']['mean']:.3f}, "
                       f"DAC {sp['dac']['mean']:.3f} (x{sp['dac']['mean'] / sp['baseline']['mean']:.2f})."]
     return "\n".join(lines) + "\n"
 
@@ -159,12 +183,12 @@ def plot_curves(histories: dict[str, dict[int, list[dict[str, Any]]]], path: Pat
     others = iter(("tab:green", "tab:purple", "tab:orange", "tab:brown"))
     for v in histories:
         colors.setdefault(v, next(others))
-    for ax, key in zip(axes, ("AP", "AP50", "AP75")):
+    for ax, key in zip(axes, ("AP", "AP50", "AP75"), strict=True):
         for v, runs in histories.items():
             for i, hist in enumerate(runs.values()):
                 pts = [(h["step"], h[key]) for h in hist if h.get(key) is not None]
                 if pts:
-                    ax.plot(*zip(*pts), color=colors[v], alpha=0.8, lw=1.2,
+                    ax.plot(*zip(*pts, strict=True), color=colors[v], alpha=0.8, lw=1.2,
                             label=("DAC" if v == "dac" else v) if i == 0 else None)
         ax.set_xlabel("training step")
         ax.set_title(key)

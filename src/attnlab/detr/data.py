@@ -10,12 +10,14 @@ degenerate ones skipped with one counted warning.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +26,7 @@ from torch import Tensor
 
 from ..core.errors import AttnlabError
 from .box_ops import xyxy_to_cxcywh
+from .variants import AUGMENTATIONS
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -40,20 +43,38 @@ def _read_coco_json(path: Path) -> dict[str, Any]:
         raise AttnlabError(f"{path}: a COCO file is a JSON object with images, annotations and categories")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
-            raise AttnlabError(f"{path}: missing or non-list {key!r} (a COCO file needs images, annotations, categories)")
+            raise AttnlabError(f"{path}: missing or non-list {key!r} (a COCO file needs images, annotations, "
+                               "categories)")
     if not data["categories"]:
         raise AttnlabError(f"{path}: empty 'categories' list (a detector needs at least one class)")
     try:
         for im in data["images"]:
-            int(im["id"]), str(im["file_name"]), int(im["width"]), int(im["height"])
+            str(im["file_name"]), int(im["width"]), int(im["height"])
         for c in data["categories"]:
-            int(c["id"]), str(c["name"])
-        for a in data["annotations"]:
-            int(a["id"]), int(a["image_id"]), int(a["category_id"])
+            str(c["name"])
     except (KeyError, TypeError, ValueError) as e:
         raise AttnlabError(f"{path}: malformed COCO entry ({type(e).__name__}: {e}); every image needs id, "
-                           "file_name, width, height; every annotation id, image_id, category_id, bbox") from None
+                           "file_name, width, height; every category id and name") from None
+    for section, keys in (("images", ("id",)), ("categories", ("id",)),
+                          ("annotations", ("id", "image_id", "category_id"))):
+        _check_ids(path, section, data[section], keys)
     return data
+
+
+def _check_ids(path: Path, section: str, entries: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
+    """COCO ids are integers (pycocotools indexes by them: 3, "3" and 3.0 are different keys), and each
+    entry's own ``id`` is unique in its section (a duplicate image id would merge two images silently)."""
+    seen: set[int] = set()
+    for entry in entries:
+        for key in keys:
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if type(value) is not int:
+                raise AttnlabError(f"{path}: {key} {value!r} in {section!r} is not an integer; COCO ids are "
+                                   "integers (fix the file)")
+        if entry["id"] in seen:
+            raise AttnlabError(f"{path}: id {entry['id']} appears twice in {section!r}; COCO ids are unique "
+                               "(fix the file)")
+        seen.add(entry["id"])
 
 
 def _clean_box(a: dict[str, Any], width: int, height: int) -> list[float] | None:
@@ -83,22 +104,22 @@ class CocoDetection(torch.utils.data.Dataset):
 
         self.image_dir, self.ann_file = Path(image_dir), Path(ann_file)
         data = _read_coco_json(self.ann_file)
-        cats = sorted(data["categories"], key=lambda c: int(c["id"]))
-        self.cat_ids = [int(c["id"]) for c in cats]
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        self.cat_ids = [c["id"] for c in cats]
         self.names = [str(c["name"]) for c in cats]
         self.cat_to_label = {cid: i for i, cid in enumerate(self.cat_ids)}
-        images = {int(im["id"]): im for im in data["images"]}
+        images = {im["id"]: im for im in data["images"]}
         missing = [im["file_name"] for im in images.values() if not (self.image_dir / im["file_name"]).is_file()]
         if missing:
             raise AttnlabError(f"{len(missing)} image file(s) listed in {self.ann_file} are missing under "
                                f"{self.image_dir} (first: {missing[0]}); fix the folder or the JSON")
         kept, self.skipped_boxes = [], 0
         for a in data["annotations"]:
-            if int(a["image_id"]) not in images:
+            if a["image_id"] not in images:
                 raise AttnlabError(f"{self.ann_file}: annotation {a['id']} refers to unknown image_id {a['image_id']}")
-            if int(a["category_id"]) not in self.cat_to_label:
+            if a["category_id"] not in self.cat_to_label:
                 raise AttnlabError(f"{self.ann_file}: annotation {a['id']} has unknown category_id {a['category_id']}")
-            im = images[int(a["image_id"])]
+            im = images[a["image_id"]]
             box = _clean_box(a, int(im["width"]), int(im["height"]))
             if box is None:
                 self.skipped_boxes += 1
@@ -117,7 +138,8 @@ class CocoDetection(torch.utils.data.Dataset):
         self.ids = sorted(images)
         self.transforms = transforms
         self.seed, self.epoch = seed, 0
-        self._cache: dict[int, Image.Image] | None = {} if (cache if cache is not None else len(self.ids) <= 20000) else None
+        use_cache = cache if cache is not None else len(self.ids) <= 20000
+        self._cache: dict[int, Image.Image] | None = {} if use_cache else None
 
     @property
     def num_classes(self) -> int:
@@ -155,11 +177,30 @@ class CocoDetection(torch.utils.data.Dataset):
         return to_model_input(img, target)
 
 
+def annotation_file(data_dir: str | Path, split: str) -> Path:
+    return Path(data_dir) / "annotations" / f"instances_{split}.json"
+
+
 def open_split(data_dir: str | Path, split: str, transforms: Callable | None = None, seed: int = 0) -> CocoDetection:
     root = Path(data_dir)
     if not root.is_dir():
         raise AttnlabError(f"no dataset folder {root} (make one: attnlab detr make-data synthetic-digits -o {root})")
-    return CocoDetection(root / split, root / "annotations" / f"instances_{split}.json", transforms, seed=seed)
+    return CocoDetection(root / split, annotation_file(root, split), transforms, seed=seed)
+
+
+def fingerprint(data_dir: str | Path, split: str) -> dict[str, Any]:
+    """Size and SHA-256 of a split's annotation file. A run records them for its splits, so that evaluating
+    it on annotations that changed since (a regenerated dataset, an edited file) is noticed, not silent."""
+    path = annotation_file(data_dir, split)
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise AttnlabError(f"annotation file not found: {path} (expected annotations/instances_<split>.json)") \
+            from None
+    return {"file": f"annotations/{path.name}", "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
 def to_model_input(img: Image.Image, target: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -176,7 +217,8 @@ def to_model_input(img: Image.Image, target: dict[str, Tensor]) -> tuple[Tensor,
 def hflip(img: Image.Image, target: dict[str, Tensor]) -> tuple[Image.Image, dict[str, Tensor]]:
     w = img.width
     b = target["boxes"]
-    return img.transpose(Image.FLIP_LEFT_RIGHT), {**target, "boxes": torch.stack((w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]), 1)}
+    flipped = torch.stack((w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]), 1)
+    return img.transpose(Image.FLIP_LEFT_RIGHT), {**target, "boxes": flipped}
 
 
 def resize(img: Image.Image, target: dict[str, Tensor], size: int, max_size: int | None = None):
@@ -197,7 +239,8 @@ def crop(img: Image.Image, target: dict[str, Tensor], top: int, left: int, heigh
     b = target["boxes"] - torch.tensor([left, top, left, top], dtype=torch.float32)
     b = torch.min(b.reshape(-1, 2, 2), torch.tensor([width, height], dtype=torch.float32)).clamp(min=0).reshape(-1, 4)
     keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-    return img.crop((left, top, left + width, top + height)), {**target, "boxes": b[keep], "labels": target["labels"][keep]}
+    return (img.crop((left, top, left + width, top + height)),
+            {**target, "boxes": b[keep], "labels": target["labels"][keep]})
 
 
 class Compose:
@@ -231,9 +274,6 @@ def random_size_crop(min_size: int, max_size: int) -> Callable:
 
 def random_select(a: Callable, b: Callable, p: float = 0.5) -> Callable:
     return lambda img, t, rng: a(img, t, rng) if rng.random() < p else b(img, t, rng)
-
-
-AUGMENTATIONS = ("none", "scale", "detr")
 
 
 def make_transforms(augment: str, train: bool, base_size: int) -> Callable:

@@ -27,14 +27,16 @@ def postprocess(logits: Tensor, boxes: Tensor, orig_sizes: Tensor, top_k: int = 
     xyxy = cxcywh_to_xyxy(boxes.float()).gather(1, q[..., None].expand(-1, -1, 4))
     h, w = orig_sizes.unbind(1)
     xyxy = xyxy * torch.stack((w, h, w, h), 1)[:, None, :].float()
-    return [{"scores": s, "labels": l, "boxes": b} for s, l, b in zip(scores, labels, xyxy)]
+    return [{"scores": s, "labels": c, "boxes": b} for s, c, b in zip(scores, labels, xyxy, strict=True)]
 
 
 def coco_detections(preds: list[dict[str, Tensor]], image_ids: list[int], cat_ids: list[int]) -> list[dict[str, Any]]:
     out = []
-    for p, image_id in zip(preds, image_ids):
-        for s, l, (x0, y0, x1, y1) in zip(p["scores"].tolist(), p["labels"].tolist(), p["boxes"].tolist()):
-            out.append({"image_id": image_id, "category_id": cat_ids[l], "bbox": [x0, y0, x1 - x0, y1 - y0], "score": s})
+    for p, image_id in zip(preds, image_ids, strict=True):
+        for s, label, (x0, y0, x1, y1) in zip(p["scores"].tolist(), p["labels"].tolist(), p["boxes"].tolist(),
+                                              strict=True):
+            out.append({"image_id": image_id, "category_id": cat_ids[label], "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "score": s})
     return out
 
 
@@ -50,11 +52,12 @@ def coco_ap(coco_gt, detections: list[dict[str, Any]]) -> dict[str, float | None
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {k: (None if v < 0 else round(float(v), 4)) for k, v in zip(AP_NAMES, ev.stats[:6])}
+    return {k: (None if v < 0 else round(float(v), 4)) for k, v in zip(AP_NAMES, ev.stats[:6], strict=True)}
 
 
 def queries_per_object(logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]],
-                       thresholds: tuple[float, ...] = QUALITY_THRESHOLDS, alpha: float = 0.3) -> tuple[np.ndarray, int]:
+                       thresholds: tuple[float, ...] = QUALITY_THRESHOLDS,
+                       alpha: float = 0.3) -> tuple[np.ndarray, int]:
     """For each object, the number of queries whose quality (0.3 score + 0.7 IoU, as in the assigner)
     exceeds each threshold (the paper's gathering diagnostic). Returns summed counts and the object count."""
     labels, gt_boxes, valid = pad_targets(targets)
@@ -81,6 +84,6 @@ def evaluate(model: torch.nn.Module, dataset: CocoDetection, batch_size: int = 6
         counts, n_obj = counts + c, n_obj + n
     model.train(was_training)
     metrics: dict[str, Any] = coco_ap(dataset.coco, detections)
-    for t, c in zip(QUALITY_THRESHOLDS, counts):
+    for t, c in zip(QUALITY_THRESHOLDS, counts, strict=True):
         metrics[f"queries_per_object@{t}"] = round(float(c / max(n_obj, 1)), 4)
     return metrics

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from .box_ops import cxcywh_to_xyxy, paired_giou, paired_iou
 from .matching import hungarian_match, matching_quality, one_to_many_assign, pad_targets
+from .variants import CLS_LOSSES, resolve
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class LossConfig:
     cls_weight: float = 1.0
     l1_weight: float = 5.0
     giou_weight: float = 2.0
-    cls_loss: str = "focal"            # "focal" | "ia_bce" (Align-DETR's IoU-aware BCE, the released variant)
+    cls_loss: str = "focal"            # a key of variants.CLS_LOSSES
     focal_alpha: float = 0.25
     o2m_alpha: float = 0.3             # quality = 0.3 * score + 0.7 * IoU
     o2m_threshold: float = 0.4
@@ -66,35 +67,51 @@ def rank_within_groups(groups: Tensor, scores: Tensor) -> Tensor:
     return ranks
 
 
+def focal_classification(logits: Tensor, b: Tensor, q: Tensor, labels: Tensor, iou: Tensor, groups: Tensor | None,
+                         cfg: LossConfig) -> tuple[Tensor, Tensor]:
+    """Sigmoid focal loss against 0/1 targets (matched class = 1); every match weighs 1 in the box losses."""
+    target = torch.zeros_like(logits, dtype=torch.float32)
+    target[b, q, labels] = 1.0
+    return sigmoid_focal_loss(logits.float(), target, cfg.focal_alpha), torch.ones(len(b), device=logits.device)
+
+
+def ia_bce_classification(logits: Tensor, b: Tensor, q: Tensor, labels: Tensor, iou: Tensor, groups: Tensor | None,
+                          cfg: LossConfig) -> tuple[Tensor, Tensor]:
+    """IoU-aware BCE with soft target ``t = p^0.25 IoU^0.75`` (Align-DETR). With ``groups`` (one id per
+    object; the one-to-many C-decoder) each object's positives are weighted ``exp(-rank / tau)``, in t and
+    in the box losses."""
+    with torch.no_grad():
+        p = logits.detach().float()[b, q, labels].sigmoid()
+        t = (p ** 0.25 * iou ** 0.75).clamp(min=0.01)
+        weight = torch.ones(len(b), device=logits.device)
+        if groups is not None:
+            weight = torch.exp(-rank_within_groups(groups, t).float() / cfg.rank_tau)
+            t = t * weight
+    target = torch.zeros_like(logits, dtype=torch.float32)
+    positive = torch.zeros_like(target, dtype=torch.bool)
+    positive[b, q, labels] = True
+    target[b, q, labels] = t
+    return ia_bce_loss(logits.float(), target, positive), weight
+
+
 def layer_loss(logits: Tensor, boxes: Tensor, labels: Tensor, gt_boxes: Tensor,
                match: tuple[Tensor, Tensor, Tensor], normaliser: float, cfg: LossConfig,
                rank_weighting: bool = False) -> dict[str, Tensor]:
-    """Classification, L1 and GIoU losses of one layer for matched ``(batch, query, object)`` triples."""
+    """Classification (``cfg.cls_loss``, one of :data:`~attnlab.detr.variants.CLS_LOSSES`), L1 and GIoU
+    losses of one layer for matched ``(batch, query, object)`` triples."""
     b, q, g = match
     pred, gt = boxes[b, q].float(), gt_boxes[b, g].float()
-    cls_target = torch.zeros_like(logits, dtype=torch.float32)
-    weight = torch.ones(len(b), device=logits.device)
-    if cfg.cls_loss == "focal":
-        cls_target[b, q, labels[b, g]] = 1.0
-        cls = sigmoid_focal_loss(logits.float(), cls_target, cfg.focal_alpha)
-    else:
-        with torch.no_grad():
-            iou = paired_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(gt))
-            p = logits.detach().float()[b, q, labels[b, g]].sigmoid()
-            t = (p ** 0.25 * iou ** 0.75).clamp(min=0.01)
-            if rank_weighting:
-                weight = torch.exp(-rank_within_groups(b * gt_boxes.shape[1] + g, t).float() / cfg.rank_tau)
-                t = t * weight
-        positive = torch.zeros_like(cls_target, dtype=torch.bool)
-        positive[b, q, labels[b, g]] = True
-        cls_target[b, q, labels[b, g]] = t
-        cls = ia_bce_loss(logits.float(), cls_target, positive)
+    with torch.no_grad():
+        iou = paired_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(gt))
+    groups = b * gt_boxes.shape[1] + g if rank_weighting else None
+    cls, weight = resolve(CLS_LOSSES[cfg.cls_loss])(logits, b, q, labels[b, g], iou, groups, cfg)
     l1 = (F.l1_loss(pred, gt, reduction="none").sum(-1) * weight).sum()
     giou = ((1 - paired_giou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(gt))) * weight).sum()
     return {"cls": cls.sum() / normaliser, "l1": l1 / normaliser, "giou": giou / normaliser}
 
 
-def detr_loss(outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], cfg: LossConfig) -> tuple[Tensor, dict[str, float]]:
+def detr_loss(outputs: dict[str, Tensor], targets: list[dict[str, Tensor]],
+              cfg: LossConfig) -> tuple[Tensor, dict[str, float]]:
     """Total training loss over every layer of the O-decoder (one-to-one) and, when present, the
     C-decoder (one-to-many). ``outputs`` holds ``[L, B, Q, ...]`` tensors ``logits``/``boxes`` and optionally
     ``c_logits``/``c_boxes``. Returns the loss and its parts (floats) for logging."""
@@ -103,19 +120,18 @@ def detr_loss(outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], cfg:
     w = {"cls": cfg.cls_weight, "l1": cfg.l1_weight, "giou": cfg.giou_weight}
     total = outputs["logits"].new_zeros((), dtype=torch.float32)
     parts: dict[str, float] = {}
-    for i, (lg, bx) in enumerate(zip(outputs["logits"], outputs["boxes"])):
+    for i, (lg, bx) in enumerate(zip(outputs["logits"], outputs["boxes"], strict=True)):
         match = hungarian_match(lg, bx, labels, gt_boxes, valid)
         for k, v in layer_loss(lg, bx, labels, gt_boxes, match, n_obj, cfg).items():
             total = total + w[k] * v
             parts[f"o{i}_{k}"] = float(v.detach())
     if "c_logits" in outputs:
-        for i, (lg, bx) in enumerate(zip(outputs["c_logits"], outputs["c_boxes"])):
+        for i, (lg, bx) in enumerate(zip(outputs["c_logits"], outputs["c_boxes"], strict=True)):
             score_boxes = bx if cfg.o2m_box_source == "c" else outputs["boxes"][i]
             quality = matching_quality(lg, score_boxes, labels, gt_boxes, valid, cfg.o2m_alpha)
             match = one_to_many_assign(quality, cfg.o2m_threshold, cfg.o2m_topk)
             parts[f"c{i}_positives_per_object"] = len(match[0]) / n_obj
-            loss = layer_loss(lg, bx, labels, gt_boxes, match, cfg.c_loss_norm * n_obj, cfg,
-                              rank_weighting=cfg.cls_loss == "ia_bce")
+            loss = layer_loss(lg, bx, labels, gt_boxes, match, cfg.c_loss_norm * n_obj, cfg, rank_weighting=True)
             for k, v in loss.items():
                 total = total + w[k] * v
                 parts[f"c{i}_{k}"] = float(v.detach())

@@ -4,7 +4,8 @@ backbone (stride-8 CNN; its last n stages with ``deformable_levels`` = n) -> sin
 (+ level embeddings) -> transformer encoder over all levels -> decoder with learnable anchor boxes
 (DAB-style: the positional query is an MLP of the sine-embedded current box), dense or multi-scale
 deformable cross-attention (``deformable.py``), iterative box refinement and per-layer heads. Each decoder
-layer exposes ``self_attention`` and ``cross_attention_ffn`` so the C-decoder (DAC-DETR Sec. 3.2) can reuse them: it shares every parameter, keeps only layer 0's
+layer exposes ``self_attention`` and ``cross_attention_ffn`` so the C-decoder (DAC-DETR Sec. 3.2) can reuse
+them: it shares every parameter, keeps only layer 0's
 self-attention (its input is the O-decoder's query after that self-attention, as in the official code)
 and runs only while training. With ``dac`` on or off the parameters and eval outputs are identical.
 """
@@ -38,11 +39,16 @@ class ModelConfig:
     deformable_levels: int = 0             # 0: dense cross-attention; n: deformable over the last n backbone stages
     deformable_points: int = 4             # sampling points per head and level
 
+    @property
+    def cross_attention(self) -> str:
+        """The decoder's cross-attention variant (a key of :data:`CROSS_ATTENTION`)."""
+        return "deformable" if self.deformable_levels else "dense"
+
     def to_dict(self) -> dict:
         return {**asdict(self), "backbone_channels": list(self.backbone_channels)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         return cls(**{**d, "backbone_channels": tuple(d.get("backbone_channels", cls.backbone_channels))})
 
 
@@ -55,7 +61,7 @@ class MLP(nn.Module):
     def __init__(self, d_in: int, d_hidden: int, d_out: int, n_layers: int):
         super().__init__()
         dims = [d_in] + [d_hidden] * (n_layers - 1) + [d_out]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
 
     def forward(self, x: Tensor) -> Tensor:
         for i, layer in enumerate(self.layers):
@@ -87,7 +93,8 @@ class Backbone(nn.Module):
             x = self.body[i + 2](self.body[i + 1](self.body[i](x)))
             stages.append(x)
         n = len(self.extra_proj)
-        maps = [proj(f) for proj, f in zip(self.extra_proj, stages[len(stages) - 1 - n:-1])] + [self.proj(stages[-1])]
+        finer = zip(self.extra_proj, stages[len(stages) - 1 - n:-1], strict=True)
+        maps = [proj(f) for proj, f in finer] + [self.proj(stages[-1])]
         return [(m, F.interpolate(mask[:, None].float(), size=m.shape[-2:]).bool()[:, 0]) for m in maps]
 
 
@@ -127,7 +134,7 @@ class Memory(NamedTuple):
     shapes: list[tuple[int, int]]
     ratios: Tensor
 
-    def repeat(self, n: int) -> "Memory":
+    def repeat(self, n: int) -> Memory:
         return Memory(self.tokens.repeat(n, 1, 1), self.pos.repeat(n, 1, 1), self.pad.repeat(n, 1), self.shapes,
                       self.ratios.repeat(n, 1, 1))
 
@@ -146,15 +153,43 @@ class EncoderLayer(nn.Module):
         return self.norm2(src + self.dropout(self.ffn(src)))
 
 
-class DecoderLayer(nn.Module):
-    """Post-norm DETR decoder layer, split in the two calls DAC needs. Cross-attention is dense multi-head
-    attention, or deformable attention around each query's reference box when ``levels`` > 0."""
+class DenseCrossAttention(nn.MultiheadAttention):
+    """DETR's cross-attention: every query attends to every image token (keys carry the positional encoding);
+    the reference boxes are not used."""
 
-    def __init__(self, d: int, heads: int, ffn: int, dropout: float, levels: int = 0, points: int = 4):
+    def __init__(self, d: int, heads: int, dropout: float, levels: int, points: int):
+        super().__init__(d, heads, dropout=dropout, batch_first=True)
+
+    def forward(self, query: Tensor, ref: Tensor, memory: Memory) -> Tensor:  # type: ignore[override]
+        return super().forward(query, memory.tokens + memory.pos, memory.tokens, key_padding_mask=memory.pad,
+                               need_weights=False)[0]
+
+
+class DeformableCrossAttention(DeformableAttention):
+    """Deformable DETR's cross-attention: each query reads ``points`` locations per head and level around
+    its reference box (Deformable DETR Eq. 3)."""
+
+    def __init__(self, d: int, heads: int, dropout: float, levels: int, points: int):
+        super().__init__(d, heads, levels, points)
+
+    def forward(self, query: Tensor, ref: Tensor, memory: Memory) -> Tensor:  # type: ignore[override]
+        return super().forward(query, ref, memory.tokens, memory.shapes, memory.pad, memory.ratios)
+
+
+#: Decoder cross-attention variants by name (``ModelConfig.cross_attention``); each is called as
+#: ``attn(query, reference_boxes, memory)``.
+CROSS_ATTENTION: dict[str, type[nn.Module]] = {"dense": DenseCrossAttention, "deformable": DeformableCrossAttention}
+
+
+class DecoderLayer(nn.Module):
+    """Post-norm DETR decoder layer, split in the two calls DAC needs. Cross-attention is one of
+    :data:`CROSS_ATTENTION`."""
+
+    def __init__(self, d: int, heads: int, ffn: int, dropout: float, cross_attention: str = "dense",
+                 levels: int = 0, points: int = 4):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
-        self.cross_attn = (DeformableAttention(d, heads, levels, points) if levels
-                           else nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True))
+        self.cross_attn = CROSS_ATTENTION[cross_attention](d, heads, dropout, levels, points)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(ffn, d))
         self.dropout = nn.Dropout(dropout)
@@ -167,12 +202,7 @@ class DecoderLayer(nn.Module):
     def cross_attention_ffn(self, tgt: Tensor, query_pos: Tensor, memory: Memory, ref: Tensor) -> Tensor:
         """Queries attend to the image (the gathering step), add & norm, FFN, add & norm. ``ref`` (the
         current boxes) places deformable attention's sampling points; dense attention does not use it."""
-        if isinstance(self.cross_attn, DeformableAttention):
-            attn = self.cross_attn(tgt + query_pos, ref, memory.tokens, memory.shapes, memory.pad, memory.ratios)
-        else:
-            attn = self.cross_attn(tgt + query_pos, memory.tokens + memory.pos, memory.tokens,
-                                   key_padding_mask=memory.pad, need_weights=False)[0]
-        tgt = self.norm2(tgt + self.dropout(attn))
+        tgt = self.norm2(tgt + self.dropout(self.cross_attn(tgt + query_pos, ref, memory)))
         return self.norm3(tgt + self.dropout(self.ffn(tgt)))
 
     def forward(self, tgt: Tensor, query_pos: Tensor, memory: Memory, ref: Tensor) -> Tensor:
@@ -190,9 +220,11 @@ class Detector(nn.Module):
         self.backbone = Backbone(c.backbone_channels, c.d_model, max(1, c.deformable_levels))
         if c.deformable_levels > 1:
             self.level_embed = nn.Parameter(torch.randn(c.deformable_levels, c.d_model))
-        self.encoder = nn.ModuleList(EncoderLayer(c.d_model, c.n_heads, c.ffn_dim, c.dropout) for _ in range(c.enc_layers))
-        self.decoder = nn.ModuleList(DecoderLayer(c.d_model, c.n_heads, c.ffn_dim, c.dropout, c.deformable_levels,
-                                                  c.deformable_points) for _ in range(c.dec_layers))
+        self.encoder = nn.ModuleList(EncoderLayer(c.d_model, c.n_heads, c.ffn_dim, c.dropout)
+                                     for _ in range(c.enc_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(c.d_model, c.n_heads, c.ffn_dim, c.dropout, c.cross_attention,
+                                                  c.deformable_levels, c.deformable_points)
+                                     for _ in range(c.dec_layers))
         self.content_query = nn.Embedding(c.num_queries, c.d_model)
         self.anchor_boxes = nn.Embedding(c.num_queries, 4)       # learnable reference boxes, logit space
         self.ref_point_head = MLP(c.d_model, c.d_model, c.d_model, 2)

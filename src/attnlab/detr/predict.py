@@ -10,11 +10,14 @@ from PIL import Image, ImageDraw
 
 from ..core.atomic import atomic_path
 from ..core.errors import AttnlabError
+from ..core.outputs import artifact_dir
+from ..core.records import RunRecord
 from .data import collate, make_transforms, to_model_input
 from .evaluate import postprocess
 from .model import Detector
 
-PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324", "#469990", "#808000"]
+PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324", "#469990",
+           "#808000"]
 
 
 def read_image(path: str | Path) -> Image.Image:
@@ -51,11 +54,11 @@ def draw_detections(image: Image.Image, det: dict[str, torch.Tensor], names: lis
     draw = ImageDraw.Draw(im)
     for _, (x0, y0, x1, y1) in truth or []:
         draw.rectangle((x0 * scale, y0 * scale, x1 * scale, y1 * scale), outline="#999999", width=1)
-    for s, l, b in zip(det["scores"].tolist(), det["labels"].tolist(), det["boxes"].tolist()):
+    for s, label, b in zip(det["scores"].tolist(), det["labels"].tolist(), det["boxes"].tolist(), strict=True):
         x0, y0, x1, y1 = (v * scale for v in b)
-        color = PALETTE[l % len(PALETTE)]
+        color = PALETTE[label % len(PALETTE)]
         draw.rectangle((x0, y0, x1, y1), outline=color, width=2)
-        draw.text((x0 + 2, max(0, y0 - 11)), f"{names[l]} {s:.2f}", fill=color)
+        draw.text((x0 + 2, max(0, y0 - 11)), f"{names[label]} {s:.2f}", fill=color)
     path = Path(path)
     with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
@@ -63,13 +66,33 @@ def draw_detections(image: Image.Image, det: dict[str, torch.Tensor], names: lis
 
 
 def predict_files(model: Detector, names: list[str], image_size: int, paths: list[str], out_dir: str | Path,
-                  threshold: float = 0.3, scale: int | None = None) -> list[dict[str, Any]]:
-    images = [read_image(p) for p in paths]
+                  threshold: float = 0.3, scale: int | None = None, overwrite: bool = False,
+                  record: RunRecord | None = None) -> list[dict[str, Any]]:
+    """Detect objects in each image file and draw them into ``out_dir/<stem>_detections.png``.
+
+    ``out_dir`` is written in one go: an existing non-empty folder is refused unless ``overwrite``, which
+    replaces it whole. With ``record``, the detections are added to it as a table and it is saved as
+    ``out_dir/record.json``."""
+    stems = [Path(p).stem for p in paths]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise AttnlabError(f"several images are named {twice[0]!r}; their drawings would overwrite each other "
+                           "(predict them in separate runs)")
     results = []
-    for p, im, det in zip(paths, images, detect(model, images, image_size, threshold)):
-        s = scale or max(1, 256 // max(im.size))
-        drawn = draw_detections(im, det, names, Path(out_dir) / f"{Path(p).stem}_detections.png", s)
-        results.append({"image": str(p), "drawn": str(drawn), "detections": [
-            {"label": names[l], "score": round(sc, 4), "box_xyxy": [round(v, 2) for v in b]}
-            for sc, l, b in zip(det["scores"].tolist(), det["labels"].tolist(), det["boxes"].tolist())]})
+    with artifact_dir(out_dir, overwrite, what="detr detections") as tmp:
+        images = [read_image(p) for p in paths]
+        for p, im, det in zip(paths, images, detect(model, images, image_size, threshold), strict=True):
+            name = f"{Path(p).stem}_detections.png"
+            draw_detections(im, det, names, tmp / name, scale or max(1, 256 // max(im.size)))
+            found = zip(det["scores"].tolist(), det["labels"].tolist(), det["boxes"].tolist(), strict=True)
+            results.append({"image": str(p), "drawn": str(Path(out_dir) / name), "detections": [
+                {"label": names[label], "score": round(sc, 4), "box_xyxy": [round(v, 2) for v in b]}
+                for sc, label, b in found]})
+        if record is not None:
+            record.metrics.update({"images": len(results), "detections": sum(len(r["detections"]) for r in results)})
+            record.add_table(f"Detections with score >= {threshold}",
+                             ["image", "label", "score", "box (x0, y0, x1, y1), pixels"],
+                             [[r["image"], d["label"], d["score"], d["box_xyxy"]]
+                              for r in results for d in r["detections"]])
+            record.save(tmp / "record.json")
     return results

@@ -4,25 +4,40 @@ disjoint digit samples, so val measures generalisation to unseen handwriting."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..core.atomic import atomic_path, atomic_write_json
+from ..core.atomic import atomic_write_json
 from ..core.errors import AttnlabError
+from ..core.outputs import artifact_dir
+from .variants import DATASETS
 
-KINDS = ("synthetic-digits", "synthetic-shapes")
 SHAPES = ("rectangle", "ellipse", "triangle")
 
 
-def _digit_pools() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits (1,797 images with values 0-16, and their labels), read from the CSV file
+    the package ships: the same arrays as ``sklearn.datasets.load_digits()``, without importing sklearn
+    (which takes seconds)."""
+    from importlib import metadata
 
-    d = load_digits()
-    val = np.arange(len(d.target)) % 5 == 4          # fixed split of the 1,797 samples: 1/5 for val scenes
-    return d.images[~val], d.target[~val], d.images[val], d.target[val]
+    try:
+        path = next(f for f in metadata.files("scikit-learn") or [] if f.as_posix().endswith("data/digits.csv.gz"))
+    except (metadata.PackageNotFoundError, StopIteration):
+        raise AttnlabError("scikit-learn's digits data not found (pip install scikit-learn)") from None
+    with gzip.open(path.locate()) as f:
+        table = np.loadtxt(f, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
+
+
+def _digit_pools() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    images, target = load_digits()
+    val = np.arange(len(target)) % 5 == 4          # fixed split of the 1,797 samples: 1/5 for val scenes
+    return images[~val], target[~val], images[val], target[val]
 
 
 def _overlaps(box: tuple[int, int, int, int], boxes: list[tuple[int, int, int, int]], max_iou: float) -> bool:
@@ -86,10 +101,14 @@ DEFAULTS = {"n_train": 4000, "n_val": 500, "image_size": 48, "min_objects": 1, "
             "min_size": 10, "max_size": 18, "max_overlap": 0.1, "noise": 12.0}
 
 
-def make_synthetic(out_dir: str | Path, kind: str = "synthetic-digits", seed: int = 0, **overrides: Any) -> dict[str, Any]:
-    """Write ``out_dir/{train,val}/*.png`` and ``out_dir/annotations/instances_{train,val}.json``."""
-    if kind not in KINDS:
-        raise AttnlabError(f"unknown synthetic dataset {kind!r} (choose one of {', '.join(KINDS)})")
+def make_synthetic(out_dir: str | Path, kind: str = "synthetic-digits", seed: int = 0, overwrite: bool = False,
+                   **overrides: Any) -> dict[str, Any]:
+    """Write ``out_dir/{train,val}/*.png`` and ``out_dir/annotations/instances_{train,val}.json``.
+
+    The folder is written aside and swapped in when complete: an existing non-empty ``out_dir`` is refused
+    unless ``overwrite``, which replaces it whole (no image of an older dataset survives)."""
+    if kind not in DATASETS:
+        raise AttnlabError(f"unknown synthetic dataset {kind!r} (choose one of {', '.join(DATASETS)})")
     unknown = set(overrides) - set(DEFAULTS)
     if unknown:
         raise AttnlabError(f"unknown generator option(s) {sorted(unknown)} (known: {sorted(DEFAULTS)})")
@@ -98,7 +117,6 @@ def make_synthetic(out_dir: str | Path, kind: str = "synthetic-digits", seed: in
         raise AttnlabError("need 1 <= min_objects <= max_objects")
     if not 4 <= cfg["min_size"] <= cfg["max_size"] <= cfg["image_size"]:
         raise AttnlabError("need 4 <= min_size <= max_size <= image_size")
-    out = Path(out_dir)
     if kind == "synthetic-digits":
         tr_x, tr_y, va_x, va_y = _digit_pools()
         pools = {"train": (tr_x, tr_y), "val": (va_x, va_y)}
@@ -108,20 +126,22 @@ def make_synthetic(out_dir: str | Path, kind: str = "synthetic-digits", seed: in
         names = list(SHAPES)
     categories = [{"id": i + 1, "name": n, "supercategory": kind} for i, n in enumerate(names)]
     counts = {}
-    for split, n, offset in (("train", cfg["n_train"], 0), ("val", cfg["n_val"], 1)):
-        rng = np.random.default_rng([seed, offset])
-        images, annotations = [], []
-        for i in range(n):
-            img, objects = _scene(rng, kind, pools[split], cfg)
-            name = f"{i:06d}.png"
-            with atomic_path(out / split / name) as tmp:
-                img.save(tmp, format="PNG")
-            images.append({"id": i + 1, "file_name": name, "width": img.width, "height": img.height})
-            for label, (x0, y0, x1, y1) in objects:
-                annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": label + 1,
-                                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
-        atomic_write_json(out / "annotations" / f"instances_{split}.json",
-                          {"info": {"description": f"attnlab {kind} ({split})", "generator": cfg, "seed": seed},
-                           "images": images, "annotations": annotations, "categories": categories})
-        counts[split] = {"images": len(images), "objects": len(annotations)}
-    return {"dataset": str(out), "kind": kind, "seed": seed, "config": cfg, "splits": counts}
+    with artifact_dir(out_dir, overwrite, what="detr dataset") as tmp:
+        for split, n, offset in (("train", cfg["n_train"], 0), ("val", cfg["n_val"], 1)):
+            rng = np.random.default_rng([seed, offset])
+            (tmp / split).mkdir()
+            images, annotations = [], []
+            for i in range(n):
+                img, objects = _scene(rng, kind, pools[split], cfg)
+                name = f"{i:06d}.png"
+                img.save(tmp / split / name, format="PNG")
+                images.append({"id": i + 1, "file_name": name, "width": img.width, "height": img.height})
+                for label, (x0, y0, x1, y1) in objects:
+                    annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": label + 1,
+                                        "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
+                                        "iscrowd": 0})
+            atomic_write_json(tmp / "annotations" / f"instances_{split}.json",
+                              {"info": {"description": f"attnlab {kind} ({split})", "generator": cfg, "seed": seed},
+                               "images": images, "annotations": annotations, "categories": categories})
+            counts[split] = {"images": len(images), "objects": len(annotations)}
+    return {"dataset": str(out_dir), "kind": kind, "seed": seed, "config": cfg, "splits": counts}

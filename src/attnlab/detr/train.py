@@ -17,19 +17,21 @@ import torch
 
 from ..core.atomic import append_jsonl, atomic_path, atomic_write_json
 from ..core.errors import AttnlabError
+from ..core.outputs import run_dir
 from ..core.records import RunRecord
 from ..core.runtime import choose_device, environment, seed_everything
-from .data import collate, make_transforms, open_split
+from .data import CocoDetection, annotation_file, collate, fingerprint, make_transforms, open_split
 from .evaluate import evaluate
 from .losses import LossConfig, detr_loss
 from .model import Detector, ModelConfig
+from .variants import AUGMENTATIONS, CLS_LOSSES, O2M_BOX_SOURCES
 
 CHECKPOINT = "checkpoint.safetensors"
 #: Config keys that do not change the result and may differ on resume.
 RUNTIME_KEYS = ("device", "workers")
 
 
-def _with_defaults(train: dict[str, Any]) -> dict[str, Any]:
+def with_defaults(train: dict[str, Any]) -> dict[str, Any]:
     """``train`` with unset model and loss options filled in, so an option given at its default value
     compares equal to one left out (runs saved before an option existed still resume)."""
     model = {k: v for k, v in ModelConfig(num_classes=1).to_dict().items() if k != "num_classes"}
@@ -62,17 +64,19 @@ class TrainConfig:
         known_m = {f.name for f in fields(ModelConfig)} - {"num_classes"}
         known_l = {f.name for f in fields(LossConfig)}
         if set(self.model) - known_m:
-            raise AttnlabError(f"unknown model option(s) {sorted(set(self.model) - known_m)} (known: {sorted(known_m)})")
+            raise AttnlabError(f"unknown model option(s) {sorted(set(self.model) - known_m)} "
+                               f"(known: {sorted(known_m)})")
         if set(self.loss) - known_l:
             raise AttnlabError(f"unknown loss option(s) {sorted(set(self.loss) - known_l)} (known: {sorted(known_l)})")
         stages = len(self.model.get("backbone_channels", ModelConfig.backbone_channels))
         if not 0 <= self.model.get("deformable_levels", 0) <= stages or self.model.get("deformable_points", 4) < 1:
-            raise AttnlabError(f"deformable_levels must be 0 (dense cross-attention) to {stages} (the backbone's stages) "
-                               "and deformable_points at least 1")
-        if self.loss.get("cls_loss", "focal") not in ("focal", "ia_bce"):
-            raise AttnlabError("cls_loss must be focal or ia_bce")
-        if self.loss.get("o2m_box_source", "c") not in ("c", "o"):
-            raise AttnlabError("o2m_box_source must be c (the C-decoder's own boxes) or o (the O-decoder's, as the official code)")
+            raise AttnlabError(f"deformable_levels must be 0 (dense cross-attention) to {stages} (the backbone's "
+                               "stages) and deformable_points at least 1")
+        for key, registry in (("cls_loss", CLS_LOSSES), ("o2m_box_source", O2M_BOX_SOURCES)):
+            if self.loss.get(key, getattr(LossConfig, key)) not in registry:
+                raise AttnlabError(f"{key} must be one of {', '.join(registry)}")
+        if self.augment not in AUGMENTATIONS:
+            raise AttnlabError(f"augment must be one of {', '.join(AUGMENTATIONS)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise AttnlabError("epochs, batch_size and lr must be positive")
 
@@ -148,7 +152,8 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[TrainConfig, Det
     run = Path(run_dir)
     cfg_path = run / "config.json"
     if not cfg_path.is_file() or not (run / CHECKPOINT).is_file():
-        raise AttnlabError(f"{run} is not a detr run (needs config.json and {CHECKPOINT}; make one with `attnlab detr train`)")
+        raise AttnlabError(f"{run} is not a detr run (needs config.json and {CHECKPOINT}; make one with "
+                           "`attnlab detr train`)")
     try:
         saved = json.loads(cfg_path.read_text(encoding="utf-8"))
         cfg, num_classes = TrainConfig(**saved["train"]), int(saved["num_classes"])
@@ -157,7 +162,29 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[TrainConfig, Det
     model = build_model(cfg, num_classes)
     tensors, state, _ = read_checkpoint(run / CHECKPOINT)
     load_weights(model, tensors, run / CHECKPOINT)
-    return cfg, model.to(device).eval(), {**state, "names": saved.get("names"), "cat_ids": saved.get("cat_ids")}
+    recorded = {k: saved.get(k) for k in ("names", "cat_ids", "data_fingerprint")}
+    return cfg, model.to(device).eval(), {**state, **recorded}
+
+
+def evaluate_run(run: str | Path, data: str | None = None, split: str | None = None,
+                 allow_changed_data: bool = False) -> tuple[TrainConfig, dict[str, Any], dict[str, Any]]:
+    """The run's config and state, and its COCO metrics on ``split`` of ``data`` (default: its own validation
+    split). A split whose annotation file differs from the one the run recorded is refused (the AP would
+    silently measure another dataset) unless ``allow_changed_data``; metrics say which was the case."""
+    cfg, model, state = load_run(run)
+    data, split = data or cfg.data, split or cfg.val_split
+    recorded = (state.get("data_fingerprint") or {}).get(split)
+    now = fingerprint(data, split) if recorded else None
+    if recorded and now != recorded and not allow_changed_data:
+        raise AttnlabError(f"{annotation_file(data, split)} differs from the {split} annotations {run} was trained "
+                           f"with ({recorded['bytes']} -> {now['bytes']} bytes, sha256 {recorded['sha256'][:12]} -> "
+                           f"{now['sha256'][:12]}); pass --allow-changed-data to evaluate on it anyway")
+    ds = open_split(data, split, make_transforms("none", False, cfg.image_size))
+    if ds.cat_ids != state["cat_ids"]:
+        raise AttnlabError(f"{run} was trained on categories {state['cat_ids']}, the data has {ds.cat_ids}")
+    metrics = evaluate(model, ds)
+    metrics["annotations_as_recorded"] = None if not recorded else now == recorded
+    return cfg, state, metrics
 
 
 def _distributed() -> tuple[int, int]:
@@ -173,38 +200,77 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) into ``out_dir``; returns the final state with the evaluation history."""
-    from tqdm import tqdm
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The result-determining entries in which two runs' saved configs differ (defaults filled in)."""
+    old_train = with_defaults({k: v for k, v in old.get("train", {}).items() if k not in RUNTIME_KEYS})
+    new_train = with_defaults(new["train"])
+    diff = sorted(k for k in set(old_train) | set(new_train) if old_train.get(k) != new_train.get(k))
+    if old.get("num_classes") != new["num_classes"]:
+        diff.append("classes")
+    if old.get("data_fingerprint") != new["data_fingerprint"]:
+        diff.append("the dataset's annotations")
+    return diff
 
-    out = Path(out_dir)
-    rank, world = _distributed()
-    device = f"cuda:{torch.cuda.current_device()}" if world > 1 else choose_device(cfg.device)
-    seed_everything(cfg.seed)
+
+def _prepare_run(out: Path, saved: dict[str, Any], overwrite: bool, quiet: bool) -> bool:
+    """Make ``out`` this run's folder; True when it resumes (the same run was started there before).
+
+    Equivalence is decided on config.json with defaults filled in (a run saved before an option existed
+    resumes with that option at its default); the folder's marker then carries the config as first saved."""
+    old_path = out / "config.json"
+    if old_path.is_file() and not overwrite:
+        try:
+            old = json.loads(old_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise AttnlabError(f"{old_path} is not readable JSON; pass --overwrite to replace the run, or choose "
+                               "another -o") from None
+        diff = _differences(old, saved)
+        if diff:
+            raise AttnlabError(f"{out} holds a run with another configuration (differs in: {', '.join(diff)}); "
+                               "pass --overwrite to replace it, choose another -o, or use the same flags to resume")
+        saved = old
+    marker = {"train": saved["train"], "data_fingerprint": saved.get("data_fingerprint")}
+    return run_dir(out, marker, overwrite, what="detr training run", quiet=quiet)[1]
+
+
+def open_data(cfg: TrainConfig) -> tuple[CocoDetection, CocoDetection, dict[str, dict[str, Any]]]:
+    """The training and validation splits, checked, and the fingerprints of their annotation files."""
     train_ds = open_split(cfg.data, cfg.train_split, make_transforms(cfg.augment, True, cfg.image_size), cfg.seed)
     val_ds = open_split(cfg.data, cfg.val_split, make_transforms("none", False, cfg.image_size), cfg.seed)
     if val_ds.cat_ids != train_ds.cat_ids:
         raise AttnlabError(f"train and val splits have different categories ({train_ds.cat_ids} vs {val_ds.cat_ids})")
+    return train_ds, val_ds, {split: fingerprint(cfg.data, split) for split in (cfg.train_split, cfg.val_split)}
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, quiet: bool = False,
+          overwrite: bool = False) -> dict[str, Any]:
+    """Train (or resume) into ``out_dir``; returns the final state with the evaluation history.
+
+    The same config in the same folder resumes from the last checkpoint (one stderr line says so); another
+    config, or changed annotations, is refused unless ``overwrite`` (which starts the run afresh).
+    ``progress``: tqdm bars; ``quiet``: no status lines (resume, one line per epoch)."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise AttnlabError(f"{out} is a file, not a folder (choose another -o)")
+    rank, world = _distributed()
+    device = f"cuda:{torch.cuda.current_device()}" if world > 1 else choose_device(cfg.device)
+    seed_everything(cfg.seed)
+    train_ds, val_ds, prints = open_data(cfg)
+    saved = {"train": cfg.result_keys(), "num_classes": train_ds.num_classes, "names": train_ds.names,
+             "cat_ids": train_ds.cat_ids, "data_fingerprint": prints}
+    resuming = _prepare_run(out, saved, overwrite, quiet) if rank == 0 else True
     model = build_model(cfg, train_ds.num_classes).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_cfg = LossConfig(**cfg.loss)
-    saved = {"train": cfg.result_keys(), "num_classes": train_ds.num_classes, "names": train_ds.names,
-             "cat_ids": train_ds.cat_ids}
     state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "train_seconds": 0.0}
     ckpt = out / CHECKPOINT
-    if (out / "config.json").is_file():
-        old = json.loads((out / "config.json").read_text(encoding="utf-8"))
-        old_train = _with_defaults({k: v for k, v in old.get("train", {}).items() if k not in RUNTIME_KEYS})
-        new_train = _with_defaults(saved["train"])
-        if old_train != new_train or old.get("num_classes") != saved["num_classes"]:
-            diff = sorted(k for k in set(old_train) | set(new_train) if old_train.get(k) != new_train.get(k))
-            raise AttnlabError(f"{out} holds a run with another configuration (differs in: {', '.join(diff) or 'classes'}); "
-                               "use a new -o directory or the same flags to resume")
-        if ckpt.is_file():
-            tensors, state, groups = read_checkpoint(ckpt)
-            load_weights(model, tensors, ckpt)
-            opt.load_state_dict(_unflatten_optimizer(tensors, groups))
-            torch.set_rng_state(tensors["rng.torch"])
+    if resuming and ckpt.is_file():
+        tensors, state, groups = read_checkpoint(ckpt)
+        load_weights(model, tensors, ckpt)
+        opt.load_state_dict(_unflatten_optimizer(tensors, groups))
+        torch.set_rng_state(tensors["rng.torch"])
     elif rank == 0:
         atomic_write_json(out / "config.json", {**saved, "env": environment()})
     if world > 1:
@@ -254,8 +320,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[
             state["history"].append(entry)
             save_checkpoint(ckpt, model.module if world > 1 else model, opt, state)
             append_jsonl(out / "log.jsonl", entry)
-            if progress:
-                shown = ", ".join(f"{k} {entry[k]}" for k in ("loss", "AP", "AP50", "AP75") if entry.get(k) is not None)
+            if not quiet:
+                shown = ", ".join(f"{k} {entry[k]}" for k in ("loss", "AP", "AP50", "AP75")
+                                  if entry.get(k) is not None)
                 print(f"[{out.name}] epoch {epoch + 1}/{cfg.epochs} step {state['step']}: {shown}", file=sys.stderr)
     if rank == 0:
         atomic_write_json(out / "metrics.json", {"final": state["history"][-1] if state["history"] else {},
@@ -264,12 +331,56 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[
     return state
 
 
+#: TrainConfig entries (flattened: model and loss options beside the rest) that `attnlab detr train` flags
+#: set, with the flag; a switch is given when its value is not the default. ``ffn_dim`` follows ``--d-model``.
+TRAIN_FLAGS = {"train_split": "--train-split", "val_split": "--val-split", "epochs": "--epochs",
+               "batch_size": "--batch-size", "lr": "--lr", "lr_drop": "--lr-drop", "clip_grad": "--clip-grad",
+               "image_size": "--image-size", "augment": "--augment", "eval_every": "--eval-every", "amp": "--amp",
+               "d_model": "--d-model", "num_queries": "--queries", "enc_layers": "--enc-layers",
+               "dec_layers": "--dec-layers", "deformable_levels": "--deformable-levels",
+               "deformable_points": "--deformable-points", "cls_loss": "--cls-loss",
+               "o2m_box_source": "--o2m-box-source", "o2m_topk": "--o2m-topk",
+               "c_share_first_self_attn": "--no-shared-first-self-attn", "dac": "--dac"}
+
+
+def _flat(train: dict[str, Any]) -> dict[str, Any]:
+    full = with_defaults(train)
+    return {**{k: v for k, v in full.items() if k not in ("model", "loss")}, **full["model"], **full["loss"]}
+
+
+def train_flags(cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    """The CLI flags that reproduce ``cfg`` (``--data`` and ``--seed`` first, then each entry away from its
+    default), and the entries that differ from the default but have no flag (set through the Python API)."""
+    ours, default = _flat(cfg.result_keys()), _flat(TrainConfig(data=cfg.data).result_keys())
+    default["ffn_dim"] = 2 * ours["d_model"]
+    flags, api_only = ["--data", str(cfg.data), "--seed", str(cfg.seed)], []
+    for key, value in ours.items():
+        if key in ("data", "seed") or value == default[key]:
+            continue
+        if key not in TRAIN_FLAGS:
+            api_only.append(f"{key}={value}")
+        elif isinstance(value, bool):
+            flags.append(TRAIN_FLAGS[key])
+        else:
+            flags += [TRAIN_FLAGS[key], str(value)]
+    return flags, api_only
+
+
+def reproducing_command(prefix: str, cfg: TrainConfig, rec: RunRecord, extra: list[str]) -> str:
+    """``prefix`` + the flags of ``cfg`` + ``extra``; entries no flag sets are named in the record's notes."""
+    flags, api_only = train_flags(cfg)
+    if api_only:
+        rec.notes.append("Set through the Python API (no CLI flag; the command does not reproduce them): "
+                         + ", ".join(api_only) + ".")
+    return " ".join([prefix, *flags, *extra])
+
+
 def run_record(cfg: TrainConfig, state: dict[str, Any], out: Path) -> RunRecord:
     """The run as an attnlab record (config, seed, versions, final metrics, evaluation history)."""
     variant = "DAC" if cfg.model.get("dac") else "baseline"
-    flags = f"--data {cfg.data} --epochs {cfg.epochs} --seed {cfg.seed}" + (" --dac" if cfg.model.get("dac") else "")
-    rec = RunRecord(name=f"detr-{out.name}", title=f"detr: {variant} run {out.name}",
-                    command=f"attnlab detr train {flags} -o {out}", seed=cfg.seed, config=cfg.to_dict())
+    rec = RunRecord(name=f"detr-{out.name}", title=f"detr: {variant} run {out.name}", command="", seed=cfg.seed,
+                    config=cfg.to_dict())
+    rec.command = reproducing_command("attnlab detr train", cfg, rec, ["-o", str(out)])
     evals = [h for h in state["history"] if h.get("AP") is not None]
     if evals:
         rec.metrics.update({k: v for k, v in evals[-1].items() if k != "seconds_per_step"})

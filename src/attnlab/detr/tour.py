@@ -1,0 +1,103 @@
+"""The detr tour: baseline and DAC trained side by side on synthetic digits written as COCO, their AP and the
+paper's queries-per-object diagnostic over training, the curves, and drawn detections of both models.
+
+Two profiles (``attnlab tour --only detr`` and ``attnlab tour --only detr --full``); docs/detr.md has the
+3-seed, 6,000-step comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..core.plots import plt, save_figure
+from ..core.records import RunRecord
+from .compare import fmt, run_compare, run_name
+from .data import open_split
+from .evaluate import QUALITY_THRESHOLDS
+from .predict import detect
+from .synthetic import make_synthetic
+from .train import TrainConfig, load_run
+from .variants import VARIANTS
+
+#: Dataset and training of each profile. quick: a few hundred steps, where DAC's O-decoder already gathers
+#: more queries per object; full: long enough for the AP to leave its initial plateau.
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {"data": {"n_train": 1000, "n_val": 200}, "train": {"epochs": 30, "eval_every": 5, "batch_size": 32}},
+    "full": {"data": {"n_train": 1000, "n_val": 200}, "train": {"epochs": 30, "eval_every": 5, "batch_size": 32}},
+}
+#: Measured on a 2-core CPU (both runs in parallel, one thread each), data, training and figures included.
+EXPECTED_SECONDS = {"quick": 60, "full": 240}
+JOBS = 2
+COLORS = {"baseline": "tab:blue", "dac": "tab:red"}
+
+
+def command(seed: int, full: bool) -> str:
+    return "attnlab tour --only detr" + (" --full" if full else "") + (f" --seed {seed}" if seed else "")
+
+
+def _detections_figure(cmp_dir: Path, data_dir: Path, seed: int, path: Path, n: int = 6) -> Path:
+    val = open_split(data_dir, "val")
+    ids = val.ids[:min(n, len(val))]
+    n = len(ids)
+    images = [val.load_image(i) for i in ids]
+    fig, axes = plt.subplots(len(VARIANTS), n, figsize=(2.2 * n, 2.4 * len(VARIANTS)), squeeze=False)
+    for row, variant in enumerate(VARIANTS):
+        cfg, model, state = load_run(cmp_dir / run_name(variant, seed))
+        dets = detect(model, images, cfg.image_size, threshold=0.3)
+        for ax, im, image_id, det in zip(axes[row], images, ids, dets, strict=True):
+            ax.imshow(im)
+            for a in val.coco.imgToAnns[image_id]:
+                x, y, w, h = a["bbox"]
+                ax.add_patch(plt.Rectangle((x, y), w, h, fill=False, ec="white", ls="--", lw=1))
+            for s, label, (x0, y0, x1, y1) in zip(det["scores"].tolist(), det["labels"].tolist(),
+                                                  det["boxes"].tolist(), strict=True):
+                ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=COLORS[variant], lw=1.5))
+                ax.text(x0, y0 - 1, f"{state['names'][label]} {s:.2f}", fontsize=6, color="yellow")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row][0].set_ylabel(variant)
+    fig.suptitle("val detections (score >= 0.3); dashed white: ground truth")
+    return save_figure(fig, path)
+
+
+def tour(out_dir: Path, seed: int = 0, full: bool = False) -> RunRecord:
+    """Make the data, train baseline and DAC (one seed, two 1-thread processes), tabulate, draw."""
+    out_dir = Path(out_dir)
+    profile = "full" if full else "quick"
+    spec = PROFILES[profile]
+    data_dir, cmp_dir = out_dir / "digits", out_dir / "compare"
+    rec = RunRecord(name="detr", title="detr: DETR trained with DAC (C-decoder) vs baseline on synthetic digits",
+                    command=command(seed, full), seed=seed, config={"profile": profile, **spec})
+    with rec.timed("make_data"):
+        make_synthetic(data_dir, "synthetic-digits", seed=seed, **spec["data"])
+    with rec.timed("compare"):
+        summary = run_compare(TrainConfig(data=str(data_dir), device="cpu", **spec["train"]), cmp_dir, [seed],
+                              workers=JOBS, threads=1, progress=False, quiet=True)
+    table = summary["table"]
+    rec.add_table("COCO AP on val at 25/50/75/100% of the budget (one seed)",
+                  ["budget", "step", "variant", "AP", "AP50", "AP75"],
+                  [[r["budget"], r["step"], r["variant"], fmt(r["AP"]), fmt(r["AP50"]), fmt(r["AP75"])]
+                   for r in table])
+    rec.add_table("Queries per object with quality (0.3 score + 0.7 IoU) above t (O-decoder, val)",
+                  ["budget", "variant", "t=0.6", "t=0.7", "t=0.8"],
+                  [[r["budget"], r["variant"]] + [f"{r[f'queries_per_object@{t}']['mean']:.3f}"
+                                                   for t in QUALITY_THRESHOLDS]
+                   for r in table])
+    for r in table:
+        if r["budget"] == "100%":
+            rec.metrics[f"{r['variant']}_AP"] = round(r["AP"]["mean"], 4)
+            rec.metrics[f"{r['variant']}_AP50"] = round(r["AP50"]["mean"], 4)
+            for t in (0.6, 0.7):
+                rec.metrics[f"{r['variant']}_queries_per_object@{t}"] = round(r[f"queries_per_object@{t}"]["mean"], 3)
+    sp = summary["seconds_per_step"]
+    rec.metrics["dac_step_time_ratio"] = round(sp["dac"]["mean"] / sp["baseline"]["mean"], 3)
+    rec.add_figure((cmp_dir / "curves.png").resolve(), "AP, AP50, AP75 on val over training, baseline vs DAC.")
+    with rec.timed("detections"):
+        fig = _detections_figure(cmp_dir, data_dir, seed, out_dir / "detections.png")
+    rec.add_figure(fig.resolve(), "Detections of both models on the first val images (blue: baseline, red: DAC).")
+    train = spec["train"]
+    rec.notes.append(f"{profile} profile: {spec['data']['n_train']} training images, {train['epochs']} epochs of "
+                     f"batch {train['batch_size']}, one seed" + ("" if full else "; `attnlab tour --only detr --full` "
+                                                                  "runs the longer version") +
+                     ". The 3-seed, 6,000-step comparison is in docs/detr.md.")
+    return rec

@@ -1,0 +1,43 @@
+"""The alternatives of ``attnlab.detr``, each defined once. This module imports nothing heavy: the CLI's
+``choices=`` and the tests' parametrize read these dicts without importing torch.
+
+Implementations are named as ``"module:attribute"`` strings and imported on first use (:func:`resolve`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: The two trainings `compare` and the tour put side by side, as model options: DAC is a training-time
+#: switch on the same detector (paper Sec. 3.2: the C-decoder shares every parameter of the O-decoder).
+VARIANTS: dict[str, dict[str, Any]] = {"baseline": {"dac": False}, "dac": {"dac": True}}
+
+#: Classification losses: sigmoid focal loss (Deformable DETR), or IoU-aware BCE with rank weights in the
+#: C-decoder (Align-DETR), the variant of DAC's released code. Each returns (elementwise loss, match weights).
+CLS_LOSSES: dict[str, str] = {"focal": "attnlab.detr.losses:focal_classification",
+                              "ia_bce": "attnlab.detr.losses:ia_bce_classification"}
+
+#: Boxes the one-to-many assigner scores the C-decoder's queries with (paper Sec. 3.3 leaves it open).
+O2M_BOX_SOURCES: dict[str, str] = {"c": "the C-decoder's own boxes",
+                                   "o": "the O-decoder's boxes of the same layer (official code, its issue #8)"}
+
+#: Training augmentations (DETR's recipe, scaled from COCO's 800 px to --image-size).
+AUGMENTATIONS: dict[str, str] = {"none": "resize only",
+                                 "scale": "multi-scale resize, or resize-crop-resize",
+                                 "detr": "scale plus horizontal flip (DETR's full recipe)"}
+
+#: Synthetic COCO benchmarks `make-data` writes.
+DATASETS: dict[str, str] = {"synthetic-digits": "scikit-learn's 8x8 digits, 10 classes",
+                            "synthetic-shapes": "procedural rectangles, ellipses and triangles, 3 classes"}
+
+
+def resolve(spec: str) -> Any:
+    """The object a ``"module:attribute"`` registry entry names."""
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def describe(registry: dict[str, str]) -> str:
+    """``name: description; ...`` for a --help text."""
+    return "; ".join(f"{k}: {v}" for k, v in registry.items())
