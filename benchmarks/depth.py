@@ -55,7 +55,8 @@ def main() -> None:
         for L in args.depths:
             runs[L].append(tokens_per_second(L, args.budget, args.steps, config))
     base = statistics.median(runs[args.depths[0]])
-    print(f"throughput at {args.budget:,} non-embedding parameters, {args.threads} thread(s), median of {args.repeats}")
+    print(f"throughput at {args.budget:,} non-embedding parameters, {args.threads} thread(s), "
+          f"median of {args.repeats}")
     print(f"{'depth':>5}  {'tok/s':>9}  {'spread':>15}  {'ratio to L=' + str(args.depths[0]):>12}")
     rows = []
     for L in args.depths:

@@ -1,16 +1,31 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+from attnlab.core.records import RunRecord
+
+COMMITTED_SWEEP = Path(__file__).resolve().parents[2] / "docs" / "results" / "depth_sweep"
 
 
 def test_plan_json_and_text(run_cli):
     rc, out, err = run_cli("depth", "plan", "--params", "1e12", "--json")
     assert rc == 0
-    data = json.loads(out)
+    (data,) = json.loads(out)["plans"]
     fit = next(r for r in data["rows"] if r["rule"] == "levine_fit")
     assert fit["depth"] == 95 and abs(fit["width"] - 29.7e3) < 300
     rc, out, _ = run_cli("depth", "plan", "--params", "1.3e9", "--vocab", "50257", "--seq-len", "2048", "--known")
     assert rc == 0 and "levine_fit" in out and "GPT-3 175B" in out and "too deep" in out
+
+
+def test_plan_sizes_and_several_budgets(run_cli):
+    rc, a, _ = run_cli("depth", "plan", "--params", "1.3B", "--json")
+    rc2, b, _ = run_cli("depth", "plan", "--params", "1.3e9", "--json")
+    assert rc == rc2 == 0 and a == b
+    rc, out, _ = run_cli("depth", "plan", "--params", "350M", "1T", "--json")
+    assert rc == 0 and [p["budget"] for p in json.loads(out)["plans"]] == [350e6, 1e12]
 
 
 def test_rank_json(run_cli):
@@ -18,16 +33,44 @@ def test_rank_json(run_cli):
     assert rc == 0
     rows = json.loads(out)["results"]
     assert [r["rank"] for r in rows] == [3, 5, 15, 70] and all(r["matches_closed_form"] for r in rows)
+    rc, out, _ = run_cli("depth", "rank", "--depths", "2", "--widths", "4", "--heads", "1", "4", "--json")
+    assert [r["rank"] for r in json.loads(out)["results"]] == [70, 69]  # head dimension 1 loses one
+
+
+def test_records_name_the_command_that_reproduces_them(run_cli, tmp_path):
+    out = tmp_path / "plan"
+    rc, _, _ = run_cli("depth", "plan", "--params", "1.3B", "1e12", "--known", "-o", out)
+    assert rc == 0 and (out / "frontier.png").stat().st_size > 10_000
+    rec = RunRecord.load(out / "record.json")
+    assert rec.command == f"attnlab depth plan --params 1.3e9 1e12 --known -o {out}"
+    assert [r[0] for r in rec.tables[0].rows][:1] == ["1.3e9"] and rec.metrics["levine_fit_1e12"] == "95 x 29632"
+    out = tmp_path / "rank"
+    rc, _, _ = run_cli("depth", "rank", "--depths", "1", "--widths", "2", "3", "-o", out)
+    rec = RunRecord.load(out / "record.json")
+    assert rc == 0 and rec.command == f"attnlab depth rank --depths 1 --widths 2 3 --heads 1 -o {out}"
+    assert [r[4] for r in rec.tables[0].rows] == [3, 4]
+
+
+@pytest.mark.parametrize("argv", [["plan", "--params", "1.3B", "--known"],
+                                  ["rank", "--depths", "1", "--widths", "2"],
+                                  ["plot", str(COMMITTED_SWEEP), "-o", "{tmp}/plot"]])
+def test_light_commands_import_no_torch(argv, tmp_path):
+    code = ("import sys; from attnlab.cli import main; rc = main(sys.argv[1:]); "
+            "heavy = [m for m in ('torch', 'transformers', 'scipy') if m in sys.modules]; "
+            "assert rc == 0 and not heavy, (rc, heavy)")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    done = subprocess.run([sys.executable, "-c", code, "depth", *argv, "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("argv, message", [
     (["depth", "plan", "--params", "100"], "too small for any depth"),
-    (["depth", "plan", "--params", "abc"], "expected a positive number"),
+    (["depth", "plan", "--params", "abc"], "expected a positive size"),
     (["depth", "plan", "--params", "1e6", "--seq-len", "64"], "give --vocab"),
     (["depth", "rank", "--depths", "1", "--widths", "3", "--heads", "2"], "not divisible by 2 heads"),
     (["depth", "rank", "--depths", "5", "--widths", "4"], "templates"),
     (["depth", "sweep", "/no/such.yaml", "-o", "/tmp/x"], "sweep config not found"),
-    (["depth", "plot", "/no/such/dir"], "not a directory"),
+    (["depth", "plot", "/no/such/dir"], "not a folder"),
 ])
 def test_bad_input_one_line_exit_2(run_cli, argv, message):
     rc, out, err = run_cli(*argv)
@@ -54,5 +97,8 @@ def test_sweep_end_to_end(run_cli, tmp_path):
     assert (out / "sweep.png").stat().st_size > 0 and (out / "record.json").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert [b["budget"] for b in summary["budgets"]] == [3000, 6000]
-    rc, stdout, _ = run_cli("depth", "plot", out)
-    assert rc == 0 and "mean loss" in stdout
+    before = (out / "record.json").read_bytes()
+    rc, stdout, _ = run_cli("depth", "plot", out, "-o", tmp_path / "plot")
+    assert rc == 0 and "mean loss" in stdout and (tmp_path / "plot" / "sweep.png").exists()
+    assert (out / "record.json").read_bytes() == before  # -o leaves the sweep folder alone
+    assert RunRecord.load(tmp_path / "plot" / "record.json").command == f"attnlab depth plot {out} -o {tmp_path}/plot"

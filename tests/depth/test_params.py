@@ -1,10 +1,10 @@
 import pytest
 import torch
 
+from attnlab.core.errors import AttnlabError
 from attnlab.depth.model import GPT
 from attnlab.depth.params import KNOWN_MODELS, MOBILELLM, Architecture, count, gpt2_like
 from attnlab.depth.sweep import non_embedding_count
-from attnlab.core.errors import AttnlabError
 
 
 def numel(model) -> int:
@@ -55,7 +55,7 @@ def test_published_totals(name, total):
 
 
 def test_mobilellm_nominal_sizes_and_errors():
-    for arch, nominal in zip(MOBILELLM, (125e6, 350e6, 600e6, 1.0e9, 1.5e9)):
+    for arch, nominal in zip(MOBILELLM, (125e6, 350e6, 600e6, 1.0e9, 1.5e9), strict=True):
         assert count(arch)["total"] == pytest.approx(nominal, rel=0.02)
     with pytest.raises(AttnlabError, match="not divisible"):
         GPT(10, 8, 1, 30, 4)

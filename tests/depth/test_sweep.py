@@ -34,6 +34,14 @@ def test_committed_config_loads(tmp_path):
     ("budgets: 1000\ndepths: [1]\n", "non-empty list"),
     ("budgets: [1000]\ndepths: [1]\ntokens: 10\n", "less than one batch"),
     ("budgets: [1000\n", "not valid YAML"),
+    ("budgets: [1000]\ndepths: [true]\n", "depths must be a non-empty list of integers"),
+    ("budgets: [1000]\ndepths: [1]\nlr: -1\n", "lr must be a learning rate"),
+    ("budgets: [1000]\ndepths: [1]\nlr: .nan\n", "lr must be a learning rate"),
+    ("budgets: [1000]\ndepths: [1]\nwarmup_steps: -5\n", "warmup_steps must be a non-negative integer"),
+    ("budgets: [1000]\ndepths: [1]\nbatch_size: true\n", "batch_size must be a positive integer"),
+    ("budgets: [1000]\ndepths: [1]\nweight_decay: 2\n", "weight_decay must be"),
+    ("budgets: [1000]\ndepths: [1]\ntolerance: x\n", "tolerance must be"),
+    ("budgets: [1000]\ndepths: [1]\ntext: 3\n", "text must be"),
     ("- 1\n", "expected a mapping")])
 def test_bad_configs(tmp_path, text, message):
     path = tmp_path / "c.yaml"
@@ -58,7 +66,7 @@ def test_sweep_resumes_and_skips_done_lines(tmp_path, monkeypatch):
     calls.clear()
     run_sweep(tiny(seeds=[0]), out, progress=False)
     assert calls == []
-    with pytest.raises(AttnlabError, match="different recipe"):
+    with pytest.raises(AttnlabError, match="holds another depth sweep"):
         run_sweep(tiny(lr=1e-2), out, progress=False)
 
 

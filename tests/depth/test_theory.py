@@ -6,7 +6,8 @@ from attnlab.core.errors import AttnlabError
 from attnlab.depth import theory
 
 
-@pytest.mark.parametrize("depth, width", [(6, 215), (12, 300), (18, 419), (24, 585), (30, 816), (36, 1138), (48, 2215)])
+@pytest.mark.parametrize("depth, width", [(6, 215), (12, 300), (18, 419), (24, 585), (30, 816), (36, 1138),
+                                          (48, 2215)])
 def test_fit_reproduces_the_papers_widths(depth, width):
     assert round(theory.optimal_width(depth)) == width
     assert theory.optimal_depth(theory.optimal_width(depth)) == pytest.approx(depth)
@@ -23,7 +24,7 @@ def test_fit_at_one_trillion_and_gpt3():
 
 def test_budget_round_trip_and_monotone():
     sizes = [theory.optimal_params(L) for L in range(1, 100)]
-    assert all(a < b for a, b in zip(sizes, sizes[1:]))
+    assert all(a < b for a, b in zip(sizes, sizes[1:], strict=False))
     for L in (3.5, 12.0, 60.0):
         assert theory.fit_depth_for_budget(theory.optimal_params(L)) == pytest.approx(L, rel=1e-9)
     # embeddings make the same budget buy a smaller shape
@@ -38,7 +39,8 @@ def test_threshold_and_regimes():
     assert theory.efficient_budget_limit(6) == pytest.approx(38e6, rel=0.01)  # v1 Table 1 reading
 
 
-@pytest.mark.parametrize("depth, width, rank", [(1, 5, 6), (2, 4, 70), (3, 4, 2380), (2, 2, 15), (3, 3, 560), (4, 2, 861)])
+@pytest.mark.parametrize("depth, width, rank", [(1, 5, 6), (2, 4, 70), (3, 4, 2380), (2, 2, 15), (3, 3, 560),
+                                                (4, 2, 861)])
 def test_closed_form(depth, width, rank):
     assert theory.separation_rank(depth, width) == rank
     assert math.exp(theory.log_separation_rank(depth, width)) == pytest.approx(rank, rel=1e-9)

@@ -3,25 +3,32 @@ Self-Attention" / "The Depth-to-Width Interplay in Self-Attention").
 
 ``theory`` (threshold depth, separation rank, the fitted law) -> ``planner`` (depth/width for a budget
 beside other published rules) -> ``separation`` (exact GF(p) separation ranks of small networks) ->
-``sweep`` (train depth x width grids at fixed budgets, find the best depth).
+``sweep`` (train depth x width grids at fixed budgets, find the best depth). ``tour`` is the module's
+headline experiment for ``attnlab tour``.
+
+The names below are imported on first use, so ``import attnlab.depth`` (done by ``attnlab --help``) costs
+nothing.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+from typing import Any
 
-from .params import Architecture, count
-from .planner import assess, known_models, plan
-from .separation import exact_rank
-from .sweep import SweepConfig, analyze, run_sweep
-from .theory import fit_depth_for_budget, optimal_depth, optimal_width, separation_rank, threshold_depth
+#: public name -> the submodule that defines it
+_EXPORTS = {
+    "Architecture": "params", "count": "params",
+    "assess": "planner", "known_models": "planner", "plan": "planner",
+    "exact_rank": "separation",
+    "SweepConfig": "sweep", "analyze": "sweep", "run_sweep": "sweep",
+    "fit_depth_for_budget": "theory", "optimal_depth": "theory", "optimal_width": "theory",
+    "separation_rank": "theory", "threshold_depth": "theory",
+}
 
-__all__ = ["Architecture", "SweepConfig", "analyze", "assess", "count", "exact_rank", "fit_depth_for_budget",
-           "known_models", "optimal_depth", "optimal_width", "plan", "run_sweep", "separation_rank",
-           "threshold_depth", "tour"]
+__all__ = sorted(_EXPORTS)
 
 
-def tour(out_dir: Path, seed: int = 0):
-    from .tourstep import run
-
-    return run(Path(out_dir), seed)
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'attnlab.depth' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

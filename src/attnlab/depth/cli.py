@@ -1,12 +1,19 @@
-"""``attnlab depth``: plan a shape for a budget, measure separation ranks, run and plot depth sweeps."""
+"""``attnlab depth``: plan a shape for a budget, measure separation ranks, run and plot depth sweeps.
+
+``plan``, ``rank`` and ``plot`` are light (no torch); ``sweep`` trains models.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shlex
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ..core.clikit import add_out, emit, nonneg_int, positive_float, positive_int
+from ..core.clikit import add_out, emit, nonneg_int, positive_int, show_progress, size
 from ..core.errors import AttnlabError
 
 
@@ -15,96 +22,174 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(c) for c in columns]] + [["-" if v is None else f"{v:,}" if isinstance(v, int) and not
                                             isinstance(v, bool) else str(v) for v in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:
     group = subparsers.add_parser("depth", help="depth/width trade-off of self-attention (Levine et al. 2020)",
                                   description="Depth-efficiency theory, a depth/width planner, exact separation "
-                                              "ranks and fixed-budget depth sweeps.")
+                                              "ranks and fixed-budget depth sweeps.",
+                                  epilog="Example: attnlab depth plan --params 1.3B --known")
     sub = group.add_subparsers(dest="depth_command", metavar="COMMAND")
 
     p = sub.add_parser("plan", parents=[common], help="depth and width for a parameter budget, rule by rule",
-                       description="Recommend (depth, width) for a budget under Levine et al.'s fit and the other "
-                                   "published rules. Without --vocab the budget is 12 L d^2 non-embedding "
+                       description="Recommend (depth, width) for each budget under Levine et al.'s fit and the "
+                                   "other published rules. Without --vocab the budget is 12 L d^2 non-embedding "
                                    "parameters; with --vocab it is the total with a tied embedding.",
-                       epilog="Example: attnlab depth plan --params 1.3e9 --vocab 50257 --seq-len 2048")
-    p.add_argument("--params", type=positive_float, required=True, help="parameter budget, e.g. 1.3e9")
+                       epilog="Example: attnlab depth plan --params 1.3B --vocab 50257 --seq-len 2048")
+    p.add_argument("--params", type=size, nargs="+", required=True, metavar="N",
+                   help="parameter budget(s), e.g. 1.3B, 350M or 1.3e9")
     p.add_argument("--vocab", type=positive_int, default=None, help="vocabulary size: count a tied embedding")
     p.add_argument("--seq-len", type=nonneg_int, default=0, help="learned positions to count (needs --vocab)")
     p.add_argument("--width-multiple", type=positive_int, default=64, help="snap widths to this (default 64)")
-    p.add_argument("--known", action="store_true", help="also list published models against the fit")
-    p.set_defaults(func=_cmd_plan)
+    p.add_argument("--known", action="store_true",
+                   help="also list published models against the fit (with -o: and draw frontier.png)")
+    add_out(p, what="record folder (DIR/record.json; default: write nothing)")
+    p.set_defaults(func=_cmd_plan, light=True)
 
     p = sub.add_parser("rank", parents=[common], help="exact separation ranks of small simplified networks",
                        description="Exact GF(p) rank of the grid matrix (N=2 positions, split {1},{2}) of the "
-                                   "paper's softmax-free network, against C((3^L-1)/2 + d_x, d_x).",
+                                   "paper's softmax-free network, against C((3^L-1)/2 + d_x, d_x), for every "
+                                   "depth x width x heads.",
                        epilog="Example: attnlab depth rank --depths 1 2 3 --widths 2 3 --heads 1")
     p.add_argument("--depths", type=positive_int, nargs="+", required=True, help="depths L")
     p.add_argument("--widths", type=positive_int, nargs="+", required=True, help="widths d_x")
-    p.add_argument("--heads", type=positive_int, default=1, help="heads H (must divide every width)")
+    p.add_argument("--heads", type=positive_int, nargs="+", default=[1],
+                   help="head counts H (each must divide every width; default 1)")
     p.add_argument("--templates", type=positive_int, default=None,
                    help="templates M per position (default: closed form + 8)")
     p.add_argument("--residual", action="store_true", help="add residual connections")
-    p.set_defaults(func=_cmd_rank)
+    add_out(p, what="record folder (DIR/record.json; default: write nothing)")
+    p.set_defaults(func=_cmd_rank, light=True)
 
     p = sub.add_parser("sweep", parents=[common], help="train a (budget x depth x seed) grid; resumable",
                        description="Train every model of the YAML config's grid not yet in DIR/results.jsonl "
-                                   "(one line per model), then analyse and plot.",
-                       epilog="Example: attnlab depth sweep configs/depth/cpu.yaml -o docs/results/depth_sweep")
+                                   "(one line per model), then analyse and plot. DIR is a run folder: the same "
+                                   "recipe resumes (a grown grid trains only the new models), another is "
+                                   "refused unless --overwrite.",
+                       epilog="Example: attnlab depth sweep configs/depth/cpu.yaml -o runs/depth_sweep")
     p.add_argument("config", help="sweep config (YAML)")
-    add_out(p, required=True, what="results directory")
+    add_out(p, required=True, what="sweep folder")
     p.add_argument("--workers", type=positive_int, default=None, help="worker processes, 1 thread each")
     p.add_argument("--limit", type=positive_int, default=None, help="train at most this many new models")
     p.set_defaults(func=_cmd_sweep)
 
-    p = sub.add_parser("plot", parents=[common], help="analyse and plot a sweep directory",
-                       description="Best depth per budget with bootstrap over seeds, the ln d* fit, sweep.png.",
-                       epilog="Example: attnlab depth plot docs/results/depth_sweep")
-    p.add_argument("dir", help="sweep results directory")
-    p.set_defaults(func=_cmd_plot)
+    p = sub.add_parser("plot", parents=[common], help="analyse and plot a sweep folder",
+                       description="Best depth per budget with bootstrap over seeds, the ln d* fit: summary.json, "
+                                   "sweep.png and record.json, in the sweep folder or in -o DIR.",
+                       epilog="Example: attnlab depth plot docs/results/depth_sweep -o runs/depth_plot")
+    p.add_argument("dir", help="sweep folder (with results.jsonl)")
+    add_out(p, what="folder for the analysis (default: the sweep folder itself)")
+    p.set_defaults(func=_cmd_plot, light=True)
+
+
+def _record_dir(args: argparse.Namespace, what: str) -> AbstractContextManager[Path | None]:
+    """The ``-o`` folder, checked now (before any work) and swapped in complete at the end; None without -o."""
+    if args.out is None:
+        return contextlib.nullcontext(None)
+    from ..core.outputs import artifact_dir
+
+    return artifact_dir(args.out, args.overwrite, what=what)
+
+
+def _command(*argv: Any) -> str:
+    """A reproducing command line; ``None`` and ``False`` parts are left out."""
+    return shlex.join(["attnlab", "depth", *(str(a) for a in argv if a is not None and a is not False)])
+
+
+def _out_flag(args: argparse.Namespace) -> list[str]:
+    return ["-o", args.out] if args.out else []
+
+
+def plan_command(budgets: Sequence[float], vocab: int | None = None, seq_len: int = 0, width_multiple: int = 64,
+                 known: bool = False, out: list[str] | None = None) -> str:
+    """The ``attnlab depth plan`` line that prints the planner table for these settings."""
+    from .planner import budget_text
+
+    return _command("plan", "--params", *(budget_text(b) for b in budgets), *(["--vocab", vocab] if vocab else []),
+                    *(["--seq-len", seq_len] if seq_len else []),
+                    *(["--width-multiple", width_multiple] if width_multiple != 64 else []),
+                    known and "--known", *(out or []))
+
+
+def rank_command(depths: Sequence[int], widths: Sequence[int], heads: Sequence[int] = (1,),
+                 templates: int | None = None, residual: bool = False, seed: int = 0,
+                 out: list[str] | None = None) -> str:
+    """The ``attnlab depth rank`` line that prints the rank table for these settings."""
+    return _command("rank", "--depths", *depths, "--widths", *widths, "--heads", *heads,
+                    *(["--templates", templates] if templates else []), residual and "--residual",
+                    *(["--seed", seed] if seed else []), *(out or []))
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from .planner import known_models, plan
+    from .planner import KNOWN_COLUMNS, PLAN_COLUMNS, budget_text, known_models, known_rows, plan, plan_rows
 
-    result = plan(args.params, args.vocab, args.seq_len, args.width_multiple)
-    out = result.to_dict()
-    lines = [f"budget {args.params:.4g} parameters, counted as {result.convention}", ""]
-    lines.append(format_table(["rule", "depth", "width", "count", "note"],
-                              [[r.rule, r.depth, r.width, r.count, r.note] for r in result.rows]))
-    lines += [f"warning: {w}" for w in result.warnings]
+    plans = [plan(b, args.vocab, args.seq_len, args.width_multiple) for b in args.params]  # bad input: now
+    command = plan_command(args.params, args.vocab, args.seq_len, args.width_multiple, args.known, _out_flag(args))
+    out: dict[str, Any] = {"plans": [p.to_dict() for p in plans]}
+    lines = [f"counted as {plans[0].convention}", "", format_table(PLAN_COLUMNS, plan_rows(plans))]
+    for p in plans:
+        lines += ["", f"notes at {budget_text(p.budget)}:"] + [f"  {r.rule}: {r.note}" for r in p.rows]
+        lines += [f"  warning: {w}" for w in p.warnings]
+    models = known_models() if args.known else []
     if args.known:
-        out["known_models"] = known_models()
-        lines += ["", format_table(["model", "L", "d", "12Ld^2", "total", "fit L*", "fit d*", "verdict"],
-                                   [[m["name"], m["depth"], m["width"], m["kaplan"], m["total"],
-                                     round(m["fit_depth"], 1), round(m["fit_width"]), m["verdict"]]
-                                    for m in out["known_models"]])]
+        out["known_models"] = models
+        lines += ["", format_table(KNOWN_COLUMNS, known_rows(models))]
+    with _record_dir(args, "depth plan") as folder:
+        if folder is not None:
+            from ..core.records import RunRecord
+
+            rec = RunRecord(name="depth-plan", title="depth: depth and width per rule for a parameter budget",
+                            command=command, seed=args.seed,
+                            config={"params": args.params, "vocab": args.vocab, "seq_len": args.seq_len,
+                                    "width_multiple": args.width_multiple, "known": args.known})
+            rec.add_table(f"Planner: depth and width per rule, counted as {plans[0].convention}", PLAN_COLUMNS,
+                          plan_rows(plans))
+            for p in plans:
+                fit = next(r for r in p.rows if r.rule == "levine_fit")
+                rec.metrics[f"levine_fit_{budget_text(p.budget)}"] = f"{fit.depth} x {fit.width}"
+            if args.known:
+                from .plots import FRONTIER_CAPTION, frontier_figure
+
+                rec.add_table("Published shapes against the fit ln d* = 5.039 + 0.0555 L (at their own 12 L d^2)",
+                              KNOWN_COLUMNS, known_rows(models))
+                rec.add_figure(frontier_figure(models, folder / "frontier.png").resolve(), FRONTIER_CAPTION)
+            rec.save(folder / "record.json")
     emit(args, out, text="\n".join(lines))
     return 0
 
 
 def _cmd_rank(args: argparse.Namespace) -> int:
-    from .separation import MAX_TEMPLATES, exact_rank
+    from .separation import MAX_TEMPLATES, RANK_COLUMNS, RANK_TITLE, exact_rank, rank_rows
     from .theory import regime, separation_rank
 
     for d in args.widths:  # refuse bad input before any work
-        if d % args.heads:
-            raise AttnlabError(f"width {d} is not divisible by {args.heads} heads (choose widths that are multiples)")
+        for h in args.heads:
+            if d % h:
+                raise AttnlabError(f"width {d} is not divisible by {h} heads (choose widths that are multiples)")
     for L in args.depths:
         for d in args.widths:
             need = args.templates or separation_rank(L, d) + 8
             if need > MAX_TEMPLATES:
                 raise AttnlabError(f"L={L}, d_x={d} needs {need} templates (limit {MAX_TEMPLATES}): "
                                    "drop that depth/width or pass --templates")
-    rows = [exact_rank(L, d, args.heads, args.templates, args.residual, args.seed).to_dict()
-            for L in args.depths for d in args.widths]
-    for r in rows:
-        r["regime"] = regime(r["depth"], r["width"])
-    text = format_table(["L", "d_x", "H", "M", "exact rank", "C((3^L-1)/2+d_x,d_x)", "match", "regime", "s"],
-                        [[r["depth"], r["width"], r["heads"], r["templates"], r["rank"], r["closed_form"],
-                          r["matches_closed_form"], r["regime"], r["seconds"]] for r in rows])
-    emit(args, {"results": rows}, text=text)
+    command = rank_command(args.depths, args.widths, args.heads, args.templates, args.residual, args.seed,
+                           _out_flag(args))
+    with _record_dir(args, "depth rank") as folder:
+        results = [exact_rank(L, d, h, args.templates, args.residual, args.seed)
+                   for L in args.depths for d in args.widths for h in args.heads]
+        rows = rank_rows(results)
+        if folder is not None:
+            from ..core.records import RunRecord
+
+            rec = RunRecord(name="depth-rank", title="depth: exact separation ranks (GF(p))", command=command,
+                            seed=args.seed, config={k: getattr(args, k) for k in
+                                                    ("depths", "widths", "heads", "templates", "residual")})
+            rec.add_table(RANK_TITLE, RANK_COLUMNS, rows)
+            rec.metrics["matching_closed_form"] = f"{sum(r.rank == r.closed_form for r in results)}/{len(results)}"
+            rec.save(folder / "record.json")
+    data = [{**r.to_dict(), "regime": regime(r.depth, r.width)} for r in results]
+    emit(args, {"results": data}, text=format_table(RANK_COLUMNS, rows))
     return 0
 
 
@@ -119,8 +204,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import load_config, run_sweep, summarize
 
     config = load_config(args.config)
-    run_sweep(config, args.out, workers=args.workers, progress=not args.json, limit=args.limit)
-    rec = summarize(args.out, f"attnlab depth sweep {args.config} -o {args.out}", args.seed)
+    run_sweep(config, args.out, workers=args.workers, progress=show_progress(args), limit=args.limit,
+              overwrite=args.overwrite, quiet=args.quiet)
+    rec = summarize(args.out, _command("sweep", args.config, "-o", args.out), args.seed)
     emit(args, {"dir": str(Path(args.out)), **rec.metrics}, text=_sweep_text(rec))
     return 0
 
@@ -128,8 +214,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_plot(args: argparse.Namespace) -> int:
     from .sweep import summarize
 
-    if not Path(args.dir).is_dir():
-        raise AttnlabError(f"not a directory: {args.dir} (give a sweep results directory)")
-    rec = summarize(args.dir, f"attnlab depth plot {args.dir}", args.seed)
-    emit(args, {"dir": args.dir, "figure": str(Path(args.dir) / "sweep.png"), **rec.metrics}, text=_sweep_text(rec))
+    source = Path(args.dir)
+    if not source.is_dir():
+        raise AttnlabError(f"not a folder: {args.dir} (give a sweep folder)")
+    command = _command("plot", args.dir, *_out_flag(args))
+    with _record_dir(args, "depth plot") as folder:
+        rec = summarize(source, command, args.seed, dest=folder)
+    dest = Path(args.out) if args.out else source
+    emit(args, {"dir": str(dest), "figure": str(dest / "sweep.png"), **rec.metrics}, text=_sweep_text(rec))
     return 0

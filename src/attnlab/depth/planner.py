@@ -10,8 +10,9 @@ a multiple of ``width_multiple``, and the row reports the shape's exact count in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -148,7 +149,8 @@ def plan(budget: float, vocab: int | None = None, seq_len: int = 0, width_multip
                          "a tied 32K embedding and SwiGLU; interpolated on their 12 L d^2)"))
     else:
         rows.append(Recommendation("mobilellm", None, None, None, None, "Liu et al. 2024 (MobileLLM)",
-                                   f"no recommendation: budget outside its released configs ({ends[0]:.3g}-{ends[-1]:.3g})"))
+                                   "no recommendation: budget outside its released configs "
+                                   f"({ends[0]:.3g}-{ends[-1]:.3g})"))
     rows.append(Recommendation("petty", None, None, None, None, "Petty et al. 2024 (NAACL)",
                                "qualitative: deeper helps with rapidly diminishing returns at 41M-374M"))
     rows.append(Recommendation("tay", None, None, None, None, "Tay et al. 2022 (Scale Efficiently)",
@@ -178,3 +180,24 @@ def known_models() -> list[dict[str, Any]]:
     """Each model of :data:`KNOWN_MODELS` and :data:`MOBILELLM` with its exact counts and its verdict."""
     return [{"name": a.name, "source": a.source, **count(a), **assess(a.depth, a.width)}
             for a in KNOWN_MODELS + MOBILELLM]
+
+
+#: The planner's table (``attnlab depth plan``): one row per rule that gives a shape, per budget.
+PLAN_COLUMNS = ["budget", "rule", "L", "d", "count"]
+#: Published shapes against the fit (``attnlab depth plan --known``).
+KNOWN_COLUMNS = ["model", "L", "d", "12Ld^2", "total (own convention)", "fit L*", "fit d*", "verdict"]
+
+
+def budget_text(budget: float) -> str:
+    """A budget as one would type it: 1e7, 1.3e9, 125000."""
+    return f"{budget:.6g}".replace("e+0", "e").replace("e+", "e")
+
+
+def plan_rows(plans: list[Plan]) -> list[list[Any]]:
+    return [[budget_text(p.budget), r.rule, r.depth, r.width, r.count] for p in plans for r in p.rows
+            if r.depth is not None]
+
+
+def known_rows(models: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[m["name"], m["depth"], m["width"], m["kaplan"], m["total"], round(m["fit_depth"], 1),
+             round(m["fit_width"]), m["verdict"]] for m in models]

@@ -58,7 +58,7 @@ class PolynomialSAN:
 
     @classmethod
     def random(cls, depth: int, width: int, heads: int = 1, residual: bool = False, seed: int = 0,
-               prime: int = PRIME) -> "PolynomialSAN":
+               prime: int = PRIME) -> PolynomialSAN:
         _check(depth, width, heads)
         rng = np.random.default_rng(seed)
         da = width // heads
@@ -70,7 +70,7 @@ class PolynomialSAN:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Outputs ``r . y^{L,1} mod p`` for inputs ``x`` of shape (B, N, d_x) with entries in [0, p)."""
         p, y = self.prime, x % self.prime
-        for wq, wk, wv, wo in zip(self.q, self.k, self.v, self.o):
+        for wq, wk, wv, wo in zip(self.q, self.k, self.v, self.o, strict=True):
             # (B, H, N, d_a) projections, reduced mod p after every product (sec. 2, eq. for y^{l,i})
             q, k, v = (np.einsum("bnx,hax->bhna", y, w) % p for w in (wq, wk, wv))
             scores = np.einsum("bhia,bhja->bhij", q, k) % p
@@ -178,3 +178,13 @@ def numerical_rank(matrix: np.ndarray, rtol: float = 1e-10) -> tuple[int, np.nda
     s = np.linalg.svd(matrix, compute_uv=False)
     s = s / s[0] if s[0] > 0 else s
     return int((s > rtol).sum()), s
+
+
+#: The table of ``attnlab depth rank`` (and of the tour).
+RANK_TITLE = "Exact GF(p) rank of the grid matrix (N=2, split {1},{2}) of the softmax-free network"
+RANK_COLUMNS = ["L", "d_x", "H", "M", "exact rank", "C((3^L-1)/2+d_x,d_x)", "match", "regime", "s"]
+
+
+def rank_rows(results: list[RankResult]) -> list[list[Any]]:
+    return [[r.depth, r.width, r.heads, r.templates, r.rank, r.closed_form, r.rank == r.closed_form,
+             theory.regime(r.depth, r.width), r.seconds] for r in results]

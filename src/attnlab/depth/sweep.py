@@ -15,9 +15,10 @@ import multiprocessing as mp
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -56,15 +57,18 @@ class SweepConfig:
     def __post_init__(self) -> None:
         for name in ("budgets", "depths", "seeds"):
             values = getattr(self, name)
-            if not isinstance(values, list) or not values or not all(isinstance(v, int) for v in values):
+            if not isinstance(values, list) or not values or not all(_is_int(v) for v in values):
                 raise AttnlabError(f"sweep config: {name} must be a non-empty list of integers, got {values!r}")
         if min(self.budgets) < 1 or min(self.depths) < 1 or min(self.seeds) < 0:
             raise AttnlabError("sweep config: budgets and depths must be positive and seeds non-negative")
         for name in ("tokens", "batch_size", "seq_len", "head_dim", "eval_tokens", "workers"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise AttnlabError(f"sweep config: {name} must be a positive integer, got {getattr(self, name)!r}")
-        if not 0 < self.tolerance < 1:
-            raise AttnlabError(f"sweep config: tolerance must be in (0, 1), got {self.tolerance}")
+            _require(self, name, _is_int, lambda v: v >= 1, "a positive integer")
+        _require(self, "warmup_steps", _is_int, lambda v: v >= 0, "a non-negative integer")
+        _require(self, "lr", _is_number, lambda v: 0 < v <= 1, "a learning rate in (0, 1]")
+        _require(self, "weight_decay", _is_number, lambda v: 0 <= v <= 1, "a weight decay in [0, 1]")
+        _require(self, "tolerance", _is_number, lambda v: 0 < v < 1, "a number in (0, 1)")
+        if not isinstance(self.text, str) or not self.text:
+            raise AttnlabError(f"sweep config: text must be a text source (builtin or a file), got {self.text!r}")
         if self.tokens < self.batch_size * self.seq_len:
             raise AttnlabError(f"sweep config: tokens ({self.tokens}) is less than one batch "
                                f"({self.batch_size} x {self.seq_len})")
@@ -72,6 +76,21 @@ class SweepConfig:
     @property
     def steps(self) -> int:
         return self.tokens // (self.batch_size * self.seq_len)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # YAML's true/false are not counts
+
+
+def _is_number(v: Any) -> bool:
+    return _is_int(v) or (isinstance(v, float) and math.isfinite(v))
+
+
+def _require(config: SweepConfig, name: str, kind: Callable[[Any], bool], check: Callable[[Any], bool],
+             what: str) -> None:
+    value = getattr(config, name)
+    if not (kind(value) and check(value)):
+        raise AttnlabError(f"sweep config: {name} must be {what}, got {value!r}")
 
 
 def load_config(path: str | Path) -> SweepConfig:
@@ -117,7 +136,8 @@ def shape_for_budget(budget: int, depth: int, head_dim: int = 16, tolerance: flo
     n = non_embedding_count(depth, width)
     if abs(n - budget) > tolerance * budget:
         raise AttnlabError(f"budget {budget} is too small for depth {depth}: the nearest model (width {width}) has "
-                           f"{n} non-embedding parameters, more than {tolerance:.0%} off (raise the budget or lower the depth)")
+                           f"{n} non-embedding parameters, more than {tolerance:.0%} off (raise the budget or lower "
+                           "the depth)")
     return width, heads, n
 
 
@@ -254,35 +274,30 @@ def _worker(args: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
 # ---------------------------------------------------------------- the resumable sweep
 
 
-def _check_directory_config(out: Path, config: SweepConfig) -> None:
-    """Refuse to mix results of different training recipes in one directory; the grid may grow."""
-    path = out / CONFIG
-    current = asdict(config)
-    if path.exists():
-        import json
-
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        diff = sorted(k for k in current if k not in GRID_FIELDS and saved.get(k) != current[k])
-        if diff:
-            raise AttnlabError(f"{out} holds a sweep with a different recipe ({', '.join(diff)} differ): "
-                               "use a new output directory")
-    atomic_write_json(path, current)
+def recipe(config: SweepConfig) -> dict[str, Any]:
+    """What every model of a sweep folder shares: the config without the grid (which may grow between
+    runs into the same folder) and the worker count (which changes speed, not results)."""
+    return {k: v for k, v in asdict(config).items() if k not in GRID_FIELDS}
 
 
 def run_sweep(config: SweepConfig, out: str | Path, workers: int | None = None,
               progress: bool = True, limit: int | None = None,
-              on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+              on_result: Callable[[dict[str, Any]], None] | None = None, overwrite: bool = False,
+              quiet: bool = False) -> list[dict[str, Any]]:
     """Train every job of ``config`` not yet in ``out/results.jsonl``, appending one line per model.
 
-    Resumable: an interrupted sweep rerun with the same directory skips finished jobs. ``workers``
-    processes (1 torch thread each) train in parallel; ``limit`` stops after that many new models.
-    Returns all result lines for the config's grid.
+    ``out`` is a resumable run folder (:func:`attnlab.core.outputs.run_dir`): rerun with the same recipe it
+    skips finished jobs (and trains the new ones when the grid grew); a folder holding another recipe is
+    refused unless ``overwrite``, which starts it afresh. ``workers`` processes (1 torch thread each) train
+    in parallel; ``limit`` stops after that many new models. Returns all result lines for the config's grid.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_directory_config(out, config)
-    jobs = grid(config)
-    done = {r["key"] for r in read_jsonl(out / RESULTS)}
+    from ..core.outputs import run_dir
+
+    jobs = grid(config)  # shapes and the text source are checked before the folder is touched
+    corpus(config.text)
+    out, _ = run_dir(out, recipe(config), overwrite, what="depth sweep", quiet=quiet)
+    atomic_write_json(out / CONFIG, asdict(config))
+    done = {r["key"] for r in result_lines(out)}
     pending = [j for j in jobs if j["key"] not in done][:limit]
     workers = workers or config.workers
     bar = None
@@ -317,7 +332,7 @@ def run_sweep(config: SweepConfig, out: str | Path, workers: int | None = None,
         if bar:
             bar.close()
     keys = {j["key"] for j in jobs}
-    return [r for r in read_jsonl(out / RESULTS) if r["key"] in keys]
+    return [r for r in result_lines(out) if r["key"] in keys]
 
 
 # ---------------------------------------------------------------- analysis
@@ -349,7 +364,7 @@ def analyze(rows: list[dict[str, Any]], bootstrap: int = 2000, seed: int = 0) ->
             "depths": [{"depth": L, "width": by_depth[L][0]["width"], "heads": by_depth[L][0]["heads"],
                         "non_embedding": by_depth[L][0]["non_embedding"], "seeds": len(x),
                         "mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else None,
-                        "p_best": float(w)} for L, x, w in zip(depths, losses, wins)],
+                        "p_best": float(w)} for L, x, w in zip(depths, losses, wins, strict=True)],
             "best_depth": depths[best], "best_width": by_depth[depths[best]][0]["width"],
             "best_p": float(wins[best]),
             # what the paper's law, extrapolated, predicts for this budget (continuous L*, d*)
@@ -364,23 +379,47 @@ def analyze(rows: list[dict[str, Any]], bootstrap: int = 2000, seed: int = 0) ->
             "models": len(rows), "seeds": sorted({r["seed"] for r in rows})}
 
 
-def summarize(out: str | Path, command: str, seed: int = 0, save_record: bool = True) -> "RunRecord":
-    """Analyse ``out/results.jsonl``; write ``summary.json``, ``sweep.png`` and (``save_record``)
-    ``record.json`` into ``out``."""
-    from ..core.records import RunRecord  # noqa: F811 (runtime import; the one above is for typing)
-    from .plots import sweep_figure
+#: The fields of a result line that the analysis reads.
+RESULT_FIELDS = ("key", "budget", "depth", "seed", "width", "heads", "non_embedding", "heldout_loss")
 
-    out = Path(out)
-    rows = read_jsonl(out / RESULTS)
+
+def result_lines(folder: Path) -> list[dict[str, Any]]:
+    """The result lines of the sweep in ``folder`` (none yet: ``[]``); a line that is not a sweep result
+    is a one-line error naming the file."""
+    path = folder / RESULTS
+    try:
+        rows = read_jsonl(path)
+    except UnicodeDecodeError:
+        raise AttnlabError(f"{path}: not a text file of sweep results (choose another folder)") from None
+    for i, row in enumerate(rows, 1):
+        missing = [k for k in RESULT_FIELDS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise AttnlabError(f"{path}: line {i} is not a depth sweep result (missing {', '.join(missing)})")
+    return rows
+
+
+def summarize(sweep_dir: str | Path, command: str, seed: int = 0, save_record: bool = True,
+              dest: str | Path | None = None) -> RunRecord:
+    """Analyse ``sweep_dir/results.jsonl``; write ``summary.json``, ``sweep.png`` and (``save_record``)
+    ``record.json`` into ``dest`` (default: the sweep folder itself)."""
+    import json
+
+    from ..core.records import RunRecord  # noqa: F811 (runtime import; the one above is for typing)
+
+    sweep_dir = Path(sweep_dir)
+    out = Path(dest) if dest is not None else sweep_dir
+    rows = result_lines(sweep_dir)
     if not rows:
-        raise AttnlabError(f"no sweep results in {out} (expected {out / RESULTS}; run `attnlab depth sweep`)")
+        raise AttnlabError(f"no sweep results in {sweep_dir} (expected {sweep_dir / RESULTS}; run `attnlab depth "
+                           "sweep`)")
+    config: dict[str, Any] = {}
+    if (sweep_dir / CONFIG).exists():
+        try:
+            config = json.loads((sweep_dir / CONFIG).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise AttnlabError(f"{sweep_dir / CONFIG}: not valid JSON (rerun the sweep into a new folder)") from None
     summary = analyze(rows, seed=seed)
     atomic_write_json(out / "summary.json", summary)
-    config = {}
-    if (out / CONFIG).exists():
-        import json
-
-        config = json.loads((out / CONFIG).read_text(encoding="utf-8"))
     rec = RunRecord(name="depth-sweep", title="depth: fixed-budget depth sweep", command=command, seed=seed,
                     config=config)
     rec.add_table("Held-out loss (nats/char) per budget and depth: mean +- std over seeds; p_best = share of "
@@ -399,6 +438,8 @@ def summarize(out: str | Path, command: str, seed: int = 0, save_record: bool = 
     if summary["fit"]:
         rec.metrics["fit_a"], rec.metrics["fit_b"] = round(summary["fit"]["a"], 3), round(summary["fit"]["b"], 4)
     rec.metrics["models"] = summary["models"]
+    from .plots import sweep_figure
+
     rec.add_figure(sweep_figure(summary, out / "sweep.png").resolve(),
                    "Left: held-out loss against depth at each budget (error bars: std over seeds). Right: the "
                    "best shape per budget against Levine et al.'s ln d* = 5.039 + 0.0555 L.")

@@ -19,7 +19,7 @@ the paper's measure of how much the network correlates A with B.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from ..core.errors import AttnlabError
 
