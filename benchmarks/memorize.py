@@ -28,7 +28,8 @@ from attnlab.core.runtime import environment, seed_everything, set_threads
 from attnlab.memorize.backbone import Backbone
 from attnlab.memorize.peft_adapter import PeftMemorizeConfig, fit_peft_prompt, load_model, peft_search
 from attnlab.memorize.search import find_m_star
-from attnlab.memorize.sweep import DEFAULTS, build
+from attnlab.memorize.settings import DEFAULTS
+from attnlab.memorize.sweep import build
 from attnlab.memorize.tune import TuneConfig, fit_prompt
 
 
@@ -105,8 +106,8 @@ def main() -> int:
         result["search"] = rows
         result["search_rounds"] = args.search_rounds
         result["search_ratio"] = rows[1]["seconds"] / rows[0]["seconds"]
-        print(f"\nfull m* search (budget {tune.max_steps} steps x {settings['restarts']} restarts, m_max {settings['m_max']}; "
-              f"median of {args.search_rounds} round(s), order alternating)")
+        print(f"\nfull m* search (budget {tune.max_steps} steps x {settings['restarts']} restarts, "
+              f"m_max {settings['m_max']}; median of {args.search_rounds} round(s), order alternating)")
         print(f"{'method':<22}{'m*':>6}{'probes':>8}{'steps':>8}{'seconds':>10}{'ms/step':>9}")
         for r in rows:
             print(f"{r['method']:<22}{r['m_star']!s:>6}{r['probes']:>8}{r['total_steps']:>8}{r['seconds']:>10.1f}"

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from attnlab.core.errors import AttnlabError
-from attnlab.memorize.backbone import INITS, Backbone, BackboneConfig
+from attnlab.memorize.backbone import Backbone, BackboneConfig
+from attnlab.memorize.settings import INITS
 
 
 def small(**kw):
@@ -20,7 +21,8 @@ def test_cached_prompt_states_equal_naive_concatenation(init, gen_steps):
     cached, naive = bb(prompt, tokens, gen_steps), bb.forward_naive(prompt, tokens, gen_steps)
     assert cached.shape == naive.shape == (7, 6, 8)
     torch.testing.assert_close(cached, naive, atol=1e-10, rtol=1e-10)
-    torch.testing.assert_close(small(init=init)(prompt.float(), tokens, gen_steps), naive.float(), atol=1e-2, rtol=1e-3)
+    fast32 = small(init=init)(prompt.float(), tokens, gen_steps)
+    torch.testing.assert_close(fast32, naive.float(), atol=1e-2, rtol=1e-3)
 
 
 def test_equal_without_norm_and_with_one_token_prompt():
@@ -77,9 +79,11 @@ def test_bad_configs():
 
 @pytest.mark.parametrize("n_layers", [1, 2])
 @pytest.mark.parametrize("gen_steps", [0, 2])
-def test_precomputed_inputs_and_last_only_give_the_same_bits(n_layers, gen_steps):
-    """The fast path (input states computed once, the last block carrying only the last position) changes no
-    bit of the last position's logits or of the prompt's gradient, so sweeps run before and after it agree."""
+def test_precomputed_inputs_and_last_only_give_the_same_values(n_layers, gen_steps):
+    """The fast path (input states computed once, the last block carrying only the last position) computes the
+    same last-position logits and prompt gradient as the full forward. Compared to float32 rounding, not bit
+    for bit: whether a matmul over a subset of rows rounds like one over all rows depends on the BLAS kernel
+    the CPU gets."""
     bb = small(n_layers=n_layers)
     tokens = torch.randint(0, 16, (9, 6))
     inputs = bb.input_states(tokens)
@@ -91,6 +95,7 @@ def test_precomputed_inputs_and_last_only_give_the_same_bits(n_layers, gen_steps
         assert logits.shape == (9, 1, 8)
         logits.square().sum().backward()
         grads.append((logits.detach(), prompt.grad))
-    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
     # and the full logits with precomputed inputs are those of the tokens
-    assert torch.equal(bb(prompt.detach(), inputs, gen_steps), bb(prompt.detach(), tokens, gen_steps))
+    torch.testing.assert_close(bb(prompt.detach(), inputs, gen_steps), bb(prompt.detach(), tokens, gen_steps))

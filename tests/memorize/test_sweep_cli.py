@@ -46,15 +46,24 @@ def test_sweep_writes_one_line_per_probe_and_one_result_per_point(tiny_sweep):
     assert yaml.safe_load((out / "config.yaml").read_text())["base"]["max_steps"] == 40
 
 
-def test_sweep_resumes_after_interruption(tiny_sweep, tmp_path):
+def _copy(out: Path, to: Path) -> Path:
+    """A copy of a sweep folder (its marker, config and log; not its figures)."""
+    to.mkdir()
+    for name in (".attnlab.json", "config.yaml", LOG):
+        (to / name).write_bytes((out / name).read_bytes())
+    return to
+
+
+def test_sweep_resumes_after_interruption(tiny_sweep, tmp_path, capsys):
     out, rows = tiny_sweep
     lines = (out / LOG).read_text().splitlines()
     # simulate a crash: drop the last point's result and its last probe, and leave a torn line
     last_point = json.loads(lines[-1])["point"]
     kept = lines[:-2]
+    tmp_path = _copy(out, tmp_path / "copy")
     (tmp_path / LOG).write_text("\n".join(kept) + "\n" + lines[-2][:25])
-    (tmp_path / "config.yaml").write_text((out / "config.yaml").read_text())
     resumed = run_sweep(TINY, tmp_path, progress=False)
+    assert capsys.readouterr().err.strip() == f"attnlab: resuming the memorize sweep in {tmp_path}"
     new = read_jsonl(tmp_path / LOG)
     assert sorted((r["point"], r["m_star"]) for r in resumed) == sorted((r["point"], r["m_star"]) for r in rows)
     probes = [r for r in new if r["kind"] == "probe"]
@@ -65,8 +74,9 @@ def test_sweep_resumes_after_interruption(tiny_sweep, tmp_path):
 
 
 def test_sweep_with_worker_processes(tmp_path):
+    """Two worker processes give the results of one (same machine, one thread each: the same computation)."""
     config = {"base": TINY["base"], "experiments": {"n_pairs": {"n_pairs": [4, 6]}}}
-    rows = run_sweep(config, tmp_path, workers=2, progress=False)
+    rows = run_sweep(config, tmp_path / "parallel", workers=2, progress=False)
     serial = run_sweep(config, tmp_path / "serial", workers=1, progress=False)
     assert sorted((r["point"], r["m_star"], r["steps"]) for r in rows) == \
         sorted((r["point"], r["m_star"], r["steps"]) for r in serial)
@@ -100,7 +110,8 @@ def test_cli_search_json(capsys):
     (["--rank", "9", "--n-classes", "8"], "above the dimension"),
     (["--gen-steps", "1", "--target", "every", "--n-classes", "8"], "target='last'"),
     (["--d-model", "10", "--n-heads", "4"], "divisible"),
-    (["--n-pairs", "0"], "positive integer"),
+    (["--n-pairs", "0"], "must be an integer >= 1"),
+    (["--lr", "nan"], "must be a finite number > 0"),
 ])
 def test_cli_bad_input_exit_2_one_line(capsys, argv, words):
     assert main(["memorize", "search", *argv]) == 2
@@ -114,7 +125,7 @@ def test_cli_plot_and_missing_dirs(tiny_sweep, capsys):
     res = json.loads(capsys.readouterr().out)
     assert Path(res["record"]).exists() and res["figures"]
     assert main(["memorize", "plot", str(out / "nope")]) == 2
-    assert main(["memorize", "sweep", str(out / "missing.yaml"), "-o", str(out)]) == 2
+    assert "is not a memorize sweep folder" in capsys.readouterr().err
 
 
 def test_cli_peft_json(capsys):
@@ -139,5 +150,36 @@ def test_point_ids_ignore_late_settings_at_their_default():
 def test_sweep_rejects_a_start_above_m_max_before_any_work(tmp_path):
     config = {"base": {**TINY["base"], "m_start": 16}, "experiments": {"n_pairs": {"n_pairs": [4]}}}
     with pytest.raises(AttnlabError, match="m_start=16 must be in 1..m_max=8"):
-        run_sweep(config, tmp_path, progress=False)
-    assert not (tmp_path / LOG).exists()
+        run_sweep(config, tmp_path / "sweep", progress=False)
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_another_config_is_refused_and_the_folder_kept(tiny_sweep):
+    out, _ = tiny_sweep
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    other = {**TINY, "base": {**TINY["base"], "max_steps": 41}}
+    with pytest.raises(AttnlabError, match="--overwrite"):
+        run_sweep(other, out, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # the worker count is how fast, not what: the same run
+    run_sweep({**TINY, "workers": 2}, _copy(out, out.parent / "workers"), progress=False, quiet=True)
+
+
+MALFORMED = ['[1, 2]', '"text"', '{"kind": "probe"}', '{"kind": "result", "point": 5, "m_star": 3}',
+             '{"kind": "probe", "point": "x", "m": true, "restart": 0, "memorized": false, "steps": 1, '
+             '"exact_accuracy": 0.5, "seconds": 0.1}']
+
+
+@pytest.mark.parametrize("command", ["sweep", "plot"])
+def test_valid_json_lines_of_the_wrong_shape_are_reported_once_and_skipped(tiny_sweep, tmp_path, capsys, command):
+    out, rows = tiny_sweep
+    copy = _copy(out, tmp_path / "copy")
+    lines = (out / LOG).read_text().splitlines()
+    (copy / LOG).write_text("\n".join(lines[:3] + MALFORMED + lines[3:]) + "\n")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    argv = ["sweep", str(tmp_path / "tiny.yaml"), "-o", str(copy)] if command == "sweep" else ["plot", str(copy)]
+    assert main(["memorize", *argv]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "resuming" not in line]
+    assert err == [f"attnlab: skipped {len(MALFORMED)} malformed line(s) of {copy / LOG} (valid JSON, but not a "
+                   "probe or a result of a memorize sweep)"]
+    assert len(read_jsonl(copy / LOG)) == len(lines) + len(MALFORMED)  # reported, not rewritten

@@ -7,7 +7,7 @@ from attnlab.core.errors import AttnlabError
 from attnlab.memorize.backbone import Backbone, BackboneConfig
 from attnlab.memorize.data import IGNORE, random_tokens
 from attnlab.memorize.search import find_m_star, search_min_length
-from attnlab.memorize.tune import TuneConfig, exact_match, fit_prompt
+from attnlab.memorize.tune import TuneConfig, exact_match, fit_prompt, min_margin
 
 
 def test_exact_match_needs_every_target_position():
@@ -18,26 +18,51 @@ def test_exact_match_needs_every_target_position():
     assert exact_match(logits, targets) == (0.5, 0.75)
 
 
+def test_min_margin_is_the_smallest_lead_of_a_target():
+    targets = torch.tensor([[IGNORE, 1], [IGNORE, 0]])
+    logits = torch.tensor([[[9.0, 0.0, 0.0], [0.0, 2.0, 1.5]], [[9.0, 0.0, 0.0], [3.0, 0.0, 1.0]]])
+    assert min_margin(logits, targets) == 0.5  # the non-target position (logit 9 for class 0) is not read
+    logits[1, 1, 2] = 4.0
+    assert min_margin(logits, targets) == -1.0
+
+
+# Fixtures below memorize in a small fraction of their step budget (measured: 8-55 of 300 steps, 49-85 of 600),
+# so a fit that takes other steps on another CPU still memorizes; and they ask for a logit margin, so the prompt
+# found memorizes through any other forward path too (a path changes logits by ~1e-6, far below the margin).
+
 def test_tiny_end_to_end_memorizes_and_the_prompt_is_the_checked_one():
     data = random_tokens(8, 4, vocab=16, n_classes=4, seed=0)
     bb = Backbone(BackboneConfig(vocab=16, n_classes=4, d_model=32, n_heads=2, n_layers=1, d_ff=64, max_len=4))
-    fits = [fit_prompt(bb, data, m, config=TuneConfig(lr=0.1, max_steps=300), seed=s) for m in (1, 2, 4) for s in (0, 1)]
-    fit = next(f for f in fits if f.memorized)
-    assert fit.m <= 4 and fit.steps <= 300 and fit.exact_accuracy == 1.0
+    config = TuneConfig(lr=0.1, max_steps=300, margin=0.5)
+    fit = next(f for f in (fit_prompt(bb, data, 4, config=config, seed=s) for s in (0, 1, 2)) if f.memorized)
+    assert fit.steps < 300 and fit.exact_accuracy == 1.0
     with torch.no_grad():
-        assert exact_match(bb(fit.prompt, data.tokens), data.targets)[0] == 1.0
+        assert min_margin(bb(fit.prompt, data.tokens)[:, -1:], data.targets[:, -1:]) >= 0.5 - 1e-4
         assert exact_match(bb.forward_naive(fit.prompt, data.tokens), data.targets)[0] == 1.0
 
 
 def test_exact_memorization_implies_greedy_decoding_reproduces_the_targets():
-    data = random_tokens(6, 5, vocab=8, n_classes=8, target="every", seed=2)
-    bb = Backbone(BackboneConfig(vocab=8, n_classes=8, d_model=32, n_heads=2, n_layers=2, d_ff=64, max_len=5))
-    fits = (fit_prompt(bb, data, 16, config=TuneConfig(lr=0.1, max_steps=600), seed=s) for s in range(3))
-    fit = next(f for f in fits if f.memorized)
+    data = random_tokens(4, 4, vocab=8, n_classes=8, target="every", seed=2)
+    bb = Backbone(BackboneConfig(vocab=8, n_classes=8, d_model=32, n_heads=2, n_layers=2, d_ff=64, max_len=4))
+    config = TuneConfig(lr=0.1, max_steps=600, margin=0.5)
+    fit = next(f for f in (fit_prompt(bb, data, 16, config=config, seed=s) for s in range(3)) if f.memorized)
     decoded = bb.greedy_decode(fit.prompt, data.tokens[:, :1], data.seq_len)
     assert torch.equal(decoded, data.targets)
     # and a prompt that does not memorize does not decode the data
-    assert not torch.equal(bb.greedy_decode(torch.zeros_like(fit.prompt), data.tokens[:, :1], data.seq_len), data.targets)
+    zero = bb.greedy_decode(torch.zeros_like(fit.prompt), data.tokens[:, :1], data.seq_len)
+    assert not torch.equal(zero, data.targets)
+
+
+def test_a_margin_asks_for_more_than_the_exact_argmax():
+    data = random_tokens(8, 4, vocab=16, n_classes=4, seed=0)
+    bb = Backbone(BackboneConfig(vocab=16, n_classes=4, d_model=32, n_heads=2, n_layers=1, d_ff=64, max_len=4))
+    plain, strict = (fit_prompt(bb, data, 4, config=TuneConfig(max_steps=300, margin=m), seed=0) for m in (0.0, 1.0))
+    assert plain.memorized and strict.memorized and strict.steps > plain.steps
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(AttnlabError, match="margin"):
+            TuneConfig(margin=bad)
+    with pytest.raises(AttnlabError, match="lr must be a finite number"):
+        TuneConfig(lr=float("inf"))
 
 
 def test_gen_steps_fit_runs_and_needs_last_target():
@@ -91,15 +116,18 @@ def test_find_m_star_end_to_end():
 
 @pytest.mark.parametrize("gen_steps", [0, 1])
 def test_fast_fit_follows_the_plain_forward_step_for_step(gen_steps):
-    """fit_prompt's default path (precomputed inputs, last position only) reproduces the trajectory of the plain
-    cached forward exactly: same steps, loss and final prompt."""
+    """fit_prompt's default path (precomputed inputs, last position only) follows the trajectory of the plain
+    cached forward: same loss and prompt after 40 Adam steps, to float32 rounding. The fixture stays far from
+    memorizing within the budget (exact accuracy 0.5 and 0.81 after 40 steps), so no argmax at the boundary
+    can stop one run a step before the other."""
     data = random_tokens(16, 4, vocab=16, n_classes=4, seed=3)
     bb = Backbone(BackboneConfig(vocab=16, n_classes=4, d_model=16, n_heads=2, n_layers=2, d_ff=32, max_len=5))
     cfg = TuneConfig(lr=0.1, max_steps=40)
     fast = fit_prompt(bb, data, 3, gen_steps, cfg, seed=5)
     plain = fit_prompt(bb, data, 3, gen_steps, cfg, seed=5, forward=bb.forward)
-    assert fast.steps == plain.steps and fast.loss == plain.loss and torch.equal(fast.prompt, plain.prompt)
-    assert fast.steps > 0 and fast.token_accuracy == plain.token_accuracy
+    assert not fast.memorized and not plain.memorized and fast.steps == plain.steps == 40
+    assert fast.loss == pytest.approx(plain.loss, rel=1e-4)
+    torch.testing.assert_close(fast.prompt, plain.prompt, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("m_star,m_start", [(37, 16), (5, 64), (64, 64), (1, 8)])

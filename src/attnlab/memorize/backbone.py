@@ -11,8 +11,9 @@ blocks and the label readout are fixed at construction. Three facts make it chea
 - Autoregressive generation steps (the trade-off of the main theorem) feed the last hidden state back as
   the next input and reuse a KV cache, so step t costs O(m + seq_len + t), not a full recomputation.
 
-Init scale is a first-class setting (brief section 2.3: at gain 1 attention is near uniform and the
-prompt can only add a fixed bias, Petrov et al. 2024; sharper attention lets prompt tuning memorize).
+Init scale is a first-class setting (the abstract: the backbone's initialisation matters; at gain 1 attention
+is near uniform and the prompt can only add a fixed bias, Petrov et al. 2024; sharper attention lets prompt
+tuning memorize). The schemes are named in :data:`attnlab.memorize.settings.INITS`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import AttnlabError, require
-
-INITS = ("gaussian", "orthogonal", "identity", "trained")
+from .settings import INITS
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (keys, values), each (batch, heads, length, head_dim)
 
@@ -53,7 +53,7 @@ class BackboneConfig:
                 f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         for name in ("vocab", "n_classes", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
             require(getattr(self, name) >= 1, f"{name} must be positive, got {getattr(self, name)}")
-        require(self.gain > 0, f"gain must be positive, got {self.gain}")
+        require(math.isfinite(self.gain) and self.gain > 0, f"gain must be a finite number > 0, got {self.gain}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -219,7 +219,7 @@ class Backbone(nn.Module):
 
 def init_weights(model: Backbone, cfg: BackboneConfig) -> None:
     """Initialise in place, seeded by ``cfg.seed``. Embeddings and readout are N(0, 1) and N(0, 1/d) in
-    every scheme; the schemes differ in the blocks' matrices (brief section 2.3 and 4.1):
+    every scheme; the schemes (:data:`~attnlab.memorize.settings.INITS`) differ in the blocks' matrices:
 
     - gaussian: W ~ N(0, gain^2 / fan_in);
     - orthogonal: (semi-)orthogonal W times gain;

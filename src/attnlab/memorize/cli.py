@@ -1,51 +1,81 @@
-"""``attnlab memorize``: search m*, run a sweep, plot a sweep, search through PEFT on a HF causal LM."""
+"""``attnlab memorize``: search m*, run a sweep, plot a sweep, search through PEFT on a HF causal LM.
+
+The flags of one search are generated from :data:`attnlab.memorize.settings.SETTINGS` (types, ranges, help and
+the registries behind ``choices=``); this module imports neither torch nor the heavy submodules until a
+command runs.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import contextlib
+import shlex
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from ..core.clikit import add_out, emit, nonneg_int, positive_float, positive_int
+from ..core.clikit import add_out, emit, nonneg_int, positive_int, show_progress
+from .settings import DEFAULTS, METHODS, SETTINGS
 
-_SETTING_FLAGS: list[tuple[str, Any, str]] = [
-    ("n_pairs", positive_int, "number of sequences to memorize"),
-    ("seq_len", positive_int, "tokens per sequence"),
-    ("vocab", positive_int, "input vocabulary"),
-    ("n_classes", positive_int, "label classes"),
-    ("gen_steps", nonneg_int, "autoregressive generation steps T before the answer is read"),
-    ("d_model", positive_int, "backbone width"),
-    ("n_heads", positive_int, "attention heads"),
-    ("n_layers", positive_int, "transformer blocks"),
-    ("d_ff", positive_int, "MLP hidden width"),
-    ("gain", positive_float, "init scale: weights ~ N(0, gain^2/fan_in)"),
-    ("train_steps", positive_int, "pretraining steps for --init trained"),
-    ("lr", positive_float, "Adam learning rate for the prompt"),
-    ("clip", positive_float, "gradient-norm clip"),
-    ("max_steps", positive_int, "step budget per probe (part of the definition of m*)"),
-    ("m_max", positive_int, "largest prompt length tried"),
-    ("restarts", positive_int, "prompt initialisations tried before a length is declared failed"),
-    ("m_start", positive_int, "first length of the doubling (shorter ones are taken to fail if it fails)"),
-]
+#: Settings the PEFT search does not use (its model is loaded or built as a Llama, without generation steps).
+_NOT_PEFT = ("gen_steps", "norm", "init", "train_steps")
 
 
-def _add_settings(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
-    for name, kind, help_text in _SETTING_FLAGS:
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=defaults[name],
-                       help=f"{help_text} (default {defaults[name]})")
-    p.add_argument("--rank", type=positive_int, default=None, help="low-rank labels of this rank (default: random)")
-    p.add_argument("--target", choices=("last", "every"), default=defaults["target"],
-                   help="label at the last position, or memorize whole sequences (default last)")
-    p.add_argument("--init", choices=("gaussian", "orthogonal", "identity", "trained"), default=defaults["init"],
-                   help="backbone initialisation (default gaussian)")
-    p.add_argument("--no-norm", action="store_true", help="drop the LayerNorms")
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _setting_type(name: str) -> Callable[[str], Any]:
+    """The argparse type of a numeric setting: parses and range-checks with the setting's own rule."""
+    setting = SETTINGS[name]
+
+    def parse(text: str) -> Any:
+        try:
+            value = setting.kind(text)
+        except ValueError:
+            value = None
+        if value is None or not setting.allows(value):
+            raise argparse.ArgumentTypeError(f"must be {setting.expected()}, got {text!r}")
+        return value
+
+    parse.__name__ = setting.expected()
+    return parse
+
+
+def _add_settings(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    for name, s in SETTINGS.items():
+        if name == "seed" or name in skip:  # --seed is a common flag
+            continue
+        if s.kind is bool:
+            p.add_argument(_flag("no_" + name), dest=name, action="store_false", help=f"without {s.help}")
+        elif s.kind is str:
+            p.add_argument(_flag(name), choices=list(s.choices or {}), default=s.default,
+                           help=f"{s.help}: " + "; ".join(f"{k}: {v}" for k, v in (s.choices or {}).items())
+                           + f" (default {s.default})")
+        else:
+            p.add_argument(_flag(name), type=_setting_type(name), default=s.default,
+                           help=s.help + ("" if s.default is None else f" (default {s.default})"))
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {**DEFAULTS, **{name: getattr(args, name) for name in SETTINGS if hasattr(args, name)}}
+
+
+def _setting_argv(settings: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
+    """The flags that give exactly ``settings`` (every one spelled out, so later default changes do not matter)."""
+    argv: list[str] = []
+    for name, s in SETTINGS.items():
+        value = settings[name]
+        if name in skip or value is None or (s.kind is bool and value):
+            continue
+        argv += [_flag("no_" + name)] if s.kind is bool else [_flag(name), str(value)]
+    return argv
 
 
 def register(subparsers, common) -> None:
-    from .sweep import DEFAULTS
-
-    group = subparsers.add_parser("memorize", help="minimal soft-prompt length for exact memorization (Wang & Lin 2025)",
+    group = subparsers.add_parser("memorize",
+                                  help="minimal soft-prompt length for exact memorization (Wang & Lin 2025)",
                                   description="How short can a soft prompt be? Exact-memorization search for "
                                               "prompt-tuned frozen transformers.",
                                   epilog="Example: attnlab memorize search --n-pairs 64 --seq-len 8 --json")
@@ -54,49 +84,59 @@ def register(subparsers, common) -> None:
     p = sub.add_parser("search", parents=[common], help="find m* for one dataset and frozen backbone",
                        description="Doubling then bisection over the prompt length m, with restarts; prints m*, the "
                                    "memorizing probe's accuracy and steps, and every probe.",
-                       epilog="Example: attnlab memorize search --n-pairs 64 --seq-len 8 --gen-steps 2 --json")
-    _add_settings(p, DEFAULTS)
+                       epilog="Example: attnlab memorize search --n-pairs 64 --seq-len 8 --gen-steps 2 -o runs/search")
+    _add_settings(p)
+    p.add_argument("-o", "--out", default=None, help="write the run record (record.json) into this folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing record folder (default: refuse)")
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("sweep", parents=[common], help="run or resume a grid of searches from a YAML config",
-                       description="Runs every point of the config (resumable JSONL: rerun to continue), then plots.",
-                       epilog="Example: attnlab memorize sweep configs/memorize/cpu_sweep.yaml -o docs/results/memorize")
+                       description="Runs every point of the config into a run folder (rerun the same command to "
+                                   "resume; another config is refused), then plots and writes record.json there.",
+                       epilog="Example: attnlab memorize sweep configs/memorize/cpu_sweep.yaml -o runs/memorize")
     p.add_argument("config", help="sweep YAML (see configs/memorize/)")
-    add_out(p, required=True, what="sweep directory")
-    p.add_argument("--workers", type=positive_int, default=None, help="worker processes, 1 thread each (default: config)")
+    add_out(p, required=True, what="sweep folder")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="worker processes, 1 thread each (default: the config's)")
     p.set_defaults(func=_cmd_sweep)
 
-    p = sub.add_parser("plot", parents=[common], help="plots, fits and a run record for a sweep directory",
-                       epilog="Example: attnlab memorize plot docs/results/memorize")
-    p.add_argument("sweep_dir", help="a directory written by `attnlab memorize sweep`")
+    p = sub.add_parser("plot", parents=[common], help="plots, fits and a run record for a sweep folder",
+                       description="Writes the figures and record.json of a sweep folder into that folder.",
+                       epilog="Example: attnlab memorize plot runs/memorize")
+    p.add_argument("sweep_dir", help="a folder written by `attnlab memorize sweep`")
     p.add_argument("--n-boot", type=positive_int, default=2000, help="bootstrap resamples for the exponent's interval")
     p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("peft", parents=[common], help="the same search through peft on a Hugging Face causal LM",
-                       description="Prompt tuning or prefix tuning (peft) of a frozen HF causal LM; labels are token ids.",
+                       description="Prompt tuning or prefix tuning (peft) of a frozen HF causal LM; labels are "
+                                   "token ids.",
                        epilog="Example: attnlab memorize peft --model smollm2 --method prompt --n-pairs 8 --seq-len 4 "
                               "--max-steps 100 --m-max 8 --json")
     p.add_argument("--model", default="random-llama",
                    help="packaged name (smollm2), local HF directory, or random-llama (default)")
-    p.add_argument("--method", choices=("prompt", "prefix"), default="prompt", help="peft method (default prompt)")
+    p.add_argument("--method", choices=list(METHODS), default="prompt",
+                   help="peft method: " + ", ".join(f"{k} ({v})" for k, v in METHODS.items()) + " (default prompt)")
     p.add_argument("--token-offset", type=nonneg_int, default=0,
                    help="add this to every data token id (skip special tokens of a real vocabulary)")
-    _add_settings(p, DEFAULTS)
+    _add_settings(p, skip=_NOT_PEFT)
+    p.add_argument("-o", "--out", default=None, help="write the run record (record.json) into this folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing record folder (default: refuse)")
     p.set_defaults(func=_cmd_peft)
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    from .sweep import DEFAULTS
+def _out_dir(args: argparse.Namespace, what: str) -> AbstractContextManager[Path | None]:
+    """The ``-o`` folder, checked now (before any work) and swapped in complete at the end; None without -o."""
+    if args.out is None:
+        return contextlib.nullcontext(None)
+    from ..core.outputs import artifact_dir
 
-    s = {k: getattr(args, k) for k in DEFAULTS if hasattr(args, k)}
-    s["norm"] = not args.no_norm
-    return {**DEFAULTS, **s}
+    return artifact_dir(args.out, args.overwrite, what=what)
 
 
-def _progress_probe(probe, desc: str):
+def _progress_probe(probe, desc: str, enabled: bool):
     from tqdm import tqdm
 
-    bar = tqdm(desc=desc, unit="probe", file=sys.stderr)
+    bar = tqdm(desc=desc, unit="probe", disable=not enabled)
 
     def wrapped(m: int, restart: int) -> dict[str, Any]:
         bar.set_postfix(m=m, restart=restart)
@@ -113,7 +153,28 @@ def _report(args, result: dict[str, Any]) -> None:
              f"{len(result['probes'])} probes in {result['seconds']:.1f} s"]
     lines += [f"  m={p['m']:<4} restart={p['restart']} memorized={p['memorized']!s:<5} steps={p['steps']:<5} "
               f"exact={p['exact_accuracy']:.3f}" for p in result["probes"]]
+    if result.get("record"):
+        lines.append(f"record {result['record']}")
     emit(args, result, text="\n".join(lines))
+
+
+def _save_record(out: Path, name: str, title: str, command: str, seed: int, result: dict[str, Any],
+                 config: dict[str, Any]) -> None:
+    """``out/record.json`` for one search: m* and its probe, and every probe as a table."""
+    from ..core.records import RunRecord
+
+    rec = RunRecord(name=name, title=title, command=command, seed=seed, config=config,
+                    metrics={k: result[k] for k in ("m_star", "exact_accuracy", "steps", "m_max", "restarts",
+                                                     "seconds", "trainable_params") if k in result})
+    rec.metrics["n_probes"] = len(result["probes"])
+    rec.add_table("probes of the search (doubling, then bisection)",
+                  ["m", "restart", "memorized", "steps", "exact accuracy", "loss", "seconds"],
+                  [[p["m"], p["restart"], p["memorized"], p["steps"], round(p["exact_accuracy"], 4),
+                    round(p["loss"], 4), p["seconds"]] for p in result["probes"]])
+    rec.notes.append(f"m* is the smallest prompt length that memorized exactly within {config['max_steps']} Adam "
+                     f"steps for one of {config['restarts']} prompt initialisations; near m* the outcome of a fit "
+                     "can change with the machine's rounding.")
+    rec.save(out / "record.json")
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -123,35 +184,47 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     data, cfg, tune = build(settings)
-    probe, bar = _progress_probe(backbone_probe(Backbone(cfg), data, settings["gen_steps"], tune, settings["seed"]),
-                                 "memorize search")
-    res = search_min_length(probe, settings["m_max"], settings["restarts"], settings["m_start"])
-    bar.close()
-    _report(args, {**res.to_dict(), "trainable_params": res.m_star and res.m_star * cfg.d_model, "settings": settings})
+    with _out_dir(args, "memorize search") as out:
+        probe, bar = _progress_probe(backbone_probe(Backbone(cfg), data, settings["gen_steps"], tune,
+                                                    settings["seed"]), "memorize search", show_progress(args))
+        res = search_min_length(probe, settings["m_max"], settings["restarts"], settings["m_start"])
+        bar.close()
+        result = {**res.to_dict(), "trainable_params": res.m_star and res.m_star * cfg.d_model, "settings": settings}
+        if out is not None:
+            command = shlex.join(["attnlab", "memorize", "search", *_setting_argv(settings), "--seed",
+                                  str(settings["seed"])])
+            _save_record(out, "memorize-search", f"memorize: m* for n_pairs={settings['n_pairs']}, "
+                         f"seq_len={settings['seq_len']}", command, settings["seed"], result, settings)
+    if args.out is not None:
+        result["record"] = str(Path(args.out) / "record.json")
+    _report(args, result)
     return 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .plots import plot_sweep
+    from .plots import sweep_record
     from .sweep import load_config, run_sweep
 
-    rows = run_sweep(load_config(args.config), args.out, workers=args.workers)
-    summary, figures = plot_sweep(args.out, seed=args.seed)
-    emit(args, {"sweep_dir": args.out, "points": len(rows), "summary": summary, "figures": [str(p) for p, _ in figures]},
-         text=f"{len(rows)} searches in {args.out}; figures: " + ", ".join(str(p) for p, _ in figures))
+    rows = run_sweep(load_config(args.config), args.out, workers=args.workers, progress=show_progress(args),
+                     overwrite=args.overwrite, quiet=args.quiet)
+    command = shlex.join(["attnlab", "memorize", "sweep", args.config, "-o", args.out, "--seed", str(args.seed)])
+    rec = sweep_record(Path(args.out), seed=args.seed, command=command)
+    path = rec.save(Path(args.out) / "record.json")
+    figures = [f.path for f in rec.figures]
+    emit(args, {"sweep_dir": args.out, "points": len(rows), "record": str(path), **rec.metrics, "figures": figures},
+         text=f"{len(rows)} searches in {args.out}; record {path}; figures: " + ", ".join(figures))
     return 0
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from . import sweep_record
+    from .plots import sweep_record
 
     rec = sweep_record(Path(args.sweep_dir), seed=args.seed, n_boot=args.n_boot)
     path = rec.save(Path(args.sweep_dir) / "record.json")
-    pl = rec.metrics.get("power_law_alpha")
+    pl, ci = rec.metrics.get("power_law_alpha"), rec.metrics.get("power_law_ci95")
+    fit = f"power-law exponent {pl:.3f} (95% CI {ci[0]:.3f}..{ci[1]:.3f})" if pl is not None else "no scaling fit yet"
     emit(args, {"record": str(path), **rec.metrics, "figures": [f.path for f in rec.figures]},
-         text=f"record {path}; " + (f"power-law exponent {pl:.3f} "
-                                    f"(95% CI {rec.metrics['power_law_ci95'][0]:.3f}..{rec.metrics['power_law_ci95'][1]:.3f})"
-                                    if pl is not None else "no scaling fit yet"))
+         text=f"record {path}; {fit}")
     return 0
 
 
@@ -160,11 +233,23 @@ def _cmd_peft(args: argparse.Namespace) -> int:
     from .sweep import build
 
     settings = _settings(args)
-    data, _, tune = build({**settings, "gen_steps": 0})
-    model = load_model(args.model, settings, seed=args.seed)
+    data, _, tune = build(settings)
     cfg = PeftMemorizeConfig(method=args.method, lr=tune.lr, clip=tune.clip, max_steps=tune.max_steps,
                              token_offset=args.token_offset)
-    res = peft_search(model, data, cfg, m_max=settings["m_max"], restarts=settings["restarts"], seed=args.seed,
-                      progress=True, m_start=settings["m_start"])
-    _report(args, {**res.to_dict(), "model": args.model, "method": args.method, "settings": settings})
+    with _out_dir(args, "memorize peft") as out:
+        model = load_model(args.model, settings, seed=args.seed)
+        res = peft_search(model, data, cfg, m_max=settings["m_max"], restarts=settings["restarts"], seed=args.seed,
+                          progress=show_progress(args), m_start=settings["m_start"])
+        result = {**res.to_dict(), "model": args.model, "method": args.method, "settings": settings}
+        if out is not None:
+            command = shlex.join(["attnlab", "memorize", "peft", "--model", args.model, "--method", args.method,
+                                  "--token-offset", str(args.token_offset), *_setting_argv(settings, _NOT_PEFT),
+                                  "--seed", str(args.seed)])
+            config = {"model": args.model, "method": args.method, "token_offset": args.token_offset,
+                      **{k: v for k, v in settings.items() if k not in _NOT_PEFT}}
+            _save_record(out, "memorize-peft", f"memorize: m* through peft {args.method} tuning of {args.model}",
+                         command, args.seed, result, config)
+    if args.out is not None:
+        result["record"] = str(Path(args.out) / "record.json")
+    _report(args, result)
     return 0

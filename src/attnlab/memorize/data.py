@@ -7,7 +7,7 @@ not targets hold :data:`IGNORE`. Two target layouts:
 - ``"every"``: sequence memorization. Each example starts with its own key token and the model must
   produce ``seq_len`` random tokens after it; the input at position t+1 is the target at t (teacher
   forcing), so greedy decoding from the key regenerates the whole sequence when memorized. This is the
-  token-level problem with ``n_pairs * seq_len`` labelled points (brief section 1.4).
+  token-level problem with ``n_pairs * seq_len`` labelled points, the K of the main theorem's bound.
 
 Low-rank data (abstract: "intrinsic low-rank structure"): labels are the argmax of logits that are a
 rank-``rank`` linear function of the one-hot input, so the logit matrix has exactly that rank.

@@ -20,29 +20,27 @@ from ..core.errors import require
 from .backbone import check_prompt_length
 from .data import IGNORE, MemorizeData
 from .search import SearchResult, prompt_seed, search_min_length
+from .settings import METHODS
 from .tune import FitResult, TuneConfig, train_until_exact
-
-METHODS = ("prompt", "prefix")
 
 
 @dataclass
 class PeftMemorizeConfig(TuneConfig):
-    """The harness's optimiser settings plus what PEFT tunes: ``method`` "prompt" (PromptTuningConfig) or
-    "prefix" (PrefixTuningConfig). The prompt initialisation is PEFT's own (N(0, 1) for prompt tuning)."""
+    """The harness's optimiser settings plus what PEFT tunes: ``method``, a name in
+    :data:`~attnlab.memorize.settings.METHODS` (prompt or prefix tuning). The prompt initialisation is PEFT's
+    own (N(0, 1) for prompt tuning)."""
 
     method: str = "prompt"
     token_offset: int = 0   # data token t is fed as id t + token_offset (skip a real vocabulary's special tokens)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.method in METHODS, f"unknown peft method {self.method!r} (use prompt or prefix)")
+        require(self.method in METHODS, f"unknown peft method {self.method!r} (use one of {', '.join(METHODS)})")
 
     def peft_config(self, m: int):
-        from peft import PrefixTuningConfig, PromptTuningConfig, TaskType
+        import peft
 
-        if self.method == "prompt":
-            return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=m)
-        return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=m)
+        return getattr(peft, METHODS[self.method])(task_type=peft.TaskType.CAUSAL_LM, num_virtual_tokens=m)
 
 
 def fit_peft_prompt(model, data: MemorizeData, m: int, config: PeftMemorizeConfig | None = None,

@@ -1,5 +1,6 @@
-"""Figures and summary tables of a sweep directory: m* against n_pairs*seq_len (log-log, with the sqrt
-law and a free power law), against generation steps T, against rank and against the backbone init."""
+"""Figures, summary tables and the run record of a sweep directory: m* against n_pairs*seq_len (log-log,
+with the sqrt law and a free power law), against generation steps T, against rank and against the backbone
+init."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 
 from ..core.errors import require
 from ..core.plots import plt, save_figure
-from .sweep import results
+from ..core.records import RunRecord
+from .sweep import check_sweep_dir, load_config, results
 from .theory import fit_power_law, fit_sqrt_law, sqrt_bound, tradeoff_products
 
 
@@ -34,9 +36,11 @@ def summarize(rows: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> 
         out["power_law"] = {"alpha": law.alpha, "a": law.a, "ci95": list(law.ci), "n_points": law.n_points}
         out["sqrt_law_c"] = fit_sqrt_law(K, m)
         out["sqrt_log_law_c"] = fit_sqrt_law(K, m, log_power=1.0)
-        out["sqrt_law_rms_log_residual"] = float(np.sqrt(np.mean((np.log(m) - np.log(sqrt_bound(K, 1, out["sqrt_law_c"]))) ** 2)))
+        sqrt_law = sqrt_bound(K, 1, out["sqrt_law_c"])
+        out["sqrt_law_rms_log_residual"] = float(np.sqrt(np.mean((np.log(m) - np.log(sqrt_law)) ** 2)))
         out["power_law_rms_log_residual"] = float(np.sqrt(np.mean((np.log(m) - np.log(law(K))) ** 2)))
-    for exp in ("n_pairs", "seq_len"):  # each axis alone: last-position labels carry n_pairs, not n_pairs*seq_len, labels
+    # each axis alone: last-position labels carry n_pairs labels, not n_pairs*seq_len
+    for exp in ("n_pairs", "seq_len"):
         rs = [r for r in _rows(rows, exp) if r["m_star"]]
         if len({r["settings"][exp] for r in rs}) >= 2:
             law = fit_power_law([r["settings"][exp] for r in rs], [r["m_star"] for r in rs], n_boot=n_boot, seed=seed)
@@ -48,7 +52,7 @@ def summarize(rows: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> 
     rs = _rows(rows, "gen_steps")
     if rs:
         prods = tradeoff_products([r["m_star"] or np.nan for r in rs], [r["settings"]["gen_steps"] for r in rs])
-        out["tradeoff_products"] = {r["settings"]["gen_steps"]: float(p) for r, p in zip(rs, prods)}
+        out["tradeoff_products"] = {r["settings"]["gen_steps"]: float(p) for r, p in zip(rs, prods, strict=True)}
     out["tables"]["init"] = [[_label_init(r["settings"]), r["m_star"], r["steps"], r["n_probes"], r["probe_seconds"]]
                              for r in _rows(rows, "init")]
     return out
@@ -65,12 +69,13 @@ def _scatter_vs(ax, rs: list[dict[str, Any]], key: str, m_max_marker: bool = Tru
     ax.grid(alpha=0.3)
 
 
-def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int = 0) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
+def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int = 0,
+               n_boot: int = 2000) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
     """Write the sweep's PNGs into ``fig_dir`` (default: the sweep directory); returns (summary, figures)."""
     rows = results(out_dir)
     require(bool(rows), f"no finished searches in {out_dir} yet")
     fig_dir = Path(fig_dir or out_dir)
-    summary = summarize(rows, seed=seed)
+    summary = summarize(rows, n_boot=n_boot, seed=seed)
     figures: list[tuple[Path, str]] = []
     budget = rows[0]["settings"]
     note = f"budget {budget['max_steps']} steps x {budget['restarts']} restarts"
@@ -89,7 +94,8 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
         K = np.geomspace(min(r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in scaling),
                          max(r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in scaling), 50)
         pl = summary["power_law"]
-        ax.loglog(K, sqrt_bound(K, 1, summary["sqrt_law_c"]), "--", label=f"paper's law {summary['sqrt_law_c']:.2f}*sqrt(K)")
+        ax.loglog(K, sqrt_bound(K, 1, summary["sqrt_law_c"]), "--",
+                  label=f"paper's law {summary['sqrt_law_c']:.2f}*sqrt(K)")
         ax.loglog(K, sqrt_bound(K, 1, summary["sqrt_log_law_c"], 1.0), ":",
                   label=f"with log factor {summary['sqrt_log_law_c']:.3f}*sqrt(K)*log(K)")
         ax.loglog(K, pl["a"] * K ** pl["alpha"], "-",
@@ -124,14 +130,52 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
         labels = [_label_init(r["settings"]) for r in rs]
         heights = [r["m_star"] or r["settings"]["m_max"] for r in rs]
         bars = ax.bar(range(len(rs)), heights, color=["C0" if r["m_star"] else "red" for r in rs])
-        for b, r in zip(bars, rs):
+        for b, r in zip(bars, rs, strict=True):
             ax.text(b.get_x() + b.get_width() / 2, b.get_height(), str(r["m_star"] or f">{r['settings']['m_max']}"),
                     ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(rs)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("m* (prompt tokens)")
         s = rs[0]["settings"]
-        ax.set_title(f"m* against backbone init (n_pairs={s['n_pairs']}, seq_len={s['seq_len']}; red: none up to m_max)",
-                     fontsize=9)
+        ax.set_title(f"m* against backbone init (n_pairs={s['n_pairs']}, seq_len={s['seq_len']}; "
+                     "red: none up to m_max)", fontsize=9)
         figures.append((save_figure(fig, fig_dir / "mstar_vs_init.png"), "m* against the backbone initialisation."))
     return summary, figures
+
+
+def sweep_record(sweep_dir: str | Path, seed: int = 0, n_boot: int = 2000, fig_dir: str | Path | None = None,
+                 command: str | None = None) -> RunRecord:
+    """A run record (metrics, tables, figures) for a sweep directory; ``command`` reproduces it (default:
+    the ``attnlab memorize plot`` of this directory)."""
+    config = load_config(check_sweep_dir(sweep_dir) / "config.yaml")
+    rec = RunRecord(name="memorize", title="memorize: minimal soft-prompt length for exact memorization",
+                    command=command or f"attnlab memorize plot {sweep_dir} --n-boot {n_boot} --seed {seed}",
+                    seed=seed, config=config)
+    with rec.timed("plot"):
+        summary, figures = plot_sweep(sweep_dir, fig_dir, seed=seed, n_boot=n_boot)
+    if "power_law" in summary:
+        pl = summary["power_law"]
+        rec.metrics.update({"power_law_alpha": round(pl["alpha"], 4),
+                            "power_law_ci95": [round(x, 4) for x in pl["ci95"]], "power_law_points": pl["n_points"],
+                            "sqrt_law_c": round(summary["sqrt_law_c"], 4),
+                            "sqrt_log_law_c": round(summary["sqrt_log_law_c"], 4),
+                            "sqrt_law_rms_log_residual": round(summary["sqrt_law_rms_log_residual"], 4),
+                            "power_law_rms_log_residual": round(summary["power_law_rms_log_residual"], 4)})
+    for exp in ("n_pairs", "seq_len"):
+        if f"power_law_{exp}" in summary:
+            pl = summary[f"power_law_{exp}"]
+            rec.metrics[f"alpha_{exp}"] = round(pl["alpha"], 4)
+            rec.metrics[f"alpha_{exp}_ci95"] = [round(x, 4) for x in pl["ci95"]]
+    cols = ["n_pairs", "seq_len", "m*", "steps", "probes", "probe seconds"]
+    for exp in ("n_pairs", "seq_len", "gen_steps", "rank"):
+        if summary["tables"].get(exp):
+            rec.add_table(f"m* against {exp}", [f"[{exp}]"] + cols, summary["tables"][exp])
+    if summary["tables"]["init"]:
+        rec.add_table("m* against backbone init", ["init", "m*", "steps", "probes", "probe seconds"],
+                      summary["tables"]["init"])
+    for path, caption in figures:
+        rec.add_figure(Path(path).resolve(), caption)
+    rec.notes.append("m* is the smallest prompt length that memorized exactly (teacher-forced argmax right at every "
+                     "target) within the step budget and restarts in the config; it depends on that budget, and "
+                     "near m* on the rounding of the machine (one fit per prompt seed).")
+    return rec

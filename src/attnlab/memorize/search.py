@@ -3,17 +3,19 @@ O~(sqrt(n_pairs * seq_len))).
 
 Search: try m = 1, 2, 4, ... until one memorizes, then bisect between the last failure and the first
 success. A length is declared failed only after ``restarts`` independent prompt initialisations fail
-(success at a fixed step budget is noisy, brief section 2.3). Success is taken as monotone in m: any length
-above a success counts as a success, and any length below a failure as a failure, so the doubling may start
-at ``m_start`` > 1 (a success there is bisected down towards 1) without changing m* under that assumption.
+(success at a fixed step budget is noisy: near m* a fit succeeds for some prompt initialisations only).
+Success is taken as monotone in m: any length above a success counts as a success, and any length below a
+failure as a failure, so the doubling may start at ``m_start`` > 1 (a success there is bisected down
+towards 1) without changing m* under that assumption.
 The step budget is part of the result, and every probe is logged.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..core.errors import require
 from .backbone import Backbone, BackboneConfig
@@ -47,7 +49,8 @@ def search_min_length(probe: Probe, m_max: int, restarts: int = 2, m_start: int 
     module doc)."""
     require(isinstance(m_max, int) and m_max >= 1, f"m_max must be a positive integer, got {m_max!r}")
     require(isinstance(restarts, int) and restarts >= 1, f"restarts must be at least 1, got {restarts!r}")
-    require(isinstance(m_start, int) and 1 <= m_start <= m_max, f"m_start must be in 1..m_max={m_max}, got {m_start!r}")
+    require(isinstance(m_start, int) and 1 <= m_start <= m_max,
+            f"m_start must be in 1..m_max={m_max}, got {m_start!r}")
     t0 = time.perf_counter()
     log: list[dict[str, Any]] = []
 

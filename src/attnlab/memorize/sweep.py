@@ -1,10 +1,12 @@
 """Grids of m* searches (over n_pairs, seq_len, gen_steps, rank, init), resumable and parallel.
 
-A sweep directory holds ``config.yaml`` (what was asked) and ``probes.jsonl``: one line per probe
-(``kind="probe"``) and one per finished search (``kind="result"``). A restarted sweep skips finished
-points and replays the probes already logged for an unfinished one, so an interruption loses at most the
-probe in flight. Points run in worker processes with one torch thread each (brief section 4.2: two
-intra-op threads on two cores are slower than one).
+A sweep directory is a run folder (:func:`attnlab.core.outputs.run_dir`): ``config.yaml`` (what was asked)
+and ``probes.jsonl``, one line per probe (``kind="probe"``) and one per finished search (``kind="result"``).
+Rerunning the same config into it resumes: finished points are skipped and the probes already logged for an
+unfinished one are replayed, so an interruption loses at most the probe in flight. Another config is refused
+(``overwrite`` replaces the folder). Lines of the log that are valid JSON but not a probe or a result are
+reported once and skipped. Points run in worker processes with one torch thread each (measured: two
+intra-op threads on two shared cores are slower than one).
 """
 
 from __future__ import annotations
@@ -22,23 +24,31 @@ import yaml
 
 from ..core.atomic import append_jsonl, atomic_write_text, read_jsonl
 from ..core.errors import AttnlabError, require
+from ..core.outputs import run_dir
 from .backbone import Backbone, BackboneConfig
 from .data import MemorizeData, make_data
 from .search import backbone_probe, search_min_length
+from .settings import DEFAULTS, check_settings
 from .tune import TuneConfig
 
-#: Every setting of one m* search, with defaults. A sweep config overrides them in ``base`` and per experiment.
-DEFAULTS: dict[str, Any] = {
-    "n_pairs": 64, "seq_len": 8, "vocab": 64, "n_classes": 8, "target": "last", "rank": None, "gen_steps": 0,
-    "d_model": 32, "n_heads": 4, "n_layers": 2, "d_ff": 128, "norm": True, "init": "gaussian", "gain": 3.0,
-    "train_steps": 300, "lr": 0.1, "clip": 1.0, "max_steps": 400, "m_max": 256, "restarts": 2, "seed": 0,
-    "m_start": 1,
-}
 #: Settings added after sweeps were logged: left out of a point's id at their default, so those logs still resume.
 _LATE_KEYS = ("m_start",)
 _BACKBONE_KEYS = ("d_model", "n_heads", "n_layers", "d_ff", "norm", "init", "gain", "train_steps")
 _TUNE_KEYS = ("lr", "clip", "max_steps")
+_CONFIG_KEYS = ("name", "description", "base", "experiments", "seeds", "workers")
 LOG = "probes.jsonl"
+#: What the marker of a sweep folder calls it (the resume line reads "resuming the memorize sweep in DIR").
+RUN_KIND = "memorize sweep"
+
+_NUMBER = (int, float)
+#: The fields every log line of each kind must have, with their JSON types (bools are not numbers here).
+_LINE_FIELDS: dict[str, dict[str, Any]] = {
+    "probe": {"point": str, "m": int, "restart": int, "memorized": bool, "steps": int, "exact_accuracy": _NUMBER,
+              "seconds": _NUMBER},
+    "result": {"point": str, "m_star": (int, type(None)), "exact_accuracy": _NUMBER, "steps": int,
+               "n_probes": int, "probe_seconds": _NUMBER},
+}
+_reported: set[tuple[str, int]] = set()  # (log, malformed lines) already reported by this process
 
 
 def point_id(settings: dict[str, Any]) -> str:
@@ -49,26 +59,39 @@ def point_id(settings: dict[str, Any]) -> str:
 
 def expand(config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """experiment name -> list of full settings dicts. An experiment maps setting -> value or list of values
-    (lists form a product grid); ``variants`` is a list of override dicts (e.g. init schemes)."""
-    unknown = set(config) - {"name", "base", "experiments", "seeds", "workers", "description"}
-    require(not unknown, f"unknown sweep config keys: {', '.join(sorted(unknown))}")
-    base = {**DEFAULTS, **(config.get("base") or {})}
+    (lists form a product grid); ``variants`` is a list of override dicts (e.g. init schemes). Every field is
+    checked here, so a bad config fails in one line before anything runs or is written."""
+    unknown = sorted(set(config) - set(_CONFIG_KEYS))
+    require(not unknown, f"unknown sweep config keys: {', '.join(unknown)} (known: {', '.join(_CONFIG_KEYS)})")
+    base = config.get("base") or {}
+    require(isinstance(base, dict), f"'base' must be a mapping of settings, got {type(base).__name__}")
+    base = {**DEFAULTS, **base}
+    check_settings(base, "base: ")
     seeds = config.get("seeds", [base["seed"]])
+    require(isinstance(seeds, list) and bool(seeds), f"'seeds' must be a non-empty list of seeds, got {seeds!r}")
+    workers = config.get("workers", 1)
+    require(isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1,
+            f"'workers' must be a positive integer, got {workers!r}")
+    experiments = config.get("experiments") or {}
+    require(isinstance(experiments, dict) and bool(experiments),
+            "the sweep config needs 'experiments': a mapping of experiment name -> settings to vary")
     out: dict[str, list[dict[str, Any]]] = {}
-    for name, spec in (config.get("experiments") or {}).items():
-        spec = dict(spec or {})
+    for name, spec in experiments.items():
+        spec = {} if spec is None else spec
+        require(isinstance(spec, dict), f"experiment {name!r} must be a mapping of settings to vary")
+        spec = dict(spec)
         variants = spec.pop("variants", [{}])
+        require(isinstance(variants, list) and all(isinstance(v, dict) for v in variants),
+                f"experiment {name!r}: 'variants' must be a list of mappings of settings")
         grid = {k: v if isinstance(v, list) else [v] for k, v in spec.items()}
         points = []
         for variant in variants:
             for values in itertools.product(*grid.values()):
                 for seed in seeds:
-                    settings = {**base, **dict(zip(grid, values)), **variant, "seed": seed}
-                    bad = set(settings) - set(DEFAULTS)
-                    require(not bad, f"experiment {name!r}: unknown settings {', '.join(sorted(bad))}")
+                    settings = {**base, **dict(zip(grid, values, strict=True)), **variant, "seed": seed}
+                    check_settings(settings, f"experiment {name!r}: ")
                     points.append(settings)
         out[name] = points
-    require(bool(out), "the sweep config has no experiments")
     return out
 
 
@@ -77,8 +100,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise AttnlabError(f"sweep config not found: {path}")
     try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise AttnlabError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     require(isinstance(config, dict), f"{path}: a sweep config is a mapping with 'base' and 'experiments'")
     return config
@@ -87,22 +110,49 @@ def load_config(path: str | Path) -> dict[str, Any]:
 def build(settings: dict[str, Any]) -> tuple[MemorizeData, BackboneConfig, TuneConfig]:
     """(data, backbone config, tune config) for one point; raises a one-line error on impossible settings."""
     s = settings
+    check_settings(s)
+    require(s["gen_steps"] == 0 or s["target"] == "last", "gen_steps > 0 needs target='last'")
+    require(1 <= s["m_start"] <= s["m_max"], f"m_start={s['m_start']} must be in 1..m_max={s['m_max']}")
     data = make_data(s["n_pairs"], s["seq_len"], s["vocab"], s["n_classes"], s["target"], s["rank"], s["seed"])
     cfg = BackboneConfig(vocab=s["vocab"], n_classes=s["n_classes"], max_len=s["seq_len"] + s["gen_steps"],
                          seed=s["seed"], **{k: s[k] for k in _BACKBONE_KEYS})
-    require(s["gen_steps"] == 0 or s["target"] == "last", "gen_steps > 0 needs target='last'")
-    require(1 <= s["m_start"] <= s["m_max"], f"m_start={s['m_start']} must be in 1..m_max={s['m_max']}")
     return data, cfg, TuneConfig(**{k: s[k] for k in _TUNE_KEYS})
+
+
+def _has(value: Any, kind: Any) -> bool:
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+
+def _well_formed(line: Any) -> bool:
+    fields = _LINE_FIELDS.get(line.get("kind")) if isinstance(line, dict) else None
+    return fields is not None and all(_has(line.get(k), kind) for k, kind in fields.items())
+
+
+def read_log(log_path: str | Path, report: bool = True) -> list[dict[str, Any]]:
+    """The probe and result lines of a sweep log. A torn last line (a crash) is dropped silently; lines that
+    are valid JSON but not a probe or a result are skipped and, with ``report``, named in one stderr line
+    (once per process and log)."""
+    try:
+        lines = read_jsonl(log_path)
+    except UnicodeDecodeError:
+        raise AttnlabError(f"{log_path} is not a text file (a sweep log is JSON lines)") from None
+    good = [line for line in lines if _well_formed(line)]
+    bad = len(lines) - len(good)
+    if bad and report and (str(log_path), bad) not in _reported:
+        _reported.add((str(log_path), bad))
+        print(f"attnlab: skipped {bad} malformed line(s) of {log_path} (valid JSON, but not a probe or a result "
+              "of a memorize sweep)", file=sys.stderr, flush=True)
+    return good
 
 
 def run_point(settings: dict[str, Any], log_path: str | Path) -> dict[str, Any]:
     """Search m* for one point, appending each probe to ``log_path`` and replaying probes logged before."""
     pid = point_id(settings)
-    logged = read_jsonl(log_path)
-    finished = [r for r in logged if r.get("kind") == "result" and r["point"] == pid]
+    logged = read_log(log_path, report=False)
+    finished = [r for r in logged if r["kind"] == "result" and r["point"] == pid]
     if finished:  # another process finished it since this sweep started
         return finished[0]
-    done = {(r["m"], r["restart"]): r for r in logged if r.get("kind") == "probe" and r["point"] == pid}
+    done = {(r["m"], r["restart"]): r for r in logged if r["kind"] == "probe" and r["point"] == pid}
     data, cfg, tune = build(settings)
     fresh = backbone_probe(Backbone(cfg), data, settings["gen_steps"], tune, settings["seed"])
 
@@ -132,31 +182,45 @@ def _run_point_job(job: tuple[dict[str, Any], str]) -> dict[str, Any]:
     return run_point(*job)
 
 
-def run_sweep(config: dict[str, Any], out_dir: str | Path, workers: int | None = None,
-              progress: bool = True) -> list[dict[str, Any]]:
-    """Run (or resume) every point of ``config`` into ``out_dir``; returns all result lines."""
+def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What makes two sweeps the same run (the folder's marker): the config without ``workers``, which
+    changes how fast the points run, not what they give."""
+    return {k: v for k, v in config.items() if k != "workers"}
+
+
+def run_sweep(config: dict[str, Any], out_dir: str | Path, workers: int | None = None, progress: bool = True,
+              overwrite: bool = False, quiet: bool = False) -> list[dict[str, Any]]:
+    """Run (or resume) every point of ``config`` into the run folder ``out_dir``; returns all result lines.
+
+    The config and every point's settings are checked before the folder is touched. The same config resumes
+    (one stderr line unless ``quiet``); a folder holding another config is refused unless ``overwrite``."""
+    import torch
     from tqdm import tqdm
 
-    out_dir = Path(out_dir)
     points = expand(config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    log = out_dir / LOG
-    finished = {r["point"] for r in read_jsonl(log) if r.get("kind") == "result"}
     todo: dict[str, dict[str, Any]] = {}
     for settings in itertools.chain.from_iterable(points.values()):
-        build(settings)  # bad settings fail here, with a one-line error, before any work starts
-        if point_id(settings) not in finished:
-            todo.setdefault(point_id(settings), settings)
+        build(settings)  # impossible settings fail here, in one line, before any work starts
+        todo.setdefault(point_id(settings), settings)
+    out_dir, resuming = run_dir(out_dir, run_identity(config), overwrite, what=RUN_KIND, quiet=quiet)
+    if not resuming:
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    log = out_dir / LOG
+    finished = {r["point"] for r in read_log(log) if r["kind"] == "result"}
     # cheapest first (cost ~ n_pairs * seq_len * (1 + gen_steps)), so results arrive early
-    jobs = sorted(todo.values(), key=lambda s: s["n_pairs"] * s["seq_len"] * (1 + s["gen_steps"]))
-    workers = workers or int(config.get("workers", 1))
+    jobs = sorted((s for pid, s in todo.items() if pid not in finished),
+                  key=lambda s: s["n_pairs"] * s["seq_len"] * (1 + s["gen_steps"]))
+    workers = workers or config.get("workers", 1)
     bar = tqdm(total=len(jobs), desc="memorize sweep", unit="point", file=sys.stderr, disable=not progress)
     if workers == 1:
+        threads = torch.get_num_threads()
         _init_worker()
-        for settings in jobs:
-            run_point(settings, log)
-            bar.update()
+        try:
+            for settings in jobs:
+                run_point(settings, log)
+                bar.update()
+        finally:
+            torch.set_num_threads(threads)  # the caller's (e.g. the tour's next section's) threads
     else:
         os.environ["OMP_NUM_THREADS"] = "1"
         with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
@@ -166,15 +230,25 @@ def run_sweep(config: dict[str, Any], out_dir: str | Path, workers: int | None =
     return results(out_dir)
 
 
-def results(out_dir: str | Path) -> list[dict[str, Any]]:
-    """The finished searches of a sweep directory, one per point, each tagged with its experiments."""
+def check_sweep_dir(out_dir: str | Path) -> Path:
+    """``out_dir`` as a Path, or a one-line error when it is not a folder written by :func:`run_sweep`."""
     out_dir = Path(out_dir)
-    require((out_dir / LOG).exists(), f"no sweep results in {out_dir} (expected {LOG})")
-    by_point = {r["point"]: r for r in read_jsonl(out_dir / LOG) if r.get("kind") == "result"}
+    require((out_dir / "config.yaml").is_file() and (out_dir / LOG).is_file(),
+            f"{out_dir} is not a memorize sweep folder (expected config.yaml and {LOG} in it; see "
+            "`attnlab memorize sweep --help`)")
+    return out_dir
+
+
+def results(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The finished searches of a sweep directory, one per point, each with the settings its config gives it
+    and tagged with its experiments."""
+    out_dir = check_sweep_dir(out_dir)
+    by_point = {r["point"]: r for r in read_log(out_dir / LOG) if r["kind"] == "result"}
     tagged: dict[str, dict[str, Any]] = {}
     for name, settings_list in expand(load_config(out_dir / "config.yaml")).items():
         for settings in settings_list:
             pid = point_id(settings)
             if pid in by_point:
-                tagged.setdefault(pid, {**by_point[pid], "experiments": []})["experiments"].append(name)
+                row = tagged.setdefault(pid, {**by_point[pid], "settings": settings, "experiments": []})
+                row["experiments"].append(name)
     return list(tagged.values())

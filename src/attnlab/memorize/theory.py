@@ -4,7 +4,8 @@ Main theorem (Wang & Lin 2025, abstract): a prompt of length O~(sqrt(n_pairs * s
 compare measured m* with c * sqrt(K) * log(K)^p, K = n_pairs * seq_len (constants and the log power are
 not in the abstract, so c is fitted and p is a chosen setting), and with a free power law m* = a * K^alpha
 whose exponent gets a bootstrap interval. The trade-off with T generation steps is tested as the
-hypothesis m* * (T + 1) ~ const (brief section 1.4: m * T ~ O~(K); T + 1 counts the forward pass itself).
+hypothesis m* * (T + 1) ~ const (the abstract: prompt length can be traded for generation steps; its
+quantitative form is not stated there, so we test m * T ~ O~(K), T + 1 counting the forward pass itself).
 """
 
 from __future__ import annotations
