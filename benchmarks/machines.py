@@ -1,4 +1,4 @@
-"""machines benchmark (issue 3 targets): tokens/s per executor with ratios to the reference TM interpreter
+"""machines benchmark: tokens/s per executor with ratios to the reference TM interpreter
 measured in the same run, interleaved repeats (median, min, max), threads pinned.
 
     python benchmarks/machines.py [--repeats 5] [--threads 1] [--long]

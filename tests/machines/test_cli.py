@@ -1,14 +1,19 @@
 import json
+import shlex
+import subprocess
+import sys
 
 import pytest
 
+from attnlab.core.records import RunRecord
 from attnlab.machines.compile import load_compiled
+from attnlab.machines.registry import EXECUTORS
 
 FIELDS = {"halted", "final_state", "tape", "nonblank", "tm_steps", "tokens", "window", "vocab_size", "d_model",
           "params", "bits_per_param", "model_bits", "mismatches", "executor", "tokens_per_s"}
 
 
-@pytest.mark.parametrize("executor", ["table", "kv", "dense", "reference"])
+@pytest.mark.parametrize("executor", EXECUTORS)
 def test_run_bb4_json(run_cli, executor):
     rc, out, err = run_cli("machines", "run", "bb4", "--executor", executor, "--json")
     assert rc == 0, err
@@ -92,6 +97,45 @@ def test_help_has_examples(run_cli):
     for cmd in ("run", "compile", "certify", "list"):
         rc, out, _ = run_cli("machines", cmd, "--help")
         assert rc == 0 and "Example: attnlab machines" in out
+    rc, out, _ = run_cli("machines", "--help")
+    assert rc == 0 and "Example: attnlab machines" in out
+
+
+def test_executor_choices_are_the_registry(run_cli):
+    rc, out, _ = run_cli("machines", "run", "--help")
+    assert rc == 0 and "{" + ",".join(EXECUTORS) + "}" in out
+
+
+def test_run_record_reproduces_the_run(run_cli, tmp_path):
+    rc, out, _ = run_cli("machines", "run", "binc", "--executor", "kv", "-o", tmp_path / "r", "--json")
+    assert rc == 0
+    rec = RunRecord.load(tmp_path / "r" / "record.json")
+    assert rec.status == "ok" and rec.metrics["tape"] == "1100" and rec.config["window"] == json.loads(out)["window"]
+    argv = shlex.split(rec.command)
+    assert argv[:3] == ["attnlab", "machines", "run"] and "--input" in argv and "--window" in argv
+    rc, again, _ = run_cli(*argv[1:], "--json")
+    assert rc == 0 and {k: v for k, v in json.loads(again).items() if "per_s" not in k and k != "seconds"} == \
+        {k: v for k, v in rec.metrics.items() if "per_s" not in k and k != "seconds"}
+
+
+def test_certify_record(run_cli, tmp_path):
+    rc, _, _ = run_cli("machines", "certify", "bb2", "-o", tmp_path / "c")
+    rec = RunRecord.load(tmp_path / "c" / "record.json")
+    assert rc == 0 and rec.metrics["certified"] and "--window 3" in rec.command
+
+
+def test_light_commands_import_neither_torch_nor_transformers():
+    """`machines list/run/certify/compile` run on numpy alone (a fresh interpreter: the tests import torch)."""
+    code = ("import sys, tempfile; from attnlab.cli import main\n"
+            "d = tempfile.mkdtemp()\n"
+            "for argv in (['list'], ['run', 'bb4'], ['run', 'bb4', '--executor', 'reference'],\n"
+            "             ['run', 'bb2', '--executor', 'kv'], ['run', 'bb2', '--executor', 'dense'],\n"
+            "             ['certify', 'bb2'], ['compile', 'bb2', '-o', d + '/m']):\n"
+            "    assert main(['machines', *argv, '--quiet']) == 0, argv\n"
+            "heavy = sorted(m for m in ('torch', 'transformers', 'scipy') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_group_without_command_and_common_flags(run_cli):

@@ -9,6 +9,7 @@ from attnlab.machines.library import LIBRARY, library_machine
 from attnlab.machines.machine import TuringMachine
 from attnlab.machines.post import tm_to_pm
 from attnlab.machines.reference import PMRun, run_tm
+from attnlab.machines.registry import NETWORK_EXECUTORS
 from attnlab.machines.simulate import minimal_window, run_machine, token_marks
 
 TMS = [n for n in LIBRARY if n not in ("bb5", "rotate")]
@@ -46,12 +47,12 @@ def test_token_for_token_against_the_reference_pm(name):
         want.append(ref.state * model.n_symbols + ref.queue[-1])
         if ref.halted:
             break
-    for ex in ("table", "kv", "dense"):
+    for ex in NETWORK_EXECUTORS:
         assert token_stream(ex, model, tr, state, queue, len(want)) == want, ex
 
 
 @pytest.mark.parametrize("name", TMS)
-@pytest.mark.parametrize("executor", ["table", "kv", "dense"])
+@pytest.mark.parametrize("executor", NETWORK_EXECUTORS)
 def test_library_runs_exact(name, executor):
     tm = library_machine(name)
     ref = run_tm(tm, tm.encode(LIBRARY[name].input))
@@ -74,14 +75,14 @@ def test_random_machines_every_executor_equals_the_reference():
         halted += ref.halted
         cert = certify(compile_pm(tm_to_pm(tm).pm, 2))
         assert cert.exact
-        for executor in ("table", "kv") + (("dense",) if i % 5 == 0 else ()):
+        for executor in (e for e in NETWORK_EXECUTORS if e != "dense" or i % 5 == 0):
             r = run_machine(tm, text, executor=executor, max_steps=150, certificate=cert)
             assert r.mismatches == 0, (i, executor, r.error)
             assert (r.tm_steps, r.halted, r.tape) == (ref.steps, ref.halted, ref.tape_string()), (i, executor)
     assert 30 < halted < 290  # both halting and non-halting machines were exercised
 
 
-@pytest.mark.parametrize("executor", ["table", "kv", "dense"])
+@pytest.mark.parametrize("executor", NETWORK_EXECUTORS)
 @pytest.mark.parametrize("window", [10, 12])
 def test_too_small_window_is_reported(executor, window):
     r = run_machine(library_machine("bb4"), "", window=window, executor=executor)
@@ -118,7 +119,7 @@ def test_non_halting_reports_not_halted():
 
 @pytest.mark.slow
 def test_bcount_20_on_kv():
-    """The issue's long run: 46,137,324 tokens at W=21, zero mismatches."""
+    """A long run: 46,137,324 tokens at W=21, zero mismatches."""
     r = run_machine(library_machine("bcount"), "#" + "0" * 20, executor="kv", check_every=4096)
     assert r.halted and r.mismatches == 0 and r.tm_steps == 2**22 - 1 and r.tokens == 46_137_324
 
@@ -160,3 +161,17 @@ def test_dense_at_window_100000_matches_table():
     model = compile_pm(tr.pm, 100_000)
     state, queue = tr.initial_config([], 100_000)
     assert token_stream("dense", model, tr, state, queue, 30) == token_stream("table", model, tr, state, queue, 30)
+
+
+def test_registry_resolves_every_executor():
+    from attnlab.core.errors import AttnlabError
+    from attnlab.machines.executors import Executor
+    from attnlab.machines.registry import EXECUTORS, executor_class
+
+    assert set(NETWORK_EXECUTORS) == {name for name, spec in EXECUTORS.items() if spec.target}
+    assert set(NETWORK_EXECUTORS) == {"table", "kv", "dense"}
+    for name in NETWORK_EXECUTORS:
+        cls = executor_class(name)
+        assert issubclass(cls, Executor) and cls.name == name
+    with pytest.raises(AttnlabError, match="unknown executor 'gpu'"):
+        executor_class("gpu")

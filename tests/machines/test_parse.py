@@ -6,7 +6,7 @@ from attnlab.machines.machine import L, PostMachine, R, TuringMachine
 from attnlab.machines.parse import parse_bbchallenge, parse_yaml
 from attnlab.machines.reference import run_tm
 
-ISSUE_YAML = """\
+EXAMPLE_YAML = """\
 name: binc
 blank: "_"
 start: R
@@ -43,8 +43,8 @@ def test_bbchallenge_errors(text, fragment):
         parse_bbchallenge(text)
 
 
-def test_yaml_from_the_issue():
-    tm = parse_yaml(ISSUE_YAML)
+def test_yaml_example():
+    tm = parse_yaml(EXAMPLE_YAML)
     assert isinstance(tm, TuringMachine) and tm.name == "binc"
     assert tm.states == ("R", "C", "H") and tm.symbols == ("_", "0", "1")
     assert tm.delta[(1, 1)] == (2, L, 2)  # C reads 0: write 1, left, H
@@ -76,7 +76,7 @@ def test_post_yaml_and_totality():
 def test_load_machine_resolves_names_files_and_strings(tmp_path):
     assert load_machine("bb4").name == "bb4"
     f = tmp_path / "binc.yaml"
-    f.write_text(ISSUE_YAML)
+    f.write_text(EXAMPLE_YAML)
     assert load_machine(str(f)).delta == library_machine("binc").delta
     assert load_machine("1RB1LB_1LA1RZ").states == ("A", "B", "Z")
     with pytest.raises(AttnlabError, match="unknown machine"):

@@ -1,15 +1,15 @@
-"""Post machine -> transformer (brief §2): decoder-only, one layer, one head, hardmax attention whose
+"""Post machine -> transformer: decoder-only, one layer, one head, hardmax attention whose
 only window-dependent part is a three-type relative positional encoding, a ReLU FFN of AND units that
 realises the transition function, one-hot embeddings in named residual blocks, all weights in {-1,0,1}.
 
-Tokens are (pushed symbol c, new state s) with id = s * |Λ| + c. Residual stream (§2.1):
+Tokens are (pushed symbol c, new state s) with id = s * |Λ| + c. Residual stream:
 
     SYM (|Λ|)  the symbol this token pushed       from the embedding
     ST  (|S|)  the PM state after this token      from the embedding
     FRONT (|Λ|) the queue front's symbol           written by attention (copy SYM of the oldest token)
 
-Attention (§2.2): q_i = Σ x_i[ST] = 1, k_j = x_j W_K + rpe[type(i-j)] with W_K = 0 and rpe = (current 0,
-intermediate 0, oldest 1), so the hardmax picks the oldest token j = i-W+1 (lemma B). FFN (§2.3): unit
+Attention: q_i = Σ x_i[ST] = 1, k_j = x_j W_K + rpe[type(i-j)] with W_K = 0 and rpe = (current 0,
+intermediate 0, oldest 1), so the hardmax picks the oldest token j = i-W+1 (lemma B). FFN: unit
 u(s,c) = ReLU(x[ST_s] + x[FRONT_c] - 1) fires iff the state is s and the front is c (lemma C); its W2
 row is the one-hot logit of the token τ(s, c). Halting states have no units: their tokens are terminal.
 """
@@ -41,7 +41,7 @@ class CompiledTransformer:
     weights: dict[str, np.ndarray] = field(repr=False)
     units: tuple[tuple[int, int], ...] = field(repr=False)  # (state, front symbol) of each FFN unit
 
-    # --- sizes (issue item 4) ---
+    # --- sizes ---
     @property
     def vocab_size(self) -> int:
         return self.weights["embed"].shape[0]
@@ -127,7 +127,7 @@ class CompiledTransformer:
 
 
 def compile_pm(pm: PostMachine, window: int) -> CompiledTransformer:
-    """Compile ``pm`` for queue length ``window`` (brief §2)."""
+    """Compile ``pm`` for queue length ``window`` (the construction in the module docstring)."""
     if window < 1:
         raise AttnlabError(f"window must be at least 1, got {window}")
     n_sym, n_st = len(pm.symbols), len(pm.states)

@@ -1,4 +1,4 @@
-"""The two machine types of the pipeline (brief §1): a single-tape Turing machine and a synchronous
+"""The two machine types of the pipeline: a single-tape Turing machine and a synchronous
 Post machine (queue automaton: pop one symbol, push one symbol per step).
 
 Both use integer codes: ``states[0]`` is the start state and ``symbols[0]`` the blank (padding) symbol.

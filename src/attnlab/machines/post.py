@@ -1,4 +1,4 @@
-"""TM -> Post machine (brief §1, "TM -> PM", the verified construction).
+"""TM -> Post machine: the cyclic-tape construction with a delayed append (lemma A, docs/machines.md).
 
 The queue stores a cyclic tape of N = W + 1 cells: W cells in the queue and one in the register r of the
 finite control (the "delayed append"). Queue symbols are (a, mark); states are <q, N|D, r> plus
@@ -6,7 +6,7 @@ finite control (the "delayed append"). Queue symbols are (a, mark); states are <
 h-1, so the next pop reads the head cell. A right move costs one PM step, a left move W steps (the
 marked cell comes round to the front), and the halting read one more:
 
-    PM steps = #R + W * #L + 1          (brief §1, asserted in the tests)
+    PM steps = #R + W * #L + 1          (lemma A, asserted in the tests)
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class Translation:
 
 
 def tm_to_pm(tm: TuringMachine) -> Translation:
-    """Build the Post machine of the brief's construction (§1). Independent of the window W."""
+    """Build the Post machine of the construction above. Independent of the window W."""
     k = len(tm.symbols)
     names = [f"{q}.{m}.{a}" for q in tm.states for m in "ND" for a in tm.symbols]
     n_mode = len(names)
@@ -98,5 +98,5 @@ def tm_to_pm(tm: TuringMachine) -> Translation:
 
 
 def expected_tokens(right: int, left: int, window: int) -> int:
-    """PM steps (= generated tokens) for a halting run: #R + W * #L + 1 (brief §1)."""
+    """PM steps (= generated tokens) for a halting run: #R + W * #L + 1 (lemma A)."""
     return right + window * left + 1

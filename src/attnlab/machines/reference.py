@@ -1,4 +1,4 @@
-"""Reference interpreters (brief §1): a Turing machine on a two-way infinite tape and a Post machine on a
+"""Reference interpreters: a Turing machine on a two-way infinite tape and a Post machine on a
 queue. Obviously correct on purpose; every executor is checked against them."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The harness: run a machine through its compiled transformer with any executor, decode the
-configuration at completed TM steps and check it against the reference interpreter (issue item 5).
+configuration at completed TM steps and check it against the reference interpreter.
 
 A window that is too small is never a silent wrong answer: the reference run's space is compared with
 the W + 1 cells of the cyclic tape at every check, and the decoded tape must equal the reference's.
@@ -50,7 +50,7 @@ class RunResult:
 
 def minimal_window(tm: TuringMachine, cells: Sequence[int], max_steps: int) -> int:
     """The smallest W whose cyclic tape (W + 1 cells) holds every cell the run visits, from a
-    reference run of at most ``max_steps`` steps (the space bound s(n) of the brief, minus one)."""
+    reference run of at most ``max_steps`` steps (the space bound s(n) of WINDOW[s(n)] = SPACE[s(n)], minus one)."""
     return max(run_tm(tm, cells, max_steps).span - 1, 1)
 
 
