@@ -36,7 +36,8 @@ def core_tour(out_dir: Path, seed: int = 0, full: bool = False) -> RunRecord:
         parts = split_builtin(0.2)
     env = rec.env
     rec.add_table("Environment", ["item", "value"],
-                  [["python", env["python"]], ["platform", env["platform"]], ["cpu cores", env["cpu_count"]],
+                  [["python", env["python"]], ["platform", env["platform"]], ["CPU", env["cpu_model"] or "unknown"],
+                   ["cpu cores", env["cpu_count"]],
                    ["torch threads", env["torch_threads"]], ["CUDA device", env["cuda"] or "none"],
                    ["git commit", env["git_commit"] or "not a checkout"]]
                   + [[name, version] for name, version in env["versions"].items() if version])

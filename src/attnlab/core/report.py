@@ -17,8 +17,8 @@ h1{margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margi
 code,pre{background:#f4f4f4;border-radius:3px;padding:.1em .3em;font-size:.92em}
 pre{padding:.6em;overflow-x:auto}
 .scroll{overflow-x:auto;max-width:100%} table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.92em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right} th{background:#f0f0f0}
-td:first-child,th:first-child{text-align:left}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left} th{background:#f0f0f0}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#0a7d28;font-weight:600} .failed{color:#b00020;font-weight:600}
 figure{margin:1em 0} figure img{max-width:100%;border:1px solid #ddd} figcaption{font-size:.9em;color:#444}
 .meta{color:#555;font-size:.88em} .toc a{margin-right:1em}
@@ -50,9 +50,15 @@ def _embed_png(path: Path) -> str | None:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
+def _html_cell(v: Any) -> str:
+    """A table cell; numbers are right-aligned in tabular figures so that columns of them line up."""
+    numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
+    return f"<td{' class=num' if numeric else ''}>{html.escape(format_value(v))}</td>"
+
+
 def _html_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(format_value(v))}</td>" for v in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(_html_cell(v) for v in row) + "</tr>" for row in rows)
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
