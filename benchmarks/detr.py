@@ -2,7 +2,7 @@
 C-decoder over the same step without it, on the synthetic-digits batch the committed comparison uses
 (48 px, 32 images, d=64, 16 queries, 3 decoder layers). Also the eval forward pass, which DAC must
 leave unchanged. Interleaved repeats, median and spread, threads pinned, one process.
-Raw numbers go to benchmarks/results/detr.json. Target (issue 6): DAC / baseline <= 1.5x per step.
+Raw numbers go to benchmarks/results/detr.json. Target: DAC / baseline <= 1.5x per step (the paper reports a modest training overhead and none at inference).
 
 Run: python benchmarks/detr.py [--threads 1] [--repeats 7] [--steps 10]
 """
@@ -82,7 +82,7 @@ def main() -> int:
           f"repeats of {args.steps} steps (load average {os.getloadavg()[0]:.1f})")
     print(f"{'pass':<8}{'baseline ms':>13}{'DAC ms':>10}{'DAC/baseline':>14}{'ratio min-max':>16}")
     for kind in ("train", "eval"):
-        ratios = [d / b for b, d in zip(times[kind]["baseline"], times[kind]["dac"])]
+        ratios = [d / b for b, d in zip(times[kind]["baseline"], times[kind]["dac"], strict=True)]
         s = {"baseline_ms_median": statistics.median(times[kind]["baseline"]),
              "dac_ms_median": statistics.median(times[kind]["dac"]),
              "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}

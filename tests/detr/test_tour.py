@@ -18,7 +18,10 @@ def test_tour_at_toy_scale_writes_tables_and_figures(tmp_path, monkeypatch, full
     assert rec.status == "ok" and {"baseline_AP", "dac_AP", "dac_step_time_ratio"} <= set(rec.metrics)
     assert rec.config["profile"] == ("full" if full else "quick")
     assert rec.command == "attnlab tour --only detr" + (" --full" if full else "")
-    assert [t.title.split()[0] for t in rec.tables] == ["COCO", "Queries"]
+    assert [t.title.split()[0] for t in rec.tables] == ["COCO", "Queries", "Queries"]
+    assert rec.metrics["baseline_parameters"] == rec.metrics["dac_parameters"]         # DAC adds no parameters
+    assert [row[:2] for row in rec.tables[2].rows] == [["baseline", "O-decoder"], ["baseline", "C-decoder"],
+                                                       ["dac", "O-decoder"], ["dac", "C-decoder"]]
     for fig in rec.figures:
         assert Path(fig.path).stat().st_size > 5_000
 

@@ -1,7 +1,7 @@
 """Tables and curves for runs grouped by label (e.g. DAC variants trained with `attnlab detr train` beside a
 compare's baselines), in the format of `attnlab detr compare`'s summary.
 
-Run: python docs/results/detr/ablation.py OUT "baseline=RUN_DIR..." "DAC top-2=RUN_DIR..." [--title T]
+Run: python docs/results/detr/ablation.py OUT "baseline=RUN_DIR..." "DAC top-2=RUN_DIR..." [--title T] [--overwrite]
 (each group: label=run directories separated by commas; all runs must have the same number of epochs)
 """
 
@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from attnlab.core.atomic import atomic_write_json, atomic_write_text
+from attnlab.core.outputs import artifact_dir
 from attnlab.detr.compare import budget_table, plot_curves, render_markdown
 from attnlab.detr.train import CHECKPOINT, TrainConfig, read_checkpoint
 
@@ -21,6 +22,7 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("groups", nargs="+", help="label=run,run,...")
     ap.add_argument("--title", default="ablation")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
     args = ap.parse_args()
     histories, epochs = {}, set()
     for group in args.groups:
@@ -33,12 +35,11 @@ def main() -> None:
     if len(epochs) != 1:
         raise SystemExit(f"runs differ in epochs: {sorted(epochs)}")
     n_epochs = epochs.pop()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     summary = {"epochs": n_epochs, "groups": args.groups, **budget_table(histories, n_epochs)}
-    atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "summary.md", render_markdown(summary))
-    plot_curves(histories, out / "curves.png", summary["epochs"], args.title)
+    with artifact_dir(args.out, args.overwrite, what="detr ablation") as out:
+        atomic_write_json(out / "summary.json", summary)
+        atomic_write_text(out / "summary.md", render_markdown(summary))
+        plot_curves(histories, out / "curves.png", summary["epochs"], args.title)
     print(render_markdown(summary))
 
 

@@ -33,7 +33,8 @@ from attnlab.detr.train import load_run
 def flat_grad(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
     params = [p for p in model.parameters() if p.requires_grad]
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
+    grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
+    return torch.cat([g.flatten() for g in grads])
 
 
 def diagnose(run: str, batches: int) -> dict[str, float]:

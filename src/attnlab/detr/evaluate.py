@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from torch import Tensor
 from .box_ops import cxcywh_to_xyxy
 from .data import CocoDetection, collate
 from .matching import matching_quality, pad_targets
+from .model import Detector
 
 AP_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 QUALITY_THRESHOLDS = (0.6, 0.7, 0.8)
@@ -64,6 +66,29 @@ def queries_per_object(logits: Tensor, boxes: Tensor, targets: list[dict[str, Te
     q = matching_quality(logits, boxes, labels, gt_boxes, valid, alpha)          # [B, G, Q]
     counts = np.array([float((q > t).sum(2)[valid].sum()) for t in thresholds])
     return counts, int(valid.sum())
+
+
+@torch.no_grad()
+def branch_queries_per_object(model: Detector, dataset: CocoDetection,
+                              thresholds: tuple[float, ...] = QUALITY_THRESHOLDS, batch_size: int = 64,
+                              device: str = "cpu") -> dict[str, list[float]]:
+    """Queries per object above each quality threshold for the O-decoder and, on the same weights, the
+    C-decoder (no self-attention after layer 0): the paper's observation (Sec. 3.1, Fig. 1) that
+    cross-attention gathers queries onto objects and self-attention disperses them. Any trained model works."""
+    both = Detector(replace(model.config, dac=True)).to(device)
+    both.load_state_dict(model.state_dict())
+    both.train()                                        # the C-decoder runs in training mode only; no dropout here
+    counts = {"o": np.zeros(len(thresholds)), "c": np.zeros(len(thresholds))}
+    n_obj = 0
+    for start in range(0, len(dataset), batch_size):
+        images, mask, targets = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        out = both(images.to(device), mask.to(device))
+        for branch, prefix in (("o", ""), ("c", "c_")):
+            c, n = queries_per_object(out[f"{prefix}logits"][-1].cpu(), out[f"{prefix}boxes"][-1].cpu(), targets,
+                                      thresholds)
+            counts[branch] += c
+        n_obj += n
+    return {branch: [round(float(c / max(n_obj, 1)), 4) for c in total] for branch, total in counts.items()}
 
 
 @torch.no_grad()
