@@ -2,7 +2,7 @@
 C-decoder over the same step without it, on the synthetic-digits batch the committed comparison uses
 (48 px, 32 images, d=64, 16 queries, 3 decoder layers). Also the eval forward pass, which DAC must
 leave unchanged. Interleaved repeats, median and spread, threads pinned, one process.
-Raw numbers go to benchmarks/results/detr.json. Target: DAC / baseline <= 1.5x per step (the paper reports a modest training overhead and none at inference).
+Raw numbers go to benchmarks/results/detr.json. Target: DAC / baseline <= 1.5x per step.
 
 Run: python benchmarks/detr.py [--threads 1] [--repeats 7] [--steps 10]
 """
