@@ -33,7 +33,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp_path
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp_path, _default_mode())  # mkstemp makes 0600; give the file the mode open() would
+        os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp_path, path)
     except OSError as e:  # a full disk, a folder in the way: the old file stays, the error names the path
         with contextlib.suppress(FileNotFoundError):
@@ -45,11 +45,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
-def _default_mode() -> int:
-    """0666 less the process umask: the mode a plain ``open(path, "w")`` would create."""
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than the call)."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -24,7 +24,7 @@ def common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("common options")
     g.add_argument("--seed", type=nonneg_int, default=0, help="random seed, recorded with the run (default 0)")
-    g.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: torch's)")
+    g.add_argument("--threads", type=positive_int, default=None, help="torch and BLAS threads (default: torch's)")
     g.add_argument("--json", action="store_true", help="print one machine-readable JSON object on stdout")
     g.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     g.add_argument("--quiet", action="store_true", help="no progress bars or status lines on stderr")

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from .atomic import current_umask
 from .errors import AttnlabError
 
 #: The marker file in every folder attnlab writes: what wrote it, and (for run folders) the run's config.
@@ -95,6 +96,7 @@ def artifact_dir(path: str | os.PathLike, overwrite: bool = False, what: str = "
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; give the folder the mode mkdir would
     except OSError as e:
         raise os_error(e, path) from None
     try:
