@@ -3,7 +3,7 @@ import torch
 
 from attnlab.core.errors import AttnlabError
 from attnlab.depth.model import GPT
-from attnlab.depth.params import KNOWN_MODELS, MOBILELLM, Architecture, count, gpt2_like
+from attnlab.depth.params import FAMILIES, KNOWN_MODELS, MOBILELLM, Architecture, count, gpt2_like
 from attnlab.depth.sweep import non_embedding_count
 
 
@@ -21,29 +21,43 @@ def test_sweep_model_counts_are_exact(depth, width, heads):
     assert model(x).shape == (2, 20, 37)
 
 
-def test_hf_gpt2_matches():
+def _hf_gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     model = GPT2LMHeadModel(GPT2Config(vocab_size=101, n_positions=33, n_embd=48, n_layer=3, n_head=4))
-    assert numel(model) == count(Architecture("t", "gpt2", 3, 48, 101, 33, 4))["total"]
+    return model, Architecture("t", "gpt2", 3, 48, 101, 33, 4)
 
 
-def test_hf_bert_matches():
+def _hf_bert():
     from transformers import BertConfig, BertModel
 
     cfg = BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                      intermediate_size=80, max_position_embeddings=40)
-    assert numel(BertModel(cfg)) == count(Architecture("t", "bert", 2, 32, 97, 40, 4, ffn=80))["total"]
+    return BertModel(cfg), Architecture("t", "bert", 2, 32, 97, 40, 4, ffn=80)
 
 
-@pytest.mark.parametrize("tied, kv", [(False, 2), (True, 4)])
-def test_hf_llama_matches(tied, kv):
+def _hf_llama(tied: bool, kv: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(vocab_size=89, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=kv, intermediate_size=72, tie_word_embeddings=tied)
-    arch = Architecture("t", "llama", 2, 32, 89, 0, 4, kv, 72, tied)
-    assert numel(LlamaForCausalLM(cfg)) == count(arch)["total"]
+    return LlamaForCausalLM(cfg), Architecture("t", "llama", 2, 32, 89, 0, 4, kv, 72, tied)
+
+
+#: family -> tiny HF models of it (variants: GQA with an untied head, tied head without GQA), each with the
+#: Architecture that should count it exactly
+HF_MODELS = {"gpt2": [_hf_gpt2], "bert": [_hf_bert],
+             "llama": [lambda: _hf_llama(tied=False, kv=2), lambda: _hf_llama(tied=True, kv=4)]}
+
+
+def test_every_family_is_checked_against_hf():
+    assert set(HF_MODELS) == set(FAMILIES)
+
+
+@pytest.mark.parametrize("family, variant", [(f, i) for f, models in HF_MODELS.items() for i in range(len(models))])
+def test_counts_match_hf_models(family, variant):
+    model, arch = HF_MODELS[family][variant]()
+    assert numel(model) == count(arch)["total"]
 
 
 @pytest.mark.parametrize("name, total", [("Llama-2 7B", 6_738_415_616), ("Llama-3 8B", 8_030_261_248),

@@ -1,3 +1,6 @@
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -5,6 +8,8 @@ from attnlab.core.atomic import read_jsonl
 from attnlab.core.errors import AttnlabError
 from attnlab.depth import sweep
 from attnlab.depth.sweep import SweepConfig, analyze, load_config, run_sweep, shape_for_budget
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny(**kw) -> SweepConfig:
@@ -23,10 +28,14 @@ def test_shapes_hit_the_budget():
         shape_for_budget(120, 8)  # width 1 already has 202
 
 
-def test_committed_config_loads(tmp_path):
-    config = load_config("configs/depth/cpu.yaml")
+def test_committed_config_loads_and_its_results_are_complete(tmp_path, monkeypatch, capsys):
+    config = load_config(REPO / "configs/depth/cpu.yaml")
     assert len(config.budgets) >= 3 and len(config.depths) >= 4 and len(config.seeds) >= 2
     assert len(sweep.grid(config)) == len(config.budgets) * len(config.depths) * len(config.seeds)
+    copy = shutil.copytree(REPO / "docs/results/depth_sweep", tmp_path / "s")  # never write into the repo
+    monkeypatch.setattr(sweep, "train_one", lambda job, config: pytest.fail(f"{job['key']} is not in the results"))
+    rows = run_sweep(config, copy, progress=False)
+    assert len(rows) == len(sweep.grid(config)) and "resuming the depth sweep" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text, message", [

@@ -29,7 +29,7 @@ class Architecture:
     """A transformer shape and enough of its family's details to count its parameters exactly."""
 
     name: str
-    family: str  # "gpt2" | "bert" | "llama"
+    family: str  # a key of FAMILIES
     depth: int
     width: int
     vocab: int
@@ -45,30 +45,43 @@ class Architecture:
         return self.ffn if self.ffn is not None else 4 * self.width
 
 
+def _gpt2(a: Architecture) -> tuple[int, int]:
+    d, f = a.width, a.ffn_width
+    layer = (3 * d * d + 3 * d) + (d * d + d) + (d * f + f) + (f * d + d) + 4 * d  # qkv, proj, fc, out, 2 LN
+    return a.depth * layer + 2 * d, a.vocab * d + a.seq_len * d + (0 if a.tied else a.vocab * d)
+
+
+def _bert(a: Architecture) -> tuple[int, int]:
+    d, f = a.width, a.ffn_width
+    layer = 4 * (d * d + d) + (d * f + f) + (f * d + d) + 4 * d
+    body = a.depth * layer + (d * d + d)  # + pooler
+    return body, (a.vocab + a.seq_len + 2) * d + 2 * d  # word, position, 2 token types, embedding LayerNorm
+
+
+def _llama(a: Architecture) -> tuple[int, int]:
+    d, f = a.width, a.ffn_width
+    if d % a.heads:
+        raise AttnlabError(f"{a.name}: width {d} is not divisible by {a.heads} heads")
+    kv = (a.kv_heads or a.heads) * (d // a.heads)
+    layer = 2 * d * d + 2 * d * kv + 3 * d * f + 2 * d  # q, o; k, v (grouped); SwiGLU; 2 RMSNorm
+    return a.depth * layer + d, a.vocab * d * (1 if a.tied else 2)
+
+
+#: family -> (non-embedding, embedding) counter, per the module docstring.
+FAMILIES = {"gpt2": _gpt2, "bert": _bert, "llama": _llama}
+
+
 def count(arch: Architecture) -> dict[str, int]:
     """``{"non_embedding", "embedding", "total", "kaplan"}`` for ``arch``, counted per its family's rule.
 
     ``embedding`` holds the token (and position/type) tables plus an untied output head; ``kaplan`` is
     ``12 L d^2`` for comparison with the laws stated in that convention.
     """
-    L, d, V, f = arch.depth, arch.width, arch.vocab, arch.ffn_width
-    if arch.family == "gpt2":
-        layer = (3 * d * d + 3 * d) + (d * d + d) + (d * f + f) + (f * d + d) + 4 * d
-        body, emb = L * layer + 2 * d, V * d + arch.seq_len * d + (0 if arch.tied else V * d)
-    elif arch.family == "bert":
-        layer = 4 * (d * d + d) + (d * f + f) + (f * d + d) + 4 * d
-        body = L * layer + (d * d + d)  # + pooler
-        emb = (V + arch.seq_len + 2) * d + 2 * d  # word, position, 2 token types, embedding LayerNorm
-    elif arch.family == "llama":
-        if d % arch.heads:
-            raise AttnlabError(f"{arch.name}: width {d} is not divisible by {arch.heads} heads")
-        kv = (arch.kv_heads or arch.heads) * (d // arch.heads)
-        layer = 2 * d * d + 2 * d * kv + 3 * d * f + 2 * d
-        body, emb = L * layer + d, V * d * (1 if arch.tied else 2)
-    else:
-        raise AttnlabError(f"unknown architecture family {arch.family!r} (use gpt2, bert or llama)")
+    if arch.family not in FAMILIES:
+        raise AttnlabError(f"unknown architecture family {arch.family!r} (use {', '.join(FAMILIES)})")
+    body, emb = FAMILIES[arch.family](arch)
     return {"non_embedding": body, "embedding": emb, "total": body + emb,
-            "kaplan": round(kaplan_non_embedding(L, d))}
+            "kaplan": round(kaplan_non_embedding(arch.depth, arch.width))}
 
 
 def gpt2_like(depth: int, width: int, vocab: int, seq_len: int, heads: int = 1) -> Architecture:

@@ -139,36 +139,57 @@ def exact_rank(depth: int, width: int, heads: int = 1, templates: int | None = N
     return RankResult(depth, width, heads, m, residual, rank, closed, round(time.perf_counter() - t0, 3))
 
 
+def _attention(h, w, heads: int, softmax: bool):
+    """Multi-head attention over (B, N, d) with fresh weights from ``w``; without softmax the scores are the
+    raw bilinear forms <Q y_i, K y_j> of the paper's Sec. 2."""
+    import torch
+
+    width = h.shape[-1]
+    da = width // heads
+    wq, wk, wv, wo = w(heads, da, width), w(heads, da, width), w(heads, da, width), w(heads, width, da)
+    q, k, v = (torch.einsum("bnx,hax->bhna", h, m) for m in (wq, wk, wv))
+    scores = q @ k.transpose(-1, -2)
+    if softmax:
+        scores = torch.softmax(scores / da ** 0.5, dim=-1)
+    return torch.einsum("hxa,bhia->bix", wo, scores @ v)
+
+
+def _polynomial_layer(y, w, heads: int):
+    """Levine et al. Sec. 2: no softmax, no normalization, no feed-forward; a cubic polynomial of y."""
+    return _attention(y, w, heads, softmax=False)
+
+
+def _standard_layer(y, w, heads: int):
+    """A pre-LN block: softmax attention and a ReLU feed-forward of width 4 d, LayerNorm, residuals."""
+    import torch
+
+    norm = lambda z: torch.nn.functional.layer_norm(z, z.shape[-1:])  # noqa: E731
+    y = y + _attention(norm(y), w, heads, softmax=True)
+    width = y.shape[-1]
+    return y + torch.relu(norm(y) @ w(4 * width, width).T) @ w(width, 4 * width).T
+
+
+#: The float64 networks :func:`grid_matrix_float` can build: block name -> one layer.
+BLOCKS = {"polynomial": _polynomial_layer, "softmax": _standard_layer}
+
+
 def grid_matrix_float(depth: int, width: int, heads: int = 1, templates: int = 64, block: str = "softmax",
                       seed: int = 0) -> np.ndarray:
-    """The M x M grid matrix in float64 for ``block`` = "polynomial" (the simplified network, Gaussian
-    weights scaled by 1/sqrt(d_x)) or "softmax" (a standard pre-LN block: softmax attention, LayerNorm,
-    ReLU feed-forward of width 4 d_x, residuals)."""
+    """The M x M grid matrix in float64 of a depth-``depth`` stack of ``BLOCKS[block]`` layers (Gaussian
+    weights scaled by 1/sqrt(fan-in)): "polynomial" is the paper's simplified network, "softmax" a
+    standard block, where exact rank is not defined the same way and only singular-value decay is seen."""
     import torch
 
     _check(depth, width, heads)
-    if block not in ("softmax", "polynomial"):
-        raise AttnlabError(f"unknown block {block!r} (use softmax or polynomial)")
+    if block not in BLOCKS:
+        raise AttnlabError(f"unknown block {block!r} (use {' or '.join(BLOCKS)})")
     g = torch.Generator().manual_seed(seed)
-    da = width // heads
     w = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64) / s[-1] ** 0.5  # noqa: E731
     xa = torch.randn(templates, width, generator=g, dtype=torch.float64)
     xb = torch.randn(templates, width, generator=g, dtype=torch.float64)
     y = torch.stack([xa.repeat_interleave(templates, 0), xb.repeat(templates, 1)], dim=1)  # (M*M, 2, d)
-    norm = lambda z: torch.nn.functional.layer_norm(z, (width,))  # noqa: E731
     for _ in range(depth):
-        wq, wk, wv, wo = w(heads, da, width), w(heads, da, width), w(heads, da, width), w(heads, width, da)
-        h = norm(y) if block == "softmax" else y
-        q, k, v = (torch.einsum("bnx,hax->bhna", h, m) for m in (wq, wk, wv))
-        scores = q @ k.transpose(-1, -2)
-        if block == "softmax":
-            scores = torch.softmax(scores / da ** 0.5, dim=-1)
-        out = torch.einsum("hxa,bhia->bix", wo, scores @ v)
-        if block == "softmax":
-            y = y + out
-            y = y + torch.relu(norm(y) @ w(4 * width, width).T) @ w(width, 4 * width).T
-        else:
-            y = out
+        y = BLOCKS[block](y, w, heads)
     r = torch.randn(width, generator=g, dtype=torch.float64)
     return (y[:, 0, :] @ r).reshape(templates, templates).numpy()
 
