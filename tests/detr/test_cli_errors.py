@@ -135,6 +135,16 @@ def test_predict_refuses_existing_output_missing_images_and_bad_threshold(run_cl
     fails(run_cli, "detr", "predict", trained, image, "--threshold", "2", "-o", tmp_path / "p3", fragment="0 to 1")
 
 
+def test_outputs_never_replace_the_inputs(run_cli, trained, data, tmp_path):
+    before = snapshot(trained)
+    fails(run_cli, "detr", "eval", trained, "-o", trained, "--overwrite", fragment="an input of this command")
+    fails(run_cli, "detr", "predict", trained, data / "val" / "000001.png", "-o", trained.parent, "--overwrite",
+          fragment="an input of this command")
+    assert snapshot(trained) == before
+    fails(run_cli, "detr", "train", "--data", data, *TRAIN, "-o", data, "--overwrite", fragment="an input")
+    assert (data / "annotations" / "instances_train.json").is_file()
+
+
 def test_compare_refuses_a_file_as_its_folder(run_cli, tiny_data, tmp_path):
     (tmp_path / "cmp").write_text("keep")
     fails(run_cli, "detr", "compare", "--data", tiny_data, *TRAIN, "-o", tmp_path / "cmp", fragment="is a file")

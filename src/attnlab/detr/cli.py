@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 
 from ..core.clikit import add_out, emit, nonneg_int, positive_float, positive_int, show_progress
+from ..core.errors import AttnlabError
 from .variants import AUGMENTATIONS, CLS_LOSSES, DATASETS, O2M_BOX_SOURCES, describe
 
 
@@ -32,6 +33,17 @@ def _nonneg_float(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
     return value
+
+
+def _keep_inputs(out: str | None, *inputs: str | None) -> None:
+    """Refuse an -o that is, or holds, one of the command's inputs (--overwrite would delete it)."""
+    if out is None:
+        return
+    target = Path(out).resolve()
+    for given in filter(None, inputs):
+        path = Path(given).resolve()
+        if path == target or target in path.parents:
+            raise AttnlabError(f"-o {out} would replace {given}, an input of this command; choose another -o")
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -175,6 +187,7 @@ def _final_text(run: str, entry: dict) -> str:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
+    _keep_inputs(args.out, args.data)
     state = train(_train_config(args, args.dac), args.out, progress=show_progress(args), quiet=args.quiet,
                   overwrite=args.overwrite)
     final = state["history"][-1] if state["history"] else {}
@@ -197,6 +210,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import AP_NAMES
     from .train import evaluate_run
 
+    _keep_inputs(args.out, args.run, args.data)
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(artifact_dir(args.out, args.overwrite, what="detr evaluation")) if args.out else None
         cfg, state, metrics = evaluate_run(args.run, args.data, args.split, args.allow_changed_data)
@@ -219,6 +233,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_files
     from .train import load_run
 
+    _keep_inputs(args.out, args.run, *args.images)
     cfg, model, state = load_run(args.run)
     command = shlex.join(["attnlab", "detr", "predict", args.run, *args.images, "--threshold", str(args.threshold),
                           "-o", args.out])
@@ -235,6 +250,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import run_compare
 
+    _keep_inputs(args.out, args.data)
     seeds = list(range(args.seed, args.seed + args.seeds))
     summary = run_compare(_train_config(args, dac=False), args.out, seeds, workers=args.jobs,
                           threads=args.threads or 1, progress=show_progress(args), quiet=args.quiet,
