@@ -138,7 +138,8 @@ def test_search_record_and_overwrite(workspace, capsys):
     assert main(["memorize", *SEARCH, "-o", "runs/search", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     record = json.loads((workspace / "runs" / "search" / "record.json").read_text())
-    assert out["record"] == str(Path("runs/search/record.json")) and record["metrics"]["n_probes"] == len(out["probes"])
+    assert out["record"] == str(Path("runs/search/record.json"))
+    assert record["metrics"]["n_probes"] == len(out["probes"])
     assert record["command"].startswith("attnlab memorize search --n-pairs 4 --seq-len 2 ")
     assert main(["memorize", *SEARCH, "-o", "runs/search"]) == 2
     assert "--overwrite" in capsys.readouterr().err
