@@ -73,7 +73,7 @@ def tour(out_dir: Path, seed: int = 0, full: bool = False) -> RunRecord:
     with rec.timed("make_data"):
         make_synthetic(data_dir, "synthetic-digits", seed=seed, **spec["data"])
     with rec.timed("compare"):
-        summary = run_compare(TrainConfig(data=str(data_dir), device="cpu", **spec["train"]), cmp_dir, [seed],
+        summary = run_compare(TrainConfig(data=str(data_dir), **spec["train"]), cmp_dir, [seed],
                               workers=JOBS, threads=1, progress=False, quiet=True)
     table = summary["table"]
 
