@@ -4,6 +4,7 @@ so in one line, and --overwrite replaces."""
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -140,7 +141,14 @@ def test_search_record_and_overwrite(workspace, capsys):
     record = json.loads((workspace / "runs" / "search" / "record.json").read_text())
     assert out["record"] == str(Path("runs/search/record.json"))
     assert record["metrics"]["n_probes"] == len(out["probes"])
-    assert record["command"].startswith("attnlab memorize search --n-pairs 4 --seq-len 2 ")
+    argv = shlex.split(record["command"])
+    assert argv[:5] == ["attnlab", "memorize", "search", "--n-pairs", "4"] and argv.count("--seed") == 1
+    assert main(argv[1:] + ["--json"]) == 0  # the record's command reproduces the search (same process, same bits)
+
+    def outcome(probes):
+        return [(p["m"], p["restart"], p["memorized"], p["steps"], p["loss"]) for p in probes]
+
+    assert outcome(json.loads(capsys.readouterr().out)["probes"]) == outcome(out["probes"])
     assert main(["memorize", *SEARCH, "-o", "runs/search"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["memorize", *SEARCH, "--seed", "1", "-o", "runs/search", "--overwrite"]) == 0

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import shlex
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ def _setting_type(name: str) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(f"must be {setting.expected()}, got {text!r}")
         return value
 
-    parse.__name__ = setting.expected()
     return parse
 
 
@@ -63,7 +61,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _setting_argv(settings: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
-    """The flags that give exactly ``settings`` (every one spelled out, so later default changes do not matter)."""
+    """The flags (``--seed`` among them) that give exactly ``settings``, every one spelled out so that later
+    default changes do not matter."""
     argv: list[str] = []
     for name, s in SETTINGS.items():
         value = settings[name]
@@ -124,7 +123,7 @@ def register(subparsers, common) -> None:
     p.set_defaults(func=_cmd_peft)
 
 
-def _out_dir(args: argparse.Namespace, what: str) -> AbstractContextManager[Path | None]:
+def _out_dir(args: argparse.Namespace, what: str) -> contextlib.AbstractContextManager[Path | None]:
     """The ``-o`` folder, checked now (before any work) and swapped in complete at the end; None without -o."""
     if args.out is None:
         return contextlib.nullcontext(None)
@@ -191,8 +190,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         bar.close()
         result = {**res.to_dict(), "trainable_params": res.m_star and res.m_star * cfg.d_model, "settings": settings}
         if out is not None:
-            command = shlex.join(["attnlab", "memorize", "search", *_setting_argv(settings), "--seed",
-                                  str(settings["seed"])])
+            command = shlex.join(["attnlab", "memorize", "search", *_setting_argv(settings)])
             _save_record(out, "memorize-search", f"memorize: m* for n_pairs={settings['n_pairs']}, "
                          f"seq_len={settings['seq_len']}", command, settings["seed"], result, settings)
     if args.out is not None:
@@ -243,8 +241,7 @@ def _cmd_peft(args: argparse.Namespace) -> int:
         result = {**res.to_dict(), "model": args.model, "method": args.method, "settings": settings}
         if out is not None:
             command = shlex.join(["attnlab", "memorize", "peft", "--model", args.model, "--method", args.method,
-                                  "--token-offset", str(args.token_offset), *_setting_argv(settings, _NOT_PEFT),
-                                  "--seed", str(args.seed)])
+                                  "--token-offset", str(args.token_offset), *_setting_argv(settings, _NOT_PEFT)])
             config = {"model": args.model, "method": args.method, "token_offset": args.token_offset,
                       **{k: v for k, v in settings.items() if k not in _NOT_PEFT}}
             _save_record(out, "memorize-peft", f"memorize: m* through peft {args.method} tuning of {args.model}",

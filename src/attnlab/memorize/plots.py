@@ -85,6 +85,8 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
         fig, ax = plt.subplots(figsize=(6, 4.2))
         for exp, marker in (("n_pairs", "o"), ("seq_len", "s")):
             rs = [r for r in scaling if exp in r["experiments"]]
+            if not rs:  # e.g. the tour's quick profile has no seq_len experiment
+                continue
             ax.loglog([r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in rs], [r["m_star"] for r in rs],
                       marker, label=f"measured, varying {exp}")
         miss = [r for r in _rows(rows, "n_pairs") + _rows(rows, "seq_len") if not r["m_star"]]

@@ -124,7 +124,8 @@ def _has(value: Any, kind: Any) -> bool:
 
 
 def _well_formed(line: Any) -> bool:
-    fields = _LINE_FIELDS.get(line.get("kind")) if isinstance(line, dict) else None
+    kind = line.get("kind") if isinstance(line, dict) else None
+    fields = _LINE_FIELDS.get(kind) if isinstance(kind, str) else None
     return fields is not None and all(_has(line.get(k), kind) for k, kind in fields.items())
 
 

@@ -50,7 +50,7 @@ def tour(out_dir: Path, seed: int = 0, full: bool = False) -> RunRecord:
     rec = sweep_record(out_dir / "sweep", seed=seed, fig_dir=out_dir, command=command)
     rec.config["profile"] = profile
     growth = sorted((r["settings"]["n_pairs"], r["m_star"]) for r in rows if "n_pairs" in r["experiments"])
-    rec.metrics["m_star_by_n_pairs"] = {str(n): m for n, m in growth}
+    rec.metrics = {"m_star_by_n_pairs": {str(n): m for n, m in growth}, **rec.metrics}  # the headline first
     rec.notes.append(f"{profile} profile: d_model 32, 1 layer, vocab 32, seq_len 4, 200 Adam steps x 2 restarts "
                      "per prompt length, m <= 64, one seed; "
                      + ("`attnlab tour --full` adds the seq_len, generation-steps, rank and init experiments."
