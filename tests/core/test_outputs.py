@@ -18,7 +18,7 @@ def test_artifact_dir_is_swapped_in_whole(tmp_path):
     with pytest.raises(AttnlabError, match="--overwrite"):
         with artifact_dir(out):
             pass
-    with artifact_dir(out, overwrite=True) as tmp:
+    with artifact_dir(out, overwrite=True, what="model") as tmp:
         (tmp / "a.txt").write_text("2")
     assert (out / "a.txt").read_text() == "2" and not (out / "stale.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left behind
@@ -44,6 +44,18 @@ def test_overwrite_only_replaces_attnlab_folders(tmp_path):
         with artifact_dir(mine, overwrite=True):
             pass
     assert (mine / "thesis.tex").read_text() == "precious"
+
+
+def test_overwrite_only_replaces_an_output_of_the_same_kind(tmp_path):
+    data = tmp_path / "data"
+    with artifact_dir(data, what="dataset") as tmp:
+        (tmp / "train.json").write_text("{}")
+    with pytest.raises(AttnlabError, match="holds a dataset, not a training run"):
+        run_dir(data, {}, what="training run", overwrite=True)
+    with pytest.raises(AttnlabError, match="holds a dataset, not a model"):
+        with artifact_dir(data, what="model", overwrite=True):
+            pass
+    assert (data / "train.json").exists()
 
 
 @pytest.mark.parametrize("kind", ["artifact", "run", "file"])

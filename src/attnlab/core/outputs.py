@@ -65,16 +65,30 @@ def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
 
-def _check_dir_target(path: Path, overwrite: bool) -> None:
+def _marker_kind(path: Path) -> str | None:
+    """The ``kind`` recorded in ``path``'s marker, "" for an unreadable marker, None for no marker."""
+    try:
+        return str(json.loads((path / MARKER).read_text(encoding="utf-8")).get("kind", ""))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return ""
+
+
+def _check_dir_target(path: Path, overwrite: bool, what: str) -> None:
     if path.exists() and not path.is_dir():
         raise AttnlabError(f"{path} is a file, not a folder (choose another --out)")
     if path.exists() and not _is_empty_dir(path):
         if not overwrite:
             raise AttnlabError(f"{path} exists and is not empty; pass --overwrite to replace it, or choose "
                                "another --out")
-        if not (path / MARKER).is_file():
+        kind = _marker_kind(path)
+        if kind is None:
             raise AttnlabError(f"{path} was not written by attnlab; --overwrite only replaces attnlab output "
                                "folders (choose another --out, or remove it yourself)")
+        if kind != what:  # --overwrite of a training run must not delete the dataset it was pointed at
+            raise AttnlabError(f"{path} holds a {kind or 'different output'}, not a {what}; --overwrite only "
+                               f"replaces a {what} (choose another --out)")
     _check_parent(path)
 
 
@@ -92,7 +106,7 @@ def artifact_dir(path: str | os.PathLike, overwrite: bool = False, what: str = "
     marker file (``{"kind": what}``) so a later ``--overwrite`` knows the folder is attnlab's.
     """
     path = Path(path)
-    _check_dir_target(path, overwrite)
+    _check_dir_target(path, overwrite, what)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
@@ -139,7 +153,7 @@ def run_dir(path: str | os.PathLike, config: dict[str, Any], overwrite: bool = F
         if not same and not overwrite:
             raise AttnlabError(f"{path} holds another {saved.get('kind', 'run')} (different config); pass "
                                "--overwrite to replace it, or choose another --out")
-    _check_dir_target(path, overwrite)
+    _check_dir_target(path, overwrite, what)
     try:
         if path.exists() and overwrite:
             shutil.rmtree(path)
