@@ -165,7 +165,8 @@ def test_another_config_is_refused_and_the_folder_kept(tiny_sweep):
     run_sweep({**TINY, "workers": 2}, _copy(out, out.parent / "workers"), progress=False, quiet=True)
 
 
-MALFORMED = ['[1, 2]', '"text"', '{"kind": "probe"}', '{"kind": ["probe"]}', '{"kind": "result", "point": 5, "m_star": 3}',
+MALFORMED = ['[1, 2]', '"text"', '{"kind": "probe"}', '{"kind": ["probe"]}',
+             '{"kind": "result", "point": 5, "m_star": 3}',
              '{"kind": "probe", "point": "x", "m": true, "restart": 0, "memorized": false, "steps": 1, '
              '"exact_accuracy": 0.5, "seconds": 0.1}']
 
