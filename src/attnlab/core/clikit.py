@@ -4,9 +4,11 @@ argument checks and the way results are printed (``--json``: one JSON object on 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from .atomic import _jsonable
@@ -48,6 +50,16 @@ def add_out(p: argparse.ArgumentParser, default: str | None = None, required: bo
                    (f" (default {default})" if default else ""))
     p.add_argument("--overwrite", action="store_true",
                    help=f"replace an existing {what} (default: refuse; a resumable run resumes)")
+
+
+def out_folder(args: argparse.Namespace, what: str) -> contextlib.AbstractContextManager[Path | None]:
+    """The ``-o`` folder of a command, checked now (before any work) and swapped in complete at the end
+    (:func:`attnlab.core.outputs.artifact_dir`); None when the command was run without ``-o``."""
+    if getattr(args, "out", None) is None:
+        return contextlib.nullcontext(None)
+    from .outputs import artifact_dir
+
+    return artifact_dir(args.out, args.overwrite, what=what)
 
 
 def _typed(kind: Callable[[str], Any], check: Callable[[Any], bool], what: str) -> Callable[[str], Any]:

@@ -6,14 +6,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from ..core.clikit import add_out, emit, nonneg_int, positive_int, show_progress, size
+from ..core.clikit import add_out, emit, nonneg_int, out_folder, positive_int, show_progress, size
 from ..core.errors import AttnlabError
 
 
@@ -83,15 +81,6 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_cmd_plot, light=True)
 
 
-def _record_dir(args: argparse.Namespace, what: str) -> AbstractContextManager[Path | None]:
-    """The ``-o`` folder, checked now (before any work) and swapped in complete at the end; None without -o."""
-    if args.out is None:
-        return contextlib.nullcontext(None)
-    from ..core.outputs import artifact_dir
-
-    return artifact_dir(args.out, args.overwrite, what=what)
-
-
 def _command(*argv: Any) -> str:
     """A reproducing command line; ``None`` and ``False`` parts are left out."""
     return shlex.join(["attnlab", "depth", *(str(a) for a in argv if a is not None and a is not False)])
@@ -135,7 +124,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if args.known:
         out["known_models"] = models
         lines += ["", format_table(KNOWN_COLUMNS, known_rows(models))]
-    with _record_dir(args, "depth plan") as folder:
+    with out_folder(args, "depth plan") as folder:
         if folder is not None:
             from ..core.records import RunRecord
 
@@ -175,7 +164,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
                                    "drop that depth/width or pass --templates")
     command = rank_command(args.depths, args.widths, args.heads, args.templates, args.residual, args.seed,
                            _out_flag(args))
-    with _record_dir(args, "depth rank") as folder:
+    with out_folder(args, "depth rank") as folder:
         results = [exact_rank(L, d, h, args.templates, args.residual, args.seed)
                    for L in args.depths for d in args.widths for h in args.heads]
         rows = rank_rows(results)
@@ -218,7 +207,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if not source.is_dir():
         raise AttnlabError(f"not a folder: {args.dir} (give a sweep folder)")
     command = _command("plot", args.dir, *_out_flag(args))
-    with _record_dir(args, "depth plot") as folder:
+    with out_folder(args, "depth plot") as folder:
         rec = summarize(source, command, args.seed, dest=folder)
     dest = Path(args.out) if args.out else source
     emit(args, {"dir": str(dest), "figure": str(dest / "sweep.png"), **rec.metrics}, text=_sweep_text(rec))

@@ -7,13 +7,11 @@ Python; only :mod:`attnlab.machines.module` (the ``nn.Module``) needs torch.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.clikit import add_out, emit, positive_int
+from ..core.clikit import add_out, emit, out_folder, positive_int
 from .registry import EXECUTORS
 
 if TYPE_CHECKING:
@@ -103,15 +101,6 @@ def _compiled(args: argparse.Namespace) -> tuple[TuringMachine | PostMachine, st
     return machine, text, compile_machine(machine, _window(machine, text, args.window))
 
 
-def _out_dir(args: argparse.Namespace, what: str) -> contextlib.AbstractContextManager[Path | None]:
-    """The ``-o`` folder, checked now (before any work) and swapped in complete at the end; None without -o."""
-    if args.out is None:
-        return contextlib.nullcontext(None)
-    from ..core.outputs import artifact_dir
-
-    return artifact_dir(args.out, args.overwrite, what=what)
-
-
 def _command(args: argparse.Namespace, text: str, window: int, *extra: str) -> str:
     """The command line that reproduces this result exactly (input and window spelled out)."""
     argv = ["attnlab", "machines", args.machines_command, args.spec, "--input", text, "--window", str(window), *extra]
@@ -131,7 +120,7 @@ def _record(args: argparse.Namespace, name: str, title: str, command: str, resul
 def _cmd_run(args: argparse.Namespace) -> int:
     from .simulate import run_machine
 
-    with _out_dir(args, "machines run") as out:
+    with out_folder(args, "machines run") as out:
         machine, text = _load(args)
         result = run_machine(machine, text, window=args.window, executor=args.executor, max_steps=args.max_steps,
                              check_every=args.check_every).to_dict()
@@ -160,7 +149,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_compile(args: argparse.Namespace) -> int:
     from .executors import certify
 
-    with _out_dir(args, "compiled machine") as out:
+    with out_folder(args, "compiled machine") as out:
         machine, text, model = _compiled(args)
         cert = certify(model)
         model.save(out, extra={"machine": machine.name, "certificate": cert.summary()})
@@ -179,7 +168,7 @@ def _cmd_certify(args: argparse.Namespace) -> int:
     from .executors import certify
     from .precision import oldest_is_selected
 
-    with _out_dir(args, "machines certificate") as out:
+    with out_folder(args, "machines certificate") as out:
         machine, text, model = _compiled(args)
         cert = certify(model)
         lemma_b = oldest_is_selected(model)

@@ -8,13 +8,12 @@ command runs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core.clikit import add_out, emit, nonneg_int, positive_int, show_progress
+from ..core.clikit import add_out, emit, nonneg_int, out_folder, positive_int, show_progress
 from .settings import DEFAULTS, METHODS, SETTINGS
 
 #: Settings the PEFT search does not use (its model is loaded or built as a Llama, without generation steps).
@@ -123,15 +122,6 @@ def register(subparsers, common) -> None:
     p.set_defaults(func=_cmd_peft)
 
 
-def _out_dir(args: argparse.Namespace, what: str) -> contextlib.AbstractContextManager[Path | None]:
-    """The ``-o`` folder, checked now (before any work) and swapped in complete at the end; None without -o."""
-    if args.out is None:
-        return contextlib.nullcontext(None)
-    from ..core.outputs import artifact_dir
-
-    return artifact_dir(args.out, args.overwrite, what=what)
-
-
 def _progress_probe(probe, desc: str, enabled: bool):
     from tqdm import tqdm
 
@@ -183,7 +173,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     data, cfg, tune = build(settings)
-    with _out_dir(args, "memorize search") as out:
+    with out_folder(args, "memorize search") as out:
         probe, bar = _progress_probe(backbone_probe(Backbone(cfg), data, settings["gen_steps"], tune,
                                                     settings["seed"]), "memorize search", show_progress(args))
         res = search_min_length(probe, settings["m_max"], settings["restarts"], settings["m_start"])
@@ -234,7 +224,7 @@ def _cmd_peft(args: argparse.Namespace) -> int:
     data, _, tune = build(settings)
     cfg = PeftMemorizeConfig(method=args.method, lr=tune.lr, clip=tune.clip, max_steps=tune.max_steps,
                              token_offset=args.token_offset)
-    with _out_dir(args, "memorize peft") as out:
+    with out_folder(args, "memorize peft") as out:
         model = load_model(args.model, settings, seed=args.seed)
         res = peft_search(model, data, cfg, m_max=settings["m_max"], restarts=settings["restarts"], seed=args.seed,
                           progress=show_progress(args), m_start=settings["m_start"])
