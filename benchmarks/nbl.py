@@ -15,7 +15,6 @@ speed:   a random-init Llama-shaped model of >= 0.5B parameters, original vs 4 o
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
@@ -47,7 +46,8 @@ def quality(threads: int) -> None:
     print(f"reference perplexity {ref:.3f}; statistics {stats.tokens} tokens; peak RSS {peak_mb:.0f} MB")
     print(f"{'config':<22} {'k':>3} {'ppl':>9} {'increase':>9} {'top-1':>7}  layers")
     for r in rows:
-        print(f"{r['label']:<22} {r['k']:>3} {r['perplexity']:>9.3f} {r['increase']:>+9.1%} {r['top1_agreement']:>7.3f}  {r['layers']}")
+        print(f"{r['label']:<22} {r['k']:>3} {r['perplexity']:>9.3f} {r['increase']:>+9.1%} "
+              f"{r['top1_agreement']:>7.3f}  {r['layers']}")
 
 
 def stats(threads: int) -> None:
@@ -64,7 +64,8 @@ def stats(threads: int) -> None:
         result, _ = session.stats(calib, path=Path(tmp) / "stats.safetensors", progress=True)
         seconds = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = {"model": "smollm2", "tokens": result.tokens, "seconds": seconds, "tokens_per_second": result.tokens / seconds,
+    out = {"model": "smollm2", "tokens": result.tokens, "seconds": seconds,
+           "tokens_per_second": result.tokens / seconds,
            "peak_rss_mb": peak_mb, "rss_after_model_load_mb": rss_before, "threads": threads,
            "load_average": os.getloadavg(), "environment": environment()}
     atomic_write_json(RESULTS / f"nbl_stats_threads{threads}.json", out)
@@ -77,7 +78,7 @@ def speed(threads: int) -> None:
 
     from attnlab.nbl import apply
     from attnlab.nbl.bench import bench_pair
-    from attnlab.nbl.fit import AffineMap
+    from attnlab.nbl.lmmse import AffineMap
 
     config = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_hidden_layers=8,
                          num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=2048)
@@ -91,7 +92,8 @@ def speed(threads: int) -> None:
     maps = [AffineMap(i, (torch.randn(d, d, generator=g, dtype=torch.float64) / d**0.5).numpy(),
                       torch.zeros(d, dtype=torch.float64).numpy(), 0.0, 0.0, 0.0) for i in (1, 3, 5, 7)]
     apply(model, maps)
-    result = bench_pair(model, reference, prompt_lengths=[128, 512], batch_sizes=[1, 4], decode_tokens=16, repeats=3, progress=True)
+    result = bench_pair(model, reference, prompt_lengths=[128, 512], batch_sizes=[1, 4], decode_tokens=16, repeats=3,
+                        progress=True)
     result.update(params=params, shape=config.to_dict(), environment=environment())
     atomic_write_json(RESULTS / "nbl_speed.json", result)
     print(f"Llama-shaped random model, {params / 1e6:.0f}M parameters, {threads} thread(s)")

@@ -21,11 +21,35 @@ def test_perplexity_grid_resumes_from_its_log(tiny_checkpoint, tmp_path, monkeyp
     assert again == rows == read_jsonl(log)
 
 
+def test_tour_commands_reproduce_its_profile():
+    """Every table's command, parsed by the CLI, asks for exactly what the tour computed."""
+    import shlex
+
+    from attnlab.cli import build_parser
+    from attnlab.nbl.tour import PROFILES, commands
+
+    parser = build_parser()
+    for profile in PROFILES.values():
+        cmd = commands(profile)
+        parsed = {name: parser.parse_args(shlex.split(line)[1:]) for name, line in cmd.items()}
+        for args in (parsed["rank"], parsed["compare"], parsed["apply"]):
+            assert Calibration(args.data, args.tokens, args.seq_len, args.batch_size) == profile.calibration
+        assert tuple(parsed["compare"].configs) == profile.configs and tuple(parsed["compare"].layers) == profile.ks
+        assert parsed["compare"].heldout_tokens == profile.heldout_tokens
+        assert (parsed["apply"].layers, parsed["apply"].selector, parsed["apply"].method) == (profile.bench_layers,
+                                                                                             "cca", "nbl")
+        bench = parsed["bench"]
+        assert bench.model == parsed["apply"].out
+        assert (tuple(bench.prompt_lengths), tuple(bench.batch_sizes), bench.decode_tokens, bench.repeats) == (
+            profile.prompt_lengths, profile.batch_sizes, profile.decode_tokens, profile.repeats)
+
+
 @pytest.mark.slow
-def test_tour_on_smollm2(tmp_path):
-    """Needs `make models`; about 5 minutes on 2 free cores."""
-    from attnlab.nbl import tour
+def test_quick_tour_on_smollm2_shows_the_papers_effect(tmp_path):
+    """Needs `make models`; about 2.5 minutes on 2 free cores (the first run also converts SmolLM2)."""
+    from attnlab.nbl.tour import PROFILES, tour
 
     rec = tour(tmp_path, seed=0)
     assert rec.status == "ok" and rec.metrics["reference_perplexity"] > 1
-    assert rec.metrics["ppl_nbl/cosine_k4"] < rec.metrics["ppl_drop/cosine_k4"]
+    for k in PROFILES["quick"].ks:  # NBL on CCA-chosen layers keeps perplexity below Attention Drop at equal k
+        assert rec.metrics[f"ppl_nbl/cca_k{k}"] < rec.metrics[f"ppl_drop/cosine_k{k}"]

@@ -27,10 +27,11 @@ def local_task(tmp_path):
     return tmp_path
 
 
-def expected_accuracy(model, tokenizer) -> float:
+def expected_accuracy(model, tokenizer) -> tuple[float, float]:
     """The harness's definition, computed by hand: the choice with the largest summed log-likelihood of its
-    tokens after the context's (continuation tokens = encode(context + choice) past encode(context))."""
-    right = 0
+    tokens after the context's (continuation tokens = encode(context + choice) past encode(context)).
+    Also returns the smallest gap between the best and the second-best choice of a question."""
+    right, gap = 0, float("inf")
     for question, choices in DOCS:
         context = tokenizer(question, add_special_tokens=False)["input_ids"]
         scores = []
@@ -40,7 +41,9 @@ def expected_accuracy(model, tokenizer) -> float:
                 logp = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), -1)
             scores.append(sum(float(logp[t - 1, whole[t]]) for t in range(len(context), len(whole))))
         right += max(range(len(choices)), key=scores.__getitem__) == 0
-    return right / len(DOCS)
+        best, second = sorted(scores)[-2:][::-1]
+        gap = min(gap, best - second)
+    return right / len(DOCS), gap
 
 
 def test_run_tasks_scores_the_model_it_is_given(tiny_checkpoint, local_task):
@@ -58,7 +61,10 @@ def test_run_tasks_scores_the_model_it_is_given(tiny_checkpoint, local_task):
         if dropped:
             apply(model, method="drop", layers=dropped)
         result = run_tasks(model, tokenizer, ["tiny_mc"], manager, batch_size=2)
-        assert result["tiny_mc"]["acc,none"] == pytest.approx(expected_accuracy(model, tokenizer))
+        accuracy, gap = expected_accuracy(model, tokenizer)
+        # the harness batches and pads (another float32 path): only a clear winner makes the argmax exact
+        assert gap > 1e-3, "the fixture has a near-tie between choices; change DOCS"
+        assert result["tiny_mc"]["acc,none"] == pytest.approx(accuracy)
         accuracies.append(result["tiny_mc"]["acc,none"])
     assert 0 <= min(accuracies) and max(accuracies) <= 1
 

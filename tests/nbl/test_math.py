@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from attnlab.core.errors import AttnlabError
-from attnlab.nbl.fit import fit_affine
+from attnlab.nbl.lmmse import fit_affine
+from attnlab.nbl.registry import SELECTORS
 from attnlab.nbl.scores import cca_score, lmmse_error, nmse_score, rank_layers
 from attnlab.nbl.stats import LayerStats
 
@@ -48,13 +49,12 @@ def test_exact_recovery_of_w_and_b():
 
 
 def test_cca_score_zero_for_affine_and_grows_with_noise():
-    rng = np.random.default_rng(2)
     scores = []
     for noise in (0.0, 0.3, 1.0, 3.0, 10.0):
         x, a, _, _ = _affine_data(np.random.default_rng(2), noise=noise)
         scores.append(cca_score(*_stats(x, a).covariances()))
     assert scores[0] < 1e-6
-    assert all(s1 < s2 for s1, s2 in zip(scores, scores[1:])), scores
+    assert all(s1 < s2 for s1, s2 in zip(scores, scores[1:], strict=False)), scores
     assert scores[-1] <= 8  # at most d
 
 
@@ -110,6 +110,15 @@ def test_bad_ridge_is_refused(ridge):
     st = _stats(x, a)
     with pytest.raises(AttnlabError, match="ridge must be a finite number >= 0"):
         fit_affine(0, st.mean_x.numpy(), st.mean_a.numpy(), *st.covariances(), ridge=ridge)
+
+
+@pytest.mark.parametrize("selector", SELECTORS)
+def test_every_registered_selector_scores_a_layer(selector):
+    rng = np.random.default_rng(6)
+    x, a, _, _ = _affine_data(rng, noise=1.0)
+    st = _stats(x, a)
+    st.update_block(torch.from_numpy(x), torch.from_numpy(x + a))
+    assert np.isfinite(SELECTORS[selector].resolve()(st))
 
 
 def test_rank_layers_orders_by_score_then_index():

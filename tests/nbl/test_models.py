@@ -5,9 +5,21 @@ import torch
 
 from attnlab.core.errors import AttnlabError
 from attnlab.core.hf import decoder_layers
-from attnlab.nbl import Stats, apply, collect, fit, linearize, load, rank_table, replaced_layers, save, score
+from attnlab.nbl import (
+    SELECTORS,
+    Stats,
+    apply,
+    collect,
+    fit,
+    linearize,
+    load,
+    rank_table,
+    replaced_layers,
+    save,
+    score,
+)
 from attnlab.nbl.bench import decode
-from attnlab.nbl.fit import affine_error
+from attnlab.nbl.lmmse import affine_error
 from attnlab.nbl.pipeline import choose_layers
 from attnlab.nbl.stats import LayerStats
 
@@ -47,7 +59,7 @@ def test_zero_attention_layer_ranked_first_and_replacing_it_changes_nothing(fami
     stats = collect(model, blocks, batch_size=4, progress=False)
     table = rank_table(stats)
     assert [row["layer"] for row in table] == [0, 1, 2]
-    for selector in ("cca", "nmse", "cosine", "bi"):
+    for selector in SELECTORS:
         s = score(stats, selector)
         assert min(s, key=s.get) == 1, (selector, s)
     before = _output(model, blocks[:2])
@@ -60,7 +72,10 @@ def test_zero_attention_layer_ranked_first_and_replacing_it_changes_nothing(fami
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2"])
 @pytest.mark.parametrize("method", ["nbl", "drop"])
-def test_generate_with_and_without_cache_agree_with_layer_0_replaced(family, method, tiny_model):
+def test_cached_generation_matches_a_full_forward_with_layer_0_replaced(family, method, tiny_model):
+    """The logits of each cached decoding step equal those of one uncached forward pass over the whole
+    sequence (to float32 rounding: the two paths multiply in different shapes), so a replaced layer needs
+    no KV cache. Comparing logits, not argmax tokens, keeps a near-tie from deciding the test."""
     model = tiny_model(family, seed=1)
     stats = collect(model, _blocks(), batch_size=6, progress=False)
     if method == "nbl":
@@ -68,11 +83,12 @@ def test_generate_with_and_without_cache_agree_with_layer_0_replaced(family, met
     else:
         apply(model, method="drop", layers=[0, 2])
     prompt = _blocks(2, 5, seed=3)
-    kw = dict(max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
-    with_cache = model.generate(prompt, use_cache=True, **kw)
-    without = model.generate(prompt, use_cache=False, **kw)
-    assert torch.equal(with_cache, without)
-    assert torch.equal(decode(model, prompt, 12)[0], without[:, 5:])  # the benchmark's timed decoding
+    out = model.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0,
+                         use_cache=True, output_logits=True, return_dict_in_generate=True)
+    cached = torch.stack(out.logits, dim=1)
+    full = model(input_ids=out.sequences, use_cache=False).logits[:, prompt.shape[1] - 1:-1]
+    torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-5)
+    assert torch.equal(decode(model, prompt, 12)[0], out.sequences[:, 5:])  # the benchmark's timed decoding
 
 
 def test_replaced_layer_keeps_no_kv_cache(tiny_model):
@@ -122,7 +138,8 @@ def test_collection_resumes_after_interruption(tiny_model, tmp_path):
     resumed = collect(model, blocks, batch_size=2, stats=partial, checkpoint=ckpt, progress=False)
     for i in full.layers:
         for name in ("m2_xx", "m2_xa", "m2_aa", "mean_x", "mean_a"):
-            torch.testing.assert_close(getattr(resumed.layers[i], name), getattr(full.layers[i], name), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(getattr(resumed.layers[i], name), getattr(full.layers[i], name), rtol=1e-12,
+                                       atol=1e-12)
         assert resumed.layers[i].n == full.layers[i].n == 160
 
 
@@ -166,7 +183,10 @@ def test_sequential_refits_later_layers_through_the_modified_model(tiny_model):
     layers, one_shot = linearize(one_shot_model, stats, k=2, selector="nmse")
     _, sequential = linearize(seq_model, stats, k=2, selector="nmse", sequential=True, blocks=blocks, batch_size=4)
     first, second = sorted(layers)
-    by_layer = lambda maps: {m.layer: m for m in maps}
+
+    def by_layer(maps):
+        return {m.layer: m for m in maps}
+
     # the first replaced layer sees the unmodified model: identical fit; the second is refitted
     torch.testing.assert_close(torch.from_numpy(by_layer(sequential)[first].weight),
                                torch.from_numpy(by_layer(one_shot)[first].weight))
@@ -181,7 +201,8 @@ def test_sequential_refits_later_layers_through_the_modified_model(tiny_model):
     seq_err = affine_error(by_layer(sequential)[second], *moments)
     one_err = affine_error(by_layer(one_shot)[second], *moments)
     assert seq_err <= one_err * (1 + 1e-9)
-    assert seq_err == pytest.approx(by_layer(sequential)[second].mse, rel=1e-6)
+    # the refit saw this stream replayed rather than recomputed: equal up to float32 forward-pass rounding
+    assert seq_err == pytest.approx(by_layer(sequential)[second].mse, rel=1e-4)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "bert"])
@@ -193,5 +214,6 @@ def test_replaying_the_stream_entering_a_layer_equals_running_the_layers_before_
     direct = collect(model, blocks, batch_size=4, layers=[2], progress=False)
     replayed = collect(model, blocks, batch_size=4, layers=[2], enter=first.entry, progress=False)
     for name in ("m2_xx", "m2_xa", "m2_aa", "mean_x"):
-        torch.testing.assert_close(getattr(replayed.layers[2], name), getattr(direct.layers[2], name), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(getattr(replayed.layers[2], name), getattr(direct.layers[2], name), rtol=1e-5,
+                                   atol=1e-6)
     assert type(decoder_layers(model)[0].block).__name__ != "_Passthrough"  # the model is restored

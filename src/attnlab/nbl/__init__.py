@@ -3,21 +3,41 @@ layers of a pretrained transformer by LMMSE affine maps, chosen by a CCA bound; 
 and ShortGPT baselines and a sequential refit.
 
     from attnlab.nbl import collect, rank_table, linearize, save, load
+
+Pipeline: ``stats`` (streamed float64 moments per layer) -> ``scores`` (the selectors of ``registry``)
+-> ``lmmse`` (the affine maps) -> ``replace`` (swap them in) -> ``io`` (save/load); ``pipeline`` chains them,
+``session`` and ``experiment`` serve the CLI, the tour (``tour``) and ``benchmarks/nbl.py``.
+
+The names below are imported on first use (PEP 562), so ``import attnlab.nbl`` (and the CLI's parser)
+does not import torch.
 """
 
-from .apply import DroppedAttention, LinearAttention, apply, replaced_layers
-from .fit import AffineMap, fit_affine
-from .io import load, save
-from .pipeline import choose_layers, fit, linearize, rank_table, score
-from .stats import LayerStats, Stats, collect, fingerprint
+from __future__ import annotations
 
-__all__ = ["AffineMap", "DroppedAttention", "LayerStats", "LinearAttention", "Stats", "apply", "choose_layers",
-           "collect", "fingerprint", "fit", "fit_affine", "linearize", "load", "rank_table", "replaced_layers",
-           "save", "score", "tour"]
+import importlib
+from typing import Any
+
+#: public name -> the submodule that defines it
+_EXPORTS = {
+    "AffineMap": "lmmse", "fit_affine": "lmmse",
+    "DroppedAttention": "replace", "LinearAttention": "replace", "apply": "replace", "replaced_layers": "replace",
+    "load": "io", "save": "io",
+    "choose_layers": "pipeline", "fit": "pipeline", "linearize": "pipeline", "rank_table": "pipeline",
+    "score": "pipeline",
+    "LayerStats": "stats", "Stats": "stats", "collect": "stats", "fingerprint": "stats",
+    "SELECTORS": "registry", "METHODS": "registry",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
-def tour(out_dir, seed: int = 0):
-    """The report section: ranks, perplexity against replaced layers, speed (see :mod:`attnlab.nbl.tour`)."""
-    from .tour import run
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-    return run(out_dir, seed)
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from ..core.hf import decoder_layers
-from .apply import replaced_layers
+from .replace import replaced_layers
 
 
 @dataclass(frozen=True)
@@ -26,12 +25,13 @@ class Shape:
     vocab: int
 
     @classmethod
-    def of(cls, config) -> "Shape":
+    def of(cls, config) -> Shape:
         d = config.hidden_size
         heads = config.num_attention_heads
         kv = getattr(config, "num_key_value_heads", None) or heads
         d_ff = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * d
-        gated = getattr(config, "hidden_act", "gelu") in ("silu", "swiglu") or config.model_type in ("llama", "mistral", "qwen2")
+        gated = (getattr(config, "hidden_act", "gelu") in ("silu", "swiglu")
+                 or config.model_type in ("llama", "mistral", "qwen2"))
         return cls(config.num_hidden_layers, d, d // heads * kv, d_ff, 3 if gated else 2, config.vocab_size)
 
 
@@ -49,8 +49,8 @@ def decode_bytes_per_step(shape: Shape, context: int, batch: int, replaced: int,
     """Bytes read by one cached decode step: all weights once, plus each kept layer's KV cache per sequence."""
     attn_w = shape.d * (2 * shape.d + 2 * shape.d_kv)
     linear_w = shape.d * shape.d + shape.d
-    weights = (shape.layers - replaced) * attn_w + replaced * linear_w + shape.layers * shape.ffn_mats * shape.d * shape.d_ff
-    weights += shape.d * shape.vocab
+    mlp_w = shape.ffn_mats * shape.d * shape.d_ff
+    weights = (shape.layers - replaced) * attn_w + replaced * linear_w + shape.layers * mlp_w + shape.d * shape.vocab
     kv = (shape.layers - replaced) * 2 * context * shape.d_kv * batch
     return (weights + kv) * bytes_per_value
 
@@ -101,7 +101,7 @@ def bench_pair(model, reference, prompt_lengths: list[int], batch_sizes: list[in
                               unit="shape", disable=not progress):
         ids = torch.randint(0, shape.vocab, (batch, length), generator=g)
         times = {"model": {"prefill": [], "decode": []}, "reference": {"prefill": [], "decode": []}}
-        for name, m in (("model", model), ("reference", reference)):  # warm-up
+        for m in (model, reference):  # warm-up
             m(input_ids=ids, use_cache=False)
         for _ in range(repeats):
             for name, m in (("reference", reference), ("model", model)):

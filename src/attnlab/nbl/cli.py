@@ -1,18 +1,31 @@
-"""``attnlab nbl collect|rank|apply|eval|bench MODEL``: MODEL is a packaged name (smollm2, minilm) or a
-local HF checkpoint directory."""
+"""``attnlab nbl collect|rank|apply|compare|eval|bench MODEL``: MODEL is a packaged name (smollm2, minilm) or a
+local HF checkpoint directory.
+
+Every command that computes a result writes its run record with ``-o DIR`` (``DIR/record.json``; ``apply``
+puts it in the model folder); ``collect -o FILE`` writes the statistics file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shlex
+from contextlib import AbstractContextManager
+from pathlib import Path
 
-from ..core.clikit import add_out, emit, nonneg_int, positive_int
+from ..core.clikit import add_out, emit, nonneg_int, positive_int, show_progress
 from ..core.errors import AttnlabError
-from .scores import SELECTORS
+from .registry import METHODS, SELECTORS, Config, choice_help
+
+#: command name -> its parser, to write the command line that reproduces a record (:func:`_command`)
+_PARSERS: dict[str, argparse.ArgumentParser] = {}
+#: flags that change how a result is shown or stored, not the result
+_PRESENTATION = {"json", "quiet", "progress", "debug", "overwrite", "help", "threads"}
 
 
 def _ridge(text: str) -> float:
     """``--ridge``: a finite number >= 0 (nan, inf and negative ridges are refused at parse time)."""
-    from .fit import check_ridge
+    from .lmmse import check_ridge
 
     try:
         return check_ridge(float(text))
@@ -20,13 +33,23 @@ def _ridge(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}") from None
 
 
-def _calibration_flags(p: argparse.ArgumentParser) -> None:
+def _config(text: str) -> Config:
+    try:
+        return Config.parse(text)
+    except AttnlabError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _calibration_flags(p: argparse.ArgumentParser, stats: bool = True) -> None:
     g = p.add_argument_group("calibration")
-    g.add_argument("--data", default="builtin", help="text: builtin, a .txt/.jsonl file or hf:NAME (default builtin)")
+    g.add_argument("--data", default="builtin", help="text: builtin, builtin:F (hold out a fraction F of the "
+                   "topics), a .txt/.jsonl file or hf:NAME (default builtin)")
     g.add_argument("--tokens", type=positive_int, default=16384, help="calibration tokens (default 16384)")
     g.add_argument("--seq-len", type=positive_int, default=256, help="tokens per block (default 256)")
     g.add_argument("--batch-size", type=positive_int, default=8, help="blocks per forward pass (default 8)")
-    g.add_argument("--stats", default=None, help="statistics file to use/resume (default: cached per model and data)")
+    if stats:
+        g.add_argument("--stats", default=None,
+                       help="statistics file to use, or to resume (default: cached per model, data and code version)")
 
 
 def _calibration(args):
@@ -35,69 +58,146 @@ def _calibration(args):
     return Calibration(args.data, args.tokens, args.seq_len, args.batch_size)
 
 
+def _add(sub, name: str, common, help: str, example: str, func) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, parents=[common], help=help, description=help[0].upper() + help[1:] + ".",
+                       epilog=f"Example: {example}")
+    p.set_defaults(func=func)
+    _PARSERS[name] = p
+    return p
+
+
 def register(subparsers, common) -> None:
-    p = subparsers.add_parser("nbl", help="Neural Block Linearization: replace attention layers by linear maps",
-                              description="Neural Block Linearization (Erdogan, Tonin, Cevher 2025).")
-    sub = p.add_subparsers(dest="nbl_command", metavar="COMMAND")
+    group = subparsers.add_parser("nbl", help="Neural Block Linearization: replace attention layers by linear maps",
+                                  description="Neural Block Linearization (Erdogan, Tonin, Cevher 2025): collect "
+                                  "calibration statistics, rank layers, replace the most linear attention layers "
+                                  "by LMMSE maps, and measure quality and speed against the original.",
+                                  epilog="Example: attnlab nbl apply smollm2 --layers 8 --selector cca "
+                                         "-o out/smollm2-nbl8")
+    sub = group.add_subparsers(dest="nbl_command", metavar="COMMAND")
 
-    c = sub.add_parser("collect", parents=[common], help="stream calibration statistics into a safetensors file",
-                       epilog="Example: attnlab nbl collect smollm2 --tokens 100000 -o stats.safetensors")
-    c.add_argument("model")
-    _calibration_flags(c)
-    add_out(c, what="statistics file (default: the cache)")
-    c.set_defaults(func=cmd_collect)
+    c = _add(sub, "collect", common, "stream calibration statistics into a safetensors file",
+             "attnlab nbl collect smollm2 --tokens 100000 -o stats.safetensors", cmd_collect)
+    c.add_argument("model", help="packaged model name (smollm2, minilm) or a local HF checkpoint directory")
+    _calibration_flags(c, stats=False)
+    add_out(c, what="statistics file (default: the cache; a partial file resumes)")
 
-    r = sub.add_parser("rank", parents=[common], help="score every layer with every selector",
-                       epilog="Example: attnlab nbl rank smollm2 --json")
-    r.add_argument("model")
+    r = _add(sub, "rank", common, "score every layer with every selector",
+             "attnlab nbl rank smollm2 --json", cmd_rank)
+    r.add_argument("model", help="packaged model name (smollm2, minilm) or a local HF checkpoint directory")
     _calibration_flags(r)
-    r.set_defaults(func=cmd_rank)
+    add_out(r, what="record folder (DIR/record.json and DIR/nbl_scores.png; default: write nothing)")
 
-    a = sub.add_parser("apply", parents=[common], help="replace the k best layers and save the model",
-                       epilog="Example: attnlab nbl apply smollm2 --layers 8 --selector cca -o out/smollm2-nbl8")
-    a.add_argument("model")
+    a = _add(sub, "apply", common, "replace the k best layers and save the model",
+             "attnlab nbl apply smollm2 --layers 8 --selector cca -o out/smollm2-nbl8", cmd_apply)
+    a.add_argument("model", help="packaged model name (smollm2, minilm) or a local HF checkpoint directory")
     a.add_argument("--layers", type=positive_int, required=True, help="how many attention layers to replace")
-    a.add_argument("--selector", choices=SELECTORS, default="cca", help="layer score (default cca, the paper's)")
-    a.add_argument("--method", choices=("nbl", "drop"), default="nbl", help="linear map (nbl) or identity (drop)")
+    a.add_argument("--selector", choices=list(SELECTORS), default="cca",
+                   help=f"layer score (default cca) — {choice_help(SELECTORS)}")
+    a.add_argument("--method", choices=list(METHODS), default="nbl",
+                   help=f"what replaces attention (default nbl) — {choice_help(METHODS)}")
     a.add_argument("--sequential", action="store_true", help="refit each layer through the model modified so far")
     a.add_argument("--ridge", type=_ridge, default=0.0, help="ridge, relative to tr(C_XX)/d (default 0)")
     a.add_argument("--keep", type=nonneg_int, nargs="+", default=[], metavar="LAYER",
                    help="never replace these layers (e.g. --keep 0)")
     _calibration_flags(a)
-    add_out(a, required=True, what="output directory")
-    a.set_defaults(func=cmd_apply)
+    add_out(a, required=True, what="model folder (with its record.json)")
 
-    e = sub.add_parser("eval", parents=[common], help="held-out perplexity and agreement with the original",
-                       epilog="Example: attnlab nbl eval out/smollm2-nbl8 --against smollm2 --json")
-    e.add_argument("model", help="a directory written by `nbl apply` (or any checkpoint)")
+    m = _add(sub, "compare", common, "held-out perplexity of several configurations at several k",
+             "attnlab nbl compare smollm2 --layers 4 8 --configs nbl/cca drop/cosine -o runs/nbl-compare",
+             cmd_compare)
+    m.add_argument("model", help="packaged model name or a local HF checkpoint directory (a causal LM)")
+    m.add_argument("--layers", type=positive_int, nargs="+", required=True, metavar="K",
+                   help="numbers of attention layers to replace")
+    m.add_argument("--configs", type=_config, nargs="+", required=True, metavar="CONFIG",
+                   help="METHOD/SELECTOR[/sequential][/keepN] each, e.g. nbl/cca drop/cosine nbl/cca/keep0")
+    m.add_argument("--heldout-tokens", type=positive_int, default=8192, help="held-out tokens (default 8192)")
+    _calibration_flags(m)
+    add_out(m, what="run folder (rows.jsonl resumes; record.json and nbl_perplexity.png at the end; default: "
+                    "write nothing)")
+
+    e = _add(sub, "eval", common, "held-out perplexity and agreement with the original",
+             "attnlab nbl eval out/smollm2-nbl8 --against smollm2 --json", cmd_eval)
+    e.add_argument("model", help="a folder written by `nbl apply` (or any checkpoint)")
     e.add_argument("--against", required=True, help="the original model")
     e.add_argument("--data", default="builtin", help="text source; its held-out split is used (default builtin)")
     e.add_argument("--tokens", type=positive_int, default=8192, help="held-out tokens (default 8192)")
-    e.add_argument("--seq-len", type=positive_int, default=256)
-    e.add_argument("--batch-size", type=positive_int, default=8)
+    e.add_argument("--seq-len", type=positive_int, default=256, help="tokens per block (default 256)")
+    e.add_argument("--batch-size", type=positive_int, default=8, help="blocks per forward pass (default 8)")
     e.add_argument("--greedy-tokens", type=nonneg_int, default=32, help="greedy continuation length (0: skip)")
     e.add_argument("--lm-eval", nargs="+", metavar="TASK", help="also run these lm-evaluation-harness tasks on "
                    "both models (needs `pip install lm_eval`)")
     e.add_argument("--lm-eval-include", metavar="DIR", help="a directory of your own lm-eval task YAMLs")
     e.add_argument("--lm-eval-limit", type=positive_int, metavar="N", help="at most N examples per task")
-    e.set_defaults(func=cmd_eval)
+    add_out(e, what="record folder (DIR/record.json; default: write nothing)")
 
-    b = sub.add_parser("bench", parents=[common], help="prefill and cached-decode throughput vs the original",
-                       epilog="Example: attnlab nbl bench out/smollm2-nbl8 --against smollm2 --json")
-    b.add_argument("model")
-    b.add_argument("--against", required=True)
-    b.add_argument("--prompt-lengths", type=positive_int, nargs="+", default=[128, 512])
-    b.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 4])
-    b.add_argument("--decode-tokens", type=positive_int, default=16)
-    b.add_argument("--repeats", type=positive_int, default=3)
-    b.set_defaults(func=cmd_bench)
+    b = _add(sub, "bench", common, "prefill and cached-decode throughput vs the original",
+             "attnlab nbl bench out/smollm2-nbl8 --against smollm2 --json", cmd_bench)
+    b.add_argument("model", help="a folder written by `nbl apply` (or any checkpoint)")
+    b.add_argument("--against", required=True, help="the original model")
+    b.add_argument("--prompt-lengths", type=positive_int, nargs="+", default=[128, 512],
+                   help="prompt lengths in tokens (default 128 512)")
+    b.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 4], help="batch sizes (default 1 4)")
+    b.add_argument("--decode-tokens", type=positive_int, default=16, help="timed decode steps (default 16)")
+    b.add_argument("--repeats", type=positive_int, default=3, help="interleaved repeats, median kept (default 3)")
+    add_out(b, what="record folder (DIR/record.json; default: write nothing)")
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces ``args``' result: positionals, then every option not at its default."""
+    words = ["attnlab", "nbl", args.nbl_command]
+    for action in _PARSERS[args.nbl_command]._actions:
+        if action.dest in _PRESENTATION or not hasattr(args, action.dest):
+            continue
+        value = getattr(args, action.dest)
+        if not action.option_strings:
+            words.append(str(value))
+        elif value is not None and value != action.default:
+            if isinstance(action, argparse._StoreTrueAction):
+                words.append(action.option_strings[0])
+            else:
+                values = value if isinstance(value, list) else [value]
+                words += [action.option_strings[0], *(getattr(v, "label", str(v)) for v in values)]
+    return shlex.join(words)
+
+
+def _record_dir(args: argparse.Namespace, what: str) -> AbstractContextManager[Path | None]:
+    """The ``-o`` folder, checked now (before any work) and swapped in complete at the end; None without -o."""
+    if args.out is None:
+        return contextlib.nullcontext(None)
+    from ..core.outputs import artifact_dir
+
+    return artifact_dir(args.out, args.overwrite, what=what)
+
+
+def _record(args: argparse.Namespace, title: str, config: dict):
+    from ..core.records import RunRecord
+
+    return RunRecord(name=f"nbl-{args.nbl_command}", title=f"nbl {args.nbl_command}: {title}",
+                     command=_command(args), seed=args.seed, config=config)
+
+
+def _stats_target(args: argparse.Namespace) -> tuple[Path | None, bool]:
+    """``collect``'s ``-o`` file, checked before the model loads: (path, start afresh). An existing file is
+    refused unless ``--overwrite``, except a partial statistics file, which resumes."""
+    from ..core.outputs import output_file
+    from .stats import Stats
+
+    if args.out is None:
+        return None, args.overwrite
+    path = Path(args.out)
+    if path.is_file() and not args.overwrite:
+        meta = Stats.peek(path)
+        if meta is not None and meta.get("batches_done", 0) < meta.get("n_batches", 0):
+            return path, False
+    return output_file(path, args.overwrite), True
 
 
 def cmd_collect(args) -> int:
     from .session import Session
 
+    path, fresh = _stats_target(args)
     s = Session.open(args.model)
-    stats, _ = s.stats(_calibration(args), args.out or args.stats)
+    stats, _ = s.stats(_calibration(args), path, progress=show_progress(args), quiet=args.quiet, fresh=fresh)
     emit(args, {"stats": stats.meta["path"], "layers": len(stats.layers), "tokens": stats.tokens,
                 "fingerprint": stats.fingerprint},
          text=f"statistics of {len(stats.layers)} layers over {stats.tokens} tokens: {stats.meta['path']}")
@@ -106,11 +206,18 @@ def cmd_collect(args) -> int:
 
 def cmd_rank(args) -> int:
     from .pipeline import rank_table
+    from .report import add_rank
     from .session import Session
 
-    s = Session.open(args.model)
-    stats, _ = s.stats(_calibration(args), args.stats)
-    rows = rank_table(stats)
+    with _record_dir(args, "nbl rank") as folder:
+        s = Session.open(args.model)
+        stats, _ = s.stats(_calibration(args), args.stats, progress=show_progress(args), quiet=args.quiet)
+        rows = rank_table(stats)
+        if folder is not None:
+            rec = _record(args, f"per-layer scores of {args.model}",
+                          {"model": args.model, "calibration": stats.meta.get("calibration")})
+            add_rank(rec, rows, folder, rec.command, args.model)
+            rec.save(folder / "record.json")
     if args.json:
         emit(args, rows)
         return 0
@@ -122,23 +229,64 @@ def cmd_rank(args) -> int:
 
 def cmd_apply(args) -> int:
     from ..core.hf import decoder_layers
-    from .io import save
+    from ..core.outputs import artifact_dir
+    from .io import KIND, write
     from .pipeline import check_request, linearize
     from .session import Session
 
-    s = Session.open(args.model)
-    check_request(len(decoder_layers(s.model)), args.layers, tuple(args.keep))  # before minutes of statistics
-    stats, blocks = s.stats(_calibration(args), args.stats)
-    layers, maps = linearize(s.model, stats, args.layers, args.selector, args.method, args.ridge, args.sequential,
-                             blocks, args.batch_size, progress=not args.json, keep=tuple(args.keep))
-    info = {"method": args.method, "selector": args.selector, "layers": sorted(layers), "sequential": args.sequential,
-            "ridge": args.ridge, "keep": sorted(args.keep), "base_model": args.model, "base_fingerprint": s.fingerprint, "seed": args.seed,
-            "calibration": stats.meta.get("calibration")}
-    out = save(args.out, s.checkpoint, maps, info)
-    result = {"out": str(out), "layers": sorted(layers), "method": args.method, "selector": args.selector,
+    with artifact_dir(args.out, args.overwrite, what=KIND) as folder:
+        s = Session.open(args.model)
+        check_request(len(decoder_layers(s.model)), args.layers, tuple(args.keep))  # before minutes of statistics
+        stats, blocks = s.stats(_calibration(args), args.stats, progress=show_progress(args), quiet=args.quiet)
+        layers, maps = linearize(s.model, stats, args.layers, args.selector, args.method, args.ridge,
+                                 args.sequential, blocks, args.batch_size, progress=show_progress(args),
+                                 keep=tuple(args.keep))
+        info = {"method": args.method, "selector": args.selector, "layers": sorted(layers),
+                "sequential": args.sequential, "ridge": args.ridge, "keep": sorted(args.keep),
+                "base_model": args.model, "base_fingerprint": s.fingerprint, "seed": args.seed,
+                "calibration": stats.meta.get("calibration")}
+        write(folder, s.checkpoint, maps, info)
+        rec = _record(args, f"{args.method} in {len(layers)} layers of {args.model}", info)
+        rec.metrics.update({f"fitted_nmse_layer{m.layer}": m.nmse for m in maps})
+        rec.add_table("Replaced layers", ["layer", "replaced by", "calibration NMSE"],
+                      [[i, args.method, next((m.nmse for m in maps if m.layer == i), None)] for i in sorted(layers)])
+        rec.save(folder / "record.json")
+    result = {"out": str(args.out), "layers": sorted(layers), "method": args.method, "selector": args.selector,
               "sequential": args.sequential, "fitted_nmse": {m.layer: m.nmse for m in maps}}
     emit(args, result, text=f"replaced attention in layers {sorted(layers)} ({args.method}, {args.selector}"
-                            f"{', sequential' if args.sequential else ''}); saved to {out}")
+                            f"{', sequential' if args.sequential else ''}); saved to {args.out}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from ..core.hf import decoder_layers
+    from ..core.outputs import run_dir
+    from .experiment import perplexity_vs_layers
+    from .pipeline import check_request
+    from .report import add_perplexity
+    from .session import Session
+
+    config = {"model": args.model, "calibration": _calibration(args).to_dict(), "heldout_tokens": args.heldout_tokens,
+              "ks": args.layers, "configs": [c.label for c in args.configs], "seed": args.seed}
+    folder = None
+    if args.out is not None:
+        folder, _ = run_dir(args.out, config, args.overwrite, what="nbl compare", quiet=args.quiet)
+    s = Session.open(args.model)
+    for c in args.configs:  # every request checked before minutes of statistics
+        for k in args.layers:
+            check_request(len(decoder_layers(s.model)), k, c.keep)
+    rows = perplexity_vs_layers(s, _calibration(args), args.heldout_tokens, args.layers, args.configs,
+                                log=folder / "rows.jsonl" if folder else None, progress=show_progress(args),
+                                quiet=args.quiet)
+    if folder is not None:
+        rec = _record(args, f"held-out perplexity of {args.model}", config)
+        add_perplexity(rec, rows, folder, rec.command, args.model)
+        rec.save(folder / "record.json")
+    lines = [f"reference perplexity {rows[0]['reference_perplexity']:.3f}",
+             f"{'config':<24} {'k':>3} {'ppl':>9} {'increase':>9} {'top-1':>7}  layers"]
+    lines += [f"{r['label']:<24} {r['k']:>3} {r['perplexity']:>9.3f} {r['increase']:>+9.1%} "
+              f"{r['top1_agreement']:>7.3f}  {r['layers']}" for r in rows]
+    emit(args, {"rows": rows}, text="\n".join(lines))
     return 0
 
 
@@ -147,36 +295,53 @@ def cmd_eval(args) -> int:
     from .lmeval import run_tasks, task_manager
 
     manager = task_manager(args.lm_eval, args.lm_eval_include) if args.lm_eval else None
-    model, ref = _pair(args.model, args.against)
-    result = evaluate_pair(model, ref, args.data, args.tokens, args.seq_len, args.batch_size, args.greedy_tokens)
-    if manager is not None:
-        result["lm_eval"] = {name: run_tasks(s.model, s.tokenizer, args.lm_eval, manager, args.lm_eval_limit,
-                                             args.batch_size, args.seed)
-                             for name, s in (("model", model), ("reference", ref))}
+    with _record_dir(args, "nbl eval") as folder:
+        model, ref = _pair(args.model, args.against)
+        result = evaluate_pair(model, ref, args.data, args.tokens, args.seq_len, args.batch_size, args.greedy_tokens,
+                               progress=show_progress(args))
+        if manager is not None:
+            result["lm_eval"] = {name: run_tasks(s.model, s.tokenizer, args.lm_eval, manager, args.lm_eval_limit,
+                                                 args.batch_size, args.seed)
+                                 for name, s in (("model", model), ("reference", ref))}
+        if folder is not None:
+            rec = _record(args, f"{args.model} against {args.against}",
+                          {"model": args.model, "against": args.against, "heldout": result["heldout"]})
+            rec.metrics.update({k: v for k, v in result.items() if isinstance(v, (int, float))})
+            rec.save(folder / "record.json")
     emit(args, result)
     return 0
 
 
 def cmd_bench(args) -> int:
     from .bench import bench_pair
+    from .report import add_speed
 
-    model, ref = _pair(args.model, args.against)
-    result = bench_pair(model.model, ref.model, args.prompt_lengths, args.batch_sizes, args.decode_tokens, args.repeats,
-                        progress=not args.json)
+    with _record_dir(args, "nbl bench") as folder:
+        model, ref = _pair(args.model, args.against)
+        result = bench_pair(model.model, ref.model, args.prompt_lengths, args.batch_sizes, args.decode_tokens,
+                            args.repeats, seed=args.seed, progress=show_progress(args))
+        if folder is not None:
+            rec = _record(args, f"speed of {args.model} against {args.against}",
+                          {"model": args.model, "against": args.against, "prompt_lengths": args.prompt_lengths,
+                           "batch_sizes": args.batch_sizes, "decode_tokens": args.decode_tokens,
+                           "repeats": args.repeats, "threads": result["threads"]})
+            add_speed(rec, result, rec.command)
+            rec.save(folder / "record.json")
     emit(args, result, text=result["table"])
     return 0
 
 
 def _pair(candidate: str, against: str):
     """Sessions for the (possibly linearized) candidate and the original."""
-    from pathlib import Path
-
-    from .io import linearize_loaded
+    from .io import linearize_loaded, read_info
     from .session import Session
 
+    linearized = (Path(candidate) / "nbl.json").exists()
+    if linearized:
+        read_info(candidate)  # a damaged nbl.json is refused before any model loads
     ref = Session.open(against)
     cand = Session.open(candidate)
-    if (Path(candidate) / "nbl.json").exists():
+    if linearized:
         linearize_loaded(cand.model, candidate)
     if cand.model.config.model_type != ref.model.config.model_type:
         raise AttnlabError(f"{candidate} ({cand.model.config.model_type}) and {against} "

@@ -1,4 +1,4 @@
-"""Calibration and evaluation text as fixed-length token blocks ("pt" mode, brief §1.5): documents are
+"""Calibration and evaluation text as fixed-length token blocks ("pt" mode, as the official code): documents are
 tokenized, joined with the end-of-text token and cut into blocks of ``seq_len``; no padding anywhere."""
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def token_blocks(tokenizer, texts: list[str], seq_len: int, max_tokens: int | No
     return torch.tensor(ids[: n_blocks * seq_len], dtype=torch.long).view(n_blocks, seq_len)
 
 
-def blocks_from_source(tokenizer, source: str, split: str, seq_len: int, max_tokens: int | None) -> tuple[torch.Tensor, dict]:
+def blocks_from_source(tokenizer, source: str, split: str, seq_len: int,
+                       max_tokens: int | None) -> tuple[torch.Tensor, dict]:
     """Token blocks from a text source (see :func:`attnlab.core.text.load_texts`) and their description."""
     blocks = token_blocks(tokenizer, load_texts(source, split), seq_len, max_tokens)
     info = describe(source, split)

@@ -79,7 +79,7 @@ def evaluate_pair(candidate, reference, source: str, tokens: int, seq_len: int, 
 
     ``candidate`` and ``reference`` are :class:`~attnlab.nbl.session.Session` objects."""
     from ..core.hf import family_of
-    from .apply import replaced_layers
+    from .replace import replaced_layers
 
     blocks, info = reference.blocks(source, "heldout", tokens, seq_len)
     result = {"replaced": replaced_layers(candidate.model), "heldout": info}

@@ -5,7 +5,6 @@ Shared by the tour (small) and ``benchmarks/nbl.py`` (the issue's targets); one 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -13,21 +12,8 @@ from tqdm import tqdm
 from ..core.atomic import append_jsonl, read_jsonl
 from .evaluate import compare, outputs
 from .pipeline import linearize
+from .registry import Config
 from .session import Calibration, Session
-
-
-@dataclass(frozen=True)
-class Config:
-    method: str      # "nbl" | "drop"
-    selector: str    # "cca" | "nmse" | "cosine" | "bi"
-    sequential: bool = False
-    keep: tuple[int, ...] = ()  # layers never replaced
-
-    @property
-    def label(self) -> str:
-        return (f"{self.method}/{self.selector}" + ("/sequential" if self.sequential else "")
-                + "".join(f"/keep{i}" for i in self.keep))
-
 
 #: The paper's method and its baseline first; sequential NBL (a pass over the calibration set each), then the
 #: CCA choice with layer 0 protected (CCA ranks it among the most linear; replacing it costs the most).
@@ -36,12 +22,13 @@ DEFAULT_CONFIGS = (Config("nbl", "cca"), Config("drop", "cosine"), Config("nbl",
 
 
 def perplexity_vs_layers(session: Session, calib: Calibration, heldout_tokens: int, ks: list[int],
-                         configs=DEFAULT_CONFIGS, log: str | Path | None = None, progress: bool = True) -> list[dict]:
+                         configs=DEFAULT_CONFIGS, log: str | Path | None = None, progress: bool = True,
+                         quiet: bool = False) -> list[dict]:
     """One row per (config, k): replaced layers, held-out perplexity, its increase and top-1 agreement.
 
     Rows already in ``log`` (JSONL) are reused, so an interrupted run resumes.
     """
-    stats, blocks = session.stats(calib, progress=progress)
+    stats, blocks = session.stats(calib, progress=progress, quiet=quiet)
     heldout, _ = session.blocks(calib.source, "heldout", heldout_tokens, calib.seq_len)
     done = {(r["label"], r["k"]): r for r in read_jsonl(log)} if log else {}
     reference = outputs(session.model, heldout, calib.batch_size)

@@ -8,9 +8,7 @@ No pickle anywhere.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,45 +16,48 @@ import numpy as np
 import torch
 
 from ..core.errors import AttnlabError
+from ..core.outputs import MARKER, artifact_dir
 from ..core.runtime import environment
-from .apply import apply
-from .fit import AffineMap
+from .lmmse import AffineMap
+from .replace import apply
 
 NBL_SCHEMA = "attnlab.nbl/1"
 
 
-def save(out_dir: str | Path, base_checkpoint: str | Path, maps: list[AffineMap], info: dict[str, Any]) -> Path:
-    """Write ``out_dir`` atomically: a copy of ``base_checkpoint`` (an HF directory), ``nbl.json`` and
-    ``nbl.safetensors``. ``info`` must hold ``method`` and ``layers``; anything else is recorded as given."""
+#: What ``save`` never copies from the base checkpoint: NBL's own files and attnlab's bookkeeping.
+_NOT_COPIED = {"nbl.json", "nbl.safetensors", "attnlab-source.json", "record.json", MARKER}
+KIND = "nbl model"
+
+
+def write(folder: str | Path, base_checkpoint: str | Path, maps: list[AffineMap], info: dict[str, Any]) -> Path:
+    """Write into the (new, empty) ``folder``: a copy of ``base_checkpoint`` (an HF directory), ``nbl.json``
+    and ``nbl.safetensors``. ``info`` must hold ``method`` and ``layers``; anything else is recorded as given."""
     from safetensors.torch import save_file
 
-    base = Path(base_checkpoint)
+    base, folder = Path(base_checkpoint), Path(folder)
     if not (base / "config.json").exists():
         raise AttnlabError(f"{base}: not an HF checkpoint directory (no config.json)")
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not (out / "nbl.json").exists():
-        raise AttnlabError(f"{out} exists and is not an attnlab NBL directory; choose another -o")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        for f in base.iterdir():
-            if f.is_file() and f.name not in ("nbl.json", "nbl.safetensors", "attnlab-source.json"):
-                shutil.copy2(f, tmp / f.name)
-        tensors = {}
-        for m in maps:
-            tensors[f"layer.{m.layer}.weight"] = torch.from_numpy(np.ascontiguousarray(m.weight))
-            tensors[f"layer.{m.layer}.bias"] = torch.from_numpy(np.ascontiguousarray(m.bias))
-        save_file(tensors, tmp / "nbl.safetensors")
-        doc = {"schema": NBL_SCHEMA, **info, "maps": [{"layer": m.layer, "mse": m.mse, "nmse": m.nmse, "ridge": m.ridge}
-                                                      for m in maps], "environment": environment()}
-        (tmp / "nbl.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
-        tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    for f in base.iterdir():
+        if f.is_file() and f.name not in _NOT_COPIED:
+            shutil.copy2(f, folder / f.name)
+    tensors = {}
+    for m in maps:
+        tensors[f"layer.{m.layer}.weight"] = torch.from_numpy(np.ascontiguousarray(m.weight))
+        tensors[f"layer.{m.layer}.bias"] = torch.from_numpy(np.ascontiguousarray(m.bias))
+    save_file(tensors, folder / "nbl.safetensors")
+    doc = {"schema": NBL_SCHEMA, **info, "maps": [{"layer": m.layer, "mse": m.mse, "nmse": m.nmse, "ridge": m.ridge}
+                                                  for m in maps], "environment": environment()}
+    (folder / "nbl.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return folder
+
+
+def save(out_dir: str | Path, base_checkpoint: str | Path, maps: list[AffineMap], info: dict[str, Any],
+         overwrite: bool = False) -> Path:
+    """:func:`write` a linearized model to ``out_dir`` in one go: an existing non-empty folder is refused
+    unless ``overwrite``, which replaces it whole (no file of the old folder survives)."""
+    with artifact_dir(out_dir, overwrite, what=KIND) as tmp:
+        write(tmp, base_checkpoint, maps, info)
+    return Path(out_dir)
 
 
 def read_info(path: str | Path) -> dict[str, Any]:
@@ -64,18 +65,29 @@ def read_info(path: str | Path) -> dict[str, Any]:
     f = path / "nbl.json"
     if not f.exists():
         raise AttnlabError(f"{path}: no nbl.json (not a directory written by `attnlab nbl apply`)")
-    doc = json.loads(f.read_text())
-    if doc.get("schema") != NBL_SCHEMA:
-        raise AttnlabError(f"{f}: unknown schema {doc.get('schema')!r} (expected {NBL_SCHEMA})")
+    try:
+        doc = json.loads(f.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AttnlabError(f"{f}: not valid JSON ({e}); write the folder again with `attnlab nbl apply`") from None
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    if schema != NBL_SCHEMA:
+        raise AttnlabError(f"{f}: unknown schema {schema!r} (expected {NBL_SCHEMA})")
     return doc
 
 
 def read_maps(path: str | Path, info: dict[str, Any]) -> list[AffineMap]:
     from safetensors.torch import load_file
 
-    tensors = load_file(str(Path(path) / "nbl.safetensors"))
-    return [AffineMap(m["layer"], tensors[f"layer.{m['layer']}.weight"].numpy(), tensors[f"layer.{m['layer']}.bias"].numpy(),
-                      m["mse"], m["nmse"], m["ridge"]) for m in info["maps"]]
+    f = Path(path) / "nbl.safetensors"
+    try:
+        tensors = load_file(str(f))
+        return [AffineMap(m["layer"], tensors[f"layer.{m['layer']}.weight"].numpy(),
+                          tensors[f"layer.{m['layer']}.bias"].numpy(), m["mse"], m["nmse"], m["ridge"])
+                for m in info["maps"]]
+    except (OSError, KeyError, TypeError) as e:
+        raise AttnlabError(f"{f}: missing or damaged maps ({type(e).__name__}: {e})") from None
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise AttnlabError(f"{f}: not a readable safetensors file ({e})") from None
 
 
 def linearize_loaded(model, path: str | Path):

@@ -5,33 +5,28 @@ from __future__ import annotations
 import torch
 
 from ..core.errors import AttnlabError
-from ..core.hf import decoder_layers
-from . import scores as S
-from .apply import apply
-from .fit import AffineMap, check_ridge, fit_affine
+from .lmmse import AffineMap, check_ridge, fit_affine
+from .registry import SELECTORS
+from .replace import apply
+from .scores import rank_layers
 from .stats import Stats, collect
 
 
-def score(stats: Stats, selector: str = "cca", floor: float = 1e-10) -> dict[int, float]:
-    """Per-layer score of one selector (lower = replace first)."""
-    if selector not in S.SELECTORS:
-        raise AttnlabError(f"unknown selector {selector!r} (use one of {', '.join(S.SELECTORS)})")
-    out = {}
-    for i, st in stats.layers.items():
-        if selector == "cosine":
-            out[i] = S.cosine_score(st.mean_cos_attention)
-        elif selector == "bi":
-            out[i] = S.bi_score(st.mean_cos_block)
-        else:
-            cxx, cxa, caa = st.covariances()
-            out[i] = float(S.cca_score(cxx, cxa, caa, floor) if selector == "cca" else S.nmse_score(cxx, cxa, caa))
-    return out
+def score(stats: Stats, selector: str = "cca") -> dict[int, float]:
+    """Per-layer score of one selector of :data:`~attnlab.nbl.registry.SELECTORS` (lower = replace first),
+    computed once per :class:`Stats` (the CCA score costs a few eigendecompositions per layer)."""
+    if selector not in SELECTORS:
+        raise AttnlabError(f"unknown selector {selector!r} (use one of {', '.join(SELECTORS)})")
+    if selector not in stats.scores:
+        layer_score = SELECTORS[selector].resolve()
+        stats.scores[selector] = {i: float(layer_score(st)) for i, st in stats.layers.items()}
+    return dict(stats.scores[selector])
 
 
 def rank_table(stats: Stats) -> list[dict]:
-    """One row per layer: {"layer", "cca", "nmse", "cosine", "bi"}."""
-    cols = {sel: score(stats, sel) for sel in S.SELECTORS}
-    return [{"layer": i, **{sel: cols[sel][i] for sel in S.SELECTORS}} for i in sorted(stats.layers)]
+    """One row per layer: {"layer", and the score of every selector}."""
+    cols = {sel: score(stats, sel) for sel in SELECTORS}
+    return [{"layer": i, **{sel: cols[sel][i] for sel in SELECTORS}} for i in sorted(stats.layers)]
 
 
 def fit(stats: Stats, layers: list[int], ridge: float = 0.0) -> list[AffineMap]:
@@ -62,7 +57,7 @@ def choose_layers(stats: Stats, k: int, selector: str, keep: tuple[int, ...] = (
     """The ``k`` best layers by ``selector``, never one of ``keep`` (layers the user protects)."""
     check_request(len(stats.layers), k, keep)
     scores = {layer: v for layer, v in score(stats, selector).items() if layer not in keep}
-    return S.rank_layers(scores, k)
+    return rank_layers(scores, k)
 
 
 def linearize(model, stats: Stats, k: int, selector: str = "cca", method: str = "nbl", ridge: float = 0.0,

@@ -12,9 +12,8 @@ from torch import nn
 
 from ..core.errors import AttnlabError
 from ..core.hf import decoder_layers, replace_attention
-from .fit import AffineMap
-
-METHODS = ("nbl", "drop")
+from .lmmse import AffineMap
+from .registry import METHODS
 
 
 class LinearAttention(nn.Module):

@@ -1,14 +1,18 @@
 """The per-layer selectors of NBL and its baselines, as pure float64 functions of the covariances.
 
-Notation (brief §1): X is the residual stream entering a layer, A the attention output before the residual
-add, Y = X + A. Every score is "lower = more replaceable".
+Notation (paper §3): X is the residual stream entering a layer, A the attention output before the residual
+add, Y = X + A. Every score is "lower = more replaceable". The ``*_of`` functions score one layer's
+:class:`~attnlab.nbl.stats.LayerStats`; :data:`attnlab.nbl.registry.SELECTORS` names them.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-SELECTORS = ("cca", "nmse", "cosine", "bi")
+if TYPE_CHECKING:
+    from .stats import LayerStats
 
 
 def inv_sqrt_psd(c: np.ndarray, floor: float) -> np.ndarray:
@@ -25,7 +29,7 @@ def canonical_correlations(cxx: np.ndarray, cxy: np.ndarray, cyy: np.ndarray, fl
 
 
 def cca_score(cxx: np.ndarray, cxa: np.ndarray, caa: np.ndarray, floor: float = 1e-10) -> float:
-    """The paper's bound (Thm 3.2 as quoted in the brief §1.3): sum_i (1 - rho_i^2) for X vs Y = X + A.
+    """The paper's bound (Thm 3.2): sum_i (1 - rho_i^2) for X vs Y = X + A.
 
     0 when Y is an exact linear function of X; at most d.
     """
@@ -36,7 +40,7 @@ def cca_score(cxx: np.ndarray, cxa: np.ndarray, caa: np.ndarray, floor: float = 
 
 
 def lmmse_error(cxx: np.ndarray, cxa: np.ndarray, caa: np.ndarray) -> float:
-    """MSE* = tr(C_AA - C_AX C_XX^{-1} C_XA), the error of the best affine map X -> A (brief §1.2)."""
+    """MSE* = tr(C_AA - C_AX C_XX^{-1} C_XA), the error of the best affine map X -> A (paper Prop. 3.1)."""
     sol = np.linalg.lstsq(cxx, cxa, rcond=None)[0]  # C_XX^{-1} C_XA, robust to a singular C_XX
     return float(max(np.trace(caa) - np.trace(cxa.T @ sol), 0.0))
 
@@ -56,6 +60,22 @@ def cosine_score(mean_cos_attention: float) -> float:
 def bi_score(mean_cos_block: float) -> float:
     """ShortGPT block influence (Men et al.): BI = 1 - mean cos(h_l, h_{l+1})."""
     return 1.0 - mean_cos_block
+
+
+def cca_of(st: LayerStats) -> float:
+    return cca_score(*st.covariances())
+
+
+def nmse_of(st: LayerStats) -> float:
+    return nmse_score(*st.covariances())
+
+
+def cosine_of(st: LayerStats) -> float:
+    return cosine_score(st.mean_cos_attention)
+
+
+def bi_of(st: LayerStats) -> float:
+    return bi_score(st.mean_cos_block)
 
 
 def rank_layers(scores: dict[int, float], k: int) -> list[int]:

@@ -1,14 +1,16 @@
 """What the CLI and the tour share: a loaded model with its calibration statistics, cached on disk.
 
-Statistics are cached under ``cache_dir()/nbl`` keyed by the model fingerprint and the calibration
-description, so ``rank`` then ``apply`` collect once; an interrupted collection resumes.
+Statistics are cached under ``cache_dir()/nbl``, keyed by the model fingerprint, the calibration text
+and settings, and the version of the code that computes them (:func:`code_version`), so ``rank`` then
+``apply`` collect once, an interrupted collection resumes, and nothing stale is ever reused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,13 +21,34 @@ from ..core.models import cache_dir, checkpoint_dir
 from .data import blocks_from_source
 from .stats import Stats, collect, fingerprint
 
+#: The sources (under ``attnlab/``) whose code decides what a statistics file holds.
+STATS_CODE = ("nbl/stats.py", "nbl/data.py", "core/hf.py", "core/text.py")
 
-@dataclass
+
+def code_version() -> str:
+    """A digest of the code that computes statistics (:data:`STATS_CODE`) and of the torch and
+    transformers versions that run the model: part of every cache key."""
+    from .. import __version__
+    from ..core.runtime import package_version
+
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(__version__.encode())
+    for rel in STATS_CODE:
+        h.update((root / rel).read_bytes())
+    for package in ("torch", "transformers"):
+        h.update(str(package_version(package)).encode())
+    return h.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
 class Calibration:
     source: str = "builtin"
     tokens: int = 16384
     seq_len: int = 256
     batch_size: int = 8
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -34,9 +57,11 @@ class Session:
     model: object
     tokenizer: object
     fingerprint: str
+    #: (calibration, path) -> (statistics, blocks) already loaded or collected in this process
+    loaded: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, spec: str) -> "Session":
+    def open(cls, spec: str) -> Session:
         model = load_model(spec)
         return cls(str(spec), model, load_tokenizer(spec), fingerprint(model))
 
@@ -50,22 +75,37 @@ class Session:
             raise AttnlabError(f"--seq-len {seq_len} exceeds the model's {limit} positions")
         return blocks_from_source(self.tokenizer, source, split, seq_len, tokens)
 
-    def stats(self, calib: Calibration, path: str | Path | None = None, progress: bool = True) -> tuple[Stats, torch.Tensor]:
-        """Statistics over the calibration split (loaded, resumed or collected) and the calibration blocks."""
+    def cache_path(self, info: dict, calib: Calibration) -> Path:
+        """Where the statistics of this model on ``calib`` (described by ``info``) are cached."""
+        key = json.dumps([self.fingerprint, code_version(), info, calib.batch_size], sort_keys=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        return cache_dir() / "nbl" / f"stats-{self.fingerprint}-{digest}.safetensors"
+
+    def stats(self, calib: Calibration, path: str | Path | None = None, progress: bool = True,
+              quiet: bool = False, fresh: bool = False) -> tuple[Stats, torch.Tensor]:
+        """Statistics over the calibration split and the calibration blocks: loaded from ``path`` (default:
+        the cache), resumed when that file is partial (one line on stderr unless ``quiet``), or collected.
+        ``fresh`` ignores what ``path`` holds and collects again. A second call in the same session returns
+        the same objects (with the scores already computed on them)."""
+        key = (calib, None if path is None else str(path))
+        if key in self.loaded and not fresh:
+            return self.loaded[key]
         blocks, info = self.blocks(calib.source, "calibration", calib.tokens, calib.seq_len)
-        if path is None:
-            key = hashlib.sha256(json.dumps([self.fingerprint, info, calib.batch_size], sort_keys=True).encode())
-            path = cache_dir() / "nbl" / f"stats-{self.fingerprint}-{key.hexdigest()[:12]}.safetensors"
-        path = Path(path)
+        path = Path(path) if path is not None else self.cache_path(info, calib)
+        n_batches = (len(blocks) + calib.batch_size - 1) // calib.batch_size
         stats = None
-        if path.exists():
+        if path.exists() and not fresh:
             stats = Stats.load(path, fingerprint=self.fingerprint)
             if stats.meta.get("calibration") != info:
                 raise AttnlabError(f"{path}: collected on other calibration text ({stats.meta.get('calibration')}); "
                                    f"remove it or give another --stats path")
-        n_batches = (len(blocks) + calib.batch_size - 1) // calib.batch_size
+            done = stats.meta.get("batches_done", 0)
+            if done < n_batches and not quiet:
+                print(f"attnlab: resuming the statistics in {path} ({done} of {n_batches} batches done)",
+                      file=sys.stderr, flush=True)
         if stats is None or stats.meta.get("batches_done", 0) < n_batches:
             stats = collect(self.model, blocks, calib.batch_size, stats=stats, checkpoint=path, progress=progress,
-                            meta={"calibration": info})
+                            meta={"calibration": info, "code_version": code_version()})
         stats.meta["path"] = str(path)
+        self.loaded[key] = stats, blocks
         return stats, blocks

@@ -1,4 +1,5 @@
-"""Sufficient statistics of X and A per layer, streamed in float64 (brief §5.5): never N x d activations.
+"""Sufficient statistics of X and A per layer, streamed in float64: never N x d activations (the official
+code stores them all; the statistics are all that Prop. 3.1 and Thm 3.2 of the paper need).
 
 Each batch is reduced to its count, means and centred second moments, merged into the running totals
 with Chan's parallel update (exact, and stable when the residual stream has huge means).
@@ -51,7 +52,8 @@ class LayerStats:
         """Merge a batch of token rows x, a (N x d, any dtype/device) into the totals."""
         x, a = x.reshape(-1, self.d), a.reshape(-1, self.d)
         x32, a32 = x.float(), a.float()
-        self.cos_attention += float(torch.nn.functional.cosine_similarity(x32, x32 + a32, dim=-1).sum(dtype=torch.float64))
+        cos = torch.nn.functional.cosine_similarity(x32, x32 + a32, dim=-1)
+        self.cos_attention += float(cos.sum(dtype=torch.float64))
         x, a = x.to(torch.float64), a.to(torch.float64)
         nb = x.shape[0]
         mx, ma = x.mean(0), a.mean(0)
@@ -94,7 +96,8 @@ class Stats:
     fingerprint: str
     layers: dict[int, LayerStats]
     meta: dict = field(default_factory=dict)  # calibration description, seq_len, batches_done, ...
-    entry: "Entry | None" = None  # with collect(capture=True): the stream entering the last layer (not saved)
+    entry: Entry | None = None  # with collect(capture=True): the stream entering the last layer (not saved)
+    scores: dict[str, dict[int, float]] = field(default_factory=dict)  # selector -> per-layer score (not saved)
 
     @property
     def tokens(self) -> int:
@@ -113,8 +116,25 @@ class Stats:
             save_file(tensors, tmp, metadata=meta)
         return Path(path)
 
+    @property
+    def complete(self) -> bool:
+        """Whether every calibration batch has been counted (False for an interrupted collection)."""
+        return self.meta.get("batches_done", 0) >= self.meta.get("n_batches", 0)
+
+    @staticmethod
+    def peek(path: str | Path) -> dict | None:
+        """The ``meta`` of a statistics file without reading its tensors; None when ``path`` is not one."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+            return json.loads(header["meta"]) if header.get("schema") == STATS_SCHEMA else None
+        except Exception:  # not a safetensors file, or a damaged one: not a statistics file either way
+            return None
+
     @classmethod
-    def load(cls, path: str | Path, fingerprint: str | None = None) -> "Stats":
+    def load(cls, path: str | Path, fingerprint: str | None = None) -> Stats:
         """Load a statistics file; with ``fingerprint``, refuse one collected on another model."""
         from safetensors import safe_open
 
@@ -196,7 +216,7 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
     from tqdm import tqdm
 
     all_layers = decoder_layers(model)
-    wanted = sorted(set(layers)) if layers is not None else [l.index for l in all_layers]
+    wanted = sorted(set(layers)) if layers is not None else [layer.index for layer in all_layers]
     if not wanted or wanted[-1] >= len(all_layers) or wanted[0] < 0:
         raise AttnlabError(f"layers must be within 0..{len(all_layers) - 1}, got {layers}")
     if enter is not None and enter.layer > wanted[0]:
@@ -205,7 +225,9 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
     if stats is None:
         stats = Stats(fingerprint(model), {i: LayerStats(d) for i in wanted}, dict(meta or {}))
     stats.meta.setdefault("batches_done", 0)
-    stats.meta.update({"batch_size": batch_size, "seq_len": int(blocks.shape[1])})
+    stats.scores.clear()  # scores of the statistics before this collection
+    n_batches = (len(blocks) + batch_size - 1) // batch_size
+    stats.meta.update({"batch_size": batch_size, "seq_len": int(blocks.shape[1]), "n_batches": n_batches})
     current_x: dict[int, torch.Tensor] = {}
     last = wanted[-1]
     captured: list[torch.Tensor] = []
@@ -249,7 +271,6 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
         for i in skipped:
             stack[i] = _Passthrough()
         handles.append(stack[enter.layer].register_forward_pre_hook(replay, with_kwargs=True))
-    n_batches = (len(blocks) + batch_size - 1) // batch_size
     start = stats.meta["batches_done"]
     try:
         bar = tqdm(range(start, n_batches), desc="nbl statistics", unit="batch", disable=not progress,

@@ -1,0 +1,79 @@
+"""The alternatives NBL chooses between, each defined once, by name: the CLI's ``choices=``, the API's
+checks and the tests' ``parametrize`` all read these dicts. Kept free of numpy and torch, because the
+CLI's parser imports it.
+
+Notation (paper §3): X is the residual stream entering a layer (before its input norm), A the attention
+output (after the output projection, before the residual add), Y = X + A.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.errors import AttnlabError
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A per-layer score, lower = replace first; ``function`` names a function of a layer's
+    :class:`~attnlab.nbl.stats.LayerStats` in :mod:`attnlab.nbl.scores`, imported on first use."""
+
+    function: str
+    help: str
+
+    def resolve(self) -> Callable[[Any], float]:
+        return getattr(importlib.import_module("attnlab.nbl.scores"), self.function)
+
+
+#: The layer scores, all computed from the same streamed statistics.
+SELECTORS: dict[str, Selector] = {
+    "cca": Selector("cca_of", "the paper's bound (Thm 3.2): sum over the canonical correlations of X and Y of "
+                              "1 - rho^2"),
+    "nmse": Selector("nmse_of", "the LMMSE map's own error (Prop. 3.1) relative to tr(C_YY)"),
+    "cosine": Selector("cosine_of", "Attention Drop (He et al.): 1 - mean cos(X, X + A)"),
+    "bi": Selector("bi_of", "ShortGPT block influence (Men et al.): 1 - mean cos of the block's input and output"),
+}
+
+#: What takes the place of a replaced attention sub-layer.
+METHODS: dict[str, str] = {
+    "nbl": "the LMMSE affine map W X + b (paper Prop. 3.1)",
+    "drop": "nothing: the sub-layer adds zero to the residual stream (Attention Drop, He et al.)",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One way to replace k layers; its label ``method/selector[/sequential][/keepN...]`` names it."""
+
+    method: str      # a key of registry.METHODS
+    selector: str    # a key of registry.SELECTORS
+    sequential: bool = False
+    keep: tuple[int, ...] = ()  # layers never replaced
+
+    @property
+    def label(self) -> str:
+        return (f"{self.method}/{self.selector}" + ("/sequential" if self.sequential else "")
+                + "".join(f"/keep{i}" for i in self.keep))
+
+    @classmethod
+    def parse(cls, label: str) -> Config:
+        """The config of a label (the inverse of :attr:`label`); one-line errors for anything else."""
+        method, _, rest = label.partition("/")
+        selector, *flags = rest.split("/")
+        usage = f"config {label!r}: expected METHOD/SELECTOR[/sequential][/keepN], e.g. nbl/cca or drop/cosine"
+        if method not in METHODS or selector not in SELECTORS:
+            raise AttnlabError(f"{usage} (methods: {', '.join(METHODS)}; selectors: {', '.join(SELECTORS)})")
+        keep = tuple(int(f[4:]) for f in flags if f.startswith("keep") and f[4:].isdigit())
+        sequential = "sequential" in flags
+        config = cls(method, selector, sequential, keep)
+        if config.label != label:
+            raise AttnlabError(usage)
+        return config
+
+
+def choice_help(registry: dict[str, Any]) -> str:
+    """'name (what it is); ...' for an option's help text."""
+    return "; ".join(f"{name}: {getattr(v, 'help', v)}" for name, v in registry.items())
