@@ -8,12 +8,10 @@ puts it in the model folder); ``collect -o FILE`` writes the statistics file.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
-from contextlib import AbstractContextManager
 from pathlib import Path
 
-from ..core.clikit import add_out, emit, nonneg_int, positive_int, show_progress
+from ..core.clikit import add_out, emit, nonneg_int, out_folder, positive_int, show_progress
 from ..core.errors import AttnlabError
 from .registry import METHODS, SELECTORS, Config, choice_help
 
@@ -160,15 +158,6 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
-def _record_dir(args: argparse.Namespace, what: str) -> AbstractContextManager[Path | None]:
-    """The ``-o`` folder, checked now (before any work) and swapped in complete at the end; None without -o."""
-    if args.out is None:
-        return contextlib.nullcontext(None)
-    from ..core.outputs import artifact_dir
-
-    return artifact_dir(args.out, args.overwrite, what=what)
-
-
 def _record(args: argparse.Namespace, title: str, config: dict):
     from ..core.records import RunRecord
 
@@ -209,7 +198,7 @@ def cmd_rank(args) -> int:
     from .report import add_rank
     from .session import Session
 
-    with _record_dir(args, "nbl rank") as folder:
+    with out_folder(args, "nbl rank") as folder:
         s = Session.open(args.model)
         stats, _ = s.stats(_calibration(args), args.stats, progress=show_progress(args), quiet=args.quiet)
         rows = rank_table(stats)
@@ -295,7 +284,7 @@ def cmd_eval(args) -> int:
     from .lmeval import run_tasks, task_manager
 
     manager = task_manager(args.lm_eval, args.lm_eval_include) if args.lm_eval else None
-    with _record_dir(args, "nbl eval") as folder:
+    with out_folder(args, "nbl eval") as folder:
         model, ref = _pair(args.model, args.against)
         result = evaluate_pair(model, ref, args.data, args.tokens, args.seq_len, args.batch_size, args.greedy_tokens,
                                progress=show_progress(args))
@@ -307,6 +296,8 @@ def cmd_eval(args) -> int:
             rec = _record(args, f"{args.model} against {args.against}",
                           {"model": args.model, "against": args.against, "heldout": result["heldout"]})
             rec.metrics.update({k: v for k, v in result.items() if isinstance(v, (int, float))})
+            rec.add_table(f"{args.model} against {args.against} on held-out text", ["metric", "value"],
+                          [[k, v] for k, v in rec.metrics.items()])
             rec.save(folder / "record.json")
     emit(args, result)
     return 0
@@ -316,7 +307,7 @@ def cmd_bench(args) -> int:
     from .bench import bench_pair
     from .report import add_speed
 
-    with _record_dir(args, "nbl bench") as folder:
+    with out_folder(args, "nbl bench") as folder:
         model, ref = _pair(args.model, args.against)
         result = bench_pair(model.model, ref.model, args.prompt_lengths, args.batch_sizes, args.decode_tokens,
                             args.repeats, seed=args.seed, progress=show_progress(args))
