@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..core.clikit import add_out, emit, nonneg_int, out_folder, positive_int, show_progress
 from ..core.errors import AttnlabError
-from .registry import METHODS, SELECTORS, Config, choice_help
+from .registry import METHODS, SELECTORS, Calibration, Config, choice_help
 
 #: command name -> its parser, to write the command line that reproduces a record (:func:`_command`)
 _PARSERS: dict[str, argparse.ArgumentParser] = {}
@@ -50,9 +50,7 @@ def _calibration_flags(p: argparse.ArgumentParser, stats: bool = True) -> None:
                        help="statistics file to use, or to resume (default: cached per model, data and code version)")
 
 
-def _calibration(args):
-    from .session import Calibration
-
+def _calibration(args) -> Calibration:
     return Calibration(args.data, args.tokens, args.seq_len, args.batch_size)
 
 

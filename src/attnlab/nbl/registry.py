@@ -1,6 +1,7 @@
-"""The alternatives NBL chooses between, each defined once, by name: the CLI's ``choices=``, the API's
-checks and the tests' ``parametrize`` all read these dicts. Kept free of numpy and torch, because the
-CLI's parser imports it.
+"""The alternatives NBL chooses between, each defined once, by name (the CLI's ``choices=``, the API's
+checks and the tests' ``parametrize`` all read these dicts), and the settings of an experiment
+(:class:`Config`, :class:`Calibration`). Kept free of numpy and torch: the CLI's parser and the tour's
+profiles import it.
 
 Notation (paper §3): X is the residual stream entering a layer (before its input norm), A the attention
 output (after the output projection, before the residual add), Y = X + A.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..core.errors import AttnlabError
@@ -72,6 +73,20 @@ class Config:
         if config.label != label:
             raise AttnlabError(usage)
         return config
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The calibration text and how it is cut: ``tokens`` tokens of ``source``'s calibration split, in
+    blocks of ``seq_len``, ``batch_size`` blocks per forward pass."""
+
+    source: str = "builtin"
+    tokens: int = 16384
+    seq_len: int = 256
+    batch_size: int = 8
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def choice_help(registry: dict[str, Any]) -> str:

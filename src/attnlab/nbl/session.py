@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,6 +19,7 @@ from ..core.errors import AttnlabError
 from ..core.hf import load_model, load_tokenizer
 from ..core.models import cache_dir, checkpoint_dir
 from .data import blocks_from_source
+from .registry import Calibration
 from .stats import Stats, collect, fingerprint
 
 #: The sources (under ``attnlab/``) whose code decides what a statistics file holds.
@@ -38,17 +39,6 @@ def code_version() -> str:
     for package in ("torch", "transformers"):
         h.update(str(package_version(package)).encode())
     return h.hexdigest()[:12]
-
-
-@dataclass(frozen=True)
-class Calibration:
-    source: str = "builtin"
-    tokens: int = 16384
-    seq_len: int = 256
-    batch_size: int = 8
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
