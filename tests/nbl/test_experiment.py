@@ -53,3 +53,16 @@ def test_quick_tour_on_smollm2_shows_the_papers_effect(tmp_path):
     assert rec.status == "ok" and rec.metrics["reference_perplexity"] > 1
     for k in PROFILES["quick"].ks:  # NBL on CCA-chosen layers keeps perplexity below Attention Drop at equal k
         assert rec.metrics[f"ppl_nbl/cca_k{k}"] < rec.metrics[f"ppl_drop/cosine_k{k}"]
+
+
+def test_cached_statistics_are_keyed_by_the_code_version(tiny_checkpoint, tmp_path, monkeypatch):
+    """An edit to the statistics code (or other torch/transformers versions) never reuses a cached file."""
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
+    session = Session.open(str(tiny_checkpoint))
+    calib = Calibration(tokens=256, seq_len=32, batch_size=4)
+    before, _ = session.stats(calib, progress=False)
+    assert session.stats(calib, progress=False)[0] is before  # the same session reuses what it has
+    monkeypatch.setattr("attnlab.nbl.session.code_version", lambda: "another version")
+    session.loaded.clear()
+    after, _ = session.stats(calib, progress=False)
+    assert after.meta["path"] != before.meta["path"] and after.meta["code_version"] == "another version"
