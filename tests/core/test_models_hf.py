@@ -104,3 +104,12 @@ def test_a_hub_id_in_the_local_hf_cache_resolves_without_download(tmp_path, monk
     assert checkpoint_dir("someorg/tiny").resolve() == snap.resolve()
     with pytest.raises(AttnlabError, match="hub id .* in the local HF cache"):
         checkpoint_dir("someorg/absent")
+
+
+def test_a_config_without_model_type_is_a_one_line_error(tmp_path):
+    from attnlab.core.hf import load_model
+
+    (tmp_path / "config.json").write_text('{"hidden_size": 8}')
+    with pytest.raises(AttnlabError, match="not a loadable HF checkpoint") as e:
+        load_model(tmp_path)
+    assert "\n" not in str(e.value)

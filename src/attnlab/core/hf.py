@@ -115,7 +115,12 @@ def load_model(spec: str | Path, dtype: str = "float32"):
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise AttnlabError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)")
-    fam = family_of(AutoConfig.from_pretrained(path))  # refuse unsupported families before loading weights
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (ValueError, OSError) as e:  # no model_type, unreadable config.json: the user's folder, not our bug
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise AttnlabError(f"{path}: not a loadable HF checkpoint ({first[:160]})") from None
+    fam = family_of(config)  # refuse unsupported families before loading weights
     loader = AutoModelForCausalLM if fam.causal else AutoModel
     return loader.from_pretrained(path, dtype=torch_dtype).eval()
 
