@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # torch is pinned to the CPU wheel that lies on this machine's disk; a plain `torch` pulls a CUDA build.
 TORCH  ?= torch==2.13.0
-PIP    := $(BIN)/python -m pip --disable-pip-version-check -q --progress-bar off
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # pip's one-line notices about index folders absent on this kind of machine are noise, not progress.
 PIPLOG := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PYTEST_ARGS ?=
