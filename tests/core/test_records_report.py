@@ -73,3 +73,13 @@ def test_format_value():
     assert format_value(1.5e6) == "1.5e+06"
     assert format_value(float("nan")) == "nan"
     assert re.fullmatch(r"1\.235", format_value(1.23456))
+
+
+def test_a_column_of_floats_shares_its_decimals():
+    from attnlab.core.report import column_decimals
+
+    assert column_decimals([3.536, 0.8257, 10.38]) == 2
+    assert column_decimals([17.33, 0.0006]) is None  # scales too far apart: each value alone
+    assert column_decimals(["a", 1.5]) is None
+    assert format_value({"4": 1, "8": 2}) == "4: 1, 8: 2" and format_value([1.0, 1.4594]) == "[1, 1.459]"
+    assert format_value(0.5, decimals=3) == "0.500"

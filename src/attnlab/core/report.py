@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,8 +26,9 @@ figure{margin:1em 0} figure img{max-width:100%;border:1px solid #ddd} figcaption
 """
 
 
-def format_value(v: Any) -> str:
-    """Numbers with sensible precision, everything else as text."""
+def format_value(v: Any, decimals: int | None = None) -> str:
+    """Numbers with sensible precision (``decimals`` fixed for a whole column), mappings and sequences item
+    by item, everything else as text."""
     if isinstance(v, bool) or v is None:
         return str(v)
     if isinstance(v, int):
@@ -34,12 +36,36 @@ def format_value(v: Any) -> str:
     if isinstance(v, float):
         if v != v:  # NaN
             return "nan"
+        if decimals is not None:
+            return f"{v:,.{decimals}f}"
         if v == 0:
             return "0"
         if abs(v) >= 1e5 or abs(v) < 1e-3:
             return f"{v:.3g}"
         return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {format_value(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(format_value(x) for x in v) + "]"
     return str(v)
+
+
+def column_decimals(values: Sequence[Any]) -> int | None:
+    """One number of decimals for a column of floats (4 significant digits of its largest entry), so that
+    its numbers line up; None (each value formatted alone) when the column is not all floats of one scale."""
+    floats = [abs(v) for v in values if isinstance(v, float) and v == v]
+    if not floats or any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in values if v is not None):
+        return None
+    largest, smallest = max(floats), min((f for f in floats if f > 0), default=0.0)
+    if largest == 0 or largest >= 1e5 or smallest < 1e-3 or largest / smallest >= 1e3:
+        return None
+    return max(0, min(6, 3 - math.floor(math.log10(largest))))
+
+
+def _formatted_rows(rows: Sequence[Sequence[Any]]) -> list[list[tuple[Any, str]]]:
+    width = max((len(r) for r in rows), default=0)
+    decimals = [column_decimals([r[c] for r in rows if c < len(r)]) for c in range(width)]
+    return [[(v, format_value(v, decimals[c])) for c, v in enumerate(row)] for row in rows]
 
 
 def _embed_png(path: Path) -> str | None:
@@ -50,15 +76,15 @@ def _embed_png(path: Path) -> str | None:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _html_cell(v: Any) -> str:
+def _html_cell(v: Any, text: str) -> str:
     """A table cell; numbers are right-aligned in tabular figures so that columns of them line up."""
     numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
-    return f"<td{' class=num' if numeric else ''}>{html.escape(format_value(v))}</td>"
+    return f"<td{' class=num' if numeric else ''}>{html.escape(text)}</td>"
 
 
 def _html_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(_html_cell(v) for v in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(_html_cell(v, text) for v, text in row) + "</tr>" for row in _formatted_rows(rows))
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
@@ -116,7 +142,7 @@ def render_html(records: Sequence[tuple[Path, RunRecord]], title: str = "attnlab
 
 def _md_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(str(c) for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(format_value(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(text for _, text in row) + " |" for row in _formatted_rows(rows)]
     return "\n".join(lines)
 
 
