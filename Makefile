@@ -11,7 +11,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 PIPLOG := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint clean install install-dev models
+.PHONY: demo test test-matrix bench lint clean install install-dev models
 
 $(BIN)/python:
 	@echo "[setup] creating $(VENV) with $(PYTHON)"
@@ -49,6 +49,12 @@ demo: $(VENV)/.installed $(VENV)/.models
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The suite as other CPUs would run it: other OpenBLAS kernels (Prescott: SSE3 only; Haswell: AVX2),
+# torch's portable kernels instead of AVX2/AVX-512, and 2 threads instead of 1. No test may depend on them.
+test-matrix: $(VENV)/.installed-dev
+	OPENBLAS_CORETYPE=Prescott ATEN_CPU_CAPABILITY=default ATTNLAB_TEST_THREADS=2 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	OPENBLAS_CORETYPE=Haswell ATTNLAB_TEST_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev
 	@set -e; for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f; done

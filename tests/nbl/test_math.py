@@ -60,7 +60,7 @@ def test_cca_score_zero_for_affine_and_grows_with_noise():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_lmmse_error_is_bounded_by_cca_score(seed):
-    """MSE* <= tr(C_YY) * sum(1 - rho^2) (brief §1.3), i.e. nmse <= cca."""
+    """MSE* <= tr(C_YY) * sum(1 - rho^2) (the CCA bound, paper Theorem 3.2), i.e. nmse <= cca."""
     rng = np.random.default_rng(seed)
     x, a, _, _ = _affine_data(rng, noise=rng.uniform(0.1, 5))
     a = a + np.tanh(x) * 3  # and a non-linear part
