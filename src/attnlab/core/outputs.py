@@ -37,7 +37,8 @@ MARKER = ".attnlab.json"
 def os_error(e: OSError, path: str | os.PathLike, action: str = "write") -> AttnlabError:
     """An :class:`AttnlabError` for an OS error on the user's ``path`` (not on a temporary name)."""
     reason = e.strerror or type(e).__name__
-    return AttnlabError(f"cannot {action} {path}: {reason} (choose another --out, or fix the permissions/space)")
+    fix = "choose another --out, or fix the permissions/space" if action == "write" else "check the path"
+    return AttnlabError(f"cannot {action} {path}: {reason} ({fix})")
 
 
 def _check_parent(path: Path) -> None:
