@@ -19,9 +19,9 @@ from .plots import FRONTIER_CAPTION, frontier_figure, separation_figure
 from .separation import RANK_COLUMNS, RANK_TITLE, exact_rank, grid_matrix_float, numerical_rank, rank_rows
 from .sweep import SweepConfig, run_sweep, summarize
 
-#: Single-threaded work, so on an idle 2-core machine wall time is about the CPU time measured on 2 busy
-#: cores: quick 19 s CPU (47 s wall at load 7), full 77 s CPU (257 s wall at load 6).
-EXPECTED_SECONDS = {"quick": 25, "full": 90}
+#: Measured on an idle 2-core CPU (`make demo` from a fresh clone; `attnlab tour --full`, model cached):
+#: quick 10 s, full 58 s.
+EXPECTED_SECONDS = {"quick": 15, "full": 60}
 
 PLAN_BUDGETS = (1e7, 1e8, 1.3e9, 1.75e11, 1e12)
 #: (depths, widths, heads) of each ``attnlab depth rank`` call, per profile.

@@ -27,8 +27,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 #: Gathering thresholds of the O- vs C-decoder table (0.4 is the one-to-many assigner's positive threshold).
 BRANCH_THRESHOLDS = (0.4, 0.5, 0.6)
-#: Measured on a 2-core CPU (both runs in parallel, one thread each), data, training and figures included.
-EXPECTED_SECONDS = {"quick": 60, "full": 330}
+#: Measured on an idle 2-core CPU (`make demo` from a fresh clone; `attnlab tour --full`, model cached):
+#: quick 46 s, full 207 s.
+EXPECTED_SECONDS = {"quick": 50, "full": 210}
 JOBS = 2
 COLORS = {"baseline": "tab:blue", "dac": "tab:red"}
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ..core.records import RunRecord
 
-#: Seconds on a 2-core CPU (one torch thread). Measured with other jobs on the box: quick 45 s wall (29 s of
-#: CPU), full 370 s wall at load 6 (159 s of CPU).
-EXPECTED_SECONDS = {"quick": 45, "full": 200}
+#: Measured on an idle 2-core CPU (`make demo` from a fresh clone; `attnlab tour --full`, model cached):
+#: quick 24 s, full 125 s.
+EXPECTED_SECONDS = {"quick": 30, "full": 130}
 
 #: A small backbone and budget: d_model 32, 1 layer, vocab 32, seq_len 4, 200 Adam steps x 2 restarts, m <= 64.
 _BASE = {"n_pairs": 16, "seq_len": 4, "vocab": 32, "n_classes": 8, "d_model": 32, "n_heads": 4, "n_layers": 1,
