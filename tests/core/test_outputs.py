@@ -1,6 +1,7 @@
 """Outputs never lose a file: refuse, overwrite whole, resume, and name the user's path on OS errors."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -58,19 +59,23 @@ def test_overwrite_only_replaces_an_output_of_the_same_kind(tmp_path):
     assert (data / "train.json").exists()
 
 
+def _write(kind: str, target: Path) -> None:
+    """Write an output of ``kind`` at ``target`` through the outputs API."""
+    if kind == "artifact":
+        with artifact_dir(target):
+            pass
+    elif kind == "run":
+        run_dir(target, {})
+    else:
+        atomic_write_text(output_file(target / "f.json"), "1")
+
+
 @pytest.mark.parametrize("kind", ["artifact", "run", "file"])
 def test_a_file_in_the_way_is_one_line(tmp_path, kind):
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
-    target = blocker / "sub" if kind != "artifact" else blocker
     with pytest.raises(AttnlabError) as e:
-        if kind == "artifact":
-            with artifact_dir(target):
-                pass
-        elif kind == "run":
-            run_dir(target, {})
-        else:
-            output_file(target / "f.json")
+        _write(kind, blocker if kind == "artifact" else blocker / "sub")
     assert "is a file" in str(e.value) and "\n" not in str(e.value)
     assert blocker.read_text() == "x"
 
@@ -129,13 +134,6 @@ def test_atomic_write_names_the_users_path_not_the_temporary_one(tmp_path):
 @pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs Linux sysfs, where mkdir fails even for root")
 @pytest.mark.parametrize("kind", ["artifact", "run", "file"])
 def test_an_unwritable_place_is_one_line_for_root_too(kind):
-    target = "/sys/attnlab-test/out"
     with pytest.raises(AttnlabError) as e:
-        if kind == "artifact":
-            with artifact_dir(target):
-                pass
-        elif kind == "run":
-            run_dir(target, {})
-        else:
-            atomic_write_text(target + "/x.json", "1")
+        _write(kind, Path("/sys/attnlab-test/out"))
     assert str(e.value).startswith("cannot write /sys/attnlab-test/out") and "\n" not in str(e.value)
