@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .atomic import _jsonable
+from .runtime import DTYPES
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,6 +51,15 @@ def add_out(p: argparse.ArgumentParser, default: str | None = None, required: bo
                    (f" (default {default})" if default else ""))
     p.add_argument("--overwrite", action="store_true",
                    help=f"replace an existing {what} (default: refuse; a resumable run resumes)")
+
+
+def add_device(p: argparse.ArgumentParser, dtype: bool = False) -> None:
+    """``--device`` (checked when the command runs, against what this machine has:
+    :func:`attnlab.core.runtime.choose_device`) and, where it makes sense, ``--dtype``."""
+    p.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default auto)")
+    if dtype:
+        p.add_argument("--dtype", default="float32", choices=DTYPES, help="model compute precision (default float32)")
 
 
 def out_folder(args: argparse.Namespace, what: str) -> contextlib.AbstractContextManager[Path | None]:

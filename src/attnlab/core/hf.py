@@ -106,15 +106,14 @@ def first_tensor(output):
 def load_model(spec: str | Path, dtype: str = "float32"):
     """The model of a packaged name (``smollm2``, ``minilm``) or a local HF directory, in eval mode.
     Causal families load with their LM head; encoders as the bare encoder."""
-    import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
+    from .runtime import torch_dtype
+
     hf_logging.disable_progress_bar()  # a sub-second "Loading weights" bar per model is noise on stderr
     path = checkpoint_dir(spec)
-    torch_dtype = getattr(torch, dtype, None)
-    if not isinstance(torch_dtype, torch.dtype):
-        raise AttnlabError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)")
+    dtype_ = torch_dtype(dtype)
     try:
         config = AutoConfig.from_pretrained(path)
     except (ValueError, OSError) as e:  # no model_type, unreadable config.json: the user's folder, not our bug
@@ -122,7 +121,7 @@ def load_model(spec: str | Path, dtype: str = "float32"):
         raise AttnlabError(f"{path}: not a loadable HF checkpoint ({first[:160]})") from None
     fam = family_of(config)  # refuse unsupported families before loading weights
     loader = AutoModelForCausalLM if fam.causal else AutoModel
-    return loader.from_pretrained(path, dtype=torch_dtype).eval()
+    return loader.from_pretrained(path, dtype=dtype_).eval()
 
 
 def load_tokenizer(spec: str | Path):

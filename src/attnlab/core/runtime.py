@@ -71,17 +71,53 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+#: What ``--device`` accepts (``cuda:N`` too); ``auto`` picks CUDA, then Apple's MPS, then the CPU.
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: What ``--dtype`` accepts: the model's compute precision (statistics that must be float64 stay float64).
+DTYPES = ("float32", "bfloat16", "float16")
+
+
 def choose_device(preference: str = "auto") -> str:
-    """'auto' picks cuda when available, else cpu; an explicit device that is absent is an error."""
+    """The torch device for ``preference`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``); asking for a
+    device this machine does not have is a one-line error naming the devices it has."""
     import torch
 
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
     if preference == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if preference.startswith("cuda") and not torch.cuda.is_available():
-        raise AttnlabError(f"device {preference!r} requested but no CUDA GPU is available (use --device cpu)")
-    if preference not in ("cpu",) and not preference.startswith("cuda"):
-        raise AttnlabError(f"unknown device {preference!r} (use auto, cpu or cuda[:N])")
+        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+    kind, _, index = preference.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise AttnlabError(f"unknown device {preference!r} (use auto, cpu, cuda, cuda:N or mps)")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise AttnlabError(f"device {preference!r} requested but no CUDA GPU is available (use --device cpu)")
+        if index and int(index) >= count:
+            raise AttnlabError(f"device {preference!r} requested but this machine has {count} CUDA GPU(s) "
+                               f"(use cuda:0 to cuda:{count - 1})")
+    if kind == "mps" and not has_mps:
+        raise AttnlabError("device 'mps' requested but Apple's MPS backend is not available (use --device cpu)")
     return preference
+
+
+def torch_dtype(name: str):
+    """The ``torch.dtype`` called ``name`` (one of :data:`DTYPES`), or a one-line error."""
+    import torch
+
+    if name not in DTYPES:
+        raise AttnlabError(f"unknown dtype {name!r} (use {', '.join(DTYPES)})")
+    return getattr(torch, name)
+
+
+def synchronize(device: str) -> None:
+    """Wait for the queued work on ``device`` (so that a timer measures the work, not its launch)."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    elif device == "mps":
+        torch.mps.synchronize()
 
 
 def package_version(name: str) -> str | None:

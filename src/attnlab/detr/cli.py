@@ -9,7 +9,7 @@ import contextlib
 import shlex
 from pathlib import Path
 
-from ..core.clikit import add_out, emit, nonneg_int, positive_float, positive_int, show_progress
+from ..core.clikit import add_device, add_out, emit, nonneg_int, positive_float, positive_int, show_progress
 from ..core.errors import AttnlabError
 from .variants import AUGMENTATIONS, CLS_LOSSES, DATASETS, O2M_BOX_SOURCES, describe
 
@@ -78,7 +78,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="most positives per object in the one-to-many assigner (default 6, the paper's)")
     p.add_argument("--no-shared-first-self-attn", action="store_true",
                    help="feed the C-decoder the raw queries instead of layer 0's self-attention output")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    add_device(p)
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
     p.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader worker processes (default 0)")
 
