@@ -102,3 +102,34 @@ def test_sweep_end_to_end(run_cli, tmp_path):
     assert rc == 0 and "mean loss" in stdout and (tmp_path / "plot" / "sweep.png").exists()
     assert (out / "record.json").read_bytes() == before  # -o leaves the sweep folder alone
     assert RunRecord.load(tmp_path / "plot" / "record.json").command == f"attnlab depth plot {out} -o {tmp_path}/plot"
+
+
+def _tiny_config(tmp_path) -> Path:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("budgets: [3000]\ndepths: [1, 2]\nseeds: [0]\ntokens: 192\nbatch_size: 4\n"
+                   "seq_len: 16\nhead_dim: 8\neval_tokens: 256\ntolerance: 0.2\nwarmup_steps: 1\n")
+    return cfg
+
+
+def test_sweep_cuda_without_cuda_is_one_line_and_writes_nothing(run_cli, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "out"
+    rc, stdout, err = run_cli("depth", "sweep", _tiny_config(tmp_path), "-o", out, "--device", "cuda")
+    assert rc == 2 and stdout == "" and err.count("\n") == 1 and "no CUDA GPU" in err, err
+    assert not out.exists()
+
+
+def test_sweep_bfloat16_on_cpu_records_device_and_dtype(run_cli, tmp_path):
+    out = tmp_path / "out"
+    rc, stdout, _ = run_cli("depth", "sweep", _tiny_config(tmp_path), "-o", out, "--device", "cpu",
+                            "--dtype", "bfloat16", "--json")
+    assert rc == 0 and json.loads(stdout)["models"] == 2
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {(r["device"], r["dtype"]) for r in rows} == {("cpu", "bfloat16")}
+    rec = RunRecord.load(out / "record.json")
+    assert rec.config["device"] == "cpu" and rec.config["dtype"] == "bfloat16"
+    assert rec.command.endswith("--dtype bfloat16")
+    rc, _, err = run_cli("depth", "sweep", _tiny_config(tmp_path), "-o", out, "--device", "cpu")
+    assert rc == 2 and "holds another depth sweep" in err  # float32 is another recipe than bfloat16

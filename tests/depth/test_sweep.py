@@ -33,7 +33,8 @@ def test_committed_config_loads_and_its_results_are_complete(tmp_path, monkeypat
     assert len(config.budgets) >= 3 and len(config.depths) >= 4 and len(config.seeds) >= 2
     assert len(sweep.grid(config)) == len(config.budgets) * len(config.depths) * len(config.seeds)
     copy = shutil.copytree(REPO / "docs/results/depth_sweep", tmp_path / "s")  # never write into the repo
-    monkeypatch.setattr(sweep, "train_one", lambda job, config: pytest.fail(f"{job['key']} is not in the results"))
+    monkeypatch.setattr(sweep, "train_one", lambda job, config, device="cpu": pytest.fail(f"{job['key']} is not in "
+                                                                                  "the results"))
     rows = run_sweep(config, copy, progress=False)
     assert len(rows) == len(sweep.grid(config)) and "resuming the depth sweep" in capsys.readouterr().err
 
@@ -51,6 +52,7 @@ def test_committed_config_loads_and_its_results_are_complete(tmp_path, monkeypat
     ("budgets: [1000]\ndepths: [1]\nweight_decay: 2\n", "weight_decay must be"),
     ("budgets: [1000]\ndepths: [1]\ntolerance: x\n", "tolerance must be"),
     ("budgets: [1000]\ndepths: [1]\ntext: 3\n", "text must be"),
+    ("budgets: [1000]\ndepths: [1]\ndtype: float16\n", "dtype must be one of float32, bfloat16"),
     ("- 1\n", "expected a mapping")])
 def test_bad_configs(tmp_path, text, message):
     path = tmp_path / "c.yaml"
@@ -67,7 +69,8 @@ def test_sweep_resumes_and_skips_done_lines(tmp_path, monkeypatch):
         f.write('{"key": "N6000-L1')
     calls = []
     real = sweep.train_one
-    monkeypatch.setattr(sweep, "train_one", lambda job, config: calls.append(job["key"]) or real(job, config))
+    monkeypatch.setattr(sweep, "train_one", lambda job, config, device="cpu": calls.append(job["key"])
+                        or real(job, config, device))
     rows = run_sweep(tiny(), out, progress=False)
     assert sorted(calls) == ["N6000-L1-s0", "N6000-L2-s0"]  # only the unfinished jobs ran
     keys = [r["key"] for r in read_jsonl(out / sweep.RESULTS)]
@@ -111,3 +114,13 @@ def test_analysis_best_depth_bootstrap_and_fit():
     assert analyze(_rows({(100, 1, 10): [2.0]}))["fit"] is None
     with pytest.raises(AttnlabError, match="no sweep results"):
         analyze([])
+
+
+def test_dtype_is_in_the_recipe_and_the_device_is_not(tmp_path):
+    assert "dtype" not in sweep.recipe(tiny())  # float32: folders from before dtype existed still resume
+    assert sweep.recipe(tiny(dtype="bfloat16"))["dtype"] == "bfloat16"
+    out = tmp_path / "s"
+    (row,) = run_sweep(tiny(budgets=[3000], depths=[1], dtype="bfloat16"), out, progress=False, device="cpu")
+    assert row["device"] == "cpu" and row["dtype"] == "bfloat16" and np.isfinite(row["heldout_loss"])
+    with pytest.raises(AttnlabError, match="holds another depth sweep"):
+        run_sweep(tiny(budgets=[3000], depths=[1]), out, progress=False)  # float32 is another recipe

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.clikit import add_out, emit, nonneg_int, out_folder, positive_int, show_progress, size
+from ..core.clikit import add_device, add_out, emit, nonneg_int, out_folder, positive_int, show_progress, size
 from ..core.errors import AttnlabError
 
 
@@ -70,7 +70,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     add_out(p, required=True, what="sweep folder")
     p.add_argument("--workers", type=positive_int, default=None, help="worker processes, 1 thread each")
     p.add_argument("--limit", type=positive_int, default=None, help="train at most this many new models")
-    p.set_defaults(func=_cmd_sweep)
+    add_device(p, dtype=True)  # the device is where it runs; the dtype is part of the recipe (config `dtype`)
+    p.set_defaults(func=_cmd_sweep, dtype=None)
 
     p = sub.add_parser("plot", parents=[common], help="analyse and plot a sweep folder",
                        description="Best depth per budget with bootstrap over seeds, the ln d* fit: summary.json, "
@@ -190,12 +191,19 @@ def _sweep_text(rec) -> str:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ..core.runtime import choose_device
     from .sweep import load_config, run_sweep, summarize
 
+    device = choose_device(args.device)  # before the folder is touched
     config = load_config(args.config)
+    if args.dtype is not None:  # --dtype overrides the config's dtype (default float32)
+        config = replace(config, dtype=args.dtype)
     run_sweep(config, args.out, workers=args.workers, progress=show_progress(args), limit=args.limit,
-              overwrite=args.overwrite, quiet=args.quiet)
-    rec = summarize(args.out, _command("sweep", args.config, "-o", args.out), args.seed)
+              overwrite=args.overwrite, quiet=args.quiet, device=device)
+    command = _command("sweep", args.config, "-o", args.out, *(["--dtype", args.dtype] if args.dtype else []))
+    rec = summarize(args.out, command, args.seed)
     emit(args, {"dir": str(Path(args.out)), **rec.metrics}, text=_sweep_text(rec))
     return 0
 

@@ -10,6 +10,7 @@ al. 2020, Sec. 4; fit a = 5.039, b = 0.0555).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing as mp
 import sys
@@ -33,6 +34,8 @@ RESULTS = "results.jsonl"
 CONFIG = "config.json"
 #: Fields that may grow between runs into the same directory (the grid); the rest must match.
 GRID_FIELDS = ("budgets", "depths", "seeds", "workers")
+#: Training precisions a sweep accepts (float16 would need loss scaling).
+SWEEP_DTYPES = ("float32", "bfloat16")
 
 
 @dataclass
@@ -53,6 +56,7 @@ class SweepConfig:
     tolerance: float = 0.1
     eval_tokens: int = 65_536
     workers: int = 1
+    dtype: str = "float32"  # training precision: float32, or bfloat16 autocast over float32 master weights
 
     def __post_init__(self) -> None:
         for name in ("budgets", "depths", "seeds"):
@@ -67,6 +71,9 @@ class SweepConfig:
         _require(self, "lr", _is_number, lambda v: 0 < v <= 1, "a learning rate in (0, 1]")
         _require(self, "weight_decay", _is_number, lambda v: 0 <= v <= 1, "a weight decay in [0, 1]")
         _require(self, "tolerance", _is_number, lambda v: 0 < v < 1, "a number in (0, 1)")
+        if self.dtype not in SWEEP_DTYPES:
+            raise AttnlabError(f"sweep config: dtype must be one of {', '.join(SWEEP_DTYPES)}, got {self.dtype!r}"
+                               " (float16 training needs loss scaling; use bfloat16)")
         if not isinstance(self.text, str) or not self.text:
             raise AttnlabError(f"sweep config: text must be a text source (builtin or a file), got {self.text!r}")
         if self.tokens < self.batch_size * self.seq_len:
@@ -204,7 +211,19 @@ def _lr_at(step: int, config: SweepConfig) -> float:
     return config.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
-def heldout_loss(model, tokens, seq_len: int, max_tokens: int, batch_size: int = 64) -> float:
+def _autocast(device: str, dtype: str):
+    """bfloat16 autocast on ``device`` (float32 master weights), or nothing for float32."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    import torch
+
+    from ..core.runtime import torch_dtype
+
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch_dtype(dtype))
+
+
+def heldout_loss(model, tokens, seq_len: int, max_tokens: int, batch_size: int = 64, device: str = "cpu",
+                 dtype: str = "float32") -> float:
     """Mean next-token cross-entropy (nats) over the first ``max_tokens`` held-out tokens, in windows."""
     import torch
 
@@ -213,25 +232,27 @@ def heldout_loss(model, tokens, seq_len: int, max_tokens: int, batch_size: int =
     y = tokens[1: n * seq_len + 1].view(n, seq_len)
     total = 0.0
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), _autocast(device, dtype):
         for i in range(0, n, batch_size):
-            _, loss = model(x[i:i + batch_size], y[i:i + batch_size])
+            _, loss = model(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device))
             total += loss.item() * len(x[i:i + batch_size])
     model.train()
     return total / n
 
 
-def train_one(job: dict[str, Any], config: SweepConfig) -> dict[str, Any]:
-    """Train one model of ``job``'s shape on ``config.tokens`` tokens; its result line (held-out loss etc.)."""
+def train_one(job: dict[str, Any], config: SweepConfig, device: str = "cpu") -> dict[str, Any]:
+    """Train one model of ``job``'s shape on ``config.tokens`` tokens on ``device`` (in ``config.dtype``);
+    its result line (held-out loss etc.). Batches are drawn on the CPU, so the data order is the device's."""
     import torch
 
-    from ..core.runtime import seed_everything
+    from ..core.runtime import seed_everything, synchronize
     from .model import GPT
 
     data = corpus(config.text)
     seed_everything(job["seed"])
     model = GPT(data.vocab, config.seq_len, job["depth"], job["width"], job["heads"])
     assert model.non_embedding_parameters() == job["non_embedding"]
+    model.to(device)  # float32 master weights whatever config.dtype (autocast computes in it)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -245,30 +266,33 @@ def train_one(job: dict[str, Any], config: SweepConfig) -> dict[str, Any]:
             group["lr"] = _lr_at(step, config)
         starts = torch.randint(0, last, (config.batch_size,), generator=gen)
         offs = starts[:, None] + torch.arange(config.seq_len + 1)
-        batch = data.train[offs]
-        _, loss = model(batch[:, :-1], batch[:, 1:])
+        batch = data.train[offs].to(device)
+        with _autocast(device, config.dtype):
+            _, loss = model(batch[:, :-1], batch[:, 1:])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         train_losses.append(loss.item())
+    synchronize(device)
     train_s = time.perf_counter() - t0
     tail = max(1, len(train_losses) // 10)
     return {**job, "vocab": data.vocab, "total_parameters": sum(p.numel() for p in model.parameters()),
             "tokens": config.steps * config.batch_size * config.seq_len, "steps": config.steps,
             "train_loss": float(np.mean(train_losses[-tail:])),
-            "heldout_loss": heldout_loss(model, data.heldout, config.seq_len, config.eval_tokens),
+            "heldout_loss": heldout_loss(model, data.heldout, config.seq_len, config.eval_tokens,
+                                         device=device, dtype=config.dtype),
             "train_seconds": round(train_s, 2), "tokens_per_second": round(config.steps * config.batch_size
                                                                             * config.seq_len / train_s, 1),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "device": device, "dtype": config.dtype}
 
 
-def _worker(args: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+def _worker(args: tuple[dict[str, Any], dict[str, Any], str]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)  # one thread per worker process: the box's cores are shared
-    job, config = args
-    return train_one(job, SweepConfig(**config))
+    job, config, device = args
+    return train_one(job, SweepConfig(**config), device)
 
 
 # ---------------------------------------------------------------- the resumable sweep
@@ -276,20 +300,24 @@ def _worker(args: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
 
 def recipe(config: SweepConfig) -> dict[str, Any]:
     """What every model of a sweep folder shares: the config without the grid (which may grow between
-    runs into the same folder) and the worker count (which changes speed, not results)."""
-    return {k: v for k, v in asdict(config).items() if k not in GRID_FIELDS}
+    runs into the same folder) and the worker count (which changes speed, not results). The device is not
+    in it either (a sweep started on the CPU resumes on a GPU); the dtype is, but only when it is not the
+    default float32, so that folders written before it existed still resume."""
+    return {k: v for k, v in asdict(config).items()
+            if k not in GRID_FIELDS and not (k == "dtype" and v == "float32")}
 
 
 def run_sweep(config: SweepConfig, out: str | Path, workers: int | None = None,
               progress: bool = True, limit: int | None = None,
               on_result: Callable[[dict[str, Any]], None] | None = None, overwrite: bool = False,
-              quiet: bool = False) -> list[dict[str, Any]]:
+              quiet: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
     """Train every job of ``config`` not yet in ``out/results.jsonl``, appending one line per model.
 
     ``out`` is a resumable run folder (:func:`attnlab.core.outputs.run_dir`): rerun with the same recipe it
     skips finished jobs (and trains the new ones when the grid grew); a folder holding another recipe is
     refused unless ``overwrite``, which starts it afresh. ``workers`` processes (1 torch thread each) train
-    in parallel; ``limit`` stops after that many new models. Returns all result lines for the config's grid.
+    in parallel, each on ``device`` (the caller's :func:`attnlab.core.runtime.choose_device`); ``limit`` stops
+    after that many new models. Returns all result lines for the config's grid.
     """
     from ..core.outputs import run_dir
 
@@ -307,7 +335,7 @@ def run_sweep(config: SweepConfig, out: str | Path, workers: int | None = None,
         bar = tqdm(total=len(jobs), initial=len(jobs) - len([j for j in jobs if j["key"] not in done]),
                    desc="depth sweep", unit="model", file=sys.stderr)
     cfg = asdict(config)
-    work = [(job, cfg) for job in pending]
+    work = [(job, cfg, device) for job in pending]
     results: Iterable[dict[str, Any]]
     pool = None
     if workers > 1 and len(work) > 1:
@@ -317,7 +345,7 @@ def run_sweep(config: SweepConfig, out: str | Path, workers: int | None = None,
         import torch
 
         torch.set_num_threads(1)  # as in the workers: on shared cores one thread is faster and steadier
-        results = (train_one(job, config) for job, _ in work)
+        results = (train_one(job, config, device) for job, _, _ in work)
     try:
         for row in results:
             append_jsonl(out / RESULTS, row)
@@ -418,6 +446,9 @@ def summarize(sweep_dir: str | Path, command: str, seed: int = 0, save_record: b
             config = json.loads((sweep_dir / CONFIG).read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise AttnlabError(f"{sweep_dir / CONFIG}: not valid JSON (rerun the sweep into a new folder)") from None
+    if isinstance(config, dict):  # the precision of the recipe; the device(s) the models were trained on
+        config.setdefault("dtype", "float32")  # rows written before devices existed were trained on the CPU
+        config["device"] = ", ".join(sorted({str(r.get("device", "cpu")) for r in rows}))
     summary = analyze(rows, seed=seed)
     atomic_write_json(out / "summary.json", summary)
     rec = RunRecord(name="depth-sweep", title="depth: fixed-budget depth sweep", command=command, seed=seed,
