@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from ..core.runtime import synchronize
 from .replace import replaced_layers
 
 
@@ -62,10 +63,12 @@ def kv_cache_bytes(shape: Shape, tokens: int, batch: int, replaced: int, bytes_p
 class _StepClock:
     """A logits processor that only notes the time: ``generate`` calls it once per new token."""
 
-    def __init__(self):
+    def __init__(self, device: str = "cpu"):
         self.times: list[float] = []
+        self.device = device
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        synchronize(self.device)  # the token's work done, not only queued
         self.times.append(time.perf_counter())
         return scores
 
@@ -77,7 +80,9 @@ def decode(model, ids: torch.Tensor, steps: int) -> tuple[torch.Tensor, float, f
     time is measured between consecutive tokens."""
     from transformers import LogitsProcessorList
 
-    clock = _StepClock()
+    device = str(ids.device)
+    clock = _StepClock(device)
+    synchronize(device)
     start = time.perf_counter()
     out = model.generate(ids, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, use_cache=True,
                          pad_token_id=0, logits_processor=LogitsProcessorList([clock]))
@@ -99,7 +104,7 @@ def bench_pair(model, reference, prompt_lengths: list[int], batch_sizes: list[in
     rows = []
     for batch, length in tqdm([(b, n) for b in batch_sizes for n in prompt_lengths], desc="nbl bench",
                               unit="shape", disable=not progress):
-        ids = torch.randint(0, shape.vocab, (batch, length), generator=g)
+        ids = torch.randint(0, shape.vocab, (batch, length), generator=g).to(reference.device)
         times = {"model": {"prefill": [], "decode": []}, "reference": {"prefill": [], "decode": []}}
         for m in (model, reference):  # warm-up
             m(input_ids=ids, use_cache=False)

@@ -11,7 +11,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from ..core.clikit import add_out, emit, nonneg_int, out_folder, positive_int, show_progress
+from ..core.clikit import add_device, add_out, emit, nonneg_int, out_folder, positive_int, show_progress
 from ..core.errors import AttnlabError
 from .registry import METHODS, SELECTORS, Calibration, Config, choice_help
 
@@ -76,12 +76,14 @@ def register(subparsers, common) -> None:
     c.add_argument("model", help="packaged model name (smollm2, minilm) or a local HF checkpoint directory")
     _calibration_flags(c, stats=False)
     add_out(c, what="statistics file (default: the cache; a partial file resumes)")
+    add_device(c, dtype=True)
 
     r = _add(sub, "rank", common, "score every layer with every selector",
              "attnlab nbl rank smollm2 --json", cmd_rank)
     r.add_argument("model", help="packaged model name (smollm2, minilm) or a local HF checkpoint directory")
     _calibration_flags(r)
     add_out(r, what="record folder (DIR/record.json and DIR/nbl_scores.png; default: write nothing)")
+    add_device(r, dtype=True)
 
     a = _add(sub, "apply", common, "replace the k best layers and save the model",
              "attnlab nbl apply smollm2 --layers 8 --selector cca -o out/smollm2-nbl8", cmd_apply)
@@ -97,6 +99,7 @@ def register(subparsers, common) -> None:
                    help="never replace these layers (e.g. --keep 0)")
     _calibration_flags(a)
     add_out(a, required=True, what="model folder (with its record.json)")
+    add_device(a, dtype=True)
 
     m = _add(sub, "compare", common, "held-out perplexity of several configurations at several k",
              "attnlab nbl compare smollm2 --layers 4 8 --configs nbl/cca drop/cosine -o runs/nbl-compare",
@@ -110,6 +113,7 @@ def register(subparsers, common) -> None:
     _calibration_flags(m)
     add_out(m, what="run folder (rows.jsonl resumes; record.json and nbl_perplexity.png at the end; default: "
                     "write nothing)")
+    add_device(m, dtype=True)
 
     e = _add(sub, "eval", common, "held-out perplexity and agreement with the original",
              "attnlab nbl eval out/smollm2-nbl8 --against smollm2 --json", cmd_eval)
@@ -125,6 +129,7 @@ def register(subparsers, common) -> None:
     e.add_argument("--lm-eval-include", metavar="DIR", help="a directory of your own lm-eval task YAMLs")
     e.add_argument("--lm-eval-limit", type=positive_int, metavar="N", help="at most N examples per task")
     add_out(e, what="record folder (DIR/record.json; default: write nothing)")
+    add_device(e, dtype=True)
 
     b = _add(sub, "bench", common, "prefill and cached-decode throughput vs the original",
              "attnlab nbl bench out/smollm2-nbl8 --against smollm2 --json", cmd_bench)
@@ -136,6 +141,7 @@ def register(subparsers, common) -> None:
     b.add_argument("--decode-tokens", type=positive_int, default=16, help="timed decode steps (default 16)")
     b.add_argument("--repeats", type=positive_int, default=3, help="interleaved repeats, median kept (default 3)")
     add_out(b, what="record folder (DIR/record.json; default: write nothing)")
+    add_device(b, dtype=True)
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -154,6 +160,13 @@ def _command(args: argparse.Namespace) -> str:
                 values = value if isinstance(value, list) else [value]
                 words += [action.option_strings[0], *(getattr(v, "label", str(v)) for v in values)]
     return shlex.join(words)
+
+
+def _device(args: argparse.Namespace) -> str:
+    """The device of ``--device``, checked first: a device this machine lacks is refused before anything runs."""
+    from ..core.runtime import choose_device
+
+    return choose_device(args.device)
 
 
 def _record(args: argparse.Namespace, title: str, config: dict):
@@ -182,8 +195,9 @@ def _stats_target(args: argparse.Namespace) -> tuple[Path | None, bool]:
 def cmd_collect(args) -> int:
     from .session import Session
 
+    device = _device(args)
     path, fresh = _stats_target(args)
-    s = Session.open(args.model)
+    s = Session.open(args.model, device, args.dtype)
     stats, _ = s.stats(_calibration(args), path, progress=show_progress(args), quiet=args.quiet, fresh=fresh)
     emit(args, {"stats": stats.meta["path"], "layers": len(stats.layers), "tokens": stats.tokens,
                 "fingerprint": stats.fingerprint},
@@ -196,13 +210,15 @@ def cmd_rank(args) -> int:
     from .report import add_rank
     from .session import Session
 
+    device = _device(args)
     with out_folder(args, "nbl rank") as folder:
-        s = Session.open(args.model)
+        s = Session.open(args.model, device, args.dtype)
         stats, _ = s.stats(_calibration(args), args.stats, progress=show_progress(args), quiet=args.quiet)
         rows = rank_table(stats)
         if folder is not None:
             rec = _record(args, f"per-layer scores of {args.model}",
-                          {"model": args.model, "calibration": stats.meta.get("calibration")})
+                          {"model": args.model, "calibration": stats.meta.get("calibration"), "device": device,
+                           "dtype": args.dtype})
             add_rank(rec, rows, folder, rec.command, args.model)
             rec.save(folder / "record.json")
     if args.json:
@@ -221,8 +237,9 @@ def cmd_apply(args) -> int:
     from .pipeline import check_request, linearize
     from .session import Session
 
+    device = _device(args)
     with artifact_dir(args.out, args.overwrite, what=KIND) as folder:
-        s = Session.open(args.model)
+        s = Session.open(args.model, device, args.dtype)
         check_request(len(decoder_layers(s.model)), args.layers, tuple(args.keep))  # before minutes of statistics
         stats, blocks = s.stats(_calibration(args), args.stats, progress=show_progress(args), quiet=args.quiet)
         layers, maps = linearize(s.model, stats, args.layers, args.selector, args.method, args.ridge,
@@ -233,7 +250,8 @@ def cmd_apply(args) -> int:
                 "base_model": args.model, "base_fingerprint": s.fingerprint, "seed": args.seed,
                 "calibration": stats.meta.get("calibration")}
         write(folder, s.checkpoint, maps, info)
-        rec = _record(args, f"{args.method} in {len(layers)} layers of {args.model}", info)
+        rec = _record(args, f"{args.method} in {len(layers)} layers of {args.model}",
+                      {**info, "device": device, "dtype": args.dtype})
         rec.metrics.update({f"fitted_nmse_layer{m.layer}": m.nmse for m in maps})
         rec.add_table("Replaced layers", ["layer", "replaced by", "calibration NMSE"],
                       [[i, args.method, next((m.nmse for m in maps if m.layer == i), None)] for i in sorted(layers)])
@@ -253,12 +271,14 @@ def cmd_compare(args) -> int:
     from .report import add_perplexity
     from .session import Session
 
+    device = _device(args)
     config = {"model": args.model, "calibration": _calibration(args).to_dict(), "heldout_tokens": args.heldout_tokens,
-              "ks": args.layers, "configs": [c.label for c in args.configs], "seed": args.seed}
+              "ks": args.layers, "configs": [c.label for c in args.configs], "seed": args.seed, "device": device,
+              "dtype": args.dtype}
     folder = None
     if args.out is not None:
         folder, _ = run_dir(args.out, config, args.overwrite, what="nbl compare", quiet=args.quiet)
-    s = Session.open(args.model)
+    s = Session.open(args.model, device, args.dtype)
     for c in args.configs:  # every request checked before minutes of statistics
         for k in args.layers:
             check_request(len(decoder_layers(s.model)), k, c.keep)
@@ -281,9 +301,10 @@ def cmd_eval(args) -> int:
     from .evaluate import evaluate_pair
     from .lmeval import run_tasks, task_manager
 
+    device = _device(args)
     manager = task_manager(args.lm_eval, args.lm_eval_include) if args.lm_eval else None
     with out_folder(args, "nbl eval") as folder:
-        model, ref = _pair(args.model, args.against)
+        model, ref = _pair(args.model, args.against, device, args.dtype)
         result = evaluate_pair(model, ref, args.data, args.tokens, args.seq_len, args.batch_size, args.greedy_tokens,
                                progress=show_progress(args))
         if manager is not None:
@@ -292,7 +313,8 @@ def cmd_eval(args) -> int:
                                  for name, s in (("model", model), ("reference", ref))}
         if folder is not None:
             rec = _record(args, f"{args.model} against {args.against}",
-                          {"model": args.model, "against": args.against, "heldout": result["heldout"]})
+                          {"model": args.model, "against": args.against, "heldout": result["heldout"],
+                           "device": device, "dtype": args.dtype})
             rec.metrics.update({k: v for k, v in result.items() if isinstance(v, (int, float))})
             rec.add_table(f"{args.model} against {args.against} on held-out text", ["metric", "value"],
                           [[k, v] for k, v in rec.metrics.items()])
@@ -305,22 +327,24 @@ def cmd_bench(args) -> int:
     from .bench import bench_pair
     from .report import add_speed
 
+    device = _device(args)
     with out_folder(args, "nbl bench") as folder:
-        model, ref = _pair(args.model, args.against)
+        model, ref = _pair(args.model, args.against, device, args.dtype)
         result = bench_pair(model.model, ref.model, args.prompt_lengths, args.batch_sizes, args.decode_tokens,
                             args.repeats, seed=args.seed, progress=show_progress(args))
         if folder is not None:
             rec = _record(args, f"speed of {args.model} against {args.against}",
                           {"model": args.model, "against": args.against, "prompt_lengths": args.prompt_lengths,
                            "batch_sizes": args.batch_sizes, "decode_tokens": args.decode_tokens,
-                           "repeats": args.repeats, "threads": result["threads"]})
+                           "repeats": args.repeats, "threads": result["threads"], "device": device,
+                           "dtype": args.dtype})
             add_speed(rec, result, rec.command)
             rec.save(folder / "record.json")
     emit(args, result, text=result["table"])
     return 0
 
 
-def _pair(candidate: str, against: str):
+def _pair(candidate: str, against: str, device: str = "cpu", dtype: str = "float32"):
     """Sessions for the (possibly linearized) candidate and the original."""
     from .io import linearize_loaded, read_info
     from .session import Session
@@ -328,8 +352,8 @@ def _pair(candidate: str, against: str):
     linearized = (Path(candidate) / "nbl.json").exists()
     if linearized:
         read_info(candidate)  # a damaged nbl.json is refused before any model loads
-    ref = Session.open(against)
-    cand = Session.open(candidate)
+    ref = Session.open(against, device, dtype)
+    cand = Session.open(candidate, device, dtype)
     if linearized:
         linearize_loaded(cand.model, candidate)
     if cand.model.config.model_type != ref.model.config.model_type:

@@ -51,8 +51,8 @@ def greedy_agreement(model, reference, prompts: torch.Tensor, new_tokens: int = 
     """Greedy continuations of each prompt row by both models: the mean share of positions that match,
     and the mean length of the common prefix as a share of ``new_tokens``."""
     kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
-    a = model.generate(prompts, **kw)[:, prompts.shape[1]:]
-    b = reference.generate(prompts, **kw)[:, prompts.shape[1]:]
+    a = model.generate(prompts.to(model.device), **kw)[:, prompts.shape[1]:].cpu()
+    b = reference.generate(prompts.to(reference.device), **kw)[:, prompts.shape[1]:].cpu()
     same = (a == b).float()
     prefix = same.cumprod(dim=1).sum(dim=1)
     return {"greedy_match": float(same.mean()), "greedy_prefix": float(prefix.mean() / new_tokens)}

@@ -17,11 +17,13 @@ from .registry import METHODS
 
 
 class LinearAttention(nn.Module):
-    """Token-wise affine stand-in for self-attention: returns (W x + b, None) like an attention module."""
+    """Token-wise affine stand-in for self-attention: returns (W x + b, None) like an attention module.
+    The map is held (and runs) in ``weight``'s dtype on ``weight``'s device."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
         super().__init__()
-        self.linear = nn.Linear(weight.shape[1], weight.shape[0], bias=True)
+        self.linear = nn.Linear(weight.shape[1], weight.shape[0], bias=True, device=weight.device,
+                                dtype=weight.dtype)
         with torch.no_grad():
             self.linear.weight.copy_(weight)
             self.linear.bias.copy_(bias)
@@ -50,8 +52,10 @@ def apply(model, maps: list[AffineMap] | None = None, method: str = "nbl", layer
     param = next(model.parameters())
     if method == "nbl":
         for m in maps:
-            module = LinearAttention(torch.from_numpy(np.asarray(m.weight)), torch.from_numpy(np.asarray(m.bias)))
-            replace_attention(model, m.layer, module.to(device=param.device, dtype=param.dtype))
+            # the float64 fit rounded once, straight to the model's dtype, on the model's device
+            weight, bias = (torch.from_numpy(np.asarray(v)).to(device=param.device, dtype=param.dtype)
+                            for v in (m.weight, m.bias))
+            replace_attention(model, m.layer, LinearAttention(weight, bias))
     else:
         for i in targets:
             replace_attention(model, i, DroppedAttention())

@@ -47,13 +47,18 @@ class Session:
     model: object
     tokenizer: object
     fingerprint: str
+    #: the torch device the model runs on and its compute dtype (``--device`` / ``--dtype``); the dtype is in
+    #: the model's config, hence in its fingerprint, so statistics of one dtype are never reused for another
+    device: str = "cpu"
+    dtype: str = "float32"
     #: (calibration, path) -> (statistics, blocks) already loaded or collected in this process
     loaded: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, spec: str) -> Session:
-        model = load_model(spec)
-        return cls(str(spec), model, load_tokenizer(spec), fingerprint(model))
+    def open(cls, spec: str, device: str = "cpu", dtype: str = "float32") -> Session:
+        """``spec`` loaded in ``dtype`` on ``device`` (a string :func:`~attnlab.core.runtime.choose_device` gave)."""
+        model = load_model(spec, dtype).to(device)
+        return cls(str(spec), model, load_tokenizer(spec), fingerprint(model), device, dtype)
 
     @property
     def checkpoint(self) -> Path:
