@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core.clikit import add_out, emit, nonneg_int, out_folder, positive_int, show_progress
+from ..core.clikit import add_device, add_out, emit, nonneg_int, out_folder, positive_int, show_progress
 from .settings import DEFAULTS, METHODS, SETTINGS
 
 #: Settings the PEFT search does not use (its model is loaded or built as a Llama, without generation steps).
@@ -84,6 +84,7 @@ def register(subparsers, common) -> None:
                                    "memorizing probe's accuracy and steps, and every probe.",
                        epilog="Example: attnlab memorize search --n-pairs 64 --seq-len 8 --gen-steps 2 -o runs/search")
     _add_settings(p)
+    add_device(p, dtype=True)
     p.add_argument("-o", "--out", default=None, help="write the run record (record.json) into this folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing record folder (default: refuse)")
     p.set_defaults(func=_cmd_search)
@@ -96,6 +97,7 @@ def register(subparsers, common) -> None:
     add_out(p, required=True, what="sweep folder")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="worker processes, 1 thread each (default: the config's)")
+    add_device(p, dtype=True)
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("plot", parents=[common], help="plots, fits and a run record for a sweep folder",
@@ -117,9 +119,22 @@ def register(subparsers, common) -> None:
     p.add_argument("--token-offset", type=nonneg_int, default=0,
                    help="add this to every data token id (skip special tokens of a real vocabulary)")
     _add_settings(p, skip=_NOT_PEFT)
+    add_device(p, dtype=True)
     p.add_argument("-o", "--out", default=None, help="write the run record (record.json) into this folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing record folder (default: refuse)")
     p.set_defaults(func=_cmd_peft)
+
+
+def _device(args: argparse.Namespace) -> tuple[str, Any]:
+    """(device, torch dtype) of a command, decided first: a device this machine lacks is a one-line error
+    before anything is built or written."""
+    from ..core.runtime import choose_device, torch_dtype
+
+    return choose_device(args.device), torch_dtype(args.dtype)
+
+
+def _device_argv(args: argparse.Namespace) -> list[str]:
+    return ["--device", args.device, "--dtype", args.dtype]
 
 
 def _progress_probe(probe, desc: str, enabled: bool):
@@ -171,18 +186,21 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from .search import backbone_probe, search_min_length
     from .sweep import build
 
+    device, dtype = _device(args)
     settings = _settings(args)
     data, cfg, tune = build(settings)
     with out_folder(args, "memorize search") as out:
-        probe, bar = _progress_probe(backbone_probe(Backbone(cfg), data, settings["gen_steps"], tune,
+        probe, bar = _progress_probe(backbone_probe(Backbone(cfg).to(device, dtype), data, settings["gen_steps"], tune,
                                                     settings["seed"]), "memorize search", show_progress(args))
         res = search_min_length(probe, settings["m_max"], settings["restarts"], settings["m_start"])
         bar.close()
-        result = {**res.to_dict(), "trainable_params": res.m_star and res.m_star * cfg.d_model, "settings": settings}
+        result = {**res.to_dict(), "trainable_params": res.m_star and res.m_star * cfg.d_model, "settings": settings,
+                  "device": device, "dtype": args.dtype}
         if out is not None:
-            command = shlex.join(["attnlab", "memorize", "search", *_setting_argv(settings)])
+            command = shlex.join(["attnlab", "memorize", "search", *_setting_argv(settings), *_device_argv(args)])
             _save_record(out, "memorize-search", f"memorize: m* for n_pairs={settings['n_pairs']}, "
-                         f"seq_len={settings['seq_len']}", command, settings["seed"], result, settings)
+                         f"seq_len={settings['seq_len']}", command, settings["seed"], result,
+                         {**settings, "device": device, "dtype": args.dtype})
     if args.out is not None:
         result["record"] = str(Path(args.out) / "record.json")
     _report(args, result)
@@ -193,9 +211,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from .plots import sweep_record
     from .sweep import load_config, run_sweep
 
+    device, _ = _device(args)
     rows = run_sweep(load_config(args.config), args.out, workers=args.workers, progress=show_progress(args),
-                     overwrite=args.overwrite, quiet=args.quiet)
-    command = shlex.join(["attnlab", "memorize", "sweep", args.config, "-o", args.out, "--seed", str(args.seed)])
+                     overwrite=args.overwrite, quiet=args.quiet, device=device, dtype=args.dtype)
+    command = shlex.join(["attnlab", "memorize", "sweep", args.config, "-o", args.out, "--seed", str(args.seed),
+                          *_device_argv(args)])
     rec = sweep_record(Path(args.out), seed=args.seed, command=command)
     path = rec.save(Path(args.out) / "record.json")
     figures = [f.path for f in rec.figures]
@@ -220,20 +240,24 @@ def _cmd_peft(args: argparse.Namespace) -> int:
     from .peft_adapter import PeftMemorizeConfig, load_model, peft_search
     from .sweep import build
 
+    device, dtype = _device(args)
     settings = _settings(args)
     data, _, tune = build(settings)
     cfg = PeftMemorizeConfig(method=args.method, lr=tune.lr, clip=tune.clip, max_steps=tune.max_steps,
                              token_offset=args.token_offset)
     with out_folder(args, "memorize peft") as out:
-        model = load_model(args.model, settings, seed=args.seed)
+        model = load_model(args.model, settings, seed=args.seed).to(device, dtype)
         res = peft_search(model, data, cfg, m_max=settings["m_max"], restarts=settings["restarts"], seed=args.seed,
                           progress=show_progress(args), m_start=settings["m_start"])
-        result = {**res.to_dict(), "model": args.model, "method": args.method, "settings": settings}
+        result = {**res.to_dict(), "model": args.model, "method": args.method, "settings": settings,
+                  "device": device, "dtype": args.dtype}
         if out is not None:
             command = shlex.join(["attnlab", "memorize", "peft", "--model", args.model, "--method", args.method,
-                                  "--token-offset", str(args.token_offset), *_setting_argv(settings, _NOT_PEFT)])
+                                  "--token-offset", str(args.token_offset), *_setting_argv(settings, _NOT_PEFT),
+                                  *_device_argv(args)])
             config = {"model": args.model, "method": args.method, "token_offset": args.token_offset,
-                      **{k: v for k, v in settings.items() if k not in _NOT_PEFT}}
+                      **{k: v for k, v in settings.items() if k not in _NOT_PEFT}, "device": device,
+                      "dtype": args.dtype}
             _save_record(out, "memorize-peft", f"memorize: m* through peft {args.method} tuning of {args.model}",
                          command, args.seed, result, config)
     if args.out is not None:

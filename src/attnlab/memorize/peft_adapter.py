@@ -63,8 +63,10 @@ def fit_peft_prompt(model, data: MemorizeData, m: int, config: PeftMemorizeConfi
 
 def _fit(peft_model, data: MemorizeData, m: int, config: PeftMemorizeConfig, seed: int) -> tuple[FitResult, int]:
     params = [p for p in peft_model.parameters() if p.requires_grad]
-    input_ids = data.tokens + config.token_offset
-    targets = torch.where(data.targets == IGNORE, data.targets, data.targets + config.token_offset)
+    device = peft_model.get_input_embeddings().weight.device  # the data goes where the model is
+    input_ids = data.tokens.to(device) + config.token_offset
+    tokens = data.targets.to(device)
+    targets = torch.where(tokens == IGNORE, tokens, tokens + config.token_offset)
     L = data.seq_len
     # prompt tuning also returns logits at the m virtual positions: keep the last seq_len
     run = train_until_exact(params, lambda: peft_model(input_ids=input_ids).logits[:, -L:], targets, config)

@@ -150,6 +150,10 @@ def sweep_record(sweep_dir: str | Path, seed: int = 0, n_boot: int = 2000, fig_d
     """A run record (metrics, tables, figures) for a sweep directory; ``command`` reproduces it (default:
     the ``attnlab memorize plot`` of this directory)."""
     config = load_config(check_sweep_dir(sweep_dir) / "config.yaml")
+    for key in ("device", "dtype"):  # what the searches ran on (logs from before they were recorded: absent)
+        seen = sorted({str(r[key]) for r in results(sweep_dir) if key in r})
+        if seen:
+            config = {**config, key: ", ".join(seen)}
     rec = RunRecord(name="memorize", title="memorize: minimal soft-prompt length for exact memorization",
                     command=command or f"attnlab memorize plot {sweep_dir} --n-boot {n_boot} --seed {seed}",
                     seed=seed, config=config)

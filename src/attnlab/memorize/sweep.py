@@ -6,7 +6,9 @@ Rerunning the same config into it resumes: finished points are skipped and the p
 unfinished one are replayed, so an interruption loses at most the probe in flight. Another config is refused
 (``overwrite`` replaces the folder). Lines of the log that are valid JSON but not a probe or a result are
 reported once and skipped. Points run in worker processes with one torch thread each (measured: two
-intra-op threads on two shared cores are slower than one).
+intra-op threads on two shared cores are slower than one), each on the sweep's device and dtype (recorded in
+every result line; a dtype other than float32 is part of the folder's identity, so it is not mixed into a
+float32 sweep).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import yaml
 from ..core.atomic import append_jsonl, atomic_write_text, read_jsonl
 from ..core.errors import AttnlabError, require
 from ..core.outputs import run_dir
+from ..core.runtime import torch_dtype
 from .backbone import Backbone, BackboneConfig
 from .data import MemorizeData, make_data
 from .search import backbone_probe, search_min_length
@@ -146,8 +149,10 @@ def read_log(log_path: str | Path, report: bool = True) -> list[dict[str, Any]]:
     return good
 
 
-def run_point(settings: dict[str, Any], log_path: str | Path) -> dict[str, Any]:
-    """Search m* for one point, appending each probe to ``log_path`` and replaying probes logged before."""
+def run_point(settings: dict[str, Any], log_path: str | Path, device: str = "cpu",
+              dtype: str = "float32") -> dict[str, Any]:
+    """Search m* for one point on ``device`` in ``dtype``, appending each probe to ``log_path`` and replaying
+    probes logged before."""
     pid = point_id(settings)
     logged = read_log(log_path, report=False)
     finished = [r for r in logged if r["kind"] == "result" and r["point"] == pid]
@@ -155,7 +160,8 @@ def run_point(settings: dict[str, Any], log_path: str | Path) -> dict[str, Any]:
         return finished[0]
     done = {(r["m"], r["restart"]): r for r in logged if r["kind"] == "probe" and r["point"] == pid}
     data, cfg, tune = build(settings)
-    fresh = backbone_probe(Backbone(cfg), data, settings["gen_steps"], tune, settings["seed"])
+    fresh = backbone_probe(Backbone(cfg).to(device, torch_dtype(dtype)), data, settings["gen_steps"], tune,
+                           settings["seed"])
 
     def probe(m: int, restart: int) -> dict[str, Any]:
         if (m, restart) in done:
@@ -168,7 +174,8 @@ def run_point(settings: dict[str, Any], log_path: str | Path) -> dict[str, Any]:
     result = {"kind": "result", "point": pid, "settings": settings, "m_star": res.m_star,
               "exact_accuracy": res.exact_accuracy, "steps": res.steps, "n_probes": len(res.probes),
               "probe_seconds": round(sum(p["seconds"] for p in res.probes), 3),
-              "trainable_params": None if res.m_star is None else res.m_star * settings["d_model"]}
+              "trainable_params": None if res.m_star is None else res.m_star * settings["d_model"],
+              "device": device, "dtype": dtype}
     append_jsonl(log_path, result)
     return result
 
@@ -179,31 +186,35 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _run_point_job(job: tuple[dict[str, Any], str]) -> dict[str, Any]:
+def _run_point_job(job: tuple[dict[str, Any], str, str, str]) -> dict[str, Any]:
     return run_point(*job)
 
 
-def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+def run_identity(config: dict[str, Any], dtype: str = "float32") -> dict[str, Any]:
     """What makes two sweeps the same run (the folder's marker): the config without ``workers``, which
-    changes how fast the points run, not what they give."""
-    return {k: v for k, v in config.items() if k != "workers"}
+    changes how fast the points run, not what they give, plus the dtype when it is not float32 (so folders
+    of float32 sweeps keep their marker)."""
+    return {**{k: v for k, v in config.items() if k != "workers"}, **({} if dtype == "float32" else {"dtype": dtype})}
 
 
 def run_sweep(config: dict[str, Any], out_dir: str | Path, workers: int | None = None, progress: bool = True,
-              overwrite: bool = False, quiet: bool = False) -> list[dict[str, Any]]:
-    """Run (or resume) every point of ``config`` into the run folder ``out_dir``; returns all result lines.
+              overwrite: bool = False, quiet: bool = False, device: str = "cpu",
+              dtype: str = "float32") -> list[dict[str, Any]]:
+    """Run (or resume) every point of ``config`` into the run folder ``out_dir`` on ``device`` (a device
+    :func:`attnlab.core.runtime.choose_device` gave) in ``dtype``, in every worker; returns all result lines.
 
     The config and every point's settings are checked before the folder is touched. The same config resumes
     (one stderr line unless ``quiet``); a folder holding another config is refused unless ``overwrite``."""
     import torch
     from tqdm import tqdm
 
+    torch_dtype(dtype)  # an unknown dtype fails here, before the folder is touched
     points = expand(config)
     todo: dict[str, dict[str, Any]] = {}
     for settings in itertools.chain.from_iterable(points.values()):
         build(settings)  # impossible settings fail here, in one line, before any work starts
         todo.setdefault(point_id(settings), settings)
-    out_dir, resuming = run_dir(out_dir, run_identity(config), overwrite, what=RUN_KIND, quiet=quiet)
+    out_dir, resuming = run_dir(out_dir, run_identity(config, dtype), overwrite, what=RUN_KIND, quiet=quiet)
     if not resuming:
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     log = out_dir / LOG
@@ -218,14 +229,14 @@ def run_sweep(config: dict[str, Any], out_dir: str | Path, workers: int | None =
         _init_worker()
         try:
             for settings in jobs:
-                run_point(settings, log)
+                run_point(settings, log, device, dtype)
                 bar.update()
         finally:
             torch.set_num_threads(threads)  # the caller's (e.g. the tour's next section's) threads
     else:
         os.environ["OMP_NUM_THREADS"] = "1"
         with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-            for _ in pool.imap_unordered(_run_point_job, [(s, str(log)) for s in jobs]):
+            for _ in pool.imap_unordered(_run_point_job, [(s, str(log), device, dtype) for s in jobs]):
                 bar.update()
     bar.close()
     return results(out_dir)

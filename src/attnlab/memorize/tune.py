@@ -93,15 +93,19 @@ def fit_prompt(backbone: Backbone, data: MemorizeData, m: int, gen_steps: int = 
             "generation steps read the answer at the last position: use target='last' with gen_steps > 0")
     require(int(data.targets.max()) < backbone.cfg.n_classes,
             f"labels go up to {int(data.targets.max())} but the backbone reads out {backbone.cfg.n_classes} classes")
+    # drawn on the CPU (the same prompt on every device), then put where the backbone is, in its dtype
+    weight = backbone.wte.weight
     g = torch.Generator().manual_seed(seed)
-    prompt = (torch.randn(m, backbone.d_model, generator=g) * config.prompt_init_std).requires_grad_(True)
+    prompt = (torch.randn(m, backbone.d_model, generator=g) * config.prompt_init_std).to(weight.device, weight.dtype)
+    prompt.requires_grad_(True)
+    tokens, all_targets = data.tokens.to(weight.device), data.targets.to(weight.device)
     if forward is None:
-        inputs = backbone.input_states(data.tokens)
-        last_only = bool((data.targets[:, :-1] == IGNORE).all())
-        targets = data.targets[:, -1:] if last_only else data.targets
+        inputs = backbone.input_states(tokens)
+        last_only = bool((all_targets[:, :-1] == IGNORE).all())
+        targets = all_targets[:, -1:] if last_only else all_targets
         run = train_until_exact([prompt], lambda: backbone(prompt, inputs, gen_steps, last_only), targets, config)
     else:
-        run = train_until_exact([prompt], lambda: forward(prompt, data.tokens, gen_steps), data.targets, config)
+        run = train_until_exact([prompt], lambda: forward(prompt, tokens, gen_steps), all_targets, config)
     return FitResult(m=m, seed=seed, prompt=prompt.detach(), **run)
 
 
