@@ -273,11 +273,11 @@ def cmd_compare(args) -> int:
 
     device = _device(args)
     config = {"model": args.model, "calibration": _calibration(args).to_dict(), "heldout_tokens": args.heldout_tokens,
-              "ks": args.layers, "configs": [c.label for c in args.configs], "seed": args.seed, "device": device,
-              "dtype": args.dtype}
+              "ks": args.layers, "configs": [c.label for c in args.configs], "seed": args.seed, "dtype": args.dtype}
     folder = None
-    if args.out is not None:
+    if args.out is not None:  # the device is a runtime choice: a comparison started on a CPU resumes on a GPU
         folder, _ = run_dir(args.out, config, args.overwrite, what="nbl compare", quiet=args.quiet)
+    config["device"] = device
     s = Session.open(args.model, device, args.dtype)
     for c in args.configs:  # every request checked before minutes of statistics
         for k in args.layers:
