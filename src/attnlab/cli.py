@@ -74,20 +74,18 @@ def _cmd_tour(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .core.outputs import output_file
-    from .core.records import find_records
-    from .core.report import summary_path, write_report
+    from .core.records import UNREADABLE, find_records
+    from .core.report import page_path, summary_path, write_report
 
     records = [r for path in args.paths for r in find_records(path)]
     if not records:
         raise AttnlabError(f"no attnlab run records found under {', '.join(args.paths)}")
-    html_path = Path(args.out) if args.out.endswith(".html") else Path(args.out) / "index.html"
+    html_path = page_path(args.out)
     output_file(html_path, args.overwrite)
     output_file(summary_path(html_path), args.overwrite)
     for _, rec in records:
-        if rec.status == "failed" and rec.title.startswith("unreadable record"):
+        if rec.status == "failed" and rec.title.startswith(UNREADABLE):
             print(f"attnlab: warning: {rec.error}", file=sys.stderr)
     out = write_report(records, html_path)
     emit(args, {"report": str(out), "records": len(records)}, text=f"report written to {out} ({len(records)} records)")

@@ -141,12 +141,13 @@ def run_dir(path: str | os.PathLike, config: dict[str, Any], overwrite: bool = F
     """
     path = Path(path)
     marker = path / MARKER
+    config = json.loads(json.dumps(config, default=str))  # as the marker stores it
     if path.is_dir() and marker.is_file():
         try:
             saved = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             saved = {}
-        same = saved.get("kind") == what and saved.get("config") == json.loads(json.dumps(config, default=str))
+        same = saved.get("kind") == what and saved.get("config") == config
         if same and not overwrite:
             if not quiet:
                 print(f"attnlab: resuming the {what} in {path}", file=sys.stderr, flush=True)
@@ -159,7 +160,7 @@ def run_dir(path: str | os.PathLike, config: dict[str, Any], overwrite: bool = F
         if path.exists() and overwrite:
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
-        _write_marker(path, {"kind": what, "config": json.loads(json.dumps(config, default=str))})
+        _write_marker(path, {"kind": what, "config": config})
     except OSError as e:
         raise os_error(e, path) from None
     return path, False

@@ -160,6 +160,9 @@ def find_records(root: str | Path) -> list[tuple[Path, RunRecord]]:
     return found
 
 
+UNREADABLE = "unreadable record"
+
+
 def _malformed(path: Path, reason: str) -> RunRecord:
-    return RunRecord(name=path.parent.name or "record", title=f"unreadable record {path}", command="(none)", seed=0,
+    return RunRecord(name=path.parent.name or "record", title=f"{UNREADABLE} {path}", command="(none)", seed=0,
                      status="failed", error=f"{path}: {reason}")

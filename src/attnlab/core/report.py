@@ -161,6 +161,12 @@ def render_markdown(records: Sequence[tuple[Path, RunRecord]], max_metrics: int 
     return "\n".join(out)
 
 
+def page_path(out: str | Path) -> Path:
+    """The report page for ``out``: ``out`` itself when it ends in ``.html``, else ``out/index.html``."""
+    out = Path(out)
+    return out if out.suffix == ".html" else out / "index.html"
+
+
 def summary_path(html_path: Path) -> Path:
     """The Markdown summary written beside a report page: ``x.html`` -> ``x.md`` (never another page's)."""
     return html_path.with_suffix(".md")
@@ -170,8 +176,7 @@ def write_report(records: Sequence[tuple[Path, RunRecord]], out: str | Path, tit
     """Write ``index.html`` (when ``out`` is a directory, else the ``.html`` file ``out``) and the Markdown
     summary beside it (:func:`summary_path`). Callers check for existing files first
     (:func:`attnlab.core.outputs.output_file`)."""
-    out = Path(out)
-    html_path = out if out.suffix == ".html" else out / "index.html"
+    html_path = page_path(out)
     atomic_write_text(html_path, render_html(records, title))
     atomic_write_text(summary_path(html_path), render_markdown(records))
     return html_path

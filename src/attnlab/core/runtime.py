@@ -18,8 +18,8 @@ RECORDED_PACKAGES = ("attnlab", "torch", "numpy", "scipy", "transformers", "safe
                      "pycocotools", "matplotlib", "gguf")
 
 
-def seed_everything(seed: int) -> int:
-    """Seed Python, numpy and torch (CPU and CUDA) with ``seed``; returns it for recording."""
+def seed_everything(seed: int, torch: bool = True) -> int:
+    """Seed Python, numpy and (unless ``torch=False``) torch, CPU and CUDA, with ``seed``; returns it."""
     if not isinstance(seed, int) or seed < 0:
         raise AttnlabError(f"seed must be a non-negative integer, got {seed!r}")
     random.seed(seed)
@@ -29,9 +29,10 @@ def seed_everything(seed: int) -> int:
         np.random.seed(seed % 2**32)
     except ImportError:  # pragma: no cover - numpy is a dependency
         pass
-    import torch
+    if torch:
+        import torch as torch_
 
-    torch.manual_seed(seed)
+        torch_.manual_seed(seed)
     return seed
 
 
@@ -39,15 +40,10 @@ def configure(seed: int, threads: int | None, torch: bool = True) -> None:
     """What the CLI does before every command: seed Python and numpy, pin BLAS threads, and, unless the
     command is light (``torch=False``: help, listings, planners), import torch and seed and pin it too.
     A light command that turns out to need torch calls :func:`configure` again with ``torch=True``."""
+    seed_everything(seed, torch=torch)
     if torch:
         set_threads(threads)
-        seed_everything(seed)
-        return
-    random.seed(seed)
-    import numpy as np
-
-    np.random.seed(seed % 2**32)
-    if threads is not None:
+    elif threads is not None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=threads, user_api="blas")

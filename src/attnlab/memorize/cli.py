@@ -85,8 +85,7 @@ def register(subparsers, common) -> None:
                        epilog="Example: attnlab memorize search --n-pairs 64 --seq-len 8 --gen-steps 2 -o runs/search")
     _add_settings(p)
     add_device(p, dtype=True)
-    p.add_argument("-o", "--out", default=None, help="write the run record (record.json) into this folder")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing record folder (default: refuse)")
+    add_out(p, what="record folder (DIR/record.json; default: write nothing)")
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("sweep", parents=[common], help="run or resume a grid of searches from a YAML config",
@@ -120,8 +119,7 @@ def register(subparsers, common) -> None:
                    help="add this to every data token id (skip special tokens of a real vocabulary)")
     _add_settings(p, skip=_NOT_PEFT)
     add_device(p, dtype=True)
-    p.add_argument("-o", "--out", default=None, help="write the run record (record.json) into this folder")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing record folder (default: refuse)")
+    add_out(p, what="record folder (DIR/record.json; default: write nothing)")
     p.set_defaults(func=_cmd_peft)
 
 
