@@ -69,36 +69,55 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one JSON line and fsync: a resumable log where each finished item is one line.
 
-    A crash can at worst leave a torn last line, which :func:`read_jsonl` skips.
+    The line goes out in one ``write`` on a file opened for appending, so lines from several processes
+    appending to one log (a grid shared by workers, or by machines on a POSIX cluster filesystem) do not
+    interleave. A crash can at worst leave a torn last line, which :func:`read_jsonl` skips.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torn = False
-    if path.exists() and path.stat().st_size > 0:
-        with open(path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(("\n" if torn else "") + json.dumps(obj, default=_jsonable) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        torn = False
+        size = os.fstat(fd).st_size
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                torn = f.read(1) != b"\n"
+        os.write(fd, (("\n" if torn else "") + json.dumps(obj, default=_jsonable) + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def scan_jsonl(path: str | os.PathLike) -> tuple[list[tuple[int, Any]], list[tuple[int, str]]]:
+    """The lines of a JSONL log, each decoded on its own: ``(lines, problems)``, where ``lines`` holds
+    ``(line number, value)`` and ``problems`` ``(line number, what is wrong)`` for lines that are not UTF-8
+    or not JSON. A torn last line (a crash mid-append: no newline after it) is neither: it is dropped."""
+    path = Path(path)
+    if not path.exists():
+        return [], []
+    raw = path.read_bytes()
+    chunks = raw.split(b"\n")
+    last_torn = not raw.endswith(b"\n")
+    lines: list[tuple[int, Any]] = []
+    problems: list[tuple[int, str]] = []
+    for number, chunk in enumerate(chunks, 1):
+        if not chunk.strip():
+            continue
+        try:
+            lines.append((number, json.loads(chunk.decode("utf-8"))))
+        except UnicodeDecodeError:
+            problems.append((number, "not UTF-8"))
+        except json.JSONDecodeError:
+            if not (last_torn and number == len(chunks)):
+                problems.append((number, "not JSON"))
+    return lines, problems
 
 
 def read_jsonl(path: str | os.PathLike) -> list[Any]:
-    """Read the complete lines of a JSONL log (a torn last line from a crash is ignored)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    """The values of the readable lines of a JSONL log (torn, non-JSON and non-UTF-8 lines are left out;
+    :func:`scan_jsonl` says which)."""
+    return [value for _, value in scan_jsonl(path)[0]]
 
 
 def _jsonable(obj: Any) -> Any:

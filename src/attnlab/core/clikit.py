@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .atomic import _jsonable
+from .errors import AttnlabError
 from .runtime import DTYPES
 
 
@@ -60,6 +61,29 @@ def add_device(p: argparse.ArgumentParser, dtype: bool = False) -> None:
                    help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default auto)")
     if dtype:
         p.add_argument("--dtype", default="float32", choices=DTYPES, help="model compute precision (default float32)")
+
+
+def add_grid(p: argparse.ArgumentParser, flag: str = "--workers", what: str = "job") -> None:
+    """How a grid of jobs runs (:func:`attnlab.core.grid.run_grid`): ``--workers`` processes here, or
+    ``--backend ray`` on a local Ray instance or the cluster at ``--ray-address``. ``--threads`` (default 1
+    for grids) is each job's torch and BLAS thread count, here and in every worker."""
+    p.add_argument(flag, dest="workers", type=positive_int, default=None, metavar="N",
+                   help=f"{what}s run at once in worker processes with --backend local (default 1, or the config's)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: this machine's processes; ray: Ray tasks, each with the resources its job needs "
+                        "(needs attnlab[ray]; default local)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join the running Ray cluster at ADDR (e.g. auto, or ray://head:10001; default: start a "
+                        "local Ray instance)")
+
+
+def grid_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :func:`attnlab.core.grid.run_grid` keywords that :func:`add_grid` and the common flags give;
+    ``workers`` is None when not given (the caller's config decides)."""
+    if args.ray_address is not None and args.backend != "ray":
+        raise AttnlabError("--ray-address needs --backend ray")
+    return {"workers": args.workers, "threads": args.threads or 1, "backend": args.backend,
+            "ray_address": args.ray_address, "progress": show_progress(args), "quiet": args.quiet}
 
 
 def out_folder(args: argparse.Namespace, what: str) -> contextlib.AbstractContextManager[Path | None]:

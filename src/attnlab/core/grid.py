@@ -1,0 +1,379 @@
+"""The one runner for grids of independent jobs (sweeps, comparisons): stable keys, one append-only log,
+job claiming, and a local or Ray backend.
+
+A grid is a list of :class:`Job` (a stable key, the JSON arguments of one job, the CPUs and GPU fraction it
+needs), a module-level function that runs one job and returns its result row, and a :class:`GridLog`: the
+JSONL file in the run folder that the rows are appended to. :func:`run_grid`
+
+- skips the jobs whose key the log already holds, so a rerun after Ctrl-C or a crash resumes;
+- claims each job before it runs it (a file in ``claims/`` created exclusively, removed when the row is
+  logged), so several processes, or machines sharing the folder (a Slurm job array), work on one grid at once
+  and each job runs once. A claim whose process died (same host) or that stopped being refreshed (another host,
+  ``stale_after`` seconds) is taken over;
+- runs the jobs in this process, in ``workers`` spawned processes, or as Ray tasks (each with the resources
+  its job declares, so a GPU node packs several small jobs per GPU), always with ``threads`` torch and BLAS
+  threads per job;
+- appends each row the moment it arrives and shows progress (rate and ETA) on stderr.
+
+Reading a log never loses good lines to bad ones: a torn last line (a crash mid-append) is dropped, and lines
+that are not UTF-8, not JSON or not of the grid's shape are named in one stderr line and skipped (their jobs
+run again). Analyses take the first row per key, so a row logged twice is counted once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import multiprocessing as mp
+import os
+import queue
+import re
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .atomic import append_jsonl, scan_jsonl
+from .errors import AttnlabError, require
+
+#: What ``--backend`` accepts.
+BACKENDS = ("local", "ray")
+#: A number in a log line: an int or a float, never a bool.
+NUMBER = (int, float)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of a grid: ``key`` names it in the log (stable across runs), ``args`` (JSON-able) is what the
+    job function receives, ``cpus`` and ``gpus`` (a fraction packs several jobs per GPU) are its resources."""
+
+    key: str
+    args: Mapping[str, Any]
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+def field_problem(line: Any, fields: Mapping[str, Any]) -> str | None:
+    """What is wrong with ``line`` as a record holding ``fields`` (name -> type or tuple of types; a bool
+    is not a number), or None when nothing is."""
+    if not isinstance(line, dict):
+        return "not a JSON object"
+    for name, kind in fields.items():
+        if name not in line:
+            return f"no {name!r}"
+        value = line[name]
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _types(kind)):
+            return f"{name!r} is {type(value).__name__}"
+    return None
+
+
+def _types(kind: Any) -> tuple:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+class GridLog:
+    """The append-only JSONL log of a grid's rows.
+
+    ``key`` is the field naming a row's job; ``fields`` what every row must hold; ``problem`` (instead of
+    ``fields``) checks a line of a log that holds lines of several kinds, and ``is_result`` says which of its
+    good lines are rows (memorize logs each probe of a search before the search's row).
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str, key: str = "key", fields: Mapping[str, Any] | None = None,
+                 problem: Callable[[Any], str | None] | None = None,
+                 is_result: Callable[[dict[str, Any]], bool] | None = None):
+        self.path = Path(path)
+        self.what = what
+        self.key = key
+        self._problem = problem or (lambda line: field_problem(line, {key: str, **(fields or {})}))
+        self._is_result = is_result or (lambda line: True)
+        self._reported: set[tuple[int, ...]] = set()
+
+    def lines(self, report: bool = True) -> list[dict[str, Any]]:
+        """Every good line in order; bad ones are named on stderr (once per set of bad lines) when ``report``."""
+        lines, problems = scan_jsonl(self.path)
+        good = []
+        for number, line in lines:
+            problem = self._problem(line)
+            if problem is None:
+                good.append(line)
+            else:
+                problems.append((number, problem))
+        if problems and report:
+            problems.sort()
+            seen = tuple(n for n, _ in problems)
+            if seen not in self._reported:
+                self._reported.add(seen)
+                shown = "; ".join(f"line {n}: {p}" for n, p in problems[:3]) + ("; ..." if len(problems) > 3 else "")
+                print(f"attnlab: skipped {len(problems)} line(s) of {self.path} that are not lines of a {self.what} "
+                      f"({shown}); their jobs run again", file=sys.stderr, flush=True)
+        return good
+
+    def results(self, report: bool = True) -> dict[str, dict[str, Any]]:
+        """key -> the first row logged for it (a row logged twice, e.g. by two processes, counts once)."""
+        rows: dict[str, dict[str, Any]] = {}
+        for line in self.lines(report):
+            if self._is_result(line):
+                rows.setdefault(line[self.key], line)
+        return rows
+
+    def append(self, row: dict[str, Any]) -> None:
+        append_jsonl(self.path, row)
+
+
+class Claims:
+    """Exclusive claims on jobs: one file per job in ``folder/claims``, created with ``O_EXCL`` (atomic on
+    local and cluster filesystems), holding the claimant's host and pid, refreshed while held."""
+
+    def __init__(self, folder: Path, stale_after: float = 300.0):
+        self.dir = folder / "claims"
+        self.stale_after = stale_after
+        self.host = socket.gethostname()
+        self.held: set[str] = set()
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def _path(self, key: str) -> Path:
+        name = key if re.fullmatch(r"[A-Za-z0-9._=+-]{1,100}", key) else hashlib.sha1(key.encode()).hexdigest()
+        return self.dir / f"{name}.claim"
+
+    def take(self, key: str) -> bool:
+        """Claim ``key``; False when a live process holds it."""
+        path = self._path(key)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                if not self._take_over(path):
+                    return False
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(f"{self.host} {os.getpid()} {time.time():.0f}\n")
+            self.held.add(key)
+            return True
+        return False
+
+    def _take_over(self, path: Path) -> bool:
+        """Remove ``path`` when its claimant is gone; True when it was removed (by us)."""
+        try:
+            before = path.stat()
+            try:
+                host, pid, _ = path.read_text(encoding="utf-8").split()
+            except (ValueError, UnicodeDecodeError):
+                host, pid = "", "0"  # being written, or garbage: judged by its age alone
+        except FileNotFoundError:
+            return True  # released meanwhile
+        if host == self.host and pid.isdigit() and int(pid) > 0:
+            alive = _alive(int(pid))
+        else:
+            alive = time.time() - before.st_mtime < self.stale_after
+        if alive:
+            return False
+        grave = path.with_name(f"{path.name}.stale-{self.host}-{os.getpid()}")
+        try:
+            os.rename(path, grave)
+        except FileNotFoundError:
+            return True
+        if grave.stat().st_ino != before.st_ino:  # someone took it over first and claimed afresh: give it back
+            with contextlib.suppress(FileExistsError):
+                os.link(grave, path)
+            grave.unlink()
+            return False
+        grave.unlink()
+        return True
+
+    def release(self, key: str) -> None:
+        if key in self.held:
+            self.held.discard(key)
+            with contextlib.suppress(FileNotFoundError):
+                self._path(key).unlink()
+
+    def holds_elsewhere(self, key: str) -> bool:
+        return key not in self.held and self._path(key).exists()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Claims]:
+        """Refresh the held claims in the background; release them all on the way out (Ctrl-C included)."""
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True)
+        self._beat.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            for key in list(self.held):
+                self.release(key)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.stale_after / 5):
+            for key in list(self.held):
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(self._path(key))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _pin(threads: int) -> None:
+    """A worker's first act: ``threads`` torch and BLAS threads (OpenMP told before torch starts its pool)."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    from .runtime import set_threads
+
+    set_threads(threads)
+
+
+def _ray_task(fn: Callable[[Mapping[str, Any]], dict[str, Any]], args: Mapping[str, Any],
+              threads: int) -> dict[str, Any]:
+    _pin(threads)
+    return fn(args)
+
+
+@contextlib.contextmanager
+def _threads_here(threads: int) -> Iterator[None]:
+    """``threads`` threads in this process for the grid, then the caller's count again."""
+    import torch
+
+    from .runtime import set_threads
+
+    before = torch.get_num_threads()
+    set_threads(threads)
+    try:
+        yield
+    finally:
+        set_threads(before)
+
+
+def run_grid(fn: Callable[[Mapping[str, Any]], dict[str, Any]], jobs: list[Job], log: GridLog, *,
+             workers: int = 1, threads: int = 1, backend: str = "local", ray_address: str | None = None,
+             progress: bool = True, quiet: bool = False, desc: str = "grid", unit: str = "job",
+             postfix: Callable[[dict[str, Any]], str] | None = None,
+             on_result: Callable[[dict[str, Any]], None] | None = None,
+             stale_after: float = 300.0) -> dict[str, dict[str, Any]]:
+    """Run every job of ``jobs`` whose key ``log`` lacks; returns key -> row for the jobs' keys now logged.
+
+    ``fn`` must be importable by name (it runs in spawned processes or Ray workers; ``workers=1`` runs it
+    here). Jobs another live process has claimed are left to it (said on stderr unless ``quiet``).
+    """
+    require(backend in BACKENDS, f"unknown backend {backend!r} (use {' or '.join(BACKENDS)})")
+    require(workers >= 1 and threads >= 1, f"workers and threads must be at least 1, got {workers} and {threads}")
+    keys = [job.key for job in jobs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("two jobs of one grid share a key")
+    pending = [job for job in jobs if job.key not in log.results()]
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=desc, unit=unit, file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    claims = Claims(log.path.parent, stale_after)
+    elsewhere: list[str] = []
+
+    def claim_next() -> Job | None:
+        while pending:
+            job = pending.pop(0)
+            if not claims.take(job.key):
+                elsewhere.append(job.key)
+            elif job.key in log.results(report=False):  # finished by another process since we read the log
+                claims.release(job.key)
+            else:
+                return job
+        return None
+
+    def finish(job: Job, row: dict[str, Any]) -> None:
+        row = {**row, log.key: job.key}
+        log.append(row)
+        claims.release(job.key)
+        bar.update()
+        if postfix:
+            bar.set_postfix_str(postfix(row), refresh=False)
+        if on_result:
+            on_result(row)
+
+    try:
+        with claims.active():
+            if backend == "ray":
+                _run_ray(fn, claim_next, finish, threads, ray_address, quiet)
+            elif workers == 1 or len(pending) <= 1:
+                with _threads_here(threads):
+                    for job in iter(claim_next, None):
+                        finish(job, fn(job.args))
+            else:
+                _run_pool(fn, claim_next, finish, min(workers, len(pending)), threads)
+    finally:
+        bar.close()
+    running = [k for k in elsewhere if claims.holds_elsewhere(k)]
+    if running and not quiet:
+        print(f"attnlab: {len(running)} job(s) of this {log.what} are running in other processes (claims in "
+              f"{claims.dir}); rerun when they finish to collect them", file=sys.stderr, flush=True)
+    done = log.results(report=False)
+    return {k: done[k] for k in keys if k in done}
+
+
+def _run_pool(fn, claim_next, finish, workers: int, threads: int) -> None:
+    """At most ``workers`` jobs in flight in spawned processes; a job is claimed only when a slot frees, so
+    other processes sharing the folder take their share."""
+    arrived: queue.Queue = queue.Queue()
+    inflight = 0
+    pool = mp.get_context("spawn").Pool(workers, initializer=_pin, initargs=(threads,))
+    try:
+        while True:
+            while inflight < workers and (job := claim_next()) is not None:
+                pool.apply_async(fn, (job.args,), callback=lambda row, j=job: arrived.put((j, row, None)),
+                                 error_callback=lambda e, j=job: arrived.put((j, None, e)))
+                inflight += 1
+            if not inflight:
+                return
+            job, row, error = arrived.get()
+            inflight -= 1
+            if error is not None:
+                raise error
+            finish(job, row)
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def _run_ray(fn, claim_next, finish, threads: int, address: str | None, quiet: bool) -> None:
+    """Every claimable job as a Ray task with its job's resources (Ray queues what the cluster cannot yet
+    place); rows come back to this process, which alone writes the log."""
+    try:
+        import ray
+    except ImportError:
+        raise AttnlabError("--backend ray needs Ray: pip install 'attnlab[ray]' (or use --backend local)") from None
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        except ConnectionError as e:
+            raise AttnlabError(f"cannot join the Ray cluster at {address}: {e} (check --ray-address)") from None
+        if not quiet:
+            res = ray.cluster_resources()
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            print(f"attnlab: running on {where} ({res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs)",
+                  file=sys.stderr, flush=True)
+    task = ray.remote(_ray_task)
+    refs: dict[Any, Job] = {}
+    try:
+        while (job := claim_next()) is not None:
+            refs[task.options(num_cpus=job.cpus, num_gpus=job.gpus).remote(fn, dict(job.args), threads)] = job
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            job = refs.pop(ready[0])
+            finish(job, ray.get(ready[0]))
+    finally:
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        if started:
+            ray.shutdown()

@@ -1,0 +1,154 @@
+"""The grid runner: resume after an interruption, job claiming across processes, stale claims, corrupted
+logs, threads in every worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from attnlab.core.errors import AttnlabError
+from attnlab.core.grid import NUMBER, GridLog, Job, field_problem, run_grid
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))  # grid_jobs, importable in spawned workers too (they inherit sys.path)
+import grid_jobs  # noqa: E402
+
+
+def _jobs(tmp_path: Path, n: int, **extra) -> list[Job]:
+    return [Job(f"x{i}", {"x": i, "runs": str(tmp_path / "runs.txt"), **extra}) for i in range(n)]
+
+
+def _log(folder: Path) -> GridLog:
+    return GridLog(folder / "rows.jsonl", "test grid", fields={"x": int, "y": NUMBER})
+
+
+def _runs(tmp_path: Path) -> list[int]:
+    path = tmp_path / "runs.txt"
+    return [int(line.split()[0]) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_interrupted_grid_resumes_without_rerunning(tmp_path):
+    log = _log(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(grid_jobs.square, _jobs(tmp_path, 5, fail=3, interrupt=True), log, progress=False)
+    assert sorted(log.results()) == ["x0", "x1", "x2"]
+    assert not list((tmp_path / "run" / "claims").iterdir())  # claims released on the way out
+    rows = run_grid(grid_jobs.square, _jobs(tmp_path, 5), log, progress=False)
+    assert sorted(rows) == [f"x{i}" for i in range(5)] and rows["x4"]["y"] == 16
+    assert sorted(_runs(tmp_path)) == list(range(5))  # each job ran exactly once over both invocations
+
+
+def test_worker_error_propagates_and_releases_claims(tmp_path):
+    log = _log(tmp_path / "run")
+    with pytest.raises(RuntimeError, match="job 1 failed"):
+        run_grid(grid_jobs.square, _jobs(tmp_path, 4, fail=1), log, workers=2, progress=False)
+    assert not list((tmp_path / "run" / "claims").iterdir())
+    assert "x1" not in log.results()
+
+
+def test_threads_are_honoured_in_process_and_in_every_worker(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    rows = run_grid(grid_jobs.square, _jobs(tmp_path, 2), _log(tmp_path / "a"), threads=3, progress=False)
+    assert {r["threads"] for r in rows.values()} == {3}
+    assert torch.get_num_threads() == before  # the caller's count again
+    rows = run_grid(grid_jobs.square, _jobs(tmp_path, 4), _log(tmp_path / "b"), workers=2, threads=2,
+                    progress=False)
+    assert {r["threads"] for r in rows.values()} == {2}
+    assert os.getpid() not in {r["pid"] for r in rows.values()}
+
+
+_PROCESS = """
+import sys
+sys.path.insert(0, {here!r})
+import grid_jobs
+from attnlab.core.grid import GridLog, Job, NUMBER, run_grid
+from pathlib import Path
+jobs = [Job(f"x{{i}}", {{"x": i, "runs": {runs!r}, "sleep": 0.4}}) for i in range(10)]
+run_grid(grid_jobs.square, jobs, GridLog(Path({folder!r}) / "rows.jsonl", "test grid", fields={{"x": int}}),
+         progress=False, quiet=True)
+"""
+
+
+def test_two_processes_on_one_folder_run_each_job_once(tmp_path):
+    folder = tmp_path / "run"
+    code = _PROCESS.format(here=str(HERE), runs=str(tmp_path / "runs.txt"), folder=str(folder))
+    first = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 120
+    while not (folder / "rows.jsonl").exists() and time.time() < deadline:  # the first is working
+        time.sleep(0.05)
+    second = subprocess.Popen([sys.executable, "-c", code])
+    assert first.wait(timeout=180) == 0 and second.wait(timeout=180) == 0
+    assert sorted(_runs(tmp_path)) == list(range(10))  # no job ran twice, none was lost
+    rows = _log(folder).lines()
+    assert sorted(r["key"] for r in rows) == [f"x{i}" for i in range(10)]
+
+
+def _claim(folder: Path, key: str, host: str, pid: int, age: float = 0.0) -> Path:
+    path = folder / "claims" / f"{key}.claim"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{host} {pid} {time.time():.0f}\n")
+    if age:
+        os.utime(path, (time.time() - age, time.time() - age))
+    return path
+
+
+def test_claims_of_dead_or_silent_processes_are_taken_over(tmp_path, capsys):
+    folder = tmp_path / "run"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _claim(folder, "x0", socket.gethostname(), int(dead.stdout))   # a process of this host that died
+    _claim(folder, "x1", "node-17", 4242, age=3600)                  # another host, silent for an hour
+    _claim(folder, "x2", "node-18", 4242)                            # another host, refreshed just now
+    rows = run_grid(grid_jobs.square, _jobs(tmp_path, 4), _log(folder), progress=False)
+    assert sorted(rows) == ["x0", "x1", "x3"]
+    assert sorted(_runs(tmp_path)) == [0, 1, 3]
+    assert "1 job(s) of this test grid are running in other processes" in capsys.readouterr().err
+    assert (folder / "claims" / "x2.claim").exists()  # not ours to remove
+
+
+def test_corrupted_log_keeps_good_lines_and_reruns_bad_ones(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    good = [json.dumps({"key": f"x{i}", "x": i, "y": i * i}) for i in range(3)]
+    (folder / "rows.jsonl").write_bytes(
+        (good[0] + "\n").encode()
+        + b'{"key": "x3", "x": 3}\n'                        # valid JSON, wrong shape (no y)
+        + b'{"key": "x4", "x": 4, "y": "16"}\n'             # wrong type
+        + b'\xff\xfe not text\n'                            # one non-UTF-8 byte sequence
+        + (good[1] + "\n").encode()
+        + b"[1, 2]\n"                                       # JSON, not an object
+        + (good[0] + "\n").encode()                         # a duplicate row (two processes): counted once
+        + b"{not json\n"
+        + good[2].encode()[:-5])                            # torn last line: a crash mid-append
+    log = _log(folder)
+    assert sorted(log.results()) == ["x0", "x1"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "skipped 5 line(s)" in err and "line 4: not UTF-8" in err
+    rows = run_grid(grid_jobs.square, _jobs(tmp_path, 5), log, progress=False)
+    assert sorted(rows) == [f"x{i}" for i in range(5)]
+    assert sorted(_runs(tmp_path)) == [2, 3, 4]
+    assert sorted(log.results()) == [f"x{i}" for i in range(5)]  # appended after the torn line, cleanly
+
+
+def test_field_problem_names_the_field():
+    assert field_problem({"a": 1}, {"a": int}) is None
+    assert field_problem({"a": True}, {"a": NUMBER}) == "'a' is bool"
+    assert field_problem({"a": None}, {"a": (int, type(None))}) is None
+    assert field_problem({}, {"a": int}) == "no 'a'"
+    assert field_problem([1], {"a": int}) == "not a JSON object"
+
+
+def test_bad_backend_and_missing_ray_are_one_line_errors(tmp_path, monkeypatch):
+    with pytest.raises(AttnlabError, match="unknown backend 'slurm'"):
+        run_grid(grid_jobs.square, _jobs(tmp_path, 1), _log(tmp_path), backend="slurm", progress=False)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(AttnlabError, match=r"pip install 'attnlab\[ray\]'"):
+        run_grid(grid_jobs.square, _jobs(tmp_path, 1), _log(tmp_path), backend="ray", progress=False)
