@@ -24,6 +24,19 @@ def run_cli(capsys):
     return run
 
 
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance (2 CPUs) for every Ray-backend test of the session: grids run with
+    ``backend="ray"`` use it instead of starting their own."""
+    import logging
+
+    import ray  # a [dev] dependency
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 TINY = dict(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4)
 
 
