@@ -126,7 +126,8 @@ def test_corrupted_log_keeps_good_lines_and_reruns_bad_ones(tmp_path, capsys):
         + (good[1] + "\n").encode()
         + b"[1, 2]\n"                                       # JSON, not an object
         + (good[0] + "\n").encode()                         # a duplicate row (two processes): counted once
-        + b"{not json\n"
+        + b'{"key": not json}\n'
+        + good[1].encode()[:-7] + b"\n"                      # a line torn by a crash, later appends after it
         + good[2].encode()[:-5])                            # torn last line: a crash mid-append
     log = _log(folder)
     assert sorted(log.results()) == ["x0", "x1"]
@@ -152,3 +153,9 @@ def test_bad_backend_and_missing_ray_are_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(AttnlabError, match=r"pip install 'attnlab\[ray\]'"):
         run_grid(grid_jobs.square, _jobs(tmp_path, 1), _log(tmp_path), backend="ray", progress=False)
+
+
+def test_a_log_with_no_good_line_is_a_one_line_error(tmp_path):
+    (tmp_path / "rows.jsonl").write_bytes(b"\xff\xfe\x00\x01\n")
+    with pytest.raises(AttnlabError, match=r"holds no line of a test grid \(line 1: not UTF-8\)"):
+        _log(tmp_path).results()

@@ -11,7 +11,7 @@ import yaml
 
 from attnlab.cli import main
 from attnlab.memorize import peft_adapter, search
-from attnlab.memorize.sweep import LOG, read_log
+from attnlab.memorize.sweep import LOG, sweep_log
 
 TINY = ["--n-pairs", "4", "--seq-len", "2", "--vocab", "8", "--n-classes", "4", "--d-model", "8", "--n-heads", "2",
         "--n-layers", "1", "--d-ff", "8", "--max-steps", "2", "--m-max", "2", "--restarts", "1"]
@@ -56,7 +56,7 @@ def test_search_in_bfloat16_on_cpu_records_device_and_dtype(ws, capsys):
 def test_sweep_workers_run_in_the_dtype_asked_and_a_float32_rerun_is_refused(ws, capsys):
     assert main(["memorize", "sweep", "sweep.yaml", "-o", "out", "--workers", "2", "--device", "cpu",
                  "--dtype", "bfloat16", "--quiet"]) == 0
-    results = [r for r in read_log(ws / "out" / LOG) if r["kind"] == "result"]
+    results = list(sweep_log(ws / "out" / LOG).results().values())
     assert len(results) == 2 and {(r["device"], r["dtype"]) for r in results} == {("cpu", "bfloat16")}
     record = json.loads((ws / "out" / "record.json").read_text())
     assert (record["config"]["device"], record["config"]["dtype"]) == ("cpu", "bfloat16")

@@ -73,13 +73,31 @@ def test_sweep_resumes_after_interruption(tiny_sweep, tmp_path, capsys):
     assert len(read_jsonl(tmp_path / LOG)) == len(new) and len(again) == len(resumed)
 
 
-def test_sweep_with_worker_processes(tmp_path):
-    """Two worker processes give the results of one (same machine, one thread each: the same computation)."""
-    config = {"base": TINY["base"], "experiments": {"n_pairs": {"n_pairs": [4, 6]}}}
-    rows = run_sweep(config, tmp_path / "parallel", workers=2, progress=False)
-    serial = run_sweep(config, tmp_path / "serial", workers=1, progress=False)
-    assert sorted((r["point"], r["m_star"], r["steps"]) for r in rows) == \
-        sorted((r["point"], r["m_star"], r["steps"]) for r in serial)
+SMALL = {"base": TINY["base"], "experiments": {"n_pairs": {"n_pairs": [4, 6]}}}
+
+
+def _outcome(rows: list[dict]) -> list[tuple]:
+    return sorted((r["point"], r["m_star"], r["steps"], r["exact_accuracy"]) for r in rows)
+
+
+@pytest.fixture(scope="module")
+def serial_small(tmp_path_factory):
+    return run_sweep(SMALL, tmp_path_factory.mktemp("serial"), progress=False)
+
+
+def test_sweep_with_worker_processes_gives_the_serial_results_with_their_threads(serial_small, tmp_path):
+    """Two worker processes give the results of one (same machine, same thread count: the same computation);
+    ``threads`` is each worker's torch thread count."""
+    rows = run_sweep(SMALL, tmp_path / "parallel", workers=2, threads=2, progress=False)
+    assert _outcome(rows) == _outcome(serial_small)
+    assert {r["threads"] for r in rows} == {2} and {r["threads"] for r in serial_small} == {1}
+
+
+def test_sweep_on_ray_gives_the_local_results(serial_small, tmp_path, ray_local):
+    rows = run_sweep(SMALL, tmp_path / "ray", backend="ray", progress=False, quiet=True)
+    assert [o[:3] for o in _outcome(rows)] == [o[:3] for o in _outcome(serial_small)]
+    for a, b in zip(_outcome(rows), _outcome(serial_small), strict=True):
+        assert a[3] == pytest.approx(b[3], rel=1e-6)
 
 
 def test_plots_write_pngs(tiny_sweep, tmp_path):
@@ -181,6 +199,6 @@ def test_valid_json_lines_of_the_wrong_shape_are_reported_once_and_skipped(tiny_
     argv = ["sweep", str(tmp_path / "tiny.yaml"), "-o", str(copy)] if command == "sweep" else ["plot", str(copy)]
     assert main(["memorize", *argv]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if "resuming" not in line]
-    assert err == [f"attnlab: skipped {len(MALFORMED)} malformed line(s) of {copy / LOG} (valid JSON, but not a "
-                   "probe or a result of a memorize sweep)"]
+    assert len(err) == 1 and err[0].startswith(f"attnlab: skipped {len(MALFORMED)} line(s) of {copy / LOG} that "
+                                               "are not lines of a memorize sweep (line 4: not a probe or a result")
     assert len(read_jsonl(copy / LOG)) == len(lines) + len(MALFORMED)  # reported, not rewritten

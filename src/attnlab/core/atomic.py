@@ -92,7 +92,8 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
 def scan_jsonl(path: str | os.PathLike) -> tuple[list[tuple[int, Any]], list[tuple[int, str]]]:
     """The lines of a JSONL log, each decoded on its own: ``(lines, problems)``, where ``lines`` holds
     ``(line number, value)`` and ``problems`` ``(line number, what is wrong)`` for lines that are not UTF-8
-    or not JSON. A torn last line (a crash mid-append: no newline after it) is neither: it is dropped."""
+    or not JSON. A torn line (a crash mid-append: the last line, without its newline, or a line that stops
+    before its closing bracket, which later appends left in the middle) is neither: it is dropped."""
     path = Path(path)
     if not path.exists():
         return [], []
@@ -109,7 +110,8 @@ def scan_jsonl(path: str | os.PathLike) -> tuple[list[tuple[int, Any]], list[tup
         except UnicodeDecodeError:
             problems.append((number, "not UTF-8"))
         except json.JSONDecodeError:
-            if not (last_torn and number == len(chunks)):
+            torn = (last_torn and number == len(chunks)) or not chunk.rstrip().endswith((b"}", b"]"))
+            if not torn:
                 problems.append((number, "not JSON"))
     return lines, problems
 

@@ -43,6 +43,9 @@ from .errors import AttnlabError, require
 
 #: What ``--backend`` accepts.
 BACKENDS = ("local", "ray")
+#: (log, its bad line numbers) already named on stderr by this process: each is said once, however many
+#: times the log is read (a sweep reads it, then its plots read it again).
+_REPORTED: set[tuple[Any, ...]] = set()
 #: A number in a log line: an int or a float, never a bool.
 NUMBER = (int, float)
 
@@ -92,10 +95,10 @@ class GridLog:
         self.key = key
         self._problem = problem or (lambda line: field_problem(line, {key: str, **(fields or {})}))
         self._is_result = is_result or (lambda line: True)
-        self._reported: set[tuple[int, ...]] = set()
 
     def lines(self, report: bool = True) -> list[dict[str, Any]]:
-        """Every good line in order; bad ones are named on stderr (once per set of bad lines) when ``report``."""
+        """Every good line in order; bad ones are named on stderr when ``report`` (once per process). A log
+        with lines but none good (a binary file, another tool's log) is a one-line error."""
         lines, problems = scan_jsonl(self.path)
         good = []
         for number, line in lines:
@@ -104,11 +107,15 @@ class GridLog:
                 good.append(line)
             else:
                 problems.append((number, problem))
+        if problems and not good:
+            number, problem = min(problems)
+            raise AttnlabError(f"{self.path} holds no line of a {self.what} (line {number}: {problem}); choose "
+                               "another folder, or remove the file")
         if problems and report:
             problems.sort()
-            seen = tuple(n for n, _ in problems)
-            if seen not in self._reported:
-                self._reported.add(seen)
+            seen = (str(self.path), *(n for n, _ in problems))
+            if seen not in _REPORTED:
+                _REPORTED.add(seen)
                 shown = "; ".join(f"line {n}: {p}" for n, p in problems[:3]) + ("; ..." if len(problems) > 3 else "")
                 print(f"attnlab: skipped {len(problems)} line(s) of {self.path} that are not lines of a {self.what} "
                       f"({shown}); their jobs run again", file=sys.stderr, flush=True)

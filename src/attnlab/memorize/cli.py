@@ -13,7 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core.clikit import add_device, add_out, emit, nonneg_int, out_folder, positive_int, show_progress
+from ..core.clikit import (
+    add_device,
+    add_grid,
+    add_out,
+    emit,
+    grid_options,
+    nonneg_int,
+    out_folder,
+    positive_int,
+    show_progress,
+)
 from .settings import DEFAULTS, METHODS, SETTINGS
 
 #: Settings the PEFT search does not use (its model is loaded or built as a Llama, without generation steps).
@@ -94,8 +104,7 @@ def register(subparsers, common) -> None:
                        epilog="Example: attnlab memorize sweep configs/memorize/cpu_sweep.yaml -o runs/memorize")
     p.add_argument("config", help="sweep YAML (see configs/memorize/)")
     add_out(p, required=True, what="sweep folder")
-    p.add_argument("--workers", type=positive_int, default=None,
-                   help="worker processes, 1 thread each (default: the config's)")
+    add_grid(p, what="point")
     add_device(p, dtype=True)
     p.set_defaults(func=_cmd_sweep)
 
@@ -210,8 +219,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import load_config, run_sweep
 
     device, _ = _device(args)
-    rows = run_sweep(load_config(args.config), args.out, workers=args.workers, progress=show_progress(args),
-                     overwrite=args.overwrite, quiet=args.quiet, device=device, dtype=args.dtype)
+    rows = run_sweep(load_config(args.config), args.out, overwrite=args.overwrite, device=device, dtype=args.dtype,
+                     **grid_options(args))
     command = shlex.join(["attnlab", "memorize", "sweep", args.config, "-o", args.out, "--seed", str(args.seed),
                           *_device_argv(args)])
     rec = sweep_record(Path(args.out), seed=args.seed, command=command)

@@ -2,13 +2,15 @@
 
 A sweep directory is a run folder (:func:`attnlab.core.outputs.run_dir`): ``config.yaml`` (what was asked)
 and ``probes.jsonl``, one line per probe (``kind="probe"``) and one per finished search (``kind="result"``).
-Rerunning the same config into it resumes: finished points are skipped and the probes already logged for an
-unfinished one are replayed, so an interruption loses at most the probe in flight. Another config is refused
-(``overwrite`` replaces the folder). Lines of the log that are valid JSON but not a probe or a result are
-reported once and skipped. Points run in worker processes with one torch thread each (measured: two
-intra-op threads on two shared cores are slower than one), each on the sweep's device and dtype (recorded in
-every result line; a dtype other than float32 is part of the folder's identity, so it is not mixed into a
-float32 sweep).
+The points are the jobs of a grid (:func:`attnlab.core.grid.run_grid`, keyed by :func:`point_id`): rerunning
+the same config resumes (finished points are skipped and the probes already logged for an unfinished one are
+replayed, so an interruption loses at most the probe in flight); several processes sharing the folder each run
+other points; lines of the log that are not a probe or a result are named once and skipped. Another config is
+refused (``overwrite`` replaces the folder). Each point runs with ``threads`` torch threads (default one:
+measured, two intra-op threads on two shared cores are slower than one) on the sweep's device and dtype
+(recorded in every result line; a dtype other than float32 is part of the folder's identity, so it is not
+mixed into a float32 sweep). On a Ray cluster of several machines the folder must be shared for probes to be
+replayed; the result lines come back to the driver, which writes them.
 """
 
 from __future__ import annotations
@@ -16,16 +18,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import multiprocessing as mp
-import os
-import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..core.atomic import append_jsonl, atomic_write_text, read_jsonl
+from ..core.atomic import append_jsonl, atomic_write_text
 from ..core.errors import AttnlabError, require
+from ..core.grid import NUMBER, GridLog, Job, field_problem, run_grid
 from ..core.outputs import run_dir
 from ..core.runtime import torch_dtype
 from .backbone import Backbone, BackboneConfig
@@ -43,15 +44,13 @@ LOG = "probes.jsonl"
 #: What the marker of a sweep folder calls it (the resume line reads "resuming the memorize sweep in DIR").
 RUN_KIND = "memorize sweep"
 
-_NUMBER = (int, float)
 #: The fields every log line of each kind must have, with their JSON types (bools are not numbers here).
 _LINE_FIELDS: dict[str, dict[str, Any]] = {
-    "probe": {"point": str, "m": int, "restart": int, "memorized": bool, "steps": int, "exact_accuracy": _NUMBER,
-              "seconds": _NUMBER},
-    "result": {"point": str, "m_star": (int, type(None)), "exact_accuracy": _NUMBER, "steps": int,
-               "n_probes": int, "probe_seconds": _NUMBER},
+    "probe": {"point": str, "m": int, "restart": int, "memorized": bool, "steps": int, "exact_accuracy": NUMBER,
+              "seconds": NUMBER},
+    "result": {"point": str, "m_star": (int, type(None)), "exact_accuracy": NUMBER, "steps": int,
+               "n_probes": int, "probe_seconds": NUMBER},
 }
-_reported: set[tuple[str, int]] = set()  # (log, malformed lines) already reported by this process
 
 
 def point_id(settings: dict[str, Any]) -> str:
@@ -122,43 +121,28 @@ def build(settings: dict[str, Any]) -> tuple[MemorizeData, BackboneConfig, TuneC
     return data, cfg, TuneConfig(**{k: s[k] for k in _TUNE_KEYS})
 
 
-def _has(value: Any, kind: Any) -> bool:
-    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-
-
-def _well_formed(line: Any) -> bool:
+def _line_problem(line: Any) -> str | None:
     kind = line.get("kind") if isinstance(line, dict) else None
-    fields = _LINE_FIELDS.get(kind) if isinstance(kind, str) else None
-    return fields is not None and all(_has(line.get(k), kind) for k, kind in fields.items())
+    if not isinstance(kind, str) or kind not in _LINE_FIELDS:
+        return "not a probe or a result of a memorize sweep"
+    return field_problem(line, _LINE_FIELDS[kind])
 
 
-def read_log(log_path: str | Path, report: bool = True) -> list[dict[str, Any]]:
-    """The probe and result lines of a sweep log. A torn last line (a crash) is dropped silently; lines that
-    are valid JSON but not a probe or a result are skipped and, with ``report``, named in one stderr line
-    (once per process and log)."""
-    try:
-        lines = read_jsonl(log_path)
-    except UnicodeDecodeError:
-        raise AttnlabError(f"{log_path} is not a text file (a sweep log is JSON lines)") from None
-    good = [line for line in lines if _well_formed(line)]
-    bad = len(lines) - len(good)
-    if bad and report and (str(log_path), bad) not in _reported:
-        _reported.add((str(log_path), bad))
-        print(f"attnlab: skipped {bad} malformed line(s) of {log_path} (valid JSON, but not a probe or a result "
-              "of a memorize sweep)", file=sys.stderr, flush=True)
-    return good
+def sweep_log(log_path: str | Path) -> GridLog:
+    """The log of a sweep folder: probe and result lines, the results keyed by ``point``."""
+    return GridLog(log_path, "memorize sweep", key="point", problem=_line_problem,
+                   is_result=lambda line: line["kind"] == "result")
 
 
 def run_point(settings: dict[str, Any], log_path: str | Path, device: str = "cpu",
               dtype: str = "float32") -> dict[str, Any]:
     """Search m* for one point on ``device`` in ``dtype``, appending each probe to ``log_path`` and replaying
-    probes logged before."""
+    probes logged before; returns the search's result line (the caller logs it)."""
+    import torch
+
     pid = point_id(settings)
-    logged = read_log(log_path, report=False)
-    finished = [r for r in logged if r["kind"] == "result" and r["point"] == pid]
-    if finished:  # another process finished it since this sweep started
-        return finished[0]
-    done = {(r["m"], r["restart"]): r for r in logged if r["kind"] == "probe" and r["point"] == pid}
+    done = {(r["m"], r["restart"]): r for r in sweep_log(log_path).lines(report=False)
+            if r["kind"] == "probe" and r["point"] == pid}
     data, cfg, tune = build(settings)
     fresh = backbone_probe(Backbone(cfg).to(device, torch_dtype(dtype)), data, settings["gen_steps"], tune,
                            settings["seed"])
@@ -171,23 +155,15 @@ def run_point(settings: dict[str, Any], log_path: str | Path, device: str = "cpu
         return rec
 
     res = search_min_length(probe, settings["m_max"], settings["restarts"], settings["m_start"])
-    result = {"kind": "result", "point": pid, "settings": settings, "m_star": res.m_star,
-              "exact_accuracy": res.exact_accuracy, "steps": res.steps, "n_probes": len(res.probes),
-              "probe_seconds": round(sum(p["seconds"] for p in res.probes), 3),
-              "trainable_params": None if res.m_star is None else res.m_star * settings["d_model"],
-              "device": device, "dtype": dtype}
-    append_jsonl(log_path, result)
-    return result
+    return {"kind": "result", "point": pid, "settings": settings, "m_star": res.m_star,
+            "exact_accuracy": res.exact_accuracy, "steps": res.steps, "n_probes": len(res.probes),
+            "probe_seconds": round(sum(p["seconds"] for p in res.probes), 3),
+            "trainable_params": None if res.m_star is None else res.m_star * settings["d_model"],
+            "device": device, "dtype": dtype, "threads": torch.get_num_threads()}
 
 
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def _run_point_job(job: tuple[dict[str, Any], str, str, str]) -> dict[str, Any]:
-    return run_point(*job)
+def _point_job(args: Mapping[str, Any]) -> dict[str, Any]:
+    return run_point(args["settings"], args["log"], args["device"], args["dtype"])
 
 
 def run_identity(config: dict[str, Any], dtype: str = "float32") -> dict[str, Any]:
@@ -198,16 +174,15 @@ def run_identity(config: dict[str, Any], dtype: str = "float32") -> dict[str, An
 
 
 def run_sweep(config: dict[str, Any], out_dir: str | Path, workers: int | None = None, progress: bool = True,
-              overwrite: bool = False, quiet: bool = False, device: str = "cpu",
-              dtype: str = "float32") -> list[dict[str, Any]]:
+              overwrite: bool = False, quiet: bool = False, device: str = "cpu", dtype: str = "float32",
+              threads: int = 1, backend: str = "local", ray_address: str | None = None) -> list[dict[str, Any]]:
     """Run (or resume) every point of ``config`` into the run folder ``out_dir`` on ``device`` (a device
-    :func:`attnlab.core.runtime.choose_device` gave) in ``dtype``, in every worker; returns all result lines.
+    :func:`attnlab.core.runtime.choose_device` gave) in ``dtype``, ``threads`` torch threads per point, in
+    ``workers`` processes (default: the config's) or on Ray (``backend``, ``ray_address``); returns all
+    result lines.
 
     The config and every point's settings are checked before the folder is touched. The same config resumes
     (one stderr line unless ``quiet``); a folder holding another config is refused unless ``overwrite``."""
-    import torch
-    from tqdm import tqdm
-
     torch_dtype(dtype)  # an unknown dtype fails here, before the folder is touched
     points = expand(config)
     todo: dict[str, dict[str, Any]] = {}
@@ -218,27 +193,14 @@ def run_sweep(config: dict[str, Any], out_dir: str | Path, workers: int | None =
     if not resuming:
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     log = out_dir / LOG
-    finished = {r["point"] for r in read_log(log) if r["kind"] == "result"}
+    gpus = 0.25 if device.startswith("cuda") else 0.0  # small models: four searches share a GPU
     # cheapest first (cost ~ n_pairs * seq_len * (1 + gen_steps)), so results arrive early
-    jobs = sorted((s for pid, s in todo.items() if pid not in finished),
-                  key=lambda s: s["n_pairs"] * s["seq_len"] * (1 + s["gen_steps"]))
-    workers = workers or config.get("workers", 1)
-    bar = tqdm(total=len(jobs), desc="memorize sweep", unit="point", file=sys.stderr, disable=not progress)
-    if workers == 1:
-        threads = torch.get_num_threads()
-        _init_worker()
-        try:
-            for settings in jobs:
-                run_point(settings, log, device, dtype)
-                bar.update()
-        finally:
-            torch.set_num_threads(threads)  # the caller's (e.g. the tour's next section's) threads
-    else:
-        os.environ["OMP_NUM_THREADS"] = "1"
-        with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-            for _ in pool.imap_unordered(_run_point_job, [(s, str(log), device, dtype) for s in jobs]):
-                bar.update()
-    bar.close()
+    jobs = [Job(pid, {"settings": s, "log": str(log), "device": device, "dtype": dtype}, cpus=threads, gpus=gpus)
+            for pid, s in sorted(todo.items(), key=lambda kv: kv[1]["n_pairs"] * kv[1]["seq_len"]
+                                 * (1 + kv[1]["gen_steps"]))]
+    run_grid(_point_job, jobs, sweep_log(log), workers=workers or config.get("workers", 1), threads=threads,
+             backend=backend, ray_address=ray_address, progress=progress, quiet=quiet, desc="memorize sweep",
+             unit="point", postfix=lambda r: f"m*={r['m_star']}")
     return results(out_dir)
 
 
@@ -255,7 +217,7 @@ def results(out_dir: str | Path) -> list[dict[str, Any]]:
     """The finished searches of a sweep directory, one per point, each with the settings its config gives it
     and tagged with its experiments."""
     out_dir = check_sweep_dir(out_dir)
-    by_point = {r["point"]: r for r in read_log(out_dir / LOG) if r["kind"] == "result"}
+    by_point = sweep_log(out_dir / LOG).results()
     tagged: dict[str, dict[str, Any]] = {}
     for name, settings_list in expand(load_config(out_dir / "config.yaml")).items():
         for settings in settings_list:
