@@ -19,3 +19,9 @@ def square(args):
     with open(Path(args["runs"]), "a", encoding="utf-8") as f:
         f.write(f"{args['x']} {os.getpid()}\n")
     return {"x": args["x"], "y": args["x"] ** 2, "threads": torch.get_num_threads(), "pid": os.getpid()}
+
+
+def visible_gpu(args):
+    """The GPU this worker was given (its CUDA_VISIBLE_DEVICES) and its pid."""
+    time.sleep(0.3)
+    return {"x": args["x"], "y": 0, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}

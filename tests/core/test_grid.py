@@ -159,3 +159,15 @@ def test_a_log_with_no_good_line_is_a_one_line_error(tmp_path):
     (tmp_path / "rows.jsonl").write_bytes(b"\xff\xfe\x00\x01\n")
     with pytest.raises(AttnlabError, match=r"holds no line of a test grid \(line 1: not UTF-8\)"):
         _log(tmp_path).results()
+
+
+def test_workers_are_spread_over_the_visible_gpus(tmp_path, monkeypatch):
+    from attnlab.core import grid
+
+    monkeypatch.setattr(grid, "_visible_gpus", lambda: ["3", "5"])  # as on a box with two GPUs visible
+    jobs = [Job(f"x{i}", {"x": i}, gpus=0.5) for i in range(4)]
+    rows = run_grid(grid_jobs.visible_gpu, jobs, _log(tmp_path), workers=2, progress=False).values()
+    by_pid = {r["pid"]: r["gpu"] for r in rows}
+    assert set(by_pid.values()) <= {"3", "5"} and len(set(by_pid.values())) == len(by_pid)  # one GPU per worker
+    assert {r["gpu"] for r in run_grid(grid_jobs.visible_gpu, [Job("y", {"x": 9})], _log(tmp_path / "cpu"),
+                                       progress=False).values()} == {os.environ.get("CUDA_VISIBLE_DEVICES")}

@@ -10,9 +10,10 @@ JSONL file in the run folder that the rows are appended to. :func:`run_grid`
   logged), so several processes, or machines sharing the folder (a Slurm job array), work on one grid at once
   and each job runs once. A claim whose process died (same host) or that stopped being refreshed (another host,
   ``stale_after`` seconds) is taken over;
-- runs the jobs in this process, in ``workers`` spawned processes, or as Ray tasks (each with the resources
-  its job declares, so a GPU node packs several small jobs per GPU), always with ``threads`` torch and BLAS
-  threads per job;
+- runs the jobs in this process, in ``workers`` spawned processes (spread over the visible GPUs, one GPU per
+  worker, when the jobs need a GPU and there are several), or as Ray tasks (each with the resources its job
+  declares, so a GPU node packs several small jobs per GPU), always with ``threads`` torch and BLAS threads
+  per job;
 - appends each row the moment it arrives and shows progress (rate and ETA) on stderr.
 
 Reading a log never loses good lines to bad ones: a torn last line (a crash mid-append) is dropped, and lines
@@ -233,12 +234,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _pin(threads: int) -> None:
-    """A worker's first act: ``threads`` torch and BLAS threads (OpenMP told before torch starts its pool)."""
+def _pin(threads: int, gpus: list[str] | None = None, counter: Any = None) -> None:
+    """A worker's first act: ``threads`` torch and BLAS threads (OpenMP told before torch starts its pool)
+    and, when ``gpus`` is given, one of them (worker i gets ``gpus[i % len(gpus)]`` as its only visible
+    device, set before CUDA starts, so a job's ``cuda`` is that GPU)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    if gpus:
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
     from .runtime import set_threads
 
     set_threads(threads)
+
+
+def _visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as CUDA_VISIBLE_DEVICES names them (none without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    names = [v.strip() for v in visible.split(",") if v.strip()] if visible else []
+    return names[:torch.cuda.device_count()] or [str(i) for i in range(torch.cuda.device_count())]
 
 
 def _ray_task(fn: Callable[[Mapping[str, Any]], dict[str, Any]], args: Mapping[str, Any],
@@ -316,7 +335,8 @@ def run_grid(fn: Callable[[Mapping[str, Any]], dict[str, Any]], jobs: list[Job],
                     for job in iter(claim_next, None):
                         finish(job, fn(job.args))
             else:
-                _run_pool(fn, claim_next, finish, min(workers, len(pending)), threads)
+                gpus = _visible_gpus() if any(job.gpus for job in pending) else []
+                _run_pool(fn, claim_next, finish, min(workers, len(pending)), threads, gpus)
     finally:
         bar.close()
     running = [k for k in elsewhere if claims.holds_elsewhere(k)]
@@ -327,12 +347,15 @@ def run_grid(fn: Callable[[Mapping[str, Any]], dict[str, Any]], jobs: list[Job],
     return {k: done[k] for k in keys if k in done}
 
 
-def _run_pool(fn, claim_next, finish, workers: int, threads: int) -> None:
-    """At most ``workers`` jobs in flight in spawned processes; a job is claimed only when a slot frees, so
-    other processes sharing the folder take their share."""
+def _run_pool(fn, claim_next, finish, workers: int, threads: int, gpus: list[str]) -> None:
+    """At most ``workers`` jobs in flight in spawned processes, spread round-robin over ``gpus`` when there
+    are several; a job is claimed only when a slot frees, so other processes sharing the folder take their
+    share."""
     arrived: queue.Queue = queue.Queue()
     inflight = 0
-    pool = mp.get_context("spawn").Pool(workers, initializer=_pin, initargs=(threads,))
+    ctx = mp.get_context("spawn")
+    spread = (gpus, ctx.Value("i", 0)) if len(gpus) > 1 else ()
+    pool = ctx.Pool(workers, initializer=_pin, initargs=(threads, *spread))
     try:
         while True:
             while inflight < workers and (job := claim_next()) is not None:
