@@ -151,6 +151,12 @@ def test_compare_refuses_a_file_as_its_folder(run_cli, tiny_data, tmp_path):
     assert (tmp_path / "cmp").read_text() == "keep"
 
 
+def test_compare_refuses_a_ray_address_without_the_ray_backend(run_cli, tiny_data, tmp_path):
+    fails(run_cli, "detr", "compare", "--data", tiny_data, *TRAIN, "--ray-address", "auto", "-o", tmp_path / "cmp",
+          fragment="--ray-address needs --backend ray")
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_make_data_overwrite_replaces_the_dataset_whole(run_cli, data):
     stale = data / "train" / "999999.png"
     stale.write_bytes(b"stale")

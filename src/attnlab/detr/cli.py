@@ -9,7 +9,17 @@ import contextlib
 import shlex
 from pathlib import Path
 
-from ..core.clikit import add_device, add_out, emit, nonneg_int, positive_float, positive_int, show_progress
+from ..core.clikit import (
+    add_device,
+    add_grid,
+    add_out,
+    emit,
+    grid_options,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    show_progress,
+)
 from ..core.errors import AttnlabError
 from .variants import AUGMENTATIONS, CLS_LOSSES, DATASETS, O2M_BOX_SOURCES, describe
 
@@ -80,7 +90,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="feed the C-decoder the raw queries instead of layer 0's self-attention output")
     add_device(p)
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
-    p.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader worker processes (default 0)")
+    p.add_argument("--workers", dest="loader_workers", type=nonneg_int, default=0,
+                   help="DataLoader worker processes (default 0)")
 
 
 def _train_config(args: argparse.Namespace, dac: bool):
@@ -94,7 +105,7 @@ def _train_config(args: argparse.Namespace, dac: bool):
     return TrainConfig(data=args.data, train_split=args.train_split, val_split=args.val_split, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, lr_drop=args.lr_drop, clip_grad=args.clip_grad,
                        image_size=args.image_size, augment=args.augment, eval_every=args.eval_every, seed=args.seed,
-                       device=args.device, amp=args.amp, workers=args.workers, model=model, loss=loss)
+                       device=args.device, amp=args.amp, workers=args.loader_workers, model=model, loss=loss)
 
 
 def register(subparsers, common) -> None:
@@ -154,14 +165,16 @@ def register(subparsers, common) -> None:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("compare", parents=[common], help="baseline vs DAC at equal epochs over seeds",
-                       description="Trains baseline and DAC for each seed (resumable; rerun with more --seeds to "
-                                   "add seeds), then writes summary.md/json (AP at 25/50/75/100%% of the budget, "
+                       description="Trains baseline and DAC for each seed, one grid job per run (--jobs processes, "
+                                   "or Ray tasks with --backend ray; resumable, and several processes may share "
+                                   "-o; rerun with more --seeds to add seeds), logs each run's final AP to "
+                                   "runs.jsonl, then writes summary.md/json (AP at 25/50/75/100%% of the budget, "
                                    "queries per object), curves.png and record.json.",
                        epilog="Example: attnlab detr compare --data data/digits --seeds 3 --epochs 24 -o runs/cmp "
                               "--jobs 2 --threads 1")
     _add_train_flags(p)
     p.add_argument("--seeds", type=positive_int, default=3, help="seeds --seed, --seed+1, ... (default 3)")
-    p.add_argument("--jobs", type=positive_int, default=1, help="runs trained in parallel processes (default 1)")
+    add_grid(p, flag="--jobs", what="training run")
     add_out(p, required=True, what="comparison folder")
     p.set_defaults(func=_cmd_compare)
 
@@ -252,9 +265,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     _keep_inputs(args.out, args.data)
     seeds = list(range(args.seed, args.seed + args.seeds))
-    summary = run_compare(_train_config(args, dac=False), args.out, seeds, workers=args.jobs,
-                          threads=args.threads or 1, progress=show_progress(args), quiet=args.quiet,
-                          overwrite=args.overwrite)
+    grid = grid_options(args)
+    grid["workers"] = grid["workers"] or 1  # no config to fall back to: one run at a time
+    summary = run_compare(_train_config(args, dac=False), args.out, seeds, **grid, overwrite=args.overwrite)
     md = (Path(args.out) / "summary.md").read_text(encoding="utf-8")
     emit(args, summary, text=md + f"\ncurves: {Path(args.out) / 'curves.png'}")
     return 0

@@ -1,21 +1,27 @@
 """Baseline vs DAC at equal epochs over several seeds: resumable runs, a summary table at 25/50/75/100% of
-the budget (mean, sample sd, min-max), the queries-per-object diagnostic, and AP-over-training curves."""
+the budget (mean, sample sd, min-max), the queries-per-object diagnostic, and AP-over-training curves.
+
+The runs are a grid of :mod:`attnlab.core.grid` (one job per variant and seed, logged to ``runs.jsonl``), so
+they run in worker processes or on Ray, and several processes can share one comparison folder. A folder
+written before the log existed still resumes: its finished runs are recognised from their checkpoints and
+logged without retraining. The summary reads every run's history from its checkpoint."""
 
 from __future__ import annotations
 
 import json
 import math
 import statistics
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..core.atomic import atomic_write_json, atomic_write_text
 from ..core.errors import AttnlabError
+from ..core.grid import NUMBER, GridLog, Job, run_grid
 from ..core.outputs import run_dir
 from ..core.plots import plt, save_figure
 from ..core.records import RunRecord
+from ..core.runtime import choose_device
 from .evaluate import QUALITY_THRESHOLDS
 from .train import CHECKPOINT, TrainConfig, open_data, read_checkpoint, reproducing_command, train, with_defaults
 from .variants import VARIANTS
@@ -30,47 +36,70 @@ def variant_config(base: TrainConfig, variant: str, seed: int) -> TrainConfig:
     return TrainConfig(**{**base.to_dict(), "seed": seed, "model": {**base.model, **VARIANTS[variant]}})
 
 
-def _finished(run: Path, epochs: int) -> bool:
-    ckpt = run / CHECKPOINT
-    return ckpt.is_file() and read_checkpoint(ckpt)[1]["epoch"] >= epochs
+#: The log of a comparison: one row per finished run (its final-epoch metrics), keyed by :func:`run_name`.
+LOG = "runs.jsonl"
+KEY = "run"
+ROW_FIELDS = {"variant": str, "seed": int, "epochs": int, "AP": NUMBER, "AP50": NUMBER, "AP75": NUMBER,
+              "seconds_per_step": NUMBER}
 
 
-def _job(cfg_dict: dict[str, Any], out: str, threads: int, progress: bool, quiet: bool) -> str:
-    from ..core.runtime import set_threads
+def comparison_log(out: Path) -> GridLog:
+    """The comparison's :class:`~attnlab.core.grid.GridLog` (``runs.jsonl``, key ``run``)."""
+    return GridLog(out / LOG, "detr comparison", key=KEY, fields=ROW_FIELDS)
 
-    set_threads(threads)
-    train(TrainConfig(**cfg_dict), out, progress=progress, quiet=quiet)
-    return out
+
+def step_seconds(history: list[dict[str, Any]]) -> float:
+    """A run's median training seconds per step over its epochs."""
+    return statistics.median(h["seconds_per_step"] for h in history)
+
+
+def _row(variant: str, seed: int, history: list[dict[str, Any]]) -> dict[str, Any]:
+    final = history[-1]
+    return {"variant": variant, "seed": seed, "epochs": final["epoch"], "AP": final["AP"], "AP50": final["AP50"],
+            "AP75": final["AP75"], "seconds_per_step": step_seconds(history)}
+
+
+def train_run(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The grid job of one (variant, seed): train (or resume) the run into ``args["out"]`` and return its
+    final-epoch row. A run whose checkpoint already holds every epoch (a comparison folder written before
+    ``runs.jsonl`` existed) is not retrained: its row comes from the checkpoint."""
+    cfg, out = TrainConfig(**args["config"]), Path(args["out"])
+    ckpt = out / CHECKPOINT
+    state = read_checkpoint(ckpt)[1] if ckpt.is_file() else {"epoch": 0}
+    if state["epoch"] < cfg.epochs:
+        state = train(cfg, out, progress=args["epoch_bars"], quiet=args["quiet"])
+    return _row(args["variant"], cfg.seed, state["history"])
 
 
 def run_compare(base: TrainConfig, out_dir: str | Path, seeds: list[int], workers: int = 1, threads: int = 1,
-                progress: bool = True, quiet: bool = False, overwrite: bool = False) -> dict[str, Any]:
+                backend: str = "local", ray_address: str | None = None, progress: bool = True, quiet: bool = False,
+                overwrite: bool = False) -> dict[str, Any]:
     """Train every variant of :data:`~attnlab.detr.variants.VARIANTS` (same config, its model options
-    applied) for each seed into ``out_dir``; finished runs are skipped, interrupted ones resume. The folder
-    is a resumable run of ``base`` (its seed aside): rerunning with more seeds adds them; another ``base``
-    is refused unless ``overwrite``. The summary is rewritten after every finished run."""
+    applied) for each seed into ``out_dir``, one :func:`~attnlab.core.grid.run_grid` job per run
+    (``workers`` processes here, or Ray tasks with ``backend="ray"``; ``threads`` each, half a GPU each on
+    CUDA). Finished runs are skipped, interrupted ones resume from their checkpoints. The folder is a
+    resumable run of ``base`` (its seed aside): rerunning with more seeds adds them; another ``base`` is
+    refused unless ``overwrite``. Each run's final row goes to ``runs.jsonl``; the summary is rewritten
+    after every finished run."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise AttnlabError(f"{out} is a file, not a folder (choose another -o)")
     open_data(base)                    # bad data is refused before the folder becomes a comparison of it
+    gpus = 0.5 if choose_device(base.device).startswith("cuda") else 0.0
     key = {k: v for k, v in base.result_keys().items() if k != "seed"}
     _, resuming = run_dir(out, {"base": with_defaults(key)}, overwrite, what="detr comparison", quiet=quiet)
     if resuming and (out / "compare.json").is_file():
         seeds = sorted(set(seeds) | set(json.loads((out / "compare.json").read_text(encoding="utf-8"))["seeds"]))
     base = TrainConfig(**{**base.to_dict(), "seed": seeds[0]})
     atomic_write_json(out / "compare.json", {"base": base.to_dict(), "seeds": seeds, "variants": list(VARIANTS)})
-    jobs = [(variant_config(base, v, seed).to_dict(), str(out / run_name(v, seed)))
+    epoch_bars = progress and backend == "local" and workers == 1  # nested bars only in this process
+    jobs = [Job(run_name(v, seed), {"variant": v, "config": variant_config(base, v, seed).to_dict(),
+                                    "out": str(out / run_name(v, seed)), "epoch_bars": epoch_bars, "quiet": quiet},
+                cpus=threads, gpus=gpus)
             for seed in seeds for v in VARIANTS]
-    jobs = [(c, p) for c, p in jobs if not _finished(Path(p), base.epochs)]
-    if workers <= 1:
-        for cfg_dict, path in jobs:
-            train(TrainConfig(**cfg_dict), path, progress=progress, quiet=quiet)
-            summarize(out)
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            for fut in as_completed([pool.submit(_job, c, p, threads, progress, quiet) for c, p in jobs]):
-                fut.result()
-                summarize(out)
+    run_grid(train_run, jobs, comparison_log(out), workers=workers, threads=threads, backend=backend,
+             ray_address=ray_address, progress=progress, quiet=quiet, desc="detr compare", unit="run",
+             postfix=lambda row: f"{row[KEY]}: AP {row['AP']:.3f}", on_result=lambda row: summarize(out))
     return summarize(out)
 
 
@@ -128,7 +157,7 @@ def budget_table(histories: dict[str, dict[int, list[dict[str, Any]]]], epochs: 
             for k in ("AP", "AP50", "AP75", *(f"queries_per_object@{t}" for t in QUALITY_THRESHOLDS)):
                 entry[k] = _stats([float(r[k]) for r in rows])
             table.append(entry)
-    speed = {v: _stats([statistics.median(h["seconds_per_step"] for h in hist) for hist in runs.values()])
+    speed = {v: _stats([step_seconds(hist) for hist in runs.values()])
              for v, runs in histories.items() if runs}
     return {"table": table, "seconds_per_step": speed}
 
