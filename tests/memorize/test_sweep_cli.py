@@ -202,3 +202,21 @@ def test_valid_json_lines_of_the_wrong_shape_are_reported_once_and_skipped(tiny_
     assert len(err) == 1 and err[0].startswith(f"attnlab: skipped {len(MALFORMED)} line(s) of {copy / LOG} that "
                                                "are not lines of a memorize sweep (line 4: not a probe or a result")
     assert len(read_jsonl(copy / LOG)) == len(lines) + len(MALFORMED)  # reported, not rewritten
+
+
+def test_array_tasks_sharing_one_folder_run_each_point_once(tmp_path):
+    """Three `attnlab memorize sweep` processes started at once on one folder (a Slurm job array on a shared
+    filesystem): every point is searched once, each probe is logged once, and the plots count each point once."""
+    import subprocess
+    import sys
+
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump({**SMALL, "seeds": [0, 1, 2]}))
+    argv = [sys.executable, "-m", "attnlab", "memorize", "sweep", str(tmp_path / "grid.yaml"), "-o",
+            str(tmp_path / "shared"), "--quiet"]
+    tasks = [subprocess.Popen(argv, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    assert all(t.wait(timeout=600) == 0 for t in tasks), [t.stderr.read() for t in tasks]
+    lines = read_jsonl(tmp_path / "shared" / LOG)
+    results = [r["point"] for r in lines if r["kind"] == "result"]
+    probes = [(r["point"], r["m"], r["restart"]) for r in lines if r["kind"] == "probe"]
+    assert len(results) == len(set(results)) == 6 and len(probes) == len(set(probes))
+    assert main(["memorize", "plot", str(tmp_path / "shared"), "--quiet"]) == 0
