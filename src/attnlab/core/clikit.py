@@ -63,12 +63,13 @@ def add_device(p: argparse.ArgumentParser, dtype: bool = False) -> None:
         p.add_argument("--dtype", default="float32", choices=DTYPES, help="model compute precision (default float32)")
 
 
-def add_grid(p: argparse.ArgumentParser, flag: str = "--workers", what: str = "job") -> None:
+def add_grid(p: argparse.ArgumentParser, flag: str = "--workers", what: str = "job", config: bool = False) -> None:
     """How a grid of jobs runs (:func:`attnlab.core.grid.run_grid`): ``--workers`` processes here, or
     ``--backend ray`` on a local Ray instance or the cluster at ``--ray-address``. ``--threads`` (default 1
     for grids) is each job's torch and BLAS thread count, here and in every worker."""
+    default = "the config's, else 1" if config else "1"
     p.add_argument(flag, dest="workers", type=positive_int, default=None, metavar="N",
-                   help=f"{what}s run at once in worker processes with --backend local (default 1, or the config's)")
+                   help=f"{what}s run at once in worker processes with --backend local (default {default})")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: this machine's processes; ray: Ray tasks, each with the resources its job needs "
                         "(needs attnlab[ray]; default local)")

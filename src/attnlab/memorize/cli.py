@@ -104,7 +104,7 @@ def register(subparsers, common) -> None:
                        epilog="Example: attnlab memorize sweep configs/memorize/cpu_sweep.yaml -o runs/memorize")
     p.add_argument("config", help="sweep YAML (see configs/memorize/)")
     add_out(p, required=True, what="sweep folder")
-    add_grid(p, what="point")
+    add_grid(p, what="point", config=True)
     add_device(p, dtype=True)
     p.set_defaults(func=_cmd_sweep)
 
