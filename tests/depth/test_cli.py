@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,16 @@ def test_bad_input_one_line_exit_2(run_cli, argv, message):
     assert err.count("\n") == 1 and message in err, err
 
 
+def test_plot_skips_a_bad_line_and_counts_a_model_once(run_cli, tmp_path):
+    copy = shutil.copytree(COMMITTED_SWEEP, tmp_path / "s")  # never write into the repo
+    lines = (copy / "results.jsonl").read_text().splitlines()
+    with open(copy / "results.jsonl", "a") as f:  # a model logged twice (two processes), a line of another tool
+        f.write(lines[0] + "\n" + '{"key": "N1-L1-s0", "loss": 1}\n')
+    rc, out, err = run_cli("depth", "plot", copy, "-o", tmp_path / "plot", "--json")
+    assert rc == 0 and json.loads(out)["models"] == len(lines)
+    assert err.count("\n") == 1 and f"skipped 1 line(s) of {copy / 'results.jsonl'}" in err, err
+
+
 def test_plot_empty_dir_and_bare_group(run_cli, tmp_path):
     rc, _, err = run_cli("depth", "plot", str(tmp_path))
     assert rc == 2 and "no sweep results" in err
@@ -124,10 +135,10 @@ def test_sweep_cuda_without_cuda_is_one_line_and_writes_nothing(run_cli, tmp_pat
 def test_sweep_bfloat16_on_cpu_records_device_and_dtype(run_cli, tmp_path):
     out = tmp_path / "out"
     rc, stdout, _ = run_cli("depth", "sweep", _tiny_config(tmp_path), "-o", out, "--device", "cpu",
-                            "--dtype", "bfloat16", "--json")
+                            "--dtype", "bfloat16", "--threads", "2", "--json")
     assert rc == 0 and json.loads(stdout)["models"] == 2
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert {(r["device"], r["dtype"]) for r in rows} == {("cpu", "bfloat16")}
+    assert {(r["device"], r["dtype"], r["threads"]) for r in rows} == {("cpu", "bfloat16", 2)}
     rec = RunRecord.load(out / "record.json")
     assert rec.config["device"] == "cpu" and rec.config["dtype"] == "bfloat16"
     assert rec.command.endswith("--dtype bfloat16")

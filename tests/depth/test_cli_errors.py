@@ -44,6 +44,9 @@ CASES = {
     "sweep with malformed YAML": lambda ws: ["sweep", _write(ws, "budgets: [3000]", "budgets: [3000"), "-o", "runs/s"],
     "sweep with a missing text file": lambda ws: ["sweep", _write(ws, "seeds: [0]", "text: no.txt"), "-o", "runs/s"],
     "sweep into a foreign folder": lambda ws: ["sweep", "tiny.yaml", "-o", "mine"],
+    "sweep with a Ray address but no Ray": lambda ws: ["sweep", "tiny.yaml", "-o", "runs/s", "--ray-address", "auto"],
+    "sweep with no workers": lambda ws: ["sweep", "tiny.yaml", "-o", "runs/s", "--workers", "0"],
+    "sweep with an unknown backend": lambda ws: ["sweep", "tiny.yaml", "-o", "runs/s", "--backend", "slurm"],
     "sweep into a file": lambda ws: ["sweep", "tiny.yaml", "-o", "file.txt"],
     "plot of a file": lambda ws: ["plot", "file.txt"],
     "plot of results that are not a sweep's": lambda ws: ["plot", _results(ws, '{"key": "x"}\n')],
@@ -98,13 +101,13 @@ def test_sweep_resumes_refuses_another_recipe_and_overwrites(tmp_path, capsys):
     assert main(["depth", "sweep", str(tmp_path / "a.yaml"), "-o", out, "--limit", "1"]) == 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "resuming the depth sweep" in err
-    assert len(sweep.result_lines(Path(out))) == 2
+    assert len(sweep.results_log(out).results()) == 2
     before = snapshot(Path(out))
     assert main(["depth", "sweep", str(tmp_path / "b.yaml"), "-o", out]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--overwrite" in err and snapshot(Path(out)) == before
     assert main(["depth", "sweep", str(tmp_path / "b.yaml"), "-o", out, "--limit", "1", "--overwrite"]) == 0
-    assert [r["key"] for r in sweep.result_lines(Path(out))] == ["N3000-L1-s0"]  # started afresh
+    assert list(sweep.results_log(out).results()) == ["N3000-L1-s0"]  # started afresh
 
 
 def test_plan_and_plot_overwrite(tmp_path, capsys):

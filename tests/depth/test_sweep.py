@@ -1,4 +1,8 @@
+import json
 import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -90,15 +94,64 @@ def test_same_seed_same_result(tmp_path):
 
 
 def test_parallel_workers(tmp_path):
-    rows = run_sweep(tiny(), tmp_path, workers=2, progress=False)
-    assert sorted(r["key"] for r in rows) == sorted(j["key"] for j in sweep.grid(tiny()))
+    seen = []
+    rows = run_sweep(tiny(), tmp_path, workers=2, progress=False, on_result=seen.append)
+    assert [r["key"] for r in rows] == [j["key"] for j in sweep.grid(tiny())]  # grid order, whatever finished first
+    assert sorted(r["key"] for r in seen) == sorted(r["key"] for r in rows)
     assert all(r["threads"] == 1 for r in rows)
 
 
+def test_threads_are_pinned_for_the_sweep_only(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    (row,) = run_sweep(tiny(budgets=[3000], depths=[1]), tmp_path, threads=2, progress=False)
+    assert row["threads"] == 2 and torch.get_num_threads() == before
+
+
+def test_local_and_ray_backends_train_the_same_models(tmp_path, ray_local):
+    config = tiny(budgets=[3000])
+    local = run_sweep(config, tmp_path / "local", progress=False)
+    on_ray = run_sweep(config, tmp_path / "ray", backend="ray", progress=False, quiet=True)
+    assert [r["key"] for r in local] == [r["key"] for r in on_ray] == ["N3000-L1-s0", "N3000-L2-s0"]
+    for a, b in zip(local, on_ray, strict=True):
+        assert b["heldout_loss"] == pytest.approx(a["heldout_loss"], rel=1e-6)
+        assert a["threads"] == b["threads"] == 1
+
+
+def test_a_model_claimed_by_a_live_process_is_not_trained_again(tmp_path, monkeypatch, capsys):
+    """Another process (here a stand-in that holds a claim) is training N3000-L1: this sweep leaves it to
+    that process; once the claimant is gone, the next run takes the model over and trains it, once."""
+    from attnlab.core.outputs import run_dir
+
+    config = tiny(budgets=[3000])
+    out, _ = run_dir(tmp_path / "s", sweep.recipe(config), what="depth sweep")  # the other process made it
+    claimant = subprocess.Popen(["sleep", "120"])
+    claim = out / "claims" / "N3000-L1-s0.claim"
+    claim.parent.mkdir()
+    claim.write_text(f"{socket.gethostname()} {claimant.pid} {time.time():.0f}\n")
+    calls = []
+    real = sweep.train_one
+    monkeypatch.setattr(sweep, "train_one", lambda job, config, device="cpu": calls.append(job["key"])
+                        or real(job, config, device))
+    try:
+        rows = run_sweep(config, out, progress=False)
+        assert calls == ["N3000-L2-s0"] and [r["key"] for r in rows] == ["N3000-L2-s0"]
+        assert "1 job(s) of this depth sweep are running in other processes" in capsys.readouterr().err
+        assert claim.exists()  # not ours to remove
+    finally:
+        claimant.kill()
+        claimant.wait()
+    rows = run_sweep(config, out, progress=False)  # the claimant died: its claim is taken over
+    assert calls == ["N3000-L2-s0", "N3000-L1-s0"] and len(rows) == 2
+    keys = [json.loads(line)["key"] for line in (out / sweep.RESULTS).read_text().splitlines()]
+    assert sorted(keys) == ["N3000-L1-s0", "N3000-L2-s0"]  # each model logged once
+
+
 def _rows(table):
-    return [{"key": f"{b}-{L}-{s}", "budget": b, "depth": L, "seed": s, "width": w, "heads": 1,
-             "non_embedding": b, "heldout_loss": loss} for (b, L, w), losses in table.items()
-            for s, loss in enumerate(losses)]
+    return {f"{b}-{L}-{s}": {"key": f"{b}-{L}-{s}", "budget": b, "depth": L, "seed": s, "width": w, "heads": 1,
+                             "non_embedding": b, "heldout_loss": loss} for (b, L, w), losses in table.items()
+            for s, loss in enumerate(losses)}
 
 
 def test_analysis_best_depth_bootstrap_and_fit():
@@ -113,7 +166,22 @@ def test_analysis_best_depth_bootstrap_and_fit():
     assert s["fit"]["b"] == pytest.approx(np.log(14 / 10)) and s["fit"]["a"] == pytest.approx(np.log(10) - np.log(1.4))
     assert analyze(_rows({(100, 1, 10): [2.0]}))["fit"] is None
     with pytest.raises(AttnlabError, match="no sweep results"):
-        analyze([])
+        analyze({})
+
+
+def test_summary_reads_each_model_once_and_skips_bad_lines(tmp_path, capsys):
+    """Two processes that both logged a model count it once; a line that is not a result is named on stderr
+    (one line) and skipped, not an error."""
+    rows = list(_rows({(100, 1, 10): [2.0, 2.1], (100, 2, 7): [2.3, 2.4]}).values())
+    lines = [json.dumps(r) for r in rows] + [json.dumps({**rows[0], "heldout_loss": 9.0}),  # logged twice
+                                             json.dumps({"key": "x", "depth": 1}), "[1, 2]"]
+    (tmp_path / sweep.RESULTS).write_text("\n".join(lines) + "\n")
+    rec = sweep.summarize(tmp_path, "attnlab depth plot DIR", save_record=False)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "skipped 2 line(s)" in err and "line 6: no 'budget'" in err, err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert rec.metrics["models"] == summary["models"] == 4
+    assert summary["budgets"][0]["depths"][0]["mean"] == pytest.approx(2.05)  # the first line per key
 
 
 def test_dtype_is_in_the_recipe_and_the_device_is_not(tmp_path):

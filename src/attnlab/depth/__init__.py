@@ -19,7 +19,7 @@ _EXPORTS = {
     "Architecture": "params", "count": "params",
     "assess": "planner", "known_models": "planner", "plan": "planner",
     "exact_rank": "separation",
-    "SweepConfig": "sweep", "analyze": "sweep", "run_sweep": "sweep",
+    "SweepConfig": "sweep", "analyze": "sweep", "results_log": "sweep", "run_sweep": "sweep",
     "fit_depth_for_budget": "theory", "optimal_depth": "theory", "optimal_width": "theory",
     "separation_rank": "theory", "threshold_depth": "theory",
 }

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.clikit import add_device, add_out, emit, nonneg_int, out_folder, positive_int, show_progress, size
+from ..core.clikit import add_device, add_grid, add_out, emit, grid_options, nonneg_int, out_folder, positive_int, size
 from ..core.errors import AttnlabError
 
 
@@ -64,11 +64,12 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                        description="Train every model of the YAML config's grid not yet in DIR/results.jsonl "
                                    "(one line per model), then analyse and plot. DIR is a run folder: the same "
                                    "recipe resumes (a grown grid trains only the new models), another is "
-                                   "refused unless --overwrite.",
-                       epilog="Example: attnlab depth sweep configs/depth/cpu.yaml -o runs/depth_sweep")
+                                   "refused unless --overwrite. Several processes (or machines) may share DIR: "
+                                   "each model is trained once.",
+                       epilog="Example: attnlab depth sweep configs/depth/cpu.yaml -o runs/depth_sweep --workers 2")
     p.add_argument("config", help="sweep config (YAML)")
     add_out(p, required=True, what="sweep folder")
-    p.add_argument("--workers", type=positive_int, default=None, help="worker processes, 1 thread each")
+    add_grid(p, what="model", config=True)  # --workers (default: the config's), --backend, --ray-address
     p.add_argument("--limit", type=positive_int, default=None, help="train at most this many new models")
     add_device(p, dtype=True)  # the device is where it runs; the dtype is part of the recipe (config `dtype`)
     p.set_defaults(func=_cmd_sweep, dtype=None)
@@ -197,11 +198,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import load_config, run_sweep, summarize
 
     device = choose_device(args.device)  # before the folder is touched
+    options = grid_options(args)
     config = load_config(args.config)
     if args.dtype is not None:  # --dtype overrides the config's dtype (default float32)
         config = replace(config, dtype=args.dtype)
-    run_sweep(config, args.out, workers=args.workers, progress=show_progress(args), limit=args.limit,
-              overwrite=args.overwrite, quiet=args.quiet, device=device)
+    run_sweep(config, args.out, limit=args.limit, overwrite=args.overwrite, device=device, **options)
     command = _command("sweep", args.config, "-o", args.out, *(["--dtype", args.dtype] if args.dtype else []))
     rec = summarize(args.out, command, args.seed)
     emit(args, {"dir": str(Path(args.out)), **rec.metrics}, text=_sweep_text(rec))

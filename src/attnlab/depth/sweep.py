@@ -6,25 +6,27 @@ a shape more than ``tolerance`` away from N is refused. Every model sees the sam
 tokens (character-level text), and is scored by its held-out loss. The analysis takes the best depth
 per budget with its spread across seeds, and fits ``ln d* = a + b L*`` as the paper does (Levine et
 al. 2020, Sec. 4; fit a = 5.039, b = 0.0555).
+
+The grid runs on :func:`attnlab.core.grid.run_grid` (resumable, job claiming across processes, local
+workers or Ray); its log is still ``results.jsonl`` keyed by ``key``, so folders written before it resume.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import multiprocessing as mp
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.atomic import append_jsonl, atomic_write_json, read_jsonl
+from ..core.atomic import atomic_write_json
 from ..core.errors import AttnlabError
+from ..core.grid import NUMBER, GridLog, Job, run_grid
 from .theory import fit_depth_for_budget, optimal_width
 
 if TYPE_CHECKING:
@@ -36,6 +38,11 @@ CONFIG = "config.json"
 GRID_FIELDS = ("budgets", "depths", "seeds", "workers")
 #: Training precisions a sweep accepts (float16 would need loss scaling).
 SWEEP_DTYPES = ("float32", "bfloat16")
+#: The fields (and their types) of a result line that the analysis reads, besides its ``key``.
+RESULT_FIELDS = {"budget": int, "depth": int, "seed": int, "width": int, "heads": int, "non_embedding": int,
+                 "heldout_loss": NUMBER}
+#: The share of a GPU one model's job asks for on CUDA: the sweep's models are small, four share a GPU.
+GPU_SHARE = 0.25
 
 
 @dataclass
@@ -287,12 +294,10 @@ def train_one(job: dict[str, Any], config: SweepConfig, device: str = "cpu") -> 
             "threads": torch.get_num_threads(), "device": device, "dtype": config.dtype}
 
 
-def _worker(args: tuple[dict[str, Any], dict[str, Any], str]) -> dict[str, Any]:
-    import torch
-
-    torch.set_num_threads(1)  # one thread per worker process: the box's cores are shared
-    job, config, device = args
-    return train_one(job, SweepConfig(**config), device)
+def train_job(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The grid's job function: ``args`` holds the ``job`` (a :func:`grid` entry), the sweep ``config``
+    (as a dict) and the ``device``; returns :func:`train_one`'s result line."""
+    return train_one(dict(args["job"]), SweepConfig(**args["config"]), args["device"])
 
 
 # ---------------------------------------------------------------- the resumable sweep
@@ -307,72 +312,62 @@ def recipe(config: SweepConfig) -> dict[str, Any]:
             if k not in GRID_FIELDS and not (k == "dtype" and v == "float32")}
 
 
-def run_sweep(config: SweepConfig, out: str | Path, workers: int | None = None,
-              progress: bool = True, limit: int | None = None,
+def results_log(folder: str | Path) -> GridLog:
+    """The log of the sweep in ``folder``: ``results.jsonl``, one line per model, keyed by ``key``."""
+    return GridLog(Path(folder) / RESULTS, "depth sweep", key="key", fields=RESULT_FIELDS)
+
+
+def run_sweep(config: SweepConfig, out: str | Path, *, workers: int | None = None, threads: int = 1,
+              backend: str = "local", ray_address: str | None = None, progress: bool = True,
+              quiet: bool = False, limit: int | None = None,
               on_result: Callable[[dict[str, Any]], None] | None = None, overwrite: bool = False,
-              quiet: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
+              device: str = "cpu") -> list[dict[str, Any]]:
     """Train every job of ``config`` not yet in ``out/results.jsonl``, appending one line per model.
 
     ``out`` is a resumable run folder (:func:`attnlab.core.outputs.run_dir`): rerun with the same recipe it
     skips finished jobs (and trains the new ones when the grid grew); a folder holding another recipe is
-    refused unless ``overwrite``, which starts it afresh. ``workers`` processes (1 torch thread each) train
-    in parallel, each on ``device`` (the caller's :func:`attnlab.core.runtime.choose_device`); ``limit`` stops
-    after that many new models. Returns all result lines for the config's grid.
+    refused unless ``overwrite``, which starts it afresh. The jobs run on :func:`attnlab.core.grid.run_grid`
+    (``workers`` processes, default the config's, or Ray with ``backend="ray"``; ``threads`` torch threads
+    each; several processes may share ``out``), each on ``device`` (the caller's
+    :func:`attnlab.core.runtime.choose_device`); ``limit`` trains at most that many new models. Returns the
+    result lines of the config's grid, in grid order.
     """
     from ..core.outputs import run_dir
 
-    jobs = grid(config)  # shapes and the text source are checked before the folder is touched
+    entries = grid(config)  # shapes and the text source are checked before the folder is touched
     corpus(config.text)
     out, _ = run_dir(out, recipe(config), overwrite, what="depth sweep", quiet=quiet)
-    atomic_write_json(out / CONFIG, asdict(config))
-    done = {r["key"] for r in result_lines(out)}
-    pending = [j for j in jobs if j["key"] not in done][:limit]
-    workers = workers or config.workers
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs), initial=len(jobs) - len([j for j in jobs if j["key"] not in done]),
-                   desc="depth sweep", unit="model", file=sys.stderr)
     cfg = asdict(config)
-    work = [(job, cfg, device) for job in pending]
-    results: Iterable[dict[str, Any]]
-    pool = None
-    if workers > 1 and len(work) > 1:
-        pool = mp.get_context("spawn").Pool(min(workers, len(work)))
-        results = pool.imap_unordered(_worker, work)
-    else:
-        import torch
-
-        torch.set_num_threads(1)  # as in the workers: on shared cores one thread is faster and steadier
-        results = (train_one(job, config, device) for job, _, _ in work)
-    try:
-        for row in results:
-            append_jsonl(out / RESULTS, row)
-            if on_result:
-                on_result(row)
-            if bar:
-                bar.set_postfix_str(f"{row['key']} loss {row['heldout_loss']:.3f}")
-                bar.update(1)
-    finally:
-        if pool:
-            pool.terminate()
-        if bar:
-            bar.close()
-    keys = {j["key"] for j in jobs}
-    return [r for r in result_lines(out) if r["key"] in keys]
+    atomic_write_json(out / CONFIG, cfg)
+    gpus = GPU_SHARE if device.startswith("cuda") else 0.0
+    jobs = [Job(e["key"], {"job": e, "config": cfg, "device": device}, cpus=1, gpus=gpus) for e in entries]
+    log = results_log(out)
+    todo = jobs
+    if limit is not None:  # the first ``limit`` unfinished jobs, with the finished ones for the progress bar
+        done = log.results()
+        chosen = [j.key for j in jobs if j.key not in done][:limit]
+        todo = [j for j in jobs if j.key in done or j.key in chosen]
+    run_grid(train_job, todo, log, workers=workers or config.workers, threads=threads, backend=backend,
+             ray_address=ray_address, progress=progress, quiet=quiet, desc="depth sweep", unit="model",
+             postfix=lambda row: f"{row['key']} loss {row['heldout_loss']:.3f}", on_result=on_result)
+    rows = log.results(report=False)
+    return [rows[j.key] for j in jobs if j.key in rows]
 
 
 # ---------------------------------------------------------------- analysis
 
 
-def analyze(rows: list[dict[str, Any]], bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+def analyze(results: Mapping[str, dict[str, Any]], bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Per budget: mean/std held-out loss per depth over seeds, the best depth, how often each depth
     wins when one seed is resampled per (budget, depth) (bootstrap), and the depth the paper's law
     predicts for the budget. Then the fit ``ln d* = a + b L*`` over the budgets' best shapes (when
-    they differ in depth), next to Levine et al.'s (5.039, 0.0555)."""
-    if not rows:
+    they differ in depth), next to Levine et al.'s (5.039, 0.0555).
+
+    ``results`` maps each model's key to its result line (``results_log(folder).results()``: a model
+    logged twice counts once)."""
+    if not results:
         raise AttnlabError("no sweep results to analyse (run `attnlab depth sweep` first)")
+    rows = list(results.values())
     rng = np.random.default_rng(seed)
     budgets = []
     for budget in sorted({r["budget"] for r in rows}):
@@ -407,28 +402,10 @@ def analyze(rows: list[dict[str, Any]], bootstrap: int = 2000, seed: int = 0) ->
             "models": len(rows), "seeds": sorted({r["seed"] for r in rows})}
 
 
-#: The fields of a result line that the analysis reads.
-RESULT_FIELDS = ("key", "budget", "depth", "seed", "width", "heads", "non_embedding", "heldout_loss")
-
-
-def result_lines(folder: Path) -> list[dict[str, Any]]:
-    """The result lines of the sweep in ``folder`` (none yet: ``[]``); a line that is not a sweep result
-    is a one-line error naming the file."""
-    path = folder / RESULTS
-    try:
-        rows = read_jsonl(path)
-    except UnicodeDecodeError:
-        raise AttnlabError(f"{path}: not a text file of sweep results (choose another folder)") from None
-    for i, row in enumerate(rows, 1):
-        missing = [k for k in RESULT_FIELDS if not isinstance(row, dict) or k not in row]
-        if missing:
-            raise AttnlabError(f"{path}: line {i} is not a depth sweep result (missing {', '.join(missing)})")
-    return rows
-
-
 def summarize(sweep_dir: str | Path, command: str, seed: int = 0, save_record: bool = True,
               dest: str | Path | None = None) -> RunRecord:
-    """Analyse ``sweep_dir/results.jsonl``; write ``summary.json``, ``sweep.png`` and (``save_record``)
+    """Analyse ``sweep_dir/results.jsonl`` (the first line per key; lines that are not result lines are
+    named on stderr and skipped); write ``summary.json``, ``sweep.png`` and (``save_record``)
     ``record.json`` into ``dest`` (default: the sweep folder itself)."""
     import json
 
@@ -436,8 +413,8 @@ def summarize(sweep_dir: str | Path, command: str, seed: int = 0, save_record: b
 
     sweep_dir = Path(sweep_dir)
     out = Path(dest) if dest is not None else sweep_dir
-    rows = result_lines(sweep_dir)
-    if not rows:
+    results = results_log(sweep_dir).results()
+    if not results:
         raise AttnlabError(f"no sweep results in {sweep_dir} (expected {sweep_dir / RESULTS}; run `attnlab depth "
                            "sweep`)")
     config: dict[str, Any] = {}
@@ -448,8 +425,8 @@ def summarize(sweep_dir: str | Path, command: str, seed: int = 0, save_record: b
             raise AttnlabError(f"{sweep_dir / CONFIG}: not valid JSON (rerun the sweep into a new folder)") from None
     if isinstance(config, dict):  # the precision of the recipe; the device(s) the models were trained on
         config.setdefault("dtype", "float32")  # rows written before devices existed were trained on the CPU
-        config["device"] = ", ".join(sorted({str(r.get("device", "cpu")) for r in rows}))
-    summary = analyze(rows, seed=seed)
+        config["device"] = ", ".join(sorted({str(r.get("device", "cpu")) for r in results.values()}))
+    summary = analyze(results, seed=seed)
     atomic_write_json(out / "summary.json", summary)
     rec = RunRecord(name="depth-sweep", title="depth: fixed-budget depth sweep", command=command, seed=seed,
                     config=config)
