@@ -2,7 +2,8 @@
 
 quality: SmolLM2-135M-Instruct, >= 100k calibration tokens of the built-in corpus (builtin:0.1 holds out
          11 topics, disjoint), held-out perplexity at k = 4, 8, 12 for NBL (CCA, cosine, NMSE selectors,
-         one-shot and sequential) and Attention Drop. One JSON line per (config, k): rerun to resume.
+         one-shot and sequential) and Attention Drop. One JSON line per (config, k): rerun to resume
+         (lines logged before keys existed are recognised by their label and k).
 stats:   the streamed statistics pass alone, from scratch (no cache): 102,400 SmolLM2 tokens, wall time,
          tokens/s and peak RSS (target: under 10 minutes, O(L d^2) memory).
 speed:   a random-init Llama-shaped model of >= 0.5B parameters, original vs 4 of 8 attention layers
@@ -36,7 +37,7 @@ def quality(threads: int) -> None:
     session = Session.open("smollm2")
     stats, _ = session.stats(calib, progress=True)  # cached after the first run; `stats` times a fresh pass
     rows = perplexity_vs_layers(session, calib, heldout_tokens=6144, ks=[4, 8, 12],
-                                log=RESULTS / "nbl_quality.jsonl", progress=True)
+                                log=RESULTS / "nbl_quality.jsonl", progress=True, threads=threads)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     atomic_write_json(RESULTS / "nbl_quality.json", {
         "model": "smollm2", "calibration": stats.meta.get("calibration"), "calibration_tokens": stats.tokens,

@@ -52,6 +52,8 @@ def _fails_in_one_line(capsys, argv: list[str]) -> str:
     (["rank", "no/such/model", "-o", "{tmp}/existing"], "pass --overwrite"),  # checked before the model loads
     (["rank", "{ckpt}", "--stats", "{tmp}/junk.safetensors"], "not a readable safetensors"),
     (["compare", "{ckpt}", "--layers", "1", "--configs", "nbl/magic"], "expected METHOD/SELECTOR"),
+    (["compare", "{ckpt}", "--layers", "1", "2", "1", "--configs", "nbl/cca"], "--layers: 1 given more than once"),
+    (["compare", "{ckpt}", "--layers", "1", "--configs", "nbl/cca", "--ray-address", "auto"], "needs --backend ray"),
     (["eval", "{tmp}/broken", "--against", "{ckpt}", "-o", "{tmp}/new"], "not valid JSON"),
     (["eval", "{ckpt}", "--against", "{ckpt}", "-o", "{tmp}/existing"], "pass --overwrite"),
     (["bench", "{ckpt}", "--against", "{ckpt}", "-o", "{tmp}/file.txt"], "is a file, not a folder"),

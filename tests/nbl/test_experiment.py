@@ -1,24 +1,72 @@
+import json
+
 import pytest
 
 from attnlab.core.atomic import read_jsonl
+from attnlab.nbl import experiment
 from attnlab.nbl.experiment import Config, perplexity_vs_layers
 from attnlab.nbl.session import Calibration, Session
 
+CALIB = Calibration(tokens=512, seq_len=32, batch_size=4)
+CONFIGS = (Config("nbl", "cca"), Config("drop", "cosine"), Config("nbl", "nmse", True))
+KEYS = [f"{c.label}@k{k}" for c in CONFIGS for k in (1, 2)]
 
-def test_perplexity_grid_resumes_from_its_log(tiny_checkpoint, tmp_path, monkeypatch):
+
+@pytest.fixture
+def session(tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
-    session = Session.open(str(tiny_checkpoint))
-    calib = Calibration(tokens=512, seq_len=32, batch_size=4)
-    configs = (Config("nbl", "cca"), Config("drop", "cosine"), Config("nbl", "nmse", True))
-    log = tmp_path / "grid.jsonl"
-    rows = perplexity_vs_layers(session, calib, 256, [1, 2], configs, log=log, progress=False)
-    assert [(r["label"], r["k"]) for r in rows] == [(c.label, k) for c in configs for k in (1, 2)]
+    return Session.open(str(tiny_checkpoint))
+
+
+def _grid(session, log, **kw) -> list[dict]:
+    return perplexity_vs_layers(session, CALIB, 256, [1, 2], CONFIGS, log=log, progress=False, quiet=True, **kw)
+
+
+def test_perplexity_grid_resumes_from_its_log(session, tmp_path, monkeypatch):
+    log = tmp_path / "rows.jsonl"
+    rows = _grid(session, log)
+    assert [r["key"] for r in rows] == KEYS and [(r["label"], r["k"]) for r in rows] == [
+        (c.label, k) for c in CONFIGS for k in (1, 2)]
     assert all(r["reference_perplexity"] == rows[0]["reference_perplexity"] for r in rows)
     assert all(len(r["layers"]) == r["k"] and r["perplexity"] > 1 for r in rows)
+    assert not experiment._SHARED  # the caller's model is not kept alive by the grid
     # a second run reads every row back from the log and computes nothing
     monkeypatch.setattr("attnlab.nbl.experiment.linearize", lambda *a, **k: pytest.fail("recomputed a logged row"))
-    again = perplexity_vs_layers(session, calib, 256, [1, 2], configs, log=log, progress=False)
+    again = _grid(session, log)
     assert again == rows == read_jsonl(log)
+    # a log written before rows had keys (label and k only) resumes too: the keys are derived
+    old = tmp_path / "old.jsonl"
+    old.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "key"}) + "\n" for r in rows))
+    assert _grid(session, old) == rows
+
+
+def test_an_interrupted_grid_resumes_without_recomputing(session, tmp_path, monkeypatch):
+    log = tmp_path / "rows.jsonl"
+    job, ran = experiment.compare_job, []
+
+    def interrupted(args):
+        if len(ran) == 3:
+            raise KeyboardInterrupt
+        ran.append(experiment.job_key(args["config"], args["k"]))
+        return job(args)
+
+    monkeypatch.setattr("attnlab.nbl.experiment.compare_job", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _grid(session, log)
+    assert [r["key"] for r in read_jsonl(log)] == ran == KEYS[:3]
+    ran.clear()
+    rows = _grid(session, log)
+    assert ran == KEYS[3:] and [r["key"] for r in rows] == KEYS  # only the rows not logged ran
+
+
+def test_a_grid_on_ray_gives_the_local_rows(session, tmp_path, ray_local):
+    local = _grid(session, tmp_path / "local.jsonl", threads=1)
+    ray = _grid(session, tmp_path / "ray.jsonl", threads=1, backend="ray")
+    assert [r["key"] for r in ray] == [r["key"] for r in local] == KEYS
+    for a, b in zip(local, ray, strict=True):
+        assert b["layers"] == a["layers"], a["key"]
+        for metric in ("perplexity", "reference_perplexity", "top1_agreement"):
+            assert b[metric] == pytest.approx(a[metric], rel=1e-6), (a["key"], metric)
 
 
 def test_tour_commands_reproduce_its_profile():

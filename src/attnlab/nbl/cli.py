@@ -11,14 +11,25 @@ import argparse
 import shlex
 from pathlib import Path
 
-from ..core.clikit import add_device, add_out, emit, nonneg_int, out_folder, positive_int, show_progress
+from ..core.clikit import (
+    add_device,
+    add_grid,
+    add_out,
+    emit,
+    grid_options,
+    nonneg_int,
+    out_folder,
+    positive_int,
+    show_progress,
+)
 from ..core.errors import AttnlabError
 from .registry import METHODS, SELECTORS, Calibration, Config, choice_help
 
 #: command name -> its parser, to write the command line that reproduces a record (:func:`_command`)
 _PARSERS: dict[str, argparse.ArgumentParser] = {}
 #: flags that change how a result is shown or stored, not the result
-_PRESENTATION = {"json", "quiet", "progress", "debug", "overwrite", "help", "threads"}
+_PRESENTATION = {"json", "quiet", "progress", "debug", "overwrite", "help", "threads", "workers", "backend",
+                 "ray_address"}
 
 
 def _ridge(text: str) -> float:
@@ -114,6 +125,7 @@ def register(subparsers, common) -> None:
     add_out(m, what="run folder (rows.jsonl resumes; record.json and nbl_perplexity.png at the end; default: "
                     "write nothing)")
     add_device(m, dtype=True)
+    add_grid(m, what="row")
 
     e = _add(sub, "eval", common, "held-out perplexity and agreement with the original",
              "attnlab nbl eval out/smollm2-nbl8 --against smollm2 --json", cmd_eval)
@@ -272,8 +284,15 @@ def cmd_compare(args) -> int:
     from .session import Session
 
     device = _device(args)
+    grid = grid_options(args)
+    for flag, values in (("--layers", args.layers), ("--configs", [c.label for c in args.configs])):
+        twice = sorted({str(v) for v in values if values.count(v) > 1})
+        if twice:
+            raise AttnlabError(f"{flag}: {', '.join(twice)} given more than once")
     config = {"model": args.model, "calibration": _calibration(args).to_dict(), "heldout_tokens": args.heldout_tokens,
               "ks": args.layers, "configs": [c.label for c in args.configs], "seed": args.seed, "dtype": args.dtype}
+    if args.stats is not None:  # part of the identity only when given, so older folders keep theirs
+        config["stats"] = str(args.stats)
     folder = None
     if args.out is not None:  # the device is a runtime choice: a comparison started on a CPU resumes on a GPU
         folder, _ = run_dir(args.out, config, args.overwrite, what="nbl compare", quiet=args.quiet)
@@ -283,14 +302,14 @@ def cmd_compare(args) -> int:
         for k in args.layers:
             check_request(len(decoder_layers(s.model)), k, c.keep)
     rows = perplexity_vs_layers(s, _calibration(args), args.heldout_tokens, args.layers, args.configs,
-                                log=folder / "rows.jsonl" if folder else None, progress=show_progress(args),
-                                quiet=args.quiet)
-    if folder is not None:
+                                log=folder / "rows.jsonl" if folder else None, stats_path=args.stats, **grid)
+    complete = len(rows) == len(args.configs) * len(args.layers)  # else other processes hold the rest
+    if folder is not None and complete:
         rec = _record(args, f"held-out perplexity of {args.model}", config)
         add_perplexity(rec, rows, folder, rec.command, args.model)
         rec.save(folder / "record.json")
-    lines = [f"reference perplexity {rows[0]['reference_perplexity']:.3f}",
-             f"{'config':<24} {'k':>3} {'ppl':>9} {'increase':>9} {'top-1':>7}  layers"]
+    lines = [f"reference perplexity {rows[0]['reference_perplexity']:.3f}"] if rows else []
+    lines += [f"{'config':<24} {'k':>3} {'ppl':>9} {'increase':>9} {'top-1':>7}  layers"]
     lines += [f"{r['label']:<24} {r['k']:>3} {r['perplexity']:>9.3f} {r['increase']:>+9.1%} "
               f"{r['top1_agreement']:>7.3f}  {r['layers']}" for r in rows]
     emit(args, {"rows": rows}, text="\n".join(lines))

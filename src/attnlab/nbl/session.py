@@ -81,7 +81,8 @@ class Session:
         """Statistics over the calibration split and the calibration blocks: loaded from ``path`` (default:
         the cache), resumed when that file is partial (one line on stderr unless ``quiet``), or collected.
         ``fresh`` ignores what ``path`` holds and collects again. A second call in the same session returns
-        the same objects (with the scores already computed on them)."""
+        the same objects (with the scores already computed on them), as does a call with the path the first
+        resolved to (``stats.meta["path"]``)."""
         key = (calib, None if path is None else str(path))
         if key in self.loaded and not fresh:
             return self.loaded[key]
@@ -102,5 +103,5 @@ class Session:
             stats = collect(self.model, blocks, calib.batch_size, stats=stats, checkpoint=path, progress=progress,
                             meta={"calibration": info, "code_version": code_version()})
         stats.meta["path"] = str(path)
-        self.loaded[key] = stats, blocks
+        self.loaded[key] = self.loaded[calib, str(path)] = stats, blocks  # asked for by the path it resolved to too
         return stats, blocks
