@@ -150,6 +150,9 @@ def test_field_problem_names_the_field():
 def test_bad_backend_and_missing_ray_are_one_line_errors(tmp_path, monkeypatch):
     with pytest.raises(AttnlabError, match="unknown backend 'slurm'"):
         run_grid(grid_jobs.square, _jobs(tmp_path, 1), _log(tmp_path), backend="slurm", progress=False)
+    with pytest.raises(AttnlabError, match="--device cuda:1 with --backend ray"):
+        run_grid(grid_jobs.square, _jobs(tmp_path, 1), _log(tmp_path), backend="ray", device="cuda:1",
+                 progress=False)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(AttnlabError, match=r"pip install 'attnlab\[ray\]'"):
         run_grid(grid_jobs.square, _jobs(tmp_path, 1), _log(tmp_path), backend="ray", progress=False)
@@ -166,8 +169,12 @@ def test_workers_are_spread_over_the_visible_gpus(tmp_path, monkeypatch):
 
     monkeypatch.setattr(grid, "_visible_gpus", lambda: ["3", "5"])  # as on a box with two GPUs visible
     jobs = [Job(f"x{i}", {"x": i}, gpus=0.5) for i in range(4)]
-    rows = run_grid(grid_jobs.visible_gpu, jobs, _log(tmp_path), workers=2, progress=False).values()
+    rows = run_grid(grid_jobs.visible_gpu, jobs, _log(tmp_path), workers=2, progress=False, device="cuda").values()
     by_pid = {r["pid"]: r["gpu"] for r in rows}
     assert set(by_pid.values()) <= {"3", "5"} and len(set(by_pid.values())) == len(by_pid)  # one GPU per worker
+    # a GPU the user named is every worker's: not spread
+    rows = run_grid(grid_jobs.visible_gpu, jobs, _log(tmp_path / "named"), workers=2, progress=False,
+                    device="cuda:1").values()
+    assert {r["gpu"] for r in rows} == {os.environ.get("CUDA_VISIBLE_DEVICES")}
     assert {r["gpu"] for r in run_grid(grid_jobs.visible_gpu, [Job("y", {"x": 9})], _log(tmp_path / "cpu"),
                                        progress=False).values()} == {os.environ.get("CUDA_VISIBLE_DEVICES")}

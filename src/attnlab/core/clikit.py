@@ -79,11 +79,15 @@ def add_grid(p: argparse.ArgumentParser, flag: str = "--workers", what: str = "j
 
 
 def grid_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The :func:`attnlab.core.grid.run_grid` keywords that :func:`add_grid` and the common flags give;
-    ``workers`` is None when not given (the caller's config decides)."""
+    """The :func:`attnlab.core.grid.run_grid` keywords that :func:`add_grid` and the common flags give, checked
+    (:func:`attnlab.core.grid.check_backend`) before the command writes anything; ``workers`` and ``threads``
+    are None when not given (the command's config or default decides)."""
+    from .grid import check_backend
+
     if args.ray_address is not None and args.backend != "ray":
         raise AttnlabError("--ray-address needs --backend ray")
-    return {"workers": args.workers, "threads": args.threads or 1, "backend": args.backend,
+    check_backend(args.backend, getattr(args, "device", None))
+    return {"workers": args.workers, "threads": args.threads, "backend": args.backend,
             "ray_address": args.ray_address, "progress": show_progress(args), "quiet": args.quiet}
 
 

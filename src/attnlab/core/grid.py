@@ -267,8 +267,11 @@ def _ray_task(fn: Callable[[Mapping[str, Any]], dict[str, Any]], args: Mapping[s
 
 
 @contextlib.contextmanager
-def _threads_here(threads: int) -> Iterator[None]:
-    """``threads`` threads in this process for the grid, then the caller's count again."""
+def _threads_here(threads: int | None) -> Iterator[None]:
+    """``threads`` threads in this process for the grid (None: as they are), then the caller's count again."""
+    if threads is None:
+        yield
+        return
     import torch
 
     from .runtime import set_threads
@@ -281,19 +284,37 @@ def _threads_here(threads: int) -> Iterator[None]:
         set_threads(before)
 
 
+def check_backend(backend: str, device: str | None = None) -> None:
+    """One-line errors for grid options that cannot work, before anything is written: an unknown backend, Ray
+    not installed, or a numbered GPU with Ray (which gives each task its own GPU as the only one it sees)."""
+    require(backend in BACKENDS, f"unknown backend {backend!r} (use {' or '.join(BACKENDS)})")
+    if backend == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise AttnlabError("--backend ray needs Ray: pip install 'attnlab[ray]' (or use --backend local)") \
+                from None
+        require(not (device and re.fullmatch(r"cuda:\d+", device)),
+                f"--device {device} with --backend ray: Ray gives each task its GPU (use --device cuda; choose the "
+                "GPUs with CUDA_VISIBLE_DEVICES or Ray's resources)")
+
+
 def run_grid(fn: Callable[[Mapping[str, Any]], dict[str, Any]], jobs: list[Job], log: GridLog, *,
-             workers: int = 1, threads: int = 1, backend: str = "local", ray_address: str | None = None,
+             workers: int = 1, threads: int | None = 1, backend: str = "local", ray_address: str | None = None,
              progress: bool = True, quiet: bool = False, desc: str = "grid", unit: str = "job",
              postfix: Callable[[dict[str, Any]], str] | None = None,
-             on_result: Callable[[dict[str, Any]], None] | None = None,
+             on_result: Callable[[dict[str, Any]], None] | None = None, device: str | None = None,
              stale_after: float = 300.0) -> dict[str, dict[str, Any]]:
     """Run every job of ``jobs`` whose key ``log`` lacks; returns key -> row for the jobs' keys now logged.
 
     ``fn`` must be importable by name (it runs in spawned processes or Ray workers; ``workers=1`` runs it
-    here). Jobs another live process has claimed are left to it (said on stderr unless ``quiet``).
+    here). ``threads`` None keeps this process's thread count for jobs run here (workers get one). ``device``
+    is the jobs' device: with plain ``cuda`` (not ``cuda:N``) local workers are spread over the visible GPUs.
+    Jobs another live process has claimed are left to it (said on stderr unless ``quiet``).
     """
-    require(backend in BACKENDS, f"unknown backend {backend!r} (use {' or '.join(BACKENDS)})")
-    require(workers >= 1 and threads >= 1, f"workers and threads must be at least 1, got {workers} and {threads}")
+    check_backend(backend, device)
+    require(workers >= 1 and (threads is None or threads >= 1),
+            f"workers and threads must be at least 1, got {workers} and {threads}")
     keys = [job.key for job in jobs]
     if len(set(keys)) != len(keys):
         raise ValueError("two jobs of one grid share a key")
@@ -329,14 +350,14 @@ def run_grid(fn: Callable[[Mapping[str, Any]], dict[str, Any]], jobs: list[Job],
     try:
         with claims.active():
             if backend == "ray":
-                _run_ray(fn, claim_next, finish, threads, ray_address, quiet)
+                _run_ray(fn, claim_next, finish, threads or 1, ray_address, quiet)
             elif workers == 1 or len(pending) <= 1:
                 with _threads_here(threads):
                     for job in iter(claim_next, None):
                         finish(job, fn(job.args))
             else:
-                gpus = _visible_gpus() if any(job.gpus for job in pending) else []
-                _run_pool(fn, claim_next, finish, min(workers, len(pending)), threads, gpus)
+                gpus = _visible_gpus() if device == "cuda" and any(job.gpus for job in pending) else []
+                _run_pool(fn, claim_next, finish, min(workers, len(pending)), threads or 1, gpus)
     finally:
         bar.close()
     running = [k for k in elsewhere if claims.holds_elsewhere(k)]
@@ -377,10 +398,8 @@ def _run_pool(fn, claim_next, finish, workers: int, threads: int, gpus: list[str
 def _run_ray(fn, claim_next, finish, threads: int, address: str | None, quiet: bool) -> None:
     """Every claimable job as a Ray task with its job's resources (Ray queues what the cluster cannot yet
     place); rows come back to this process, which alone writes the log."""
-    try:
-        import ray
-    except ImportError:
-        raise AttnlabError("--backend ray needs Ray: pip install 'attnlab[ray]' (or use --backend local)") from None
+    import ray
+
     started = not ray.is_initialized()
     if started:
         try:

@@ -131,23 +131,21 @@ def perplexity_vs_layers(session: Session, calib: Calibration, heldout_tokens: i
     other processes sharing ``log`` are still computing are left out.
     """
     stats, _ = session.stats(calib, stats_path, progress=progress, quiet=quiet)
-    # Ray gives each task its GPU as the only one it sees
-    device = session.device.split(":")[0] if backend == "ray" else session.device
-    common = {"model": session.spec, "device": device, "dtype": session.dtype, "calibration": calib.to_dict(),
+    common = {"model": session.spec, "device": session.device, "dtype": session.dtype, "calibration": calib.to_dict(),
               "heldout_tokens": heldout_tokens, "stats": stats.meta["path"]}
     threads = threads or torch.get_num_threads()
-    gpus = 1.0 if device.startswith("cuda") else 0.0
+    gpus = 1.0 if session.device.startswith("cuda") else 0.0
     jobs = [Job(job_key(c.label, k), {**common, "config": c.label, "k": k}, cpus=threads, gpus=gpus)
             for c in configs for k in ks]
-    here = {**common, "device": session.device}
     with contextlib.ExitStack() as stack:
         # built here first (bad input fails here, in one line, on any backend); the jobs this process runs use
         # the caller's session, which is not kept alive after
-        stack.callback(_SHARED.pop, _shared_key(here), None)
-        _shared(here, session)
+        stack.callback(_SHARED.pop, _shared_key(common), None)
+        _shared(common, session)
         if log is None:
             log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "rows.jsonl"
         rows = run_grid(compare_job, jobs, RowLog(log), workers=workers or 1, threads=threads, backend=backend,
                         ray_address=ray_address, progress=progress, quiet=quiet, desc="nbl compare", unit="config",
-                        postfix=lambda r: f"{r['key']} ppl {r['perplexity']:.4g}")
+                        postfix=lambda r: f"{r['key']} ppl {r['perplexity']:.4g}",
+                        device=session.device)
     return [rows[job.key] for job in jobs if job.key in rows]
