@@ -4,9 +4,9 @@ Hu, Sun, Wang, Yang, NeurIPS 2023).
 Pipeline: ``synthetic`` (COCO JSON + PNG benchmarks) and ``data`` (any COCO folder, augmentations,
 padded batches) -> ``model`` (backbone, encoder, anchor-box decoder whose layers expose self-attention
 and cross-attention+FFN separately; DAC's C-decoder is a switch) -> ``matching`` (Hungarian one-to-one;
-one-to-many assigner) -> ``losses`` -> ``train`` (checkpoints, resume) -> ``evaluate`` (pycocotools,
-queries-per-object diagnostic) -> ``predict`` and ``compare``; ``variants`` holds every alternative's
-name, ``tour`` the headline experiment.
+one-to-many assigner) -> ``losses`` -> ``train`` (checkpoints, resume; torchrun DDP through
+``distributed``) -> ``evaluate`` (pycocotools, queries-per-object diagnostic) -> ``predict`` and
+``compare``; ``variants`` holds every alternative's name, ``tour`` the headline experiment.
 
 The names below are imported on first use, so ``import attnlab.detr`` (which the CLI's parser does) does
 not import torch. The functions named like their modules come from the module:

@@ -62,7 +62,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-split", default="train", help="training split name (COCO: train2017)")
     p.add_argument("--val-split", default="val", help="evaluation split name (COCO: val2017)")
     p.add_argument("--epochs", type=positive_int, default=12, help="training epochs (default 12)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images per step (default 32)")
+    p.add_argument("--batch-size", type=positive_int, default=32,
+                   help="images per step, over all processes under torchrun (default 32)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     p.add_argument("--lr-drop", type=positive_float, default=0.75, help="lr x0.1 after this fraction of epochs")
     p.add_argument("--clip-grad", type=_nonneg_float, default=0.1, help="gradient-norm clip, 0 = off (default 0.1)")
@@ -89,7 +90,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-shared-first-self-attn", action="store_true",
                    help="feed the C-decoder the raw queries instead of layer 0's self-attention output")
     add_device(p)
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only; refused elsewhere)")
     p.add_argument("--workers", dest="loader_workers", type=nonneg_int, default=0,
                    help="DataLoader worker processes (default 0)")
 
@@ -198,11 +199,14 @@ def _final_text(run: str, entry: dict) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .distributed import launched_as_rank0
     from .train import train
 
     _keep_inputs(args.out, args.data)
     state = train(_train_config(args, args.dac), args.out, progress=show_progress(args), quiet=args.quiet,
                   overwrite=args.overwrite)
+    if not launched_as_rank0():  # under torchrun every process has the result; one prints it
+        return 0
     final = state["history"][-1] if state["history"] else {}
     emit(args, {"run": args.out, "epochs": state["epoch"], "steps": state["step"], "final": final,
                 "train_seconds": round(state["train_seconds"], 2)}, text=_final_text(args.out, final))

@@ -23,7 +23,16 @@ from ..core.plots import plt, save_figure
 from ..core.records import RunRecord
 from ..core.runtime import choose_device
 from .evaluate import QUALITY_THRESHOLDS
-from .train import CHECKPOINT, TrainConfig, open_data, read_checkpoint, reproducing_command, train, with_defaults
+from .train import (
+    CHECKPOINT,
+    TrainConfig,
+    open_data,
+    read_checkpoint,
+    reproducing_command,
+    require_amp_device,
+    train,
+    with_defaults,
+)
 from .variants import VARIANTS
 
 
@@ -85,7 +94,9 @@ def run_compare(base: TrainConfig, out_dir: str | Path, seeds: list[int], worker
     if out.exists() and not out.is_dir():
         raise AttnlabError(f"{out} is a file, not a folder (choose another -o)")
     open_data(base)                    # bad data is refused before the folder becomes a comparison of it
-    gpus = 0.5 if choose_device(base.device).startswith("cuda") else 0.0
+    device = choose_device(base.device)
+    require_amp_device(base.amp, device)
+    gpus = 0.5 if device.startswith("cuda") else 0.0
     key = {k: v for k, v in base.result_keys().items() if k != "seed"}
     _, resuming = run_dir(out, {"base": with_defaults(key)}, overwrite, what="detr comparison", quiet=quiet)
     if resuming and (out / "compare.json").is_file():

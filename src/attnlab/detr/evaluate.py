@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -91,16 +92,27 @@ def branch_queries_per_object(model: Detector, dataset: CocoDetection,
     return {branch: [round(float(c / max(n_obj, 1)), 4) for c in total] for branch, total in counts.items()}
 
 
+class Predictions(NamedTuple):
+    """What :func:`predict_images` found on some images: their COCO detections and, per quality
+    threshold, the summed queries-per-object counts over their ``objects`` objects (picklable, so that
+    processes of a distributed run can gather them)."""
+
+    detections: list[dict[str, Any]]
+    counts: list[float]
+    objects: int
+
+
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset: CocoDetection, batch_size: int = 64, device: str = "cpu",
-             top_k: int = 100) -> dict[str, Any]:
-    """AP metrics on ``dataset`` plus ``queries_per_object@t`` of the O-decoder's last layer."""
+def predict_images(model: torch.nn.Module, dataset: CocoDetection, indices: Sequence[int], batch_size: int = 64,
+                   device: str = "cpu", top_k: int = 100) -> Predictions:
+    """The O-decoder's last-layer detections and queries-per-object counts on ``dataset[i]`` for ``i`` in
+    ``indices`` (an empty ``indices`` gives empty predictions, no empty batch)."""
     was_training = model.training
     model.eval()
     detections: list[dict[str, Any]] = []
     counts, n_obj = np.zeros(len(QUALITY_THRESHOLDS)), 0
-    for start in range(0, len(dataset), batch_size):
-        images, mask, targets = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+    for start in range(0, len(indices), batch_size):
+        images, mask, targets = collate([dataset[i] for i in indices[start:start + batch_size]])
         out = model(images.to(device), mask.to(device))
         logits, boxes = out["logits"][-1].cpu(), out["boxes"][-1].cpu()
         preds = postprocess(logits, boxes, torch.stack([t["orig_size"] for t in targets]), top_k)
@@ -108,7 +120,19 @@ def evaluate(model: torch.nn.Module, dataset: CocoDetection, batch_size: int = 6
         c, n = queries_per_object(logits, boxes, targets)
         counts, n_obj = counts + c, n_obj + n
     model.train(was_training)
-    metrics: dict[str, Any] = coco_ap(dataset.coco, detections)
-    for t, c in zip(QUALITY_THRESHOLDS, counts, strict=True):
-        metrics[f"queries_per_object@{t}"] = round(float(c / max(n_obj, 1)), 4)
+    return Predictions(detections, counts.tolist(), n_obj)
+
+
+def coco_metrics(dataset: CocoDetection, parts: list[Predictions]) -> dict[str, Any]:
+    """AP metrics and ``queries_per_object@t`` of predictions on disjoint parts of ``dataset``."""
+    metrics: dict[str, Any] = coco_ap(dataset.coco, [d for p in parts for d in p.detections])
+    n_obj = sum(p.objects for p in parts)
+    for i, t in enumerate(QUALITY_THRESHOLDS):
+        metrics[f"queries_per_object@{t}"] = round(sum(p.counts[i] for p in parts) / max(n_obj, 1), 4)
     return metrics
+
+
+def evaluate(model: torch.nn.Module, dataset: CocoDetection, batch_size: int = 64, device: str = "cpu",
+             top_k: int = 100) -> dict[str, Any]:
+    """AP metrics on ``dataset`` plus ``queries_per_object@t`` of the O-decoder's last layer."""
+    return coco_metrics(dataset, [predict_images(model, dataset, range(len(dataset)), batch_size, device, top_k)])

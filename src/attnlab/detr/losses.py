@@ -110,13 +110,15 @@ def layer_loss(logits: Tensor, boxes: Tensor, labels: Tensor, gt_boxes: Tensor,
     return {"cls": cls.sum() / normaliser, "l1": l1 / normaliser, "giou": giou / normaliser}
 
 
-def detr_loss(outputs: dict[str, Tensor], targets: list[dict[str, Tensor]],
-              cfg: LossConfig) -> tuple[Tensor, dict[str, float]]:
+def detr_loss(outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], cfg: LossConfig,
+              num_objects: float | None = None) -> tuple[Tensor, dict[str, float]]:
     """Total training loss over every layer of the O-decoder (one-to-one) and, when present, the
     C-decoder (one-to-many). ``outputs`` holds ``[L, B, Q, ...]`` tensors ``logits``/``boxes`` and optionally
-    ``c_logits``/``c_boxes``. Returns the loss and its parts (floats) for logging."""
+    ``c_logits``/``c_boxes``. ``num_objects`` normalises both decoders' losses (default: the batch's object
+    count, at least 1; a distributed run passes the all-reduced count over the world size, so that the
+    averaged gradient is the one-process gradient). Returns the loss and its parts (floats) for logging."""
     labels, gt_boxes, valid = pad_targets(targets)
-    n_obj = max(float(valid.sum()), 1.0)
+    n_obj = max(float(valid.sum()), 1.0) if num_objects is None else num_objects
     w = {"cls": cfg.cls_weight, "l1": cfg.l1_weight, "giou": cfg.giou_weight}
     total = outputs["logits"].new_zeros((), dtype=torch.float32)
     parts: dict[str, float] = {}

@@ -1,12 +1,12 @@
 """Training: AdamW with one lr drop, per-epoch atomic checkpoints (safetensors: weights, AdamW moments,
 RNG; the JSON state rides in the file's metadata, so one rename commits all of it), resume that
-reproduces the uninterrupted run, periodic COCO evaluation; AMP and torchrun DDP only when CUDA exists."""
+reproduces the uninterrupted run, periodic COCO evaluation; bfloat16 autocast on CUDA; torchrun DDP (NCCL on
+CUDA, gloo on the CPU) with the one-process result."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -19,9 +19,10 @@ from ..core.atomic import append_jsonl, atomic_path, atomic_write_json
 from ..core.errors import AttnlabError
 from ..core.outputs import run_dir
 from ..core.records import RunRecord
-from ..core.runtime import choose_device, environment, seed_everything
+from ..core.runtime import environment, seed_everything
 from .data import CocoDetection, annotation_file, collate, fingerprint, make_transforms, open_split
-from .evaluate import evaluate
+from .distributed import Group, process_group, shard_batches
+from .evaluate import coco_metrics, evaluate, predict_images
 from .losses import LossConfig, detr_loss
 from .model import Detector, ModelConfig
 from .variants import AUGMENTATIONS, CLS_LOSSES, O2M_BOX_SOURCES
@@ -187,19 +188,6 @@ def evaluate_run(run: str | Path, data: str | None = None, split: str | None = N
     return cfg, state, metrics
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) under torchrun with CUDA; (0, 1) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and torch.cuda.is_available():
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl")
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        return dist.get_rank(), world
-    return 0, 1
-
-
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The result-determining entries in which two runs' saved configs differ (defaults filled in)."""
     old_train = with_defaults({k: v for k, v in old.get("train", {}).items() if k not in RUNTIME_KEYS})
@@ -242,25 +230,50 @@ def open_data(cfg: TrainConfig) -> tuple[CocoDetection, CocoDetection, dict[str,
     return train_ds, val_ds, {split: fingerprint(cfg.data, split) for split in (cfg.train_split, cfg.val_split)}
 
 
+def require_amp_device(amp: bool, device: str) -> None:
+    """``--amp`` (bfloat16 autocast) is a CUDA feature: elsewhere it is refused rather than recorded as on."""
+    if amp and not device.startswith("cuda"):
+        raise AttnlabError(f"--amp (bfloat16 autocast) runs on CUDA only, and this run's device is {device}; "
+                           "drop --amp")
+
+
+def evaluate_sharded(model: Detector, val_ds: CocoDetection, group: Group) -> dict[str, Any]:
+    """COCO metrics on ``val_ds``: each process predicts its share of the images (``rank::world``), rank 0
+    scores the gathered detections, every process gets the metrics."""
+    part = predict_images(model, val_ds, range(group.rank, len(val_ds), group.world), device=group.device)
+    parts = group.gather(part)
+    return group.on_main(lambda: coco_metrics(val_ds, parts))
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, quiet: bool = False,
           overwrite: bool = False) -> dict[str, Any]:
     """Train (or resume) into ``out_dir``; returns the final state with the evaluation history.
 
     The same config in the same folder resumes from the last checkpoint (one stderr line says so); another
     config, or changed annotations, is refused unless ``overwrite`` (which starts the run afresh).
-    ``progress``: tqdm bars; ``quiet``: no status lines (resume, one line per epoch)."""
-    from tqdm import tqdm
+    ``progress``: tqdm bars; ``quiet``: no status lines (resume, one line per epoch).
 
+    Under torchrun this is one process of a DDP run (:mod:`~attnlab.detr.distributed`): ``cfg.batch_size``
+    is the global batch, split over the processes, and the normalisers are all-reduced, so the result is
+    the one-process result up to float rounding. Rank 0 alone writes the folder; every process returns the
+    same state."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise AttnlabError(f"{out} is a file, not a folder (choose another -o)")
-    rank, world = _distributed()
-    device = f"cuda:{torch.cuda.current_device()}" if world > 1 else choose_device(cfg.device)
+    with process_group(cfg.device) as group:
+        require_amp_device(cfg.amp, group.device)
+        return _train(cfg, out, group, progress, quiet, overwrite)
+
+
+def _train(cfg: TrainConfig, out: Path, group: Group, progress: bool, quiet: bool, overwrite: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    device = group.device
     seed_everything(cfg.seed)
     train_ds, val_ds, prints = open_data(cfg)
     saved = {"train": cfg.result_keys(), "num_classes": train_ds.num_classes, "names": train_ds.names,
              "cat_ids": train_ds.cat_ids, "data_fingerprint": prints}
-    resuming = _prepare_run(out, saved, overwrite, quiet) if rank == 0 else True
+    resuming = group.on_main(lambda: _prepare_run(out, saved, overwrite, quiet))
     model = build_model(cfg, train_ds.num_classes).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_cfg = LossConfig(**cfg.loss)
@@ -271,33 +284,36 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, quiet: b
         load_weights(model, tensors, ckpt)
         opt.load_state_dict(_unflatten_optimizer(tensors, groups))
         torch.set_rng_state(tensors["rng.torch"])
-    elif rank == 0:
-        atomic_write_json(out / "config.json", {**saved, "env": environment()})
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()])
+    elif group.main:
+        atomic_write_json(out / "config.json", {**saved, "env": {**environment(), "processes": group.world}})
+    net = model
+    if group.world > 1:
+        gpu = None if device == "cpu" else [torch.device(device)]
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=gpu)
     eval_epochs = cfg.eval_epochs()
     drop_epoch = max(1, round(cfg.epochs * cfg.lr_drop))
-    use_amp = cfg.amp and device.startswith("cuda")
     for epoch in range(state["epoch"], cfg.epochs):
         for g in opt.param_groups:
             g["lr"] = cfg.lr * (0.1 if epoch >= drop_epoch else 1.0)
         train_ds.epoch = epoch
         order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        batches = [order[i:i + cfg.batch_size * world][rank::world].tolist()
-                   for i in range(0, len(order), cfg.batch_size * world)]
+        batches = shard_batches(order.tolist(), cfg.batch_size, group.rank, group.world)
         loader = torch.utils.data.DataLoader(train_ds, batch_sampler=batches, collate_fn=collate,
                                              num_workers=cfg.workers)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, disable=not progress or rank != 0,
-                   leave=False)
-        model.train()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr,
+                   disable=not progress or not group.main, leave=False)
+        net.train()
         t0, loss_sum = time.perf_counter(), 0.0
         for images, mask, targets in bar:
             images, mask = images.to(device), mask.to(device)
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                outputs = model(images, mask)
+            # DDP averages gradients over the processes: normalising by (all objects / processes) makes
+            # that average the gradient of the one-process loss over the global batch.
+            num_objects = max(group.sum(float(sum(len(t["labels"]) for t in targets))), 1.0) / group.world
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp):
+                outputs = net(images, mask)
             try:
-                loss, parts = detr_loss(outputs, targets, loss_cfg)
+                loss, parts = detr_loss(outputs, targets, loss_cfg, num_objects)
             except FloatingPointError as e:
                 raise AttnlabError(f"training diverged at epoch {epoch + 1}, step {state['step'] + 1} ({e}); the last "
                                    f"checkpoint in {out} is intact: lower --lr and train into a new -o") from None
@@ -312,22 +328,26 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, quiet: b
         seconds = time.perf_counter() - t0
         state["epoch"] = epoch + 1
         state["train_seconds"] += seconds
-        entry = {"epoch": epoch + 1, "step": state["step"], "loss": round(loss_sum / max(len(batches), 1), 5),
-                 "seconds_per_step": round(seconds / max(len(batches), 1), 5)}
-        if rank == 0 and epoch + 1 in eval_epochs:
-            entry.update(evaluate(model.module if world > 1 else model, val_ds, device=device))
-        if rank == 0:
-            state["history"].append(entry)
-            save_checkpoint(ckpt, model.module if world > 1 else model, opt, state)
+        steps = max(len(batches), 1)
+        entry = {"epoch": epoch + 1, "step": state["step"],
+                 "loss": round(group.sum(loss_sum) / group.world / steps, 5),
+                 "seconds_per_step": round(seconds / steps, 5)}
+        if epoch + 1 in eval_epochs:
+            entry.update(evaluate_sharded(model, val_ds, group))
+        state["history"].append(entry)
+        if group.main:
+            save_checkpoint(ckpt, model, opt, state)
             append_jsonl(out / "log.jsonl", entry)
             if not quiet:
                 shown = ", ".join(f"{k} {entry[k]}" for k in ("loss", "AP", "AP50", "AP75")
                                   if entry.get(k) is not None)
                 print(f"[{out.name}] epoch {epoch + 1}/{cfg.epochs} step {state['step']}: {shown}", file=sys.stderr)
-    if rank == 0:
+        group.barrier()
+    if group.main:
         atomic_write_json(out / "metrics.json", {"final": state["history"][-1] if state["history"] else {},
                                                  "history": state["history"], "train_seconds": state["train_seconds"]})
         run_record(cfg, state, out).save(out / "record.json")
+    group.barrier()
     return state
 
 
