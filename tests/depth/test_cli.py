@@ -29,6 +29,41 @@ def test_plan_sizes_and_several_budgets(run_cli):
     assert rc == 0 and [p["budget"] for p in json.loads(out)["plans"]] == [350e6, 1e12]
 
 
+def test_count_a_config_a_folder_a_name_and_flags(run_cli, tmp_path):
+    from attnlab.depth.params import count, flops, hf_config, known
+
+    arch = known("Qwen2-0.5B")
+    folder = tmp_path / "qwen"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**hf_config(arch), "max_position_embeddings": 32768}))
+    results = []
+    for argv in ([str(folder / "config.json")], [str(folder)], ["Qwen2-0.5B", "--context", "32768"],
+                 ["--family", "qwen2", "--layers", "24", "--width", "896", "--ffn", "4864", "--heads", "14",
+                  "--kv-heads", "2", "--vocab", "151936", "--tied", "--context", "32768"]):
+        rc, out, err = run_cli("depth", "count", *argv, "--json")
+        assert rc == 0, err
+        results.append(json.loads(out))
+    for r in results:
+        assert r["total"] == count(arch)["total"] == 494_032_768 and r["kaplan"] == 12 * 24 * 896 ** 2
+        assert r["flops"]["forward"] == flops(arch, 32768)["forward"]
+        assert r["parts"]["lm_head"] == 0 and r["laws"]["budget"] == r["non_embedding"]
+    rc, out, _ = run_cli("depth", "count", "Qwen2-0.5B")  # rotary: counts, but the FLOPs need a context
+    assert rc == 0 and "give --context" in out and "494,032,768" in out
+    rc, out, _ = run_cli("depth", "count", "GPT-3 175B")
+    assert rc == 0 and "past the fit's too-deep boundary" in out and "174,604,259,328" in out
+    out_dir = tmp_path / "rec"
+    rc, _, _ = run_cli("depth", "count", "gpt-2", "-o", out_dir)
+    rec = RunRecord.load(out_dir / "record.json")
+    assert rc == 0 and rec.command == f"attnlab depth count gpt-2 -o {out_dir}" and rec.metrics["total"] == 124_439_808
+
+
+def test_plan_family(run_cli):
+    rc, out, _ = run_cli("depth", "plan", "--params", "1e7", "--family", "llama", "--json")
+    (p,) = json.loads(out)["plans"]
+    assert rc == 0 and p["family"] == "llama" and "Llama block" in p["convention"]
+    assert {"levine_fit", "levine_fit_12Ld2"} <= {r["rule"] for r in p["rows"]}
+
+
 def test_rank_json(run_cli):
     rc, out, _ = run_cli("depth", "rank", "--depths", "1", "2", "--widths", "2", "4", "--json")
     assert rc == 0
@@ -53,6 +88,7 @@ def test_records_name_the_command_that_reproduces_them(run_cli, tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["plan", "--params", "1.3B", "--known"],
+                                  ["count", "Gemma-7B", "--context", "8192"],
                                   ["rank", "--depths", "1", "--widths", "2"],
                                   ["plot", str(COMMITTED_SWEEP), "-o", "{tmp}/plot"]])
 def test_light_commands_import_no_torch(argv, tmp_path):
@@ -72,6 +108,14 @@ def test_light_commands_import_no_torch(argv, tmp_path):
     (["depth", "rank", "--depths", "5", "--widths", "4"], "templates"),
     (["depth", "sweep", "/no/such.yaml", "-o", "/tmp/x"], "sweep config not found"),
     (["depth", "plot", "/no/such/dir"], "not a folder"),
+    (["depth", "count"], "give a CONFIG"),
+    (["depth", "count", "no-such-model"], "neither a config.json nor a published model"),
+    (["depth", "count", "gpt-2", "--layers", "3"], "not both"),
+    (["depth", "count", "--family", "llama", "--layers", "2", "--width", "64", "--vocab", "9"], "give --ffn"),
+    (["depth", "count", "--family", "gpt2", "--layers", "2", "--width", "64", "--vocab", "9", "--kv-heads", "2"],
+     "has no --kv-heads"),
+    (["depth", "count", "--family", "llama", "--layers", "2", "--width", "64", "--vocab", "9", "--ffn", "9",
+      "--heads", "3"], "not divisible by 3 heads"),
 ])
 def test_bad_input_one_line_exit_2(run_cli, argv, message):
     rc, out, err = run_cli(*argv)

@@ -48,6 +48,10 @@ CASES = {
     "sweep with no workers": lambda ws: ["sweep", "tiny.yaml", "-o", "runs/s", "--workers", "0"],
     "sweep with an unknown backend": lambda ws: ["sweep", "tiny.yaml", "-o", "runs/s", "--backend", "slurm"],
     "sweep into a file": lambda ws: ["sweep", "tiny.yaml", "-o", "file.txt"],
+    "count of a file that is not JSON": lambda ws: ["count", "file.txt"],
+    "count of a config of an unsupported model": lambda ws: ["count", _config(ws, '{"model_type": "mixtral"}')],
+    "count of a config that is a list": lambda ws: ["count", _config(ws, "[1, 2]")],
+    "count into a non-empty folder": lambda ws: ["count", "gpt-2", "-o", "mine"],
     "plot of a file": lambda ws: ["plot", "file.txt"],
     "plot of results that are not a sweep's": lambda ws: ["plot", _results(ws, '{"key": "x"}\n')],
     "plot of binary results": lambda ws: ["plot", _results(ws, b"\xff\xfe\x00")],
@@ -59,6 +63,11 @@ def _write(ws: Path, old: str, new: str) -> str:
     assert old in TINY + "lr: 0.003\n"
     (ws / "bad.yaml").write_text((TINY + "lr: 0.003\n").replace(old, new))
     return "bad.yaml"
+
+
+def _config(ws: Path, text: str) -> str:
+    (ws / "config.json").write_text(text)
+    return "config.json"
 
 
 def _results(ws: Path, content: str | bytes) -> str:

@@ -76,7 +76,7 @@ def _shapes(models: list[dict[str, Any]]) -> dict[tuple[int, int], list[str]]:
     return names
 
 
-FAMILIES = ("BERT", "GPT-2", "GPT-3", "Llama", "MobileLLM")
+FAMILIES = ("BERT", "GPT-2", "GPT-3", "Llama", "MobileLLM", "SmolLM2", "Mistral", "Qwen2", "Gemma")
 
 
 def frontier_axes(models: list[dict[str, Any]], budgets: tuple[float, float] = (1e6, 2e12)) -> plt.Figure:
@@ -95,7 +95,8 @@ def frontier_axes(models: list[dict[str, Any]], budgets: tuple[float, float] = (
     ax.axvspan(lo, hi, color="C0", alpha=0.06, label="fit's measured range (L 6-48)")
     for i, fam in enumerate(FAMILIES):
         group = [m for m in models if m["name"].startswith(fam)]
-        style = dict(marker="s" if fam == "MobileLLM" else "o", s=26, color=f"C{i + 4}", edgecolor="k", zorder=3)
+        style = dict(marker="s" if fam in ("MobileLLM", "SmolLM2") else "D" if i > 4 else "o", s=26,
+                     color=f"C{(i + 4) % 10}", edgecolor="k", zorder=3)
         ax.scatter([m["kaplan"] for m in group], [m["depth"] for m in group], label=fam, **style)
         bx.scatter([m["depth"] for m in group], [m["width"] for m in group], **style)
     ax.set(xscale="log", yscale="log", xlabel="non-embedding parameters 12 L d^2", ylabel="depth L",

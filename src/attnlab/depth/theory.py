@@ -116,12 +116,13 @@ def optimal_params(depth: float) -> float:
 
 
 def solve_budget(budget: float, shape: Callable[[float], tuple[float, float]], lo: float, hi: float,
-                 per_width: float = 0.0) -> float:
-    """The parameter t in [lo, hi] at which ``12 L d^2 + per_width * d = budget`` for ``(L, d) = shape(t)``
-    (bisection; the count must grow with t). ``per_width`` carries embeddings (vocab + positions)."""
+                 per_width: float = 0.0, count: Callable[[float, float], float] | None = None) -> float:
+    """The parameter t in [lo, hi] at which ``count(L, d) = budget`` for ``(L, d) = shape(t)`` (bisection;
+    the count must grow with t). The default count is ``12 L d^2 + per_width * d``, ``per_width`` carrying
+    embeddings (vocab + positions); the planner passes an architecture's exact count instead."""
     def size(t: float) -> float:
         L, d = shape(t)
-        return 12.0 * L * d * d + per_width * d
+        return count(L, d) if count is not None else 12.0 * L * d * d + per_width * d
 
     if budget <= size(lo):
         raise AttnlabError(f"budget {budget:.3g} is below the smallest shape this rule allows ({size(lo):.3g})")

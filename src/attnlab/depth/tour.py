@@ -14,7 +14,7 @@ from pathlib import Path
 from ..core.records import RunRecord
 from . import theory
 from .cli import plan_command, rank_command
-from .planner import KNOWN_COLUMNS, PLAN_COLUMNS, known_models, known_rows, plan, plan_rows
+from .planner import KNOWN_COLUMNS, KNOWN_TITLE, PLAN_COLUMNS, known_models, known_rows, plan, plan_rows
 from .plots import FRONTIER_CAPTION, frontier_figure, separation_figure
 from .separation import RANK_COLUMNS, RANK_TITLE, exact_rank, grid_matrix_float, numerical_rank, rank_rows
 from .sweep import SweepConfig, run_sweep, summarize
@@ -49,8 +49,7 @@ def tour(out_dir: Path, seed: int = 0, full: bool = False) -> RunRecord:
                       plan_rows(plans), command=plan_command(PLAN_BUDGETS))
         models = known_models()
         known = plan_command(PLAN_BUDGETS, known=True)
-        rec.add_table("Published shapes against the fit ln d* = 5.039 + 0.0555 L (at their own 12 L d^2)",
-                      KNOWN_COLUMNS, known_rows(models), command=known)
+        rec.add_table(KNOWN_TITLE, KNOWN_COLUMNS, known_rows(models), command=known)
         L1t = theory.fit_depth_for_budget(1e12)
         rec.metrics.update({"fit_width_L6": round(theory.optimal_width(6)),
                             "fit_width_L48": round(theory.optimal_width(48)),
