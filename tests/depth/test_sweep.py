@@ -57,6 +57,15 @@ def test_committed_config_loads_and_its_results_are_complete(tmp_path, monkeypat
     ("budgets: [1000]\ndepths: [1]\ntolerance: x\n", "tolerance must be"),
     ("budgets: [1000]\ndepths: [1]\ntext: 3\n", "text must be"),
     ("budgets: [1000]\ndepths: [1]\ndtype: float16\n", "dtype must be one of float32, bfloat16"),
+    ("budgets: [1000]\ndepths: [1, 2, 1]\n", "depths lists a value twice"),
+    ("budgets: [1000]\ndepths: [1]\nseeds: [0, 0]\n", "seeds lists a value twice"),
+    ("budgets: [1000]\ndepths: [1]\nlr: 3e-3\n", r"YAML reads 3e-3 as text: write it with a dot, e\.g\. 0\.003"),
+    ("budgets: [1000]\ndepths: [1]\nlr: 1.5\n", "lr must be a learning rate in"),
+    ("budgets: [1000]\ndepths: [1]\nweight_decay: -0.1\n", "weight_decay must be"),
+    ("budgets: [1000]\ndepths: [1]\nwarmup_steps: 1.5\n", "warmup_steps must be a non-negative integer"),
+    ("budgets: [1000]\ndepths: [1]\ntokens: 4096\nbatch_size: 8\nseq_len: 16\nwarmup_steps: 32\n",
+     r"warmup_steps \(32\) must be less than the 32 training steps"),
+    ("budgets: [1000]\ndepths: [1]\nworkers: false\n", "workers must be a positive integer"),
     ("- 1\n", "expected a mapping")])
 def test_bad_configs(tmp_path, text, message):
     path = tmp_path / "c.yaml"

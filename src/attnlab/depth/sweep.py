@@ -70,6 +70,8 @@ class SweepConfig:
             values = getattr(self, name)
             if not isinstance(values, list) or not values or not all(_is_int(v) for v in values):
                 raise AttnlabError(f"sweep config: {name} must be a non-empty list of integers, got {values!r}")
+            if len(set(values)) < len(values):  # one job per key: a repeated value would train twice
+                raise AttnlabError(f"sweep config: {name} lists a value twice ({values!r}); give each once")
         if min(self.budgets) < 1 or min(self.depths) < 1 or min(self.seeds) < 0:
             raise AttnlabError("sweep config: budgets and depths must be positive and seeds non-negative")
         for name in ("tokens", "batch_size", "seq_len", "head_dim", "eval_tokens", "workers"):
@@ -86,6 +88,10 @@ class SweepConfig:
         if self.tokens < self.batch_size * self.seq_len:
             raise AttnlabError(f"sweep config: tokens ({self.tokens}) is less than one batch "
                                f"({self.batch_size} x {self.seq_len})")
+        if self.warmup_steps >= self.steps:
+            raise AttnlabError(f"sweep config: warmup_steps ({self.warmup_steps}) must be less than the "
+                               f"{self.steps} training steps (tokens / (batch_size x seq_len)); lower it or raise "
+                               "tokens")
 
     @property
     def steps(self) -> int:
@@ -104,7 +110,12 @@ def _require(config: SweepConfig, name: str, kind: Callable[[Any], bool], check:
              what: str) -> None:
     value = getattr(config, name)
     if not (kind(value) and check(value)):
-        raise AttnlabError(f"sweep config: {name} must be {what}, got {value!r}")
+        hint = ""
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                float(value)
+                hint = f" (YAML reads {value} as text: write it with a dot, e.g. {float(value)!r})"
+        raise AttnlabError(f"sweep config: {name} must be {what}, got {value!r}{hint}")
 
 
 def load_config(path: str | Path) -> SweepConfig:
@@ -178,10 +189,11 @@ class CharCorpus:
     """Character-level tokens of a text source: vocabulary from the training split (+ one unknown id)."""
 
     def __init__(self, source: str = "builtin"):
-        from ..core.text import load_texts
+        from ..core.text import BUILTIN, load_texts
 
         train = "\n\n".join(load_texts(source, "calibration"))
-        heldout = "\n\n".join(load_texts(source, "heldout")) if source == "builtin" else None
+        builtin = source == BUILTIN or source.startswith(BUILTIN + ":")  # "builtin:F" has its own held-out split
+        heldout = "\n\n".join(load_texts(source, "heldout")) if builtin else None
         if heldout is None:  # a local file: hold out its last 10%
             cut = int(0.9 * len(train))
             train, heldout = train[:cut], train[cut:]
@@ -205,6 +217,18 @@ def corpus(source: str) -> CharCorpus:
     if source not in _CORPORA:
         _CORPORA[source] = CharCorpus(source)
     return _CORPORA[source]
+
+
+def check_text(config: SweepConfig) -> CharCorpus:
+    """The corpus of ``config.text``, loaded now (before any folder or job): a missing or unreadable source
+    is an error here, and so is a split too short for one window of ``seq_len + 1`` characters."""
+    data = corpus(config.text)
+    for split, tokens in (("training", data.train), ("held-out", data.heldout)):
+        if len(tokens) < config.seq_len + 2:
+            raise AttnlabError(f"text {config.text}: its {split} split has {len(tokens)} characters, fewer than "
+                               f"one window of seq_len + 1 = {config.seq_len + 1} (give a longer text or lower "
+                               "seq_len)")
+    return data
 
 
 # ---------------------------------------------------------------- training one model
@@ -335,7 +359,7 @@ def run_sweep(config: SweepConfig, out: str | Path, *, workers: int | None = Non
     from ..core.outputs import run_dir
 
     entries = grid(config)  # shapes and the text source are checked before the folder is touched
-    corpus(config.text)
+    check_text(config)
     out, _ = run_dir(out, recipe(config), overwrite, what="depth sweep", quiet=quiet)
     cfg = asdict(config)
     atomic_write_json(out / CONFIG, cfg)
