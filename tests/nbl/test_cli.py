@@ -67,6 +67,9 @@ def test_rank_apply_eval_bench(tiny_checkpoint, cache, run_cli):
     (["apply", "{ckpt}", "--layers", "1", "--keep", "7", "-o", "{tmp}/x"], "--keep [7]: no such layer"),
     (["rank", "{ckpt}", "--tokens", "100000000"], "fewer than the 100000000 requested"),
     (["rank", "{ckpt}", "--seq-len", "4096"], "exceeds the model's 256 positions"),
+    (["apply", "{ckpt}", "--layers", "1", "-o", "{tmp}/x", "--tokens", "100", "--seq-len", "32"],  # 96 used
+     "96 calibration tokens are too few for a well-posed fit of d = 32 (the map would reproduce its calibration "
+     "text): give at least 128 (--tokens 128)"),
     (["eval", "{ckpt}", "--against", "minilm-not-a-model"], "unknown model"),
     (["rank", "{ckpt}", "--stats", "{tmp}/junk.safetensors"], "not a readable safetensors"),
 ])

@@ -47,6 +47,8 @@ def _fails_in_one_line(capsys, argv: list[str]) -> str:
     (["apply", "{ckpt}", "--layers", "1", "--ridge", "nan", "-o", "{tmp}/new"], "expected a finite number >= 0"),
     (["apply", "{ckpt}", "--layers", "1", "--ridge", "-1", "-o", "{tmp}/new"], "expected a finite number >= 0"),
     (["apply", "{ckpt}", "--layers", "9", "-o", "{tmp}/new"], "cannot replace 9 layers"),
+    (["compare", "{ckpt}", "--layers", "1", "--configs", "nbl/cca", "--tokens", "64", "--seq-len", "32"],
+     "give at least 128 (--tokens 128)"),
     (["collect", "{ckpt}", "-o", "{tmp}/junk.safetensors"], "pass --overwrite"),
     (["collect", "{ckpt}", "-o", "{tmp}/existing"], "is a folder"),
     (["rank", "no/such/model", "-o", "{tmp}/existing"], "pass --overwrite"),  # checked before the model loads

@@ -103,6 +103,20 @@ def test_well_conditioned_cxx_fits_without_a_ridge():
     assert m.ridge == 0
 
 
+def test_the_ridge_is_relative_to_the_median_eigenvalue_not_the_mean():
+    """A residual stream with two huge-variance directions (as SmolLM2's): the mean eigenvalue is ~1000x the
+    median, and a relative ridge of 0.1 must be 0.1 of the typical direction's variance."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2000, 16)) * np.r_[np.full(14, 1.0), 300.0, 300.0]
+    a = x @ rng.normal(size=(16, 16)).T
+    st = _stats(x, a)
+    cxx = st.covariances()[0]
+    eigenvalues = np.linalg.eigvalsh(cxx)
+    m = fit_affine(0, st.mean_x.numpy(), st.mean_a.numpy(), *st.covariances(), ridge=0.1)
+    assert m.ridge == pytest.approx(0.1 * np.median(eigenvalues), rel=1e-9)
+    assert np.trace(cxx) / 16 > 100 * np.median(eigenvalues)
+
+
 @pytest.mark.parametrize("ridge", [float("nan"), float("inf"), -1.0])
 def test_bad_ridge_is_refused(ridge):
     rng = np.random.default_rng(5)

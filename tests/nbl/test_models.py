@@ -1,10 +1,13 @@
 """NBL on tiny random models of every supported family: collect, rank, apply, cache parity, save/load."""
 
+import json
+import warnings
+
 import pytest
 import torch
 
 from attnlab.core.errors import AttnlabError
-from attnlab.core.hf import decoder_layers
+from attnlab.core.hf import decoder_layers, family_of
 from attnlab.nbl import (
     SELECTORS,
     Stats,
@@ -100,21 +103,81 @@ def test_replaced_layer_keeps_no_kv_cache(tiny_model):
     assert sizes[1] > 0 and sizes[0] == 0 and sizes[2] == 0
 
 
-def test_save_load_round_trip_is_bit_identical(tiny_model, tmp_path):
-    model = tiny_model("llama", seed=2)
-    base = tmp_path / "base"
-    model.save_pretrained(base)
+def _saved(tiny_model, family, tmp_path, method="nbl", seed=2):
+    """A tiny model of ``family`` saved as a base checkpoint, linearized in 2 layers and saved by ``save``:
+    (the linearized model in memory, the folder)."""
+    model = tiny_model(family, seed=seed)
+    model.save_pretrained(tmp_path / "base")
+    stats = collect(model, _blocks(), batch_size=4, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # BERT's C_XX is singular by construction
+        layers, maps = linearize(model, stats, k=2, selector="cca", method=method)
+    save(tmp_path / "out", tmp_path / "base", maps, {"method": method, "layers": layers, "selector": "cca"})
+    return model, tmp_path / "out"
+
+
+def _auto(family):
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    return AutoModel if family == "bert" else AutoModelForCausalLM
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method", ["nbl", "drop"])
+def test_saved_folder_loads_as_the_linearized_model_with_either_loader(family, method, tiny_model, tmp_path):
+    model, out = _saved(tiny_model, family, tmp_path, method)
+    ours = load(out)
+    theirs = _auto(family).from_pretrained(out, trust_remote_code=True).eval()
+    assert replaced_layers(ours) == replaced_layers(model) and len(replaced_layers(model)) == 2
+    assert type(theirs).__module__.startswith("transformers_modules")  # the folder's own modeling_nbl.py
+    ids = _blocks(2, 9, seed=5)
+    reference = _output(model, ids)
+    assert torch.equal(_output(ours, ids), reference)
+    assert torch.equal(_output(theirs, ids), reference)
+    # the replaced layers' attention (and bypassed norm) weights are gone from the checkpoint, the maps are in it
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        names = set(f.keys())
+    with safe_open(str(tmp_path / "base" / "model.safetensors"), framework="pt") as f:
+        base_names = set(f.keys())
+    fam = family_of(model)
+    for i in replaced_layers(model):
+        gone = {n for n in base_names if n.startswith(f"{fam.layers}.{i}.{fam.attention}.")}
+        assert gone and not gone & names
+        assert (f"{fam.layers}.{i}.{fam.attention}.linear.weight" in names) == (method == "nbl")
+    saved = json.loads((out / "nbl.json").read_text())["bytes"]
+    on_disk = (tmp_path / "base" / "model.safetensors").stat().st_size - (out / "model.safetensors").stat().st_size
+    assert saved["saved"] == saved["removed"] - saved["added"] > 0
+    assert abs(on_disk - saved["saved"]) < 2048  # the rest is the safetensors header
+
+
+@pytest.mark.parametrize("family", ["llama", "bert"])
+def test_plain_from_pretrained_refuses_the_folder_instead_of_serving_the_dense_model(family, tiny_model, tmp_path):
+    _, out = _saved(tiny_model, family, tmp_path)
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        _auto(family).from_pretrained(out)
+
+
+def test_a_sharded_checkpoint_keeps_its_shards_and_index(tiny_model, tmp_path):
+    model = tiny_model("llama", seed=3)
+    model.save_pretrained(tmp_path / "base", max_shard_size="20KB")
+    assert (tmp_path / "base" / "model.safetensors.index.json").exists()
     stats = collect(model, _blocks(), batch_size=4, progress=False)
     layers, maps = linearize(model, stats, k=2, selector="cca")
-    save(tmp_path / "out", base, maps, {"method": "nbl", "layers": layers, "selector": "cca"})
-    loaded = load(tmp_path / "out")
-    assert replaced_layers(loaded) == {i: "nbl" for i in layers}
+    save(tmp_path / "out", tmp_path / "base", maps, {"method": "nbl", "layers": layers})
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())["weight_map"]
+    assert all((tmp_path / "out" / f).exists() for f in index.values())
+    assert not any(".q_proj." in n and f".{i}." in n for n in index for i in layers)
     ids = _blocks(2, 9, seed=5)
-    assert torch.equal(_output(loaded, ids), _output(model, ids))
-    # plain transformers still sees the original checkpoint
-    from transformers import AutoModelForCausalLM
+    assert torch.equal(_output(load(tmp_path / "out"), ids), _output(model, ids))
 
-    assert replaced_layers(AutoModelForCausalLM.from_pretrained(tmp_path / "out")) == {}
+
+def test_a_folder_of_the_old_format_is_refused_in_one_line(tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "nbl.json").write_text(json.dumps({"schema": "attnlab.nbl/1"}))
+    with pytest.raises(AttnlabError, match="older attnlab.*nbl apply"):
+        load(tmp_path / "old")
 
 
 def test_collection_resumes_after_interruption(tiny_model, tmp_path):

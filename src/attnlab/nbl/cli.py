@@ -105,7 +105,8 @@ def register(subparsers, common) -> None:
     a.add_argument("--method", choices=list(METHODS), default="nbl",
                    help=f"what replaces attention (default nbl) — {choice_help(METHODS)}")
     a.add_argument("--sequential", action="store_true", help="refit each layer through the model modified so far")
-    a.add_argument("--ridge", type=_ridge, default=0.0, help="ridge, relative to tr(C_XX)/d (default 0)")
+    a.add_argument("--ridge", type=_ridge, default=0.0, help="ridge, relative to the median eigenvalue of C_XX "
+                   "(default 0; fewer than 4 d calibration tokens need one)")
     a.add_argument("--keep", type=nonneg_int, nargs="+", default=[], metavar="LAYER",
                    help="never replace these layers (e.g. --keep 0)")
     _calibration_flags(a)
@@ -245,32 +246,33 @@ def cmd_rank(args) -> int:
 def cmd_apply(args) -> int:
     from ..core.hf import decoder_layers
     from ..core.outputs import artifact_dir
+    from .estimator import NBL
     from .io import KIND, write
-    from .pipeline import check_request, linearize
+    from .pipeline import check_request, check_tokens
     from .session import Session
 
     device = _device(args)
+    nbl = NBL(args.layers, args.selector, args.method, args.sequential, tuple(args.keep), args.ridge, args.tokens,
+              args.seq_len, args.batch_size, progress=show_progress(args))
     with artifact_dir(args.out, args.overwrite, what=KIND) as folder:
         s = Session.open(args.model, device, args.dtype)
         check_request(len(decoder_layers(s.model)), args.layers, tuple(args.keep))  # before minutes of statistics
+        if args.method == "nbl":
+            check_tokens(args.tokens // args.seq_len * args.seq_len, s.model.config.hidden_size, args.ridge)
         stats, blocks = s.stats(_calibration(args), args.stats, progress=show_progress(args), quiet=args.quiet)
-        layers, maps = linearize(s.model, stats, args.layers, args.selector, args.method, args.ridge,
-                                 args.sequential, blocks, args.batch_size, progress=show_progress(args),
-                                 keep=tuple(args.keep))
-        info = {"method": args.method, "selector": args.selector, "layers": sorted(layers),
-                "sequential": args.sequential, "ridge": args.ridge, "keep": sorted(args.keep),
-                "base_model": args.model, "base_fingerprint": s.fingerprint, "seed": args.seed,
-                "calibration": stats.meta.get("calibration")}
-        write(folder, s.checkpoint, maps, info)
-        rec = _record(args, f"{args.method} in {len(layers)} layers of {args.model}",
+        nbl.fit(s.model, s.tokenizer, data=blocks, stats=stats)
+        info = nbl.info(base_model=args.model, seed=args.seed)
+        write(folder, s.checkpoint, nbl.maps_, info)
+        rec = _record(args, f"{args.method} in {len(nbl.layers_)} layers of {args.model}",
                       {**info, "device": device, "dtype": args.dtype})
-        rec.metrics.update({f"fitted_nmse_layer{m.layer}": m.nmse for m in maps})
+        rec.metrics.update({f"fitted_nmse_layer{m.layer}": m.nmse for m in nbl.maps_})
         rec.add_table("Replaced layers", ["layer", "replaced by", "calibration NMSE"],
-                      [[i, args.method, next((m.nmse for m in maps if m.layer == i), None)] for i in sorted(layers)])
+                      [[i, args.method, next((m.nmse for m in nbl.maps_ if m.layer == i), None)]
+                       for i in nbl.layers_])
         rec.save(folder / "record.json")
-    result = {"out": str(args.out), "layers": sorted(layers), "method": args.method, "selector": args.selector,
-              "sequential": args.sequential, "fitted_nmse": {m.layer: m.nmse for m in maps}}
-    emit(args, result, text=f"replaced attention in layers {sorted(layers)} ({args.method}, {args.selector}"
+    result = {"out": str(args.out), "layers": nbl.layers_, "method": args.method, "selector": args.selector,
+              "sequential": args.sequential, "fitted_nmse": {m.layer: m.nmse for m in nbl.maps_}}
+    emit(args, result, text=f"replaced attention in layers {nbl.layers_} ({args.method}, {args.selector}"
                             f"{', sequential' if args.sequential else ''}); saved to {args.out}")
     return 0
 
@@ -279,7 +281,7 @@ def cmd_compare(args) -> int:
     from ..core.hf import decoder_layers
     from ..core.outputs import run_dir
     from .experiment import perplexity_vs_layers
-    from .pipeline import check_request
+    from .pipeline import check_request, check_tokens
     from .report import add_perplexity
     from .session import Session
 
@@ -301,6 +303,8 @@ def cmd_compare(args) -> int:
     for c in args.configs:  # every request checked before minutes of statistics
         for k in args.layers:
             check_request(len(decoder_layers(s.model)), k, c.keep)
+    if any(c.method == "nbl" for c in args.configs):
+        check_tokens(args.tokens // args.seq_len * args.seq_len, s.model.config.hidden_size)
     rows = perplexity_vs_layers(s, _calibration(args), args.heldout_tokens, args.layers, args.configs,
                                 log=folder / "rows.jsonl" if folder else None, stats_path=args.stats, **grid)
     complete = len(rows) == len(args.configs) * len(args.layers)  # else other processes hold the rest
@@ -365,16 +369,13 @@ def cmd_bench(args) -> int:
 
 def _pair(candidate: str, against: str, device: str = "cpu", dtype: str = "float32"):
     """Sessions for the (possibly linearized) candidate and the original."""
-    from .io import linearize_loaded, read_info
+    from .io import is_linearized, read_info
     from .session import Session
 
-    linearized = (Path(candidate) / "nbl.json").exists()
-    if linearized:
+    if is_linearized(candidate):
         read_info(candidate)  # a damaged nbl.json is refused before any model loads
     ref = Session.open(against, device, dtype)
     cand = Session.open(candidate, device, dtype)
-    if linearized:
-        linearize_loaded(cand.model, candidate)
     if cand.model.config.model_type != ref.model.config.model_type:
         raise AttnlabError(f"{candidate} ({cand.model.config.model_type}) and {against} "
                            f"({ref.model.config.model_type}) are different architectures")

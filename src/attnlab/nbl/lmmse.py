@@ -10,7 +10,7 @@ import numpy as np
 
 from ..core.errors import AttnlabError
 
-#: The ridge (relative to tr(C_XX)/d) used when C_XX is singular and the user asked for less.
+#: The ridge (relative to the median eigenvalue of C_XX) used when C_XX is singular and the user asked for less.
 SINGULAR_RIDGE = 1e-8
 
 
@@ -45,20 +45,30 @@ def is_singular(eigenvalues: np.ndarray) -> bool:
     return bool(eigenvalues[0] <= d * np.finfo(np.float64).eps * max(eigenvalues[-1], 0.0))
 
 
+def ridge_scale(eigenvalues: np.ndarray) -> float:
+    """What a relative ridge multiplies: the median eigenvalue of C_XX (the mean when more than half are 0).
+
+    Not tr(C_XX)/d: the residual stream has a few huge-variance directions (on SmolLM2 the mean eigenvalue is
+    about 100x the median), so a ridge relative to the mean is not small for the typical direction.
+    """
+    clipped = np.maximum(eigenvalues, 0.0)
+    median = float(np.median(clipped))
+    return median if median > 0 else float(clipped.mean())
+
+
 def fit_affine(layer: int, mean_x: np.ndarray, mean_a: np.ndarray, cxx: np.ndarray, cxa: np.ndarray,
                caa: np.ndarray, ridge: float = 0.0) -> AffineMap:
-    """Solve (C_XX + lambda I) W^T = C_XA in float64 (lambda = ridge * tr(C_XX) / d).
+    """Solve (C_XX + lambda I) W^T = C_XA in float64 (lambda = ridge * :func:`ridge_scale`).
 
-    A singular C_XX (see :func:`is_singular`) gets a ridge of at least ``SINGULAR_RIDGE`` * tr(C_XX)/d with
+    A singular C_XX (see :func:`is_singular`) gets a ridge of at least ``SINGULAR_RIDGE`` times that scale with
     a warning, never a silent solve that gives W an arbitrary gain along the unconstrained directions.
     """
     ridge = check_ridge(ridge)
-    d = cxx.shape[0]
-    scale = np.trace(cxx) / d
-    lam = ridge * scale
     eigenvalues, vectors = np.linalg.eigh((cxx + cxx.T) / 2)
     if eigenvalues[-1] <= 0:
         raise AttnlabError(f"layer {layer}: the input X is constant over the calibration tokens; no map to fit")
+    scale = ridge_scale(eigenvalues)
+    lam = ridge * scale
     if is_singular(eigenvalues):
         lam = max(lam, SINGULAR_RIDGE * scale)
         warnings.warn(f"layer {layer}: C_XX is singular; fitting with ridge {lam:.3g}", RuntimeWarning, stacklevel=2)

@@ -29,14 +29,32 @@ def rank_table(stats: Stats) -> list[dict]:
     return [{"layer": i, **{sel: cols[sel][i] for sel in SELECTORS}} for i in sorted(stats.layers)]
 
 
+#: The fewest calibration tokens per model dimension for a fit without ridge: the sample C_XX of N tokens has
+#: rank at most N - 1, so for N <= d the map reproduces its calibration text exactly (NMSE 0) and is arbitrary
+#: elsewhere, and for N of a few d it still fits the calibration text far better than any other.
+TOKENS_PER_DIM = 4
+
+
+def check_tokens(tokens: int, d: int, ridge: float = 0.0) -> None:
+    """A one-line error when ``tokens`` calibration tokens are too few for a well-posed fit of width ``d``
+    without a ridge (fewer than :data:`TOKENS_PER_DIM` * d); the message says how many are needed."""
+    need = TOKENS_PER_DIM * d
+    if ridge == 0 and tokens < need:
+        raise AttnlabError(f"{tokens} calibration tokens are too few for a well-posed fit of d = {d} (the map would "
+                           f"reproduce its calibration text): give at least {need} (--tokens {need}) or a ridge "
+                           f"(e.g. --ridge 0.01)")
+
+
 def fit(stats: Stats, layers: list[int], ridge: float = 0.0) -> list[AffineMap]:
-    """The LMMSE map of each layer in ``layers`` from ``stats``."""
+    """The LMMSE map of each layer in ``layers`` from ``stats`` (refused when the statistics hold too few
+    tokens for ``ridge``: :func:`check_tokens`)."""
     missing = [i for i in layers if i not in stats.layers]
     if missing:
         raise AttnlabError(f"no statistics for layer(s) {missing}")
     maps = []
     for i in layers:
         st = stats.layers[i]
+        check_tokens(st.n, st.d, ridge)
         cxx, cxa, caa = st.covariances()
         maps.append(fit_affine(i, st.mean_x.numpy(), st.mean_a.numpy(), cxx, cxa, caa, ridge))
     return maps

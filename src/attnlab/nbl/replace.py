@@ -1,4 +1,5 @@
-"""Swap attention for the fitted affine map (``nbl``) or for nothing (``drop``, Attention Drop).
+"""Swap attention for the fitted affine map (``nbl``) or for nothing (``drop``, Attention Drop); the modules
+that take its place are those of :mod:`attnlab.nbl.hub` (shipped with every saved checkpoint).
 
 A replaced layer computes h + W h + b (pre-norm families; BERT: LayerNorm(h + W h + b)). It never touches
 the KV cache, so a cached generation stores nothing for it.
@@ -6,37 +7,17 @@ the KV cache, so a cached generation stores nothing for it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
-from torch import nn
 
 from ..core.errors import AttnlabError
-from ..core.hf import decoder_layers, replace_attention
+from ..core.hf import decoder_layers, family_of
+from .hub import DroppedAttention, LinearAttention, replace_layer, set_module
 from .lmmse import AffineMap
 from .registry import METHODS
-
-
-class LinearAttention(nn.Module):
-    """Token-wise affine stand-in for self-attention: returns (W x + b, None) like an attention module.
-    The map is held (and runs) in ``weight``'s dtype on ``weight``'s device."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
-        super().__init__()
-        self.linear = nn.Linear(weight.shape[1], weight.shape[0], bias=True, device=weight.device,
-                                dtype=weight.dtype)
-        with torch.no_grad():
-            self.linear.weight.copy_(weight)
-            self.linear.bias.copy_(bias)
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        return self.linear(hidden_states), None
-
-
-class DroppedAttention(nn.Module):
-    """Attention Drop (He et al.): the sub-layer adds nothing to the residual stream."""
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        return torch.zeros_like(hidden_states), None
 
 
 def apply(model, maps: list[AffineMap] | None = None, method: str = "nbl", layers: list[int] | None = None):
@@ -50,15 +31,16 @@ def apply(model, maps: list[AffineMap] | None = None, method: str = "nbl", layer
     if bad:
         raise AttnlabError(f"layer(s) {bad} do not exist (the model has layers 0..{n_layers - 1})")
     param = next(model.parameters())
+    fam = family_of(model)
     if method == "nbl":
         for m in maps:
             # the float64 fit rounded once, straight to the model's dtype, on the model's device
             weight, bias = (torch.from_numpy(np.asarray(v)).to(device=param.device, dtype=param.dtype)
                             for v in (m.weight, m.bias))
-            replace_attention(model, m.layer, LinearAttention(weight, bias))
+            replace_layer(model, fam.layers, m.layer, fam.attention, fam.bypass, LinearAttention(weight, bias))
     else:
         for i in targets:
-            replace_attention(model, i, DroppedAttention())
+            replace_layer(model, fam.layers, i, fam.attention, fam.bypass, DroppedAttention())
     return model
 
 
@@ -71,3 +53,18 @@ def replaced_layers(model) -> dict[int, str]:
         elif isinstance(layer.attention, DroppedAttention):
             out[layer.index] = "drop"
     return out
+
+
+@contextmanager
+def restored(model) -> Iterator:
+    """Undo on exit every replacement made inside: each layer gets back the attention and bypassed modules
+    it had on entry (the same objects; nothing is copied)."""
+    fam = family_of(model)
+    paths = (fam.attention, *fam.bypass)
+    saved = [(layer.block, {p: layer.block.get_submodule(p) for p in paths}) for layer in decoder_layers(model)]
+    try:
+        yield model
+    finally:
+        for block, modules in saved:
+            for path, module in modules.items():
+                set_module(block, path, module)

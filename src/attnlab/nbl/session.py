@@ -19,6 +19,8 @@ from ..core.errors import AttnlabError
 from ..core.hf import load_model, load_tokenizer
 from ..core.models import cache_dir, checkpoint_dir
 from .data import blocks_from_source
+from .io import is_linearized, load
+from .io import load_tokenizer as load_linearized_tokenizer
 from .registry import Calibration
 from .stats import Stats, collect, fingerprint
 
@@ -56,9 +58,15 @@ class Session:
 
     @classmethod
     def open(cls, spec: str, device: str = "cpu", dtype: str = "float32") -> Session:
-        """``spec`` loaded in ``dtype`` on ``device`` (a string :func:`~attnlab.core.runtime.choose_device` gave)."""
-        model = load_model(spec, dtype).to(device)
-        return cls(str(spec), model, load_tokenizer(spec), fingerprint(model), device, dtype)
+        """``spec`` loaded in ``dtype`` on ``device`` (a string :func:`~attnlab.core.runtime.choose_device` gave);
+        a folder written by ``nbl apply`` loads as the linearized model."""
+        if is_linearized(spec):
+            model = load(spec, dtype)
+            tokenizer = load_linearized_tokenizer(spec, model)
+        else:
+            model, tokenizer = load_model(spec, dtype), load_tokenizer(spec)
+        model = model.to(device)
+        return cls(str(spec), model, tokenizer, fingerprint(model), device, dtype)
 
     @property
     def checkpoint(self) -> Path:
