@@ -81,7 +81,7 @@ def test_compile_and_certify(run_cli, tmp_path):
     back = load_compiled(tmp_path / "pal")
     assert back.params == d["params"] and back.vocab_size == d["vocab_size"]
     config = json.loads((tmp_path / "pal" / "config.json").read_text())
-    assert config["certificate"]["exact"] and len(config["tokens"]) == d["vocab_size"]
+    assert config["certificate"]["certified"] and len(config["vocabulary"]["tokens"]) == d["vocab_size"] + 1
     rc, out, _ = run_cli("machines", "certify", "bb4", "--window", "100000", "--json")
     d = json.loads(out)
     assert rc == 0 and d["certified"] and d["rpe_selects_oldest"] and d["window"] == 100000
@@ -94,7 +94,7 @@ def test_list(run_cli):
 
 
 def test_help_has_examples(run_cli):
-    for cmd in ("run", "compile", "certify", "list"):
+    for cmd in ("run", "compile", "export", "replay", "certify", "list"):
         rc, out, _ = run_cli("machines", cmd, "--help")
         assert rc == 0 and "Example: attnlab machines" in out
     rc, out, _ = run_cli("machines", "--help")

@@ -12,14 +12,19 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ..core.clikit import add_out, emit, out_folder, positive_int
-from .registry import EXECUTORS
+from .registry import EXECUTORS, FORMATS, RUNTIMES
+from .softmax import UNIT_ROUNDOFF
 
 if TYPE_CHECKING:
     from ..core.records import RunRecord
-    from .compile import CompiledTransformer
     from .machine import PostMachine, TuringMachine
 
 SPEC_HELP = "a library name (see `attnlab machines list`), a bbchallenge string or a YAML file"
+
+#: Exit codes of `attnlab machines` (docs/machines.md): bad input is 2 and an internal error 1, as everywhere.
+HALTED, NOT_HALTED, MISMATCH = 0, 3, 4
+EXIT_CODES = ("exit codes: 0 ok (run: halted), 1 internal error, 2 bad input (also a window too small), "
+              "3 not halted within --max-steps, 4 a mismatch against the reference")
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:
@@ -31,32 +36,66 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("run", parents=[common], help="run a machine through its compiled transformer",
                        description="Run SPEC on --input with an executor; the decoded configuration is checked "
-                                   "against the reference TM every --check-every steps and at the end. Exit codes: "
-                                   "0 halted, 3 not halted within --max-steps, 2 bad input (also a window too "
-                                   "small), 1 a mismatch against the reference.",
-                       epilog="Example: attnlab machines run bb4 --executor kv -o runs/bb4-kv")
+                                   "against the reference TM every --check-every steps and at the end. "
+                                   f"{EXIT_CODES}.",
+                       epilog="Example: attnlab machines run bb4 --executor kv --trace bb4.jsonl -o runs/bb4-kv")
     _spec_args(p)
     p.add_argument("--executor", choices=tuple(EXECUTORS), default="table",
                    help="; ".join(f"{name}: {spec.help}" for name, spec in EXECUTORS.items()))
-    p.add_argument("--max-steps", type=positive_int, default=10**7,
-                   help="TM steps (Post machine: tokens) before giving up (default 10^7)")
     p.add_argument("--check-every", type=positive_int, default=1,
                    help="check the decoded configuration every K completed TM steps (default 1)")
+    p.add_argument("--trace", default=None, metavar="FILE",
+                   help="write the generated token ids as JSON Lines (header, one id per line, footer), the stream "
+                        "`attnlab machines replay --trace` compares with")
     add_out(p, what="run folder (DIR/record.json; default: write nothing)")
     p.set_defaults(func=_cmd_run, light=True)
 
     p = sub.add_parser("compile", parents=[common], help="compile to safetensors + config.json",
-                       description="Compile SPEC for a window and write model.safetensors (int8 weights), "
-                                   "config.json (blocks, token names, sizes, certificate) and record.json to DIR.",
+                       description="Compile SPEC for a window and write the export of format safetensors "
+                                   "(`attnlab machines export --format safetensors`) plus record.json to DIR. A "
+                                   f"window too small for the input is refused. {EXIT_CODES}.",
                        epilog="Example: attnlab machines compile pal --input abba -o out/pal")
     _spec_args(p)
     add_out(p, required=True, what="output folder")
-    p.set_defaults(func=_cmd_compile, light=True)
+    p.set_defaults(func=_cmd_export, light=True, format="safetensors")
+
+    p = sub.add_parser("export", parents=[common], help="a self-contained folder any runtime can execute",
+                       description="Compile SPEC for --input and write config.json (architecture as equations, "
+                                   "vocabulary records, prompt, decoding rule with a halt token, the window and "
+                                   "the space bound it was sized for) and the network: safetensors (int8), onnx "
+                                   "(model.onnx for onnxruntime) or hf (safetensors + modeling_machine.py, torch "
+                                   f"SDPA softmax). A window too small for the input is refused. {EXIT_CODES}.",
+                       epilog="Example: attnlab machines export bb4 --format onnx -o out/bb4-onnx")
+    _spec_args(p)
+    p.add_argument("--format", choices=FORMATS, default="safetensors",
+                   help="safetensors: int8 weights; onnx: model.onnx (hardmax, float32); hf: safetensors + a "
+                        "standalone torch module on scaled_dot_product_attention (default safetensors)")
+    add_out(p, required=True, what="output folder")
+    p.set_defaults(func=_cmd_export, light=True)
+
+    p = sub.add_parser("replay", parents=[common], help="run an exported folder in onnxruntime or torch",
+                       description="The generic greedy driver: reads only DIR (config.json and the network), "
+                                   "generates from the prompt until the halt token and decodes the result with "
+                                   "config.json's records. With --trace, compares with a `run --trace` stream "
+                                   f"token for token. {EXIT_CODES}.",
+                       epilog="Example: attnlab machines replay out/bb4-onnx --runtime onnx --trace bb4.jsonl")
+    p.add_argument("folder", metavar="DIR", help="a folder written by `attnlab machines export`")
+    p.add_argument("--runtime", choices=RUNTIMES, default="onnx",
+                   help="onnx: onnxruntime on model.onnx; torch: the SDPA softmax module on model.safetensors "
+                        "(default onnx)")
+    p.add_argument("--dtype", choices=tuple(UNIT_ROUNDOFF), default="float32",
+                   help="torch compute precision; its inverse temperature comes from config.json (default float32)")
+    p.add_argument("--device", default="cpu", metavar="DEVICE",
+                   help="torch device: auto, cpu, cuda, cuda:N or mps (default cpu)")
+    p.add_argument("--trace", default=None, metavar="FILE", help="a `run --trace` file to compare with")
+    p.add_argument("--max-tokens", type=positive_int, default=10**7,
+                   help="stop after N tokens (default 10^7; with --trace: the trace's length)")
+    p.set_defaults(func=_cmd_replay, light=True)
 
     p = sub.add_parser("certify", parents=[common], help="exhaustive certificate of the compiled network",
                        description="Evaluate the network on every (current token, front symbol) pair and compare "
                                    "with the Post machine's transition function; check that the RPE's hardmax "
-                                   "picks the oldest token for the window. Exit code 1 if not exact.",
+                                   f"picks the oldest token for the window. {EXIT_CODES} (4: not certified).",
                        epilog="Example: attnlab machines certify bb4 --window 100000")
     _spec_args(p)
     add_out(p, what="record folder (DIR/record.json; default: write nothing)")
@@ -70,20 +109,22 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
 def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
     p.add_argument("--input", default=None, help="input string, one character per cell (default: the library "
-                                                 "machine's example, else empty)")
+                                                 "machine's example, the YAML file's input:, else empty)")
     p.add_argument("--window", type=positive_int, default=None,
                    help="window W (queue length; the cyclic tape has W+1 cells). Default: from a reference run")
+    p.add_argument("--max-steps", type=positive_int, default=10**7,
+                   help="TM steps (Post machine: tokens) of the run, and of the reference run that sizes the "
+                        "window (default 10^7)")
 
 
 def _load(args: argparse.Namespace) -> tuple[TuringMachine | PostMachine, str]:
-    from .library import LIBRARY, load_machine
+    from .library import load_spec
 
-    machine = load_machine(args.spec)
-    text = args.input if args.input is not None else (LIBRARY[args.spec].input if args.spec in LIBRARY else "")
-    return machine, text
+    machine, default = load_spec(args.spec)
+    return machine, args.input if args.input is not None else default
 
 
-def _window(machine: TuringMachine | PostMachine, text: str, window: int | None, max_steps: int = 10**7) -> int:
+def _window(machine: TuringMachine | PostMachine, text: str, window: int | None, max_steps: int) -> int:
     from .machine import PostMachine
     from .simulate import minimal_window
 
@@ -92,13 +133,6 @@ def _window(machine: TuringMachine | PostMachine, text: str, window: int | None,
     if isinstance(machine, PostMachine):
         return max(len(text), 1)
     return max(minimal_window(machine, machine.encode(text), max_steps), len(text) - 1, 1)
-
-
-def _compiled(args: argparse.Namespace) -> tuple[TuringMachine | PostMachine, str, CompiledTransformer]:
-    from .compile import compile_machine
-
-    machine, text = _load(args)
-    return machine, text, compile_machine(machine, _window(machine, text, args.window))
 
 
 def _command(args: argparse.Namespace, text: str, window: int, *extra: str) -> str:
@@ -118,12 +152,28 @@ def _record(args: argparse.Namespace, name: str, title: str, command: str, resul
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from ..core.atomic import atomic_write_text
+    from ..core.errors import AttnlabError
+    from ..core.outputs import output_file
+    from .replay import trace_lines
     from .simulate import run_machine
 
+    if args.trace is not None:
+        output_file(args.trace, args.overwrite)  # checked before any work
+        if args.executor == "reference":
+            raise AttnlabError("--trace records the tokens of a network executor; the reference interpreter "
+                               "generates none (use --executor table, kv or dense)")
+    trace: list[int] | None = None if args.trace is None else []
     with out_folder(args, "machines run") as out:
         machine, text = _load(args)
         result = run_machine(machine, text, window=args.window, executor=args.executor, max_steps=args.max_steps,
-                             check_every=args.check_every).to_dict()
+                             check_every=args.check_every, trace=trace).to_dict()
+        if trace is not None:
+            W = result["window"]
+            header = {"machine": machine.name, "input": text, "window": W, "vocab_size": result["vocab_size"] + 1,
+                      "executor": args.executor, "prompt": trace[:W]}
+            footer = {"halted": result["halted"], "tokens": len(trace) - W, "tm_steps": result["tm_steps"]}
+            atomic_write_text(args.trace, trace_lines(header, trace[W:], footer))
         if out is not None:
             command = _command(args, text, result["window"], "--executor", args.executor, "--max-steps",
                                str(args.max_steps), "--check-every", str(args.check_every))
@@ -142,34 +192,73 @@ def _cmd_run(args: argparse.Namespace) -> int:
     emit(args, result, "\n".join(lines))
     if result["error"]:
         print(f"attnlab: error: {result['error']}", file=sys.stderr)
-        return 2 if result["error"].startswith("window too small") else 1
-    return 0 if result["halted"] else 3
+        return 2 if result["error"].startswith("window too small") else MISMATCH
+    return HALTED if result["halted"] else NOT_HALTED
 
 
-def _cmd_compile(args: argparse.Namespace) -> int:
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .artifact import build_export, write_export
     from .executors import certify
+    from .precision import oldest_is_selected
 
     with out_folder(args, "compiled machine") as out:
-        machine, text, model = _compiled(args)
+        machine, text = _load(args)
+        export = build_export(machine, text, args.window, args.max_steps)
+        model = export.model
         cert = certify(model)
-        model.save(out, extra={"machine": machine.name, "certificate": cert.summary()})
-        result = {"out": str(args.out), **model.sizes(), "certified": cert.exact}
-        command = _command(args, text, model.window, "-o", str(args.out))
-        config = {"spec": args.spec, "input": text, "window": model.window}
-        _record(args, f"machines-compile-{machine.name}", f"machines: {machine.name} compiled for W={model.window}",
-                command, result, config).save(out / "record.json")
-    emit(args, result, f"wrote {args.out}/model.safetensors and config.json: window {model.window}, vocab "
-                       f"{model.vocab_size}, d_model {model.d_model}, d_ffn {model.d_ffn}, {model.params:,} params "
-                       f"({model.model_bits:,} bits); certificate exact: {cert.exact}")
-    return 0
+        certificate = {**cert.summary(), "rpe_selects_oldest": oldest_is_selected(model)}
+        certificate["certified"] = cert.exact and certificate["rpe_selects_oldest"]
+        files = write_export(out, model, {**export.config, "certificate": certificate}, args.format)
+        result = {"out": str(args.out), "format": args.format, "files": files, **model.sizes(),
+                  "exported_vocab_size": model.vocab_size + 1, "prompt_tokens": len(export.prompt),
+                  "certified": certificate["certified"]}
+        command = _command(args, text, model.window, *(["--format", args.format] if args.machines_command ==
+                                                        "export" else []), "-o", str(args.out))
+        config = {"spec": args.spec, "input": text, "window": model.window, "format": args.format}
+        _record(args, f"machines-{args.machines_command}-{machine.name}",
+                f"machines: {machine.name} exported for W={model.window} ({args.format})", command, result,
+                config, None if result["certified"] else "not certified").save(out / "record.json")
+    emit(args, result, f"wrote {args.out}/{', '.join(files)} ({args.format}): window {model.window}, vocab "
+                       f"{model.vocab_size} + halt, d_model {model.d_model}, d_ffn {model.d_ffn}, {model.params:,} "
+                       f"params ({model.model_bits:,} bits); certified: {result['certified']}")
+    return HALTED if result["certified"] else MISMATCH
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import compare, read_trace, replay
+
+    trace = read_trace(args.trace) if args.trace is not None else None
+    device = args.device
+    if args.runtime == "torch":
+        from ..core.runtime import choose_device, configure
+
+        configure(args.seed, args.threads or 1, torch=True)  # tiny matrices: more threads only add latency
+        device = choose_device(args.device)
+    budget = args.max_tokens if trace is None else len(trace[1]) + int(bool(trace[2].get("halted")))
+    result = replay(args.folder, args.runtime, args.dtype, device, budget)
+    summary = {"runtime": args.runtime, "dtype": args.dtype, **result.summary()}
+    problem = compare(result, *trace) if trace is not None else None
+    if trace is not None:
+        summary["trace"], summary["matches_trace"] = str(args.trace), problem is None
+    text = (f"{summary['machine']} on {summary['input']!r} ({args.runtime}, {args.dtype}, window {summary['window']}):"
+            f" {summary['tokens']:,} tokens, halted {summary['halted']}, state {summary['final_state']}" +
+            (f", tape from the head {summary['tape_from_head']!r}" if summary.get("tape_from_head") else "") +
+            ("" if trace is None else f"; trace {'matches' if problem is None else 'DIFFERS'}"))
+    emit(args, summary, text)
+    if problem is not None:
+        print(f"attnlab: error: replay differs from {args.trace}: {problem}", file=sys.stderr)
+        return MISMATCH
+    return HALTED
 
 
 def _cmd_certify(args: argparse.Namespace) -> int:
+    from .compile import compile_machine
     from .executors import certify
     from .precision import oldest_is_selected
 
     with out_folder(args, "machines certificate") as out:
-        machine, text, model = _compiled(args)
+        machine, text = _load(args)
+        model = compile_machine(machine, _window(machine, text, args.window, args.max_steps))
         cert = certify(model)
         lemma_b = oldest_is_selected(model)
         result = {"machine": machine.name, **model.sizes(), **cert.summary(), "rpe_selects_oldest": lemma_b,
@@ -184,7 +273,7 @@ def _cmd_certify(args: argparse.Namespace) -> int:
                        f"min logit margin {cert.min_margin:g}, halting tokens terminal {cert.terminal_ok}; "
                        f"hardmax picks the oldest of W={model.window}: {lemma_b} -> "
                        f"{'CERTIFIED' if result['certified'] else 'NOT CERTIFIED'}")
-    return 0 if result["certified"] else 1
+    return HALTED if result["certified"] else MISMATCH
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from ..core.atomic import atomic_path, atomic_write_json
 from ..core.errors import AttnlabError
 from .machine import PostMachine, TuringMachine
 
@@ -81,14 +80,6 @@ class CompiledTransformer:
     def token(self, symbol: int, state: int) -> int:
         return state * self.n_symbols + symbol
 
-    def token_name(self, t: int) -> str:
-        s, c = divmod(t, self.n_symbols)
-        return f"{self.pm.symbols[c]}|{self.pm.states[s]}"
-
-    def residual_labels(self) -> list[str]:
-        labels = [f"SYM:{c}" for c in self.pm.symbols] + [f"ST:{s}" for s in self.pm.states]
-        return labels + [f"FRONT:{c}" for c in self.pm.symbols]
-
     def rpe_by_offset(self, offsets: np.ndarray) -> np.ndarray:
         """RPE value for query-key offsets i - j (0 <= i - j < W): the only window-dependent weights."""
         kind = np.where(offsets == self.window - 1, 2, np.where(offsets == 0, 0, 1))
@@ -107,29 +98,46 @@ class CompiledTransformer:
         return [self.token(c, state) for c in queue]
 
     # --- export ---
-    def save(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        """``model.safetensors`` (int8 weights) + ``config.json`` (machine, blocks, token names, sizes)."""
-        from safetensors.numpy import save_file
+    def save(self, out_dir: str | Path, machine: TuringMachine | PostMachine | None = None, text: str = "",
+             fmt: str = "safetensors", max_steps: int = 10**7, extra: dict[str, Any] | None = None) -> Path:
+        """Write the self-contained export of this network for ``machine`` (default: its Post machine) on
+        ``text`` in format ``fmt`` (:mod:`attnlab.machines.artifact`); a window too small is refused."""
+        from .artifact import build_export, write_export
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "model.safetensors") as tmp:
-            save_file({k: np.ascontiguousarray(v) for k, v in self.weights.items()}, str(tmp))
-        config = {"format": "attnlab.machines/1", **self.sizes(), "blocks": self.blocks,
-                  "rpe_types": list(RPE_TYPES), "residual_labels": self.residual_labels(),
-                  "tokens": [self.token_name(t) for t in range(self.vocab_size)],
-                  "post_machine": {"name": self.pm.name, "states": list(self.pm.states),
-                                   "symbols": list(self.pm.symbols), "start": self.pm.start,
-                                   "delta": [[s, c, s2, c2] for (s, c), (s2, c2) in sorted(self.pm.delta.items())]},
-                  "units": [list(u) for u in self.units], **(extra or {})}
-        atomic_write_json(out / "config.json", config)
+        export = build_export(machine or self.pm, text, self.window, max_steps, model=self)
+        write_export(out, export.model, {**export.config, **(extra or {})}, fmt)
         return out
+
+
+#: The largest network :func:`compile_pm` builds: int8 weights or the certificate's float64 logits, the larger.
+MAX_BYTES = 2 * 2**30
+
+
+def compiled_size(n_states: int, n_symbols: int, n_halting: int) -> dict[str, int]:
+    """Sizes of the network for a Post machine with these counts, before anything is allocated: the
+    parameters (int8 bytes) and the bytes the exhaustive certificate evaluates (V |Λ| windows, float64)."""
+    vocab, d, units = n_states * n_symbols, 2 * n_symbols + n_states, (n_states - n_halting) * n_symbols
+    params = vocab * d + 2 * d + 3 + 2 * d * n_symbols + d * units + units + units * vocab
+    return {"vocab_size": vocab, "d_model": d, "d_ffn": units, "params": params,
+            "bytes": max(params, 8 * vocab * n_symbols * (d + units + 2 * vocab))}
+
+
+def check_size(name: str, n_states: int, n_symbols: int, n_halting: int) -> None:
+    """Refuse (one line, with the estimate) a machine whose network would not fit :data:`MAX_BYTES`."""
+    size = compiled_size(n_states, n_symbols, n_halting)
+    if size["bytes"] > MAX_BYTES:
+        raise AttnlabError(f"{name}: too large to compile: vocabulary {size['vocab_size']:,} tokens, "
+                           f"{size['params']:,} parameters, about {size['bytes'] / 2**30:,.1f} GiB to build and "
+                           f"certify (limit {MAX_BYTES / 2**30:.0f} GiB); use a machine with fewer states or symbols")
 
 
 def compile_pm(pm: PostMachine, window: int) -> CompiledTransformer:
     """Compile ``pm`` for queue length ``window`` (the construction in the module docstring)."""
     if window < 1:
         raise AttnlabError(f"window must be at least 1, got {window}")
+    check_size(pm.name, len(pm.states), len(pm.symbols), len(pm.halting))
     n_sym, n_st = len(pm.symbols), len(pm.states)
     blocks = {"SYM": (0, n_sym), "ST": (n_sym, n_st), "FRONT": (n_sym + n_st, n_sym)}
     d = 2 * n_sym + n_st
@@ -170,18 +178,22 @@ def compile_machine(machine: TuringMachine | PostMachine, window: int) -> Compil
 
 
 def load_compiled(path: str | Path) -> CompiledTransformer:
-    """Read a directory written by :meth:`CompiledTransformer.save`."""
+    """Read a folder written by :meth:`CompiledTransformer.save` or ``attnlab machines compile/export``
+    (format safetensors or hf): the network without the export's halt token."""
     from safetensors.numpy import load_file
+
+    from .artifact import CONFIG_FORMAT, compiled_weights
 
     path = Path(path)
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise AttnlabError(f"{path}: not a compiled machine (expected config.json and model.safetensors)")
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise AttnlabError(f"{path / 'config.json'}: line {e.lineno}: {e.msg}") from None
-    if config.get("format") != "attnlab.machines/1":
-        raise AttnlabError(f"{path / 'config.json'}: not an attnlab.machines/1 config")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AttnlabError(f"{path / 'config.json'}: not a JSON config ({e})") from None
+    if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
+        raise AttnlabError(f"{path / 'config.json'}: not an {CONFIG_FORMAT} config (re-export it with "
+                           "`attnlab machines export`)")
     p = config["post_machine"]
     pm = PostMachine(p["name"], tuple(p["states"]), tuple(p["symbols"]),
                      {(s, c): (s2, c2) for s, c, s2, c2 in p["delta"]}, p["start"])
@@ -189,6 +201,8 @@ def load_compiled(path: str | Path) -> CompiledTransformer:
     missing = [k for k in WEIGHTS if k not in weights]
     if missing:
         raise AttnlabError(f"{path / 'model.safetensors'}: missing tensors {', '.join(missing)}")
-    blocks = {k: tuple(v) for k, v in config["blocks"].items()}
-    return CompiledTransformer(pm, int(config["window"]), blocks, {k: weights[k] for k in WEIGHTS},
-                               tuple(tuple(u) for u in config["units"]))
+    units = tuple(tuple(u) for u in p["units"])
+    weights = compiled_weights({k: weights[k] for k in WEIGHTS}, len(pm.states) * len(pm.symbols), len(units))
+    n_sym, n_st = len(pm.symbols), len(pm.states)
+    blocks = {"SYM": (0, n_sym), "ST": (n_sym, n_st), "FRONT": (n_sym + n_st, n_sym)}
+    return CompiledTransformer(pm, int(config["window"]["W"]), blocks, weights, units)

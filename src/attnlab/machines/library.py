@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..core.errors import AttnlabError
 from .machine import PostMachine, TuringMachine
-from .parse import BBCHALLENGE, parse_bbchallenge, parse_yaml
+from .parse import BBCHALLENGE, parse_bbchallenge, parse_yaml, parse_yaml_with_input
 
 
 @dataclass(frozen=True)
@@ -162,8 +162,13 @@ def library_machine(name: str) -> TuringMachine | PostMachine:
 
 def load_machine(spec: str) -> TuringMachine | PostMachine:
     """SPEC is a library name, a YAML file or a bbchallenge string."""
+    return load_spec(spec)[0]
+
+
+def load_spec(spec: str) -> tuple[TuringMachine | PostMachine, str]:
+    """The machine SPEC names and its default input: the library example, the YAML file's ``input:``, else ""."""
     if spec in LIBRARY:
-        return library_machine(spec)
+        return library_machine(spec), LIBRARY[spec].input
     path = Path(spec)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
@@ -175,8 +180,9 @@ def load_machine(spec: str) -> TuringMachine | PostMachine:
             raise AttnlabError(f"{path}: not UTF-8 text (byte {e.start}); a machine file is YAML") from None
         except OSError as e:
             raise AttnlabError(f"cannot read {path}: {e.strerror or type(e).__name__}") from None
-        return parse_yaml(text, source=str(path))
+        machine, text = parse_yaml_with_input(text, source=str(path))
+        return machine, text or ""
     if BBCHALLENGE.match(spec) and any(c.isdigit() for c in spec):
-        return parse_bbchallenge(spec)
+        return parse_bbchallenge(spec), ""
     raise AttnlabError(f"unknown machine {spec!r}: not a library name, a YAML file or a bbchallenge string "
                        f"(see `attnlab machines list`)")

@@ -106,6 +106,13 @@ def parse_yaml(text: str, source: str = "<yaml>", name: str | None = None) -> Tu
     """A Turing machine (``transitions: {state: {read: [write, L|R, next]}}``) or, with ``kind: post``,
     a Post machine (``transitions: {state: {pop: [push, next]}}``). A missing entry halts (Turing);
     a Post state with transitions must cover every symbol."""
+    return parse_yaml_with_input(text, source, name)[0]
+
+
+def parse_yaml_with_input(text: str, source: str = "<yaml>",
+                          name: str | None = None) -> tuple[TuringMachine | PostMachine, str | None]:
+    """:func:`parse_yaml` and the file's ``input:`` (the default input of a run; None when absent), checked
+    against the machine's alphabet."""
     doc = _Doc(text, source)
     top = {key: (knode, v) for key, knode, v in doc.mapping(doc.root, "the machine")}
     for key, (knode, _) in top.items():
@@ -155,11 +162,24 @@ def parse_yaml(text: str, source: str = "<yaml>", name: str | None = None) -> Tu
     a = {s: i for i, s in enumerate(symbols)}
     if kind == "turing":
         delta = {(q[s], a[r]): (a[v[0]], L if v[1] == "L" else R, q[v[2]]) for _, s, r, v in raw}
-        return TuringMachine(name, tuple(order), tuple(symbols), delta)
+        return _with_input(doc, top, TuringMachine(name, tuple(order), tuple(symbols), delta))
     for state, knode, _ in rows:  # a fixed-size queue cannot idle: a state with transitions reads everything
         missing = [c for c in symbols if not any(s == state and r == c for _, s, r, _ in raw)]
         if missing and any(s == state for _, s, _, _ in raw):
             raise doc.error(knode, f"state {state!r} has no transition for {', '.join(map(repr, missing))} "
                                    f"(a Post machine state reads every symbol, or none to halt)")
     pdelta = {(q[s], a[r]): (q[v[1]], a[v[0]]) for _, s, r, v in raw}
-    return PostMachine(name, tuple(order), tuple(symbols), pdelta)
+    return _with_input(doc, top, PostMachine(name, tuple(order), tuple(symbols), pdelta))
+
+
+def _with_input(doc: _Doc, top: dict, machine: TuringMachine | PostMachine) -> tuple[TuringMachine | PostMachine,
+                                                                                     str | None]:
+    if "input" not in top:
+        return machine, None
+    node = top["input"][1]
+    text = doc.scalar(node, "input")
+    try:
+        machine.encode(text)
+    except AttnlabError as e:
+        raise doc.error(node, str(e)) from None
+    return machine, text

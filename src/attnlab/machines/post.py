@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..core.errors import AttnlabError
+from .compile import check_size
 from .machine import PostMachine, TuringMachine
 
 NORMAL, DELAYED = 0, 1  # the two modes N and D
@@ -69,9 +70,10 @@ class Translation:
 def tm_to_pm(tm: TuringMachine) -> Translation:
     """Build the Post machine of the construction above. Independent of the window W."""
     k = len(tm.symbols)
-    names = [f"{q}.{m}.{a}" for q in tm.states for m in "ND" for a in tm.symbols]
-    n_mode = len(names)
     halt_info = tuple((q, a) for q in range(len(tm.states)) for a in range(k) if tm.halts_on(q, a))
+    n_mode = 2 * len(tm.states) * k
+    check_size(tm.name, n_mode + len(halt_info), 2 * k, len(halt_info))  # before building anything
+    names = [f"{q}.{m}.{a}" for q in tm.states for m in "ND" for a in tm.symbols]
     names += [f"halt.{tm.states[q]}.{tm.symbols[a]}" for q, a in halt_info]
     halt_index = {qa: n_mode + i for i, qa in enumerate(halt_info)}
     symbols = [f"{a}{mark}" for a in tm.symbols for mark in ("", "'")]

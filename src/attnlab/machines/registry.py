@@ -26,6 +26,10 @@ EXECUTORS: dict[str, ExecutorSpec] = {
     "reference": ExecutorSpec(None, "the reference TM/PM interpreter, no transformer (tokens counted by lemma A)"),
 }
 
+#: Export formats (`attnlab machines export --format`) and the runtimes `attnlab machines replay` drives.
+FORMATS: tuple[str, ...] = ("safetensors", "onnx", "hf")
+RUNTIMES: tuple[str, ...] = ("onnx", "torch")
+
 #: The executors that generate tokens with the compiled network (all but the reference interpreter).
 NETWORK_EXECUTORS: tuple[str, ...] = tuple(name for name, spec in EXECUTORS.items() if spec.target)
 

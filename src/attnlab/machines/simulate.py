@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .compile import CompiledTransformer, compile_pm
-from .executors import Certificate, make_executor
+from .executors import Certificate, Executor, make_executor
 from .machine import PostMachine, TuringMachine
 from .post import Translation, expected_tokens, tm_to_pm
 from .reference import PMRun, TMRun, run_tm
@@ -48,10 +48,59 @@ class RunResult:
         return d
 
 
+@dataclass(frozen=True)
+class SpaceBound:
+    """The space s(n) of a reference run: the cells it visits or that hold input, within ``max_steps`` steps."""
+
+    input_length: int
+    cells_visited: int
+    tm_steps: int
+    halted: bool
+    max_steps: int
+
+    @property
+    def window(self) -> int:
+        """The smallest W whose cyclic tape (W + 1 cells) holds every visited cell: s(n) - 1."""
+        return max(self.cells_visited - 1, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rule": "exact iff the run visits at most W + 1 cells: W >= s(n) - 1, where s(n) = "
+                "cells_visited counts the input cells; measured by a reference run of tm_steps steps" +
+                ("" if self.halted else " (not halted within max_steps: the bound holds for those steps only)")}
+
+
+def space_bound(tm: TuringMachine, cells: Sequence[int], max_steps: int) -> SpaceBound:
+    """s(n) of WINDOW[s(n)] = SPACE[s(n)] for this input, from a reference run of at most ``max_steps`` steps."""
+    ref = run_tm(tm, cells, max_steps)
+    return SpaceBound(len(cells), ref.span, ref.steps, ref.halted, max_steps)
+
+
 def minimal_window(tm: TuringMachine, cells: Sequence[int], max_steps: int) -> int:
-    """The smallest W whose cyclic tape (W + 1 cells) holds every cell the run visits, from a
-    reference run of at most ``max_steps`` steps (the space bound s(n) of WINDOW[s(n)] = SPACE[s(n)], minus one)."""
-    return max(run_tm(tm, cells, max_steps).span - 1, 1)
+    """The smallest W whose cyclic tape (W + 1 cells) holds every cell the run visits (s(n) - 1)."""
+    return space_bound(tm, cells, max_steps).window
+
+
+def too_small(cells: int, steps: int, window: int, need: int) -> str:
+    """The one-line error for a window whose cyclic tape cannot hold the run (the same for run and compile)."""
+    return (f"window too small: the run visits {cells} cells after {steps} steps but window {window} holds "
+            f"{window + 1} (this run needs --window {need}; omit --window to size it automatically)")
+
+
+def advance(ex: Executor, count: int, max_tokens: int, trace: list[int] | None) -> int:
+    """``ex.advance``, also appending every generated token to ``trace`` when one is given (chunks of at most
+    W tokens, read back from the ring, so the executors' loops stay as they are)."""
+    if trace is None:
+        return ex.advance(count, max_tokens)
+    W, seen, left = ex.model.window, 0, max_tokens
+    while left > 0 and seen < count and not ex.halted:
+        before = ex.tokens
+        seen += ex.advance(count - seen, min(W, left))
+        n = ex.tokens - before
+        if n == 0:
+            break
+        trace.extend(ex.window()[W - n:])
+        left -= n
+    return seen
 
 
 def token_marks(tr: Translation, model: CompiledTransformer) -> list[int]:
@@ -75,9 +124,10 @@ def unroll(cyclic: list[int], head: int, hi: int) -> list[int]:
 
 def run_tm_transformer(tm: TuringMachine, text: str = "", window: int | None = None, executor: str = "table",
                        max_steps: int = 10**7, check_every: int = 1, model: CompiledTransformer | None = None,
-                       certificate: Certificate | None = None) -> RunResult:
+                       certificate: Certificate | None = None, trace: list[int] | None = None) -> RunResult:
     """Run ``tm`` on ``text`` as a transformer; check the decoded configuration against the reference TM
-    every ``check_every`` completed TM steps and at the end."""
+    every ``check_every`` completed TM steps and at the end. ``trace``: a list that receives the W prompt
+    tokens, then every generated token id."""
     cells = tm.encode(text)
     if window is None:
         window = max(minimal_window(tm, cells, max_steps), len(cells) - 1)
@@ -86,7 +136,10 @@ def run_tm_transformer(tm: TuringMachine, text: str = "", window: int | None = N
     tr = tm_to_pm(tm)
     model = compile_pm(tr.pm, window) if model is None else model.with_window(window)
     state, queue = tr.initial_config(cells, window)
-    ex = make_executor(executor, model, model.prompt(state, queue), token_marks(tr, model), certificate)
+    prompt = model.prompt(state, queue)
+    if trace is not None:
+        trace.extend(prompt)
+    ex = make_executor(executor, model, prompt, token_marks(tr, model), certificate)
     ref = TMRun(tm, cells)
     n_sym, span_cells = model.n_symbols, window + 1
     mismatches = checks = 0
@@ -97,16 +150,14 @@ def run_tm_transformer(tm: TuringMachine, text: str = "", window: int | None = N
         # after the TM enters a halting (q, a) the PM still takes its halting read: one more token
         want = 1 if ref.halted else max(min(check_every, max_steps - ref.steps), 1)
         t0 = time.perf_counter()
-        heads = ex.advance(want, max_tokens=want * window + 1)
+        heads = advance(ex, want, want * window + 1, trace)
         busy += time.perf_counter() - t0
         ref.run(heads - (1 if ex.halted else 0))  # the halting read is not a TM step
         checks += 1
         q, cyclic, halted = tr.decode(ex.cur // n_sym, [t % n_sym for t in ex.window()])
         if ref.span > span_cells:
             mismatches += 1
-            need = max(minimal_window(tm, cells, max_steps), len(cells) - 1)
-            error = (f"window too small: the run visits {ref.span} cells after {ref.steps} steps but window {window} "
-                     f"holds {span_cells} (this run needs --window {need}; omit --window to size it automatically)")
+            error = too_small(ref.span, ref.steps, window, minimal_window(tm, cells, max_steps))
             break
         got = unroll(cyclic, ref.head, ref.hi)
         expected = [ref.cell(p) for p in range(ref.hi - span_cells + 1, ref.hi + 1)]
@@ -135,7 +186,8 @@ def _run_reference(tm: TuringMachine, text: str, cells: list[int], window: int, 
 
 
 def run_pm_transformer(pm: PostMachine, text: str = "", window: int | None = None, executor: str = "table",
-                       max_steps: int = 10**7, model: CompiledTransformer | None = None) -> RunResult:
+                       max_steps: int = 10**7, model: CompiledTransformer | None = None,
+                       trace: list[int] | None = None) -> RunResult:
     """Run a Post machine given directly: queue = input padded to W; compared with the reference PM."""
     cells = pm.encode(text)
     window = window or max(len(cells), 1)
@@ -150,9 +202,12 @@ def run_pm_transformer(pm: PostMachine, text: str = "", window: int | None = Non
                          sum(1 for c in ref.queue if c), 0, 0, ref.steps, window, 0, 0, None, round(busy, 6), sizes)
     model = compile_pm(pm, window) if model is None else model.with_window(window)
     marks = [2 if t // model.n_symbols in pm.halting else 0 for t in range(model.vocab_size)]
-    ex = make_executor(executor, model, model.prompt(pm.start, queue), marks)
+    prompt = model.prompt(pm.start, queue)
+    if trace is not None:
+        trace.extend(prompt)
+    ex = make_executor(executor, model, prompt, marks)
     t0 = time.perf_counter()
-    ex.advance(1, max_steps)
+    advance(ex, 1, max_steps, trace)
     busy = time.perf_counter() - t0
     ref.run(ex.tokens)
     syms = [t % model.n_symbols for t in ex.window()]
