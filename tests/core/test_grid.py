@@ -178,3 +178,26 @@ def test_workers_are_spread_over_the_visible_gpus(tmp_path, monkeypatch):
     assert {r["gpu"] for r in rows} == {os.environ.get("CUDA_VISIBLE_DEVICES")}
     assert {r["gpu"] for r in run_grid(grid_jobs.visible_gpu, [Job("y", {"x": 9})], _log(tmp_path / "cpu"),
                                        progress=False).values()} == {os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def test_ctrl_c_then_rerun_resumes(tmp_path):
+    """A real SIGINT to a grid running in worker processes: the command stops, releases its claims, and the rerun
+    runs only the jobs not logged (the jobs in flight at the interrupt run again)."""
+    import signal
+
+    folder = tmp_path / "run"
+    code = _PROCESS.format(here=str(HERE), runs=str(tmp_path / "runs.txt"), folder=str(folder)).replace(
+        "progress=False, quiet=True)", "progress=False, quiet=True, workers=2)")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    deadline = time.time() + 120
+    while len(_log(folder).lines()) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground process group
+    assert proc.wait(timeout=60) != 0
+    done = {r["key"] for r in _log(folder).lines()}
+    assert 2 <= len(done) < 10 and not list((folder / "claims").iterdir())
+    before = len(_runs(tmp_path))
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=180)
+    assert sorted(r["key"] for r in _log(folder).lines()) == [f"x{i}" for i in range(10)]  # each logged once
+    rerun = _runs(tmp_path)[before:]
+    assert not {f"x{x}" for x in rerun} & done and len(rerun) == len(set(rerun))  # no logged job ran again
