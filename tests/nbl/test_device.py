@@ -71,6 +71,11 @@ def test_bfloat16_on_cpu_end_to_end(tiny_checkpoint, cache, run_cli):
     model = load(cache / "m", "bfloat16")
     linear = [m for m in model.modules() if isinstance(m, LinearAttention)]
     assert len(linear) == 2 and all(m.linear.weight.dtype == torch.bfloat16 for m in linear)
+    from safetensors import safe_open
+
+    with safe_open(str(cache / "m" / "model.safetensors"), framework="pt") as f:  # maps stored as the checkpoint is
+        assert {f.get_slice(n).get_dtype() for n in f.keys()} == {"BF16"}
+        assert sum(".linear." in n for n in f.keys()) == 4
 
     rc, out, err = run_cli("nbl", "eval", cache / "m", "--against", tiny_checkpoint, "--tokens", "128",
                            "--seq-len", "32", "--greedy-tokens", "4", *dev, "--json", "-o", cache / "eval")

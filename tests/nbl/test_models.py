@@ -6,6 +6,7 @@ import warnings
 import pytest
 import torch
 
+from attnlab.core.atomic import current_umask
 from attnlab.core.errors import AttnlabError
 from attnlab.core.hf import decoder_layers, family_of
 from attnlab.nbl import (
@@ -150,6 +151,7 @@ def test_saved_folder_loads_as_the_linearized_model_with_either_loader(family, m
     on_disk = (tmp_path / "base" / "model.safetensors").stat().st_size - (out / "model.safetensors").stat().st_size
     assert saved["saved"] == saved["removed"] - saved["added"] > 0
     assert abs(on_disk - saved["saved"]) < 2048  # the rest is the safetensors header
+    assert (out / "model.safetensors").stat().st_mode & 0o044 == 0o044 & ~current_umask()  # readable as files are
 
 
 @pytest.mark.parametrize("family", ["llama", "bert"])

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.atomic import current_umask
 from ..core.errors import AttnlabError
 from ..core.hf import Family, family_of
 from ..core.outputs import MARKER, artifact_dir
@@ -122,14 +123,15 @@ def write(folder: str | Path, base_checkpoint: str | Path, maps: list[AffineMap]
             tensors = {n: f.get_tensor(n) for n in names if n not in drop}
             removed = [f.get_tensor(n) for n in drop]
         removed_bytes += sum(t.numel() * t.element_size() for t in removed)
-        # float32 (or the checkpoint's dtype when it is wider): the float64 fit rounded once more on load
-        dtype = torch.promote_types(torch.float32, removed[0].dtype)
+        # in the dtype of the weights they replace, as the rest of the checkpoint: the float64 fit rounded once
+        dtype = removed[0].dtype
         added = {f"{prefix}{fam.layers}.{i}.{fam.attention}.linear.{part}":
                  torch.tensor(np.ascontiguousarray(getattr(by_layer[i], part)), dtype=dtype)
                  for i in sorted(set(drop.values()) & set(by_layer)) for part in ("weight", "bias")}
         added_bytes += sum(t.numel() * t.element_size() for t in added.values())
         tensors.update(added)
         save_file(tensors, folder / file, metadata={"format": "pt"})
+        (folder / file).chmod(0o666 & ~current_umask())  # safetensors writes 0600; a server may run as another user
         weight_map.update(dict.fromkeys(tensors, file))
     missing = sorted(set(replaced) - found)
     if missing:
