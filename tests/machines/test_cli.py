@@ -143,3 +143,40 @@ def test_group_without_command_and_common_flags(run_cli):
     assert rc == 2 and out == ""
     rc, out, _ = run_cli("machines", "run", "bb2", "--threads", "1", "--seed", "3", "--json")
     assert rc == 0 and json.loads(out)["tm_steps"] == 6
+
+
+def test_run_trace_export_replay_round_trip(run_cli, tmp_path):
+    """run --trace -> export -> replay --trace in both runtimes; a tampered trace is a mismatch (exit 4)."""
+    trace = tmp_path / "bb4.jsonl"
+    assert run_cli("machines", "run", "bb4", "--executor", "kv", "--trace", trace)[0] == 0
+    lines = trace.read_text().splitlines()
+    header, footer = json.loads(lines[0]), json.loads(lines[-1])
+    assert header["window"] == 13 and len(header["prompt"]) == 13 and footer == {"halted": True, "tokens": 804,
+                                                                                 "tm_steps": 107}
+    assert len(lines) == 804 + 2 and all(line.isdigit() for line in lines[1:-1])
+    for fmt, runtime in (("onnx", "onnx"), ("hf", "torch")):
+        rc, out, err = run_cli("machines", "export", "bb4", "--format", fmt, "-o", tmp_path / fmt, "--json")
+        assert rc == 0 and json.loads(out)["certified"], err
+        rc, out, err = run_cli("machines", "replay", tmp_path / fmt, "--runtime", runtime, "--trace", trace, "--json")
+        d = json.loads(out)
+        assert rc == 0 and d["matches_trace"] and d["tm_steps"] == 107 and d["nonblank"] == 13, err
+    lines[100] = str((int(lines[100]) + 1) % 88)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n")
+    rc, out, err = run_cli("machines", "replay", tmp_path / "onnx", "--trace", bad)
+    assert rc == 4 and "token 100 differs" in err and err.count("\n") == 1
+    assert (tmp_path / "hf" / "modeling_machine.py").is_file()
+
+
+def test_yaml_input_is_the_default_input(run_cli, tmp_path):
+    f = tmp_path / "m.yaml"
+    f.write_text('name: flip\ninput: "0110"\ntransitions:\n  A: {"0": ["1", R, A], "1": ["0", R, A]}\n')
+    d = json.loads(run_cli("machines", "run", f, "--json")[1])
+    assert d["input"] == "0110" and d["tape"] == "1001"
+    d = json.loads(run_cli("machines", "run", f, "--input", "1", "--json")[1])
+    assert d["input"] == "1" and d["tape"] == "0"
+
+
+def test_compile_refuses_a_window_too_small(run_cli, tmp_path):
+    rc, out, err = run_cli("machines", "compile", "bb4", "--window", "10", "-o", tmp_path / "bb4")
+    assert rc == 2 and "window too small" in err and "--window 13" in err and not (tmp_path / "bb4").exists()

@@ -19,6 +19,10 @@ def files(tmp_path):
     (tmp_path / "notes.txt").write_text("a file, not a folder\n")
     (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\ntransitions: {}\n".encode("latin-1"))
     (tmp_path / "bad.yaml").write_text('transitions:\n  A: {"0": ["1", UP, A]}\n')
+    (tmp_path / "badinput.yaml").write_text('input: "012"\ntransitions:\n  A: {"0": ["1", R, A]}\n')
+    rows = ", ".join(f'"{chr(0x100 + i)}": ["_", R, B]' for i in range(300))  # 300 symbols: ~10^6 GiB to build
+    (tmp_path / "huge.yaml").write_text(f"transitions:\n  A: {{{rows}}}\n")
+    (tmp_path / "trace.jsonl").write_text("not json\n")
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
@@ -43,6 +47,17 @@ CASES = {
     "input outside the alphabet": ["run", "binc", "--input", "12"],
     "unknown executor": ["run", "bb4", "--executor", "gpu"],
     "window zero": ["compile", "bb4", "--window", "0", "-o", "{d}/new"],
+    "compile under /dev/null": ["compile", "bb4", "-o", "/dev/null/x"],
+    "compile with a window too small": ["compile", "bb4", "--window", "10", "-o", "{d}/new"],
+    "export with a window too small": ["export", "bb4", "--window", "12", "--format", "onnx", "-o", "{d}/new"],
+    "export an unknown format": ["export", "bb4", "--format", "gguf", "-o", "{d}/new"],
+    "YAML input outside the alphabet": ["run", "{d}/badinput.yaml"],
+    "machine too large": ["compile", "{d}/huge.yaml", "-o", "{d}/new"],
+    "trace onto an existing file": ["run", "bb4", "--trace", "{d}/notes.txt"],
+    "trace under a file": ["run", "bb4", "--trace", "{d}/notes.txt/t.jsonl"],
+    "trace of the reference interpreter": ["run", "bb4", "--executor", "reference", "--trace", "{d}/new.jsonl"],
+    "replay a folder that is not an export": ["replay", "{d}/results"],
+    "replay a malformed trace": ["replay", "{d}/results", "--trace", "{d}/trace.jsonl"],
 }
 
 
@@ -60,6 +75,8 @@ def test_bad_invocation_exit_2_one_line_nothing_lost(run_cli, files, case):
     assert not (files / "new").exists() and out == ""
     if "non-empty" in case:
         assert "--overwrite" in err
+    if "too large" in case:
+        assert "GiB" in err and "parameters" in err
 
 
 def test_overwrite_replaces_an_attnlab_folder_whole(run_cli, tmp_path):

@@ -40,27 +40,25 @@ class SoftmaxMachine(nn.Module):
         if not torch.all(q == 1):
             raise ValueError("the query is not 1 for every token: the RPE cannot be an additive attention mask")
 
-    def attn_mask(self, t: int) -> torch.Tensor:
-        """(T, T): β·rpe[type(i - j)] inside the window (oldest if i - j = W - 1, current if i = j, else
-        intermediate), -inf in the future and beyond W. Built once per length and device."""
-        key = (t, str(self.rpe.device))
+    def attn_mask(self, t: int, last_only: bool = False) -> torch.Tensor:
+        """(T, T), or (1, T) for the last query: β·rpe[type(i - j)] inside the window (oldest if i - j = W - 1,
+        current if i = j, else intermediate), -inf in the future and beyond W. Built once per shape and device."""
+        key = (t, last_only, str(self.rpe.device))
         if key not in self._masks:
-            self._masks[key] = self._mask(t)
+            i = torch.arange(t - 1 if last_only else 0, t, device=self.rpe.device)
+            off = i[:, None] - torch.arange(t, device=self.rpe.device)[None, :]
+            kind = torch.where(off == self.window - 1, 2, torch.where(off == 0, 0, 1))
+            bias = self.beta * self.rpe[kind]
+            self._masks[key] = bias.masked_fill((off < 0) | (off >= self.window), float("-inf"))
         return self._masks[key]
-
-    def _mask(self, t: int) -> torch.Tensor:
-        off = torch.arange(t, device=self.rpe.device)[:, None] - torch.arange(t, device=self.rpe.device)[None, :]
-        kind = torch.where(off == self.window - 1, 2, torch.where(off == 0, 0, 1))
-        bias = self.beta * self.rpe[kind]
-        return bias.masked_fill((off < 0) | (off >= self.window), float("-inf"))
 
     def forward(self, input_ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Logits (B, T, V) for every position, or (B, 1, V) for the last one (a decoding step: O(W) work)."""
         x = self.embed[input_ids]  # (B, T, d)
         q, k, v = (x @ w for w in (self.w_q, self.w_k, self.w_v))  # (B, T, 1), (B, T, 1), (B, T, |Λ|)
-        mask = self.attn_mask(input_ids.shape[1])
+        mask = self.attn_mask(input_ids.shape[1], last_only)
         if last_only:
-            x, q, mask = x[:, -1:], q[:, -1:], mask[-1:]
+            x, q = x[:, -1:], q[:, -1:]
         head = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], attn_mask=mask, scale=self.beta)
         h = x + head[:, 0] @ self.w_o
         return torch.relu(h @ self.w1 + self.b1) @ self.w2
