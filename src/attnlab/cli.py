@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 
@@ -133,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"attnlab: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # stdout closed early (`attnlab ... | head`): not an error, nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not fail again
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by it
     except OSError as e:  # the user's environment (a path, permissions, a full disk), not an attnlab bug
         if debug:
             traceback.print_exc()

@@ -40,3 +40,13 @@ def test_model_free_commands_import_no_torch(argv):
 def test_python_dash_m_attnlab():
     proc = subprocess.run([sys.executable, "-m", "attnlab", "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("attnlab ")
+
+
+def test_a_closed_stdout_is_not_an_error():
+    """`attnlab machines list | head -0`: the reader is gone before the command writes; exit 141 (as SIGPIPE),
+    nothing on stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "attnlab", "machines", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # long before the interpreter has started
+    assert proc.wait(timeout=60) == 141
+    assert proc.stderr.read() == b""
