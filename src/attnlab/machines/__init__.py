@@ -7,7 +7,7 @@
     run_machine(tm, "", executor="kv")       # checked against the reference TM at every step
 
 The names below are imported on first use (PEP 562), so ``import attnlab.machines`` (and the CLI's parser)
-costs nothing; only :class:`MachineTransformer` and :func:`load_module` import torch.
+costs nothing; only :class:`MachineTransformer`, :func:`load_module` and :class:`SoftmaxMachine` import torch.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ _EXPORTS = {
     "EXECUTORS": "registry",
     "Certificate": "executors", "certify": "executors", "make_executor": "executors",
     "RunResult": "simulate", "minimal_window": "simulate", "run_machine": "simulate",
+    "Export": "artifact", "build_export": "artifact", "write_export": "artifact",
+    "exact_inverse_temperature": "softmax", "SoftmaxMachine": "sdpa",
 }
 
 __all__ = sorted(_EXPORTS)

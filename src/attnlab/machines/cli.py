@@ -211,6 +211,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         files = write_export(out, model, {**export.config, "certificate": certificate}, args.format)
         result = {"out": str(args.out), "format": args.format, "files": files, **model.sizes(),
                   "exported_vocab_size": model.vocab_size + 1, "prompt_tokens": len(export.prompt),
+                  "exported_params": sum(int(t["shape"][0]) * (int(t["shape"][1]) if len(t["shape"]) > 1 else 1)
+                                         for t in export.config["architecture"]["tensors"].values()),
                   "certified": certificate["certified"]}
         command = _command(args, text, model.window, *(["--format", args.format] if args.machines_command ==
                                                         "export" else []), "-o", str(args.out))
