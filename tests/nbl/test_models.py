@@ -175,6 +175,12 @@ def test_a_sharded_checkpoint_keeps_its_shards_and_index(tiny_model, tmp_path):
     assert torch.equal(_output(load(tmp_path / "out"), ids), _output(model, ids))
 
 
+def test_a_linearized_folder_is_not_linearized_again(tiny_model, tmp_path):
+    _, out = _saved(tiny_model, "llama", tmp_path)
+    with pytest.raises(AttnlabError, match="already linearized"):
+        save(tmp_path / "again", out, [], {"method": "drop", "layers": [0]})
+
+
 def test_a_folder_of_the_old_format_is_refused_in_one_line(tmp_path):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "nbl.json").write_text(json.dumps({"schema": "attnlab.nbl/1"}))

@@ -99,6 +99,8 @@ def write(folder: str | Path, base_checkpoint: str | Path, maps: list[AffineMap]
     base, folder = Path(base_checkpoint), Path(folder)
     if not (base / "config.json").exists():
         raise AttnlabError(f"{base}: not an HF checkpoint directory (no config.json)")
+    if is_linearized(base):
+        raise AttnlabError(f"{base}: is already linearized; linearize the base model it was written from")
     config = AutoConfig.from_pretrained(base)
     fam, auto_class = family_of(config), _auto_class(config)
     model_class = _base_classes(type(config), auto_class)
