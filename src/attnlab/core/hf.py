@@ -50,7 +50,7 @@ FAMILIES: dict[str, Family] = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLA
 class DecoderLayer:
     index: int
     block: "object"      # the whole layer (torch.nn.Module)
-    attention: "object"  # the module that `replace_attention` swaps
+    attention: "object"  # the module that nbl replaces (attnlab.nbl.hub.replace_layer)
     x_tap: "object"      # its input is X
     a_tap: "object"      # its output is A
 
@@ -59,11 +59,6 @@ def get_path(obj, path: str):
     for part in path.split("."):
         obj = getattr(obj, part)
     return obj
-
-
-def set_path(obj, path: str, value) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(get_path(obj, parent) if parent else obj, name, value)
 
 
 def family_of(model) -> Family:
@@ -85,17 +80,6 @@ def decoder_layers(model) -> list[DecoderLayer]:
     return [DecoderLayer(i, block, get_path(block, fam.attention), get_path(block, fam.x_tap),
                          get_path(block, fam.a_tap))
             for i, block in enumerate(get_path(model, fam.layers))]
-
-
-def replace_attention(model, index: int, module) -> None:
-    """Swap layer ``index``'s attention for ``module`` (called as ``module(X, ...)``, returning ``(out, None)``)."""
-    import torch
-
-    fam = family_of(model)
-    block = get_path(model, fam.layers)[index]
-    for path in fam.bypass:
-        set_path(block, path, torch.nn.Identity())
-    set_path(block, fam.attention, module)
 
 
 def first_tensor(output):
