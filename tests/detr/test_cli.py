@@ -27,6 +27,9 @@ def test_make_data_train_eval_predict(run_cli, tmp_path):
     rc, out, _ = run_cli("detr", "train", "--data", data, "--dac", "--epochs", "1", "-o", run, "--json", *TRAIN)
     res = json.loads(out)
     assert rc == 0 and res["steps"] == 2 and "AP50" in res["final"]
+    from attnlab.detr.train import load_run
+
+    assert res["parameters"] == sum(p.numel() for p in load_run(run)[1].parameters()) > 10_000
     rec = json.loads((run / "config.json").read_text())
     assert rec["train"]["seed"] == 0 and rec["train"]["model"]["dac"] is True and rec["env"]["versions"]["torch"]
     rc, out, _ = run_cli("detr", "eval", run, "--json", "-o", tmp_path / "eval")

@@ -100,7 +100,12 @@ def test_train_refuses_another_configuration_in_a_run_folder(run_cli, tiny_data,
     (lambda c: c["annotations"][0].update(category_id=str(c["annotations"][0]["category_id"])), "not an integer"),
     (lambda c: c["images"].append(dict(c["images"][0])), "appears twice in 'images'"),
     (lambda c: c.pop("categories"), "missing or non-list 'categories'"),
-], ids=["string-category-id", "duplicate-image-id", "no-categories"])
+    (lambda c: c["annotations"][0].update(category_id=7.0), "category_id 7.0 in 'annotations' is not an integer"),
+    (lambda c: c["images"][0].update(file_name=3), "has file_name 3"),
+    (lambda c: c["annotations"][0].pop("area"), "COCOeval needs every box's area"),
+    (lambda c: c["annotations"][0].update(bbox="x"), "a COCO box is [x, y, width, height]"),
+], ids=["string-category-id", "duplicate-image-id", "no-categories", "float-category-id", "int-file-name", "no-area",
+        "string-bbox"])
 def test_train_refuses_malformed_coco(run_cli, data, tmp_path, edit, fragment):
     _edit_annotations(data, "train", edit)
     fails(run_cli, "detr", "train", "--data", data, *TRAIN, "-o", tmp_path / "run", fragment=fragment)

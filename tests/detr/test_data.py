@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -38,35 +39,59 @@ def _write_coco(root, images, annotations, categories, make_files=True):
     (root / "train").mkdir(exist_ok=True)
     if make_files:
         for im in images:
+            if not isinstance(im, dict) or not isinstance(im["file_name"], str) or type(im["width"]) is not int:
+                continue                                        # a malformed entry: refused before files are read
             Image.new("RGB", (im["width"], im["height"]), (30, 30, 30)).save(root / "train" / im["file_name"])
     (root / "annotations" / "instances_train.json").write_text(
         json.dumps({"images": images, "annotations": annotations, "categories": categories}))
 
 
-def test_loader_remaps_categories_ignores_crowd_and_counts_bad_boxes(tmp_path):
+def _ann(i, image_id, category_id, bbox, iscrowd=0):
+    return {"id": i, "image_id": image_id, "category_id": category_id, "bbox": bbox, "area": bbox[2] * bbox[3],
+            "iscrowd": iscrowd}
+
+
+def test_loader_remaps_categories_ignores_crowd_and_counts_empty_boxes(tmp_path):
     images = [{"id": 7, "file_name": "a.png", "width": 40, "height": 30}]
     cats = [{"id": 90, "name": "late"}, {"id": 3, "name": "early"}]
-    anns = [{"id": 1, "image_id": 7, "category_id": 90, "bbox": [30, 10, 20, 10]},      # clipped to x 30..40
-            {"id": 2, "image_id": 7, "category_id": 3, "bbox": [0, 0, 10, 10], "iscrowd": 1},
-            {"id": 3, "image_id": 7, "category_id": 3, "bbox": [50, 50, 5, 5]},         # outside: skipped
-            {"id": 4, "image_id": 7, "category_id": 3, "bbox": [1, 2, 0, 3]},           # empty: skipped
-            {"id": 5, "image_id": 7, "category_id": 3, "bbox": [1, 2]}]                 # malformed: skipped
+    anns = [_ann(1, 7, 90, [30, 10, 20, 10]),                  # clipped to x 30..40
+            _ann(2, 7, 3, [0, 0, 10, 10], iscrowd=1),
+            _ann(3, 7, 3, [50, 50, 5, 5]),                     # outside: not trained on
+            _ann(4, 7, 3, [1, 2, 0, 3])]                       # empty: not trained on
     _write_coco(tmp_path, images, anns, cats)
-    with pytest.warns(UserWarning, match="skipped 3"):
+    with pytest.warns(UserWarning, match="2 empty or out-of-image"):
         ds = open_split(tmp_path, "train")
     assert ds.names == ["early", "late"] and ds.cat_to_label == {3: 0, 90: 1}
     x, t = ds[0]
     assert x.shape == (3, 30, 40)
     assert t["labels"].tolist() == [1]                                                   # crowd box not trained on
     assert t["boxes"][0].tolist() == pytest.approx([35 / 40, 15 / 30, 10 / 40, 10 / 30])
-    assert len(ds.coco.getAnnIds()) == 2                                     # COCOeval still sees the crowd
+    # COCOeval scores against the file as it is: every box, unclipped (DETR evaluates on COCO(ann_file) too)
+    assert ds.coco.dataset["annotations"] == anns and ds.coco.anns[1]["bbox"] == [30, 10, 20, 10]
+
+
+def test_image_sizes_that_disagree_with_the_files_are_one_counted_warning(tmp_path):
+    images = [{"id": i, "file_name": f"{i}.png", "width": 40, "height": 30} for i in (1, 2, 3)]
+    _write_coco(tmp_path, images, [_ann(1, 1, 1, [30, 10, 20, 10]), _ann(2, 2, 1, [2, 2, 5, 5])],
+                [{"id": 1, "name": "x"}])
+    data = json.loads((tmp_path / "annotations" / "instances_train.json").read_text())
+    data["images"][0].update(width=64, height=32)                           # the file is 40 x 30
+    data["images"][2].update(width=20)
+    (tmp_path / "annotations" / "instances_train.json").write_text(json.dumps(data))
+    with pytest.warns(UserWarning) as caught:
+        ds = open_split(tmp_path, "train")
+    assert len(caught) == 1
+    assert "2 image(s) whose width/height differ" in str(caught[0].message) and "64x32 in the JSON, 40x30" in \
+        str(caught[0].message)
+    _, t = ds[0]                                              # clipped to the file's 40 px, not the JSON's 64
+    assert t["boxes"][0].tolist() == pytest.approx([35 / 40, 15 / 30, 10 / 40, 10 / 30])
 
 
 @pytest.mark.parametrize("content, message", [
     ("{not json", "malformed COCO JSON"),
     (json.dumps({"images": [], "annotations": []}), "categories"),
     (json.dumps({"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1, "name": "x"}]}),
-     "malformed COCO entry"),
+     "image 1 has file_name None"),
 ])
 def test_loader_rejects_malformed_json(tmp_path, content, message):
     (tmp_path / "annotations").mkdir()
@@ -76,26 +101,36 @@ def test_loader_rejects_malformed_json(tmp_path, content, message):
 
 
 IMAGE = {"id": 1, "file_name": "a.png", "width": 8, "height": 8}
-ANN = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4]}
+ANN = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4], "area": 16, "iscrowd": 0}
 
 
 @pytest.mark.parametrize("images, annotations, message", [
     ([IMAGE], [{**ANN, "category_id": "1"}], "category_id '1' in 'annotations' is not an integer"),
     ([IMAGE], [{**ANN, "category_id": 1.5}], "category_id 1.5 in 'annotations' is not an integer"),
+    ([IMAGE], [{**ANN, "category_id": 1.0}], "category_id 1.0 in 'annotations' is not an integer"),
     ([IMAGE], [{**ANN, "image_id": None}], "image_id None"),
     ([IMAGE, {**IMAGE, "file_name": "b.png"}], [ANN], "id 1 appears twice in 'images'"),
-], ids=["string-category", "float-category", "null-image-id", "duplicate-image-id"])
-def test_loader_rejects_ids_that_are_not_unique_integers(tmp_path, images, annotations, message):
+    ([IMAGE], [ANN, {**ANN, "bbox": [1, 1, 2, 2]}], "id 1 appears twice in 'annotations'"),
+    ([IMAGE], [{**ANN, "bbox": [1, 2]}], "bbox [1, 2]; a COCO box is [x, y, width, height]"),
+    ([IMAGE], [{**ANN, "bbox": [1, 2, "3", 4]}], "four finite numbers"),
+    ([IMAGE], [{k: v for k, v in ANN.items() if k != "area"}], "has area None; COCOeval needs"),
+    ([IMAGE], [{k: v for k, v in ANN.items() if k != "iscrowd"}], "has iscrowd None; COCOeval needs 0"),
+    ([{**IMAGE, "file_name": 3}], [ANN], "has file_name 3"),
+    ([{**IMAGE, "width": "8"}], [ANN], "has width '8'; COCO sizes are positive integers"),
+    ([IMAGE, 3], [ANN], "entry 1 of 'images' is 3, not a JSON object"),
+], ids=["string-category", "float-category", "integral-float-category", "null-image-id", "duplicate-image-id",
+        "duplicate-annotation-id", "short-bbox", "string-in-bbox", "no-area", "no-iscrowd", "int-file-name",
+        "string-width", "non-object"])
+def test_loader_rejects_what_cocoeval_cannot_score(tmp_path, images, annotations, message):
     _write_coco(tmp_path, images, annotations, [{"id": 1, "name": "x"}])
-    with pytest.raises(AttnlabError, match=message):
+    with pytest.raises(AttnlabError, match=re.escape(message)):
         open_split(tmp_path, "train")
 
 
 def test_loader_rejects_missing_images_and_empty_annotations(tmp_path):
     images = [{"id": 1, "file_name": "gone.png", "width": 8, "height": 8}]
     cats = [{"id": 1, "name": "x"}]
-    _write_coco(tmp_path, images, [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4]}], cats,
-                make_files=False)
+    _write_coco(tmp_path, images, [ANN], cats, make_files=False)
     with pytest.raises(AttnlabError, match="missing.*gone.png"):
         open_split(tmp_path, "train")
     _write_coco(tmp_path, images, [], cats)

@@ -146,14 +146,21 @@ def register(subparsers, common) -> None:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", parents=[common], help="COCO AP and the queries-per-object diagnostic of a run",
-                       description="Evaluate a trained run. Annotations that differ from those the run was "
+                       description="Evaluate a trained run with pycocotools against the split's annotation file "
+                                   "as it is (not the cleaned training targets). --save-predictions writes the "
+                                   "detections as a COCO results JSON (the file's image and category ids; "
+                                   "COCO.loadRes reads it). Annotations that differ from those the run was "
                                    "trained with are refused unless --allow-changed-data.",
-                       epilog="Example: attnlab detr eval runs/dac --json -o runs/dac-eval")
+                       epilog="Example: attnlab detr eval runs/dac --save-predictions runs/dac-val.json --json")
     p.add_argument("run", help="a run directory written by `attnlab detr train`")
     p.add_argument("--data", default=None, help="dataset folder (default: the run's)")
     p.add_argument("--split", default=None, help="split to evaluate (default: the run's val split)")
     p.add_argument("--allow-changed-data", action="store_true",
                    help="evaluate even if the split's annotation file differs from the one the run recorded")
+    p.add_argument("--save-predictions", metavar="FILE", default=None,
+                   help="write the detections as a COCO results JSON (refused if FILE exists, unless --overwrite)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
+    add_device(p)
     add_out(p, what="folder for record.json (default: none written)")
     p.set_defaults(func=_cmd_eval)
 
@@ -208,8 +215,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not launched_as_rank0():  # under torchrun every process has the result; one prints it
         return 0
     final = state["history"][-1] if state["history"] else {}
-    emit(args, {"run": args.out, "epochs": state["epoch"], "steps": state["step"], "final": final,
-                "train_seconds": round(state["train_seconds"], 2)}, text=_final_text(args.out, final))
+    emit(args, {"run": args.out, "epochs": state["epoch"], "steps": state["step"], "parameters": state["parameters"],
+                "final": final, "train_seconds": round(state["train_seconds"], 2)},
+         text=f"{_final_text(args.out, final)}\n{state['parameters']:,} parameters")
     return 0
 
 
@@ -218,30 +226,42 @@ def _eval_command(args: argparse.Namespace) -> str:
     words += ["--data", args.data] if args.data else []
     words += ["--split", args.split] if args.split else []
     words += ["--allow-changed-data"] if args.allow_changed_data else []
+    words += ["--save-predictions", args.save_predictions] if args.save_predictions else []
     return shlex.join([*words, "-o", args.out])
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ..core.outputs import artifact_dir
+    from ..core.outputs import artifact_dir, output_file
     from ..core.records import RunRecord
-    from .evaluate import AP_NAMES
+    from .evaluate import AP_NAMES, write_predictions
     from .train import evaluate_run
 
     _keep_inputs(args.out, args.run, args.data)
+    _keep_inputs(args.save_predictions, args.run, args.data)
+    if args.save_predictions:
+        output_file(args.save_predictions, args.overwrite)         # refused before the evaluation, not after
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(artifact_dir(args.out, args.overwrite, what="detr evaluation")) if args.out else None
-        cfg, state, metrics = evaluate_run(args.run, args.data, args.split, args.allow_changed_data)
+        cfg, state, metrics, detections = evaluate_run(args.run, args.data, args.split, args.allow_changed_data,
+                                                       args.device, args.batch_size)
+        if args.save_predictions:
+            write_predictions(args.save_predictions, detections, args.overwrite)
         if tmp is not None:
             split = args.split or cfg.val_split
             rec = RunRecord(name=f"detr-eval-{Path(args.run).name}", title=f"detr: {args.run} on {split}",
                             command=_eval_command(args), seed=cfg.seed,
                             config={"run": args.run, "data": args.data or cfg.data, "split": split,
-                                    "epoch": state["epoch"], "step": state["step"], "train": cfg.to_dict()},
+                                    "epoch": state["epoch"], "step": state["step"],
+                                    "predictions": args.save_predictions, "train": cfg.to_dict()},
                             metrics=metrics)
             rec.add_table(f"COCO bbox metrics on {split}", list(AP_NAMES), [[metrics[k] for k in AP_NAMES]])
             rec.save(tmp / "record.json")
-    emit(args, {"run": args.run, "epoch": state["epoch"], "step": state["step"], **metrics},
-         text=_final_text(args.run, metrics))
+    result = {"run": args.run, "epoch": state["epoch"], "step": state["step"], **metrics,
+              "predictions": args.save_predictions, "detections": len(detections)}
+    text = _final_text(args.run, metrics)
+    if args.save_predictions:
+        text += f"\n{len(detections)} detections -> {args.save_predictions}"
+    emit(args, result, text=text)
     return 0
 
 

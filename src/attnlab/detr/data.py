@@ -2,9 +2,12 @@
 augmentations in PIL/torch (flip, multi-scale resize, random crop) and padded batches with masks.
 
 A dataset folder holds ``annotations/instances_<split>.json`` and the images in ``<split>/``
-(COCO itself: ``--train-split train2017 --val-split val2017``). Category ids are remapped to contiguous
-labels; crowd boxes are not trained on (COCOeval still sees them); boxes are clipped to the image and
-degenerate ones skipped with one counted warning.
+(COCO itself: ``--train-split train2017 --val-split val2017``). As in DETR, evaluation scores against the
+annotation file as it is (``CocoDetection.coco`` is pycocotools' index of it), and only the training
+targets are cleaned: category ids are remapped to contiguous labels, crowd boxes are not trained on, boxes
+are clipped to the image file and empty ones skipped with one counted warning. A file that pycocotools
+cannot evaluate (ids that are not unique integers, a box that is not four numbers, no area or iscrowd) is
+refused in one line.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from .variants import AUGMENTATIONS
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+FIX = "fix the file"
 
 
 def _read_coco_json(path: Path) -> dict[str, Any]:
+    """The parsed annotation file, checked to be one that pycocotools' COCOeval can score (raises otherwise)."""
     if not path.is_file():
         raise AttnlabError(f"annotation file not found: {path} (expected annotations/instances_<split>.json)")
     try:
@@ -45,20 +50,48 @@ def _read_coco_json(path: Path) -> dict[str, Any]:
         if not isinstance(data.get(key), list):
             raise AttnlabError(f"{path}: missing or non-list {key!r} (a COCO file needs images, annotations, "
                                "categories)")
+        for i, entry in enumerate(data[key]):
+            if not isinstance(entry, dict):
+                raise AttnlabError(f"{path}: entry {i} of {key!r} is {entry!r}, not a JSON object ({FIX})")
     if not data["categories"]:
         raise AttnlabError(f"{path}: empty 'categories' list (a detector needs at least one class)")
-    try:
-        for im in data["images"]:
-            str(im["file_name"]), int(im["width"]), int(im["height"])
-        for c in data["categories"]:
-            str(c["name"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise AttnlabError(f"{path}: malformed COCO entry ({type(e).__name__}: {e}); every image needs id, "
-                           "file_name, width, height; every category id and name") from None
     for section, keys in (("images", ("id",)), ("categories", ("id",)),
                           ("annotations", ("id", "image_id", "category_id"))):
         _check_ids(path, section, data[section], keys)
+    for im in data["images"]:
+        name = im.get("file_name")
+        if not isinstance(name, str) or not name:
+            raise AttnlabError(f"{path}: image {im['id']} has file_name {name!r}; every image needs the name of "
+                               f"its file ({FIX})")
+        for key in ("width", "height"):
+            if type(im.get(key)) is not int or im[key] < 1:
+                raise AttnlabError(f"{path}: image {im['id']} has {key} {im.get(key)!r}; COCO sizes are positive "
+                                   f"integers in pixels ({FIX})")
+    for c in data["categories"]:
+        if not isinstance(c.get("name"), str):
+            raise AttnlabError(f"{path}: category {c['id']} has name {c.get('name')!r}; every category needs a "
+                               f"name ({FIX})")
+    for a in data["annotations"]:
+        _check_annotation(path, a)
     return data
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _check_annotation(path: Path, a: dict[str, Any]) -> None:
+    """What COCOeval reads of a ground-truth box: ``bbox`` (IoU), ``area`` (the size buckets), ``iscrowd``."""
+    bbox = a.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_number(v) for v in bbox):
+        raise AttnlabError(f"{path}: annotation {a['id']} has bbox {bbox!r}; a COCO box is [x, y, width, height], "
+                           f"four finite numbers ({FIX})")
+    if not _number(a.get("area")) or a["area"] < 0:
+        raise AttnlabError(f"{path}: annotation {a['id']} has area {a.get('area')!r}; COCOeval needs every box's "
+                           f"area (a non-negative number: the mask's pixels, or width x height) ({FIX})")
+    if a.get("iscrowd") not in (0, 1) or type(a["iscrowd"]) is not int:
+        raise AttnlabError(f"{path}: annotation {a['id']} has iscrowd {a.get('iscrowd')!r}; COCOeval needs 0 (an "
+                           f"object) or 1 (a crowd region) ({FIX})")
 
 
 def _check_ids(path: Path, section: str, entries: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
@@ -67,36 +100,38 @@ def _check_ids(path: Path, section: str, entries: list[dict[str, Any]], keys: tu
     seen: set[int] = set()
     for entry in entries:
         for key in keys:
-            value = entry.get(key) if isinstance(entry, dict) else None
+            value = entry.get(key)
             if type(value) is not int:
                 raise AttnlabError(f"{path}: {key} {value!r} in {section!r} is not an integer; COCO ids are "
-                                   "integers (fix the file)")
+                                   f"integers ({FIX})")
         if entry["id"] in seen:
-            raise AttnlabError(f"{path}: id {entry['id']} appears twice in {section!r}; COCO ids are unique "
-                               "(fix the file)")
+            raise AttnlabError(f"{path}: id {entry['id']} appears twice in {section!r}; COCO ids are unique ({FIX})")
         seen.add(entry["id"])
 
 
-def _clean_box(a: dict[str, Any], width: int, height: int) -> list[float] | None:
-    """The annotation's ``[x, y, w, h]`` clipped to the image, or None when malformed or empty."""
-    bbox = a.get("bbox")
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-        return None
-    try:
-        x, y, w, h = (float(v) for v in bbox)
-    except (TypeError, ValueError):
-        return None
-    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
-        return None
+def _clean_box(bbox: list[float], width: int, height: int) -> list[float] | None:
+    """A training box: ``[x, y, w, h]`` as xyxy clipped to the image, or None when empty (DETR's
+    ``ConvertCocoPolysToMask``; with at least a pixel per side, as the boxes are scaled down later)."""
+    x, y, w, h = (float(v) for v in bbox)
     x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
     x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
     if x1 - x0 < 1 or y1 - y0 < 1:
         return None
-    return [x0, y0, x1 - x0, y1 - y0]
+    return [x0, y0, x1, y1]
+
+
+def _file_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the image file's header (the pixels are not decoded)."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except OSError as e:
+        raise AttnlabError(f"cannot read image {path} ({e}); replace or remove it") from None
 
 
 class CocoDetection(torch.utils.data.Dataset):
-    """One split of a COCO-format folder. ``self.coco`` is the pycocotools ground truth used by COCOeval."""
+    """One split of a COCO-format folder. ``self.coco`` is pycocotools' index of the annotation file as it is
+    (the ground truth COCOeval scores against); the training targets are the cleaned boxes of each image."""
 
     def __init__(self, image_dir: str | Path, ann_file: str | Path, transforms: Callable | None = None,
                  cache: bool | None = None, seed: int = 0):
@@ -106,33 +141,42 @@ class CocoDetection(torch.utils.data.Dataset):
         data = _read_coco_json(self.ann_file)
         cats = sorted(data["categories"], key=lambda c: c["id"])
         self.cat_ids = [c["id"] for c in cats]
-        self.names = [str(c["name"]) for c in cats]
+        self.names = [c["name"] for c in cats]
         self.cat_to_label = {cid: i for i, cid in enumerate(self.cat_ids)}
         images = {im["id"]: im for im in data["images"]}
         missing = [im["file_name"] for im in images.values() if not (self.image_dir / im["file_name"]).is_file()]
         if missing:
             raise AttnlabError(f"{len(missing)} image file(s) listed in {self.ann_file} are missing under "
                                f"{self.image_dir} (first: {missing[0]}); fix the folder or the JSON")
-        kept, self.skipped_boxes = [], 0
+        self.sizes = {i: _file_size(self.image_dir / im["file_name"]) for i, im in images.items()}
+        wrong = [i for i, im in images.items() if self.sizes[i] != (im["width"], im["height"])]
+        if wrong:
+            im = images[wrong[0]]
+            warnings.warn(f"{self.ann_file}: {len(wrong)} image(s) whose width/height differ from the image file "
+                          f"(first: {im['file_name']}, {im['width']}x{im['height']} in the JSON, "
+                          "{}x{} in the file); training clips boxes to the file".format(*self.sizes[wrong[0]]),
+                          stacklevel=2)
+        self.targets: dict[int, list[tuple[list[float], int]]] = {i: [] for i in images}
+        self.skipped_boxes = 0
         for a in data["annotations"]:
             if a["image_id"] not in images:
                 raise AttnlabError(f"{self.ann_file}: annotation {a['id']} refers to unknown image_id {a['image_id']}")
             if a["category_id"] not in self.cat_to_label:
                 raise AttnlabError(f"{self.ann_file}: annotation {a['id']} has unknown category_id {a['category_id']}")
-            im = images[a["image_id"]]
-            box = _clean_box(a, int(im["width"]), int(im["height"]))
+            if a["iscrowd"]:
+                continue
+            box = _clean_box(a["bbox"], *self.sizes[a["image_id"]])
             if box is None:
                 self.skipped_boxes += 1
-                continue
-            kept.append({**a, "bbox": box, "area": float(a.get("area") or box[2] * box[3]),
-                         "iscrowd": int(a.get("iscrowd", 0))})
+            else:
+                self.targets[a["image_id"]].append((box, self.cat_to_label[a["category_id"]]))
         if self.skipped_boxes:
-            warnings.warn(f"{self.ann_file}: skipped {self.skipped_boxes} malformed, empty or out-of-image box(es)",
-                          stacklevel=2)
-        if not any(a["iscrowd"] == 0 for a in kept):
+            warnings.warn(f"{self.ann_file}: {self.skipped_boxes} empty or out-of-image box(es) not trained on "
+                          "(COCOeval still scores against them)", stacklevel=2)
+        if not any(self.targets.values()):
             raise AttnlabError(f"{self.ann_file}: no usable (non-crowd) annotations; a detector needs labelled boxes")
         self.coco = COCO()
-        self.coco.dataset = {**data, "annotations": kept}
+        self.coco.dataset = data
         with contextlib.redirect_stdout(io.StringIO()):
             self.coco.createIndex()
         self.ids = sorted(images)
@@ -165,11 +209,9 @@ class CocoDetection(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         image_id = self.ids[index]
         img = self.load_image(image_id)
-        anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a["iscrowd"]]
-        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                              for a in anns], dtype=torch.float32).reshape(-1, 4)
-        target = {"boxes": boxes, "labels": torch.tensor([self.cat_to_label[a["category_id"]] for a in anns],
-                                                          dtype=torch.long),
+        boxes = [box for box, _ in self.targets[image_id]]
+        target = {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                  "labels": torch.tensor([label for _, label in self.targets[image_id]], dtype=torch.long),
                   "image_id": torch.tensor(image_id), "orig_size": torch.tensor([img.height, img.width])}
         if self.transforms is not None:
             # Augmentation randomness is a function of (seed, epoch, index): resumable and worker-independent.

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -43,6 +45,17 @@ def coco_detections(preds: list[dict[str, Tensor]], image_ids: list[int], cat_id
     return out
 
 
+def write_predictions(path: str | Path, detections: list[dict[str, Any]], overwrite: bool = False) -> Path:
+    """``detections`` as a COCO results file (a JSON list of ``{image_id, category_id, bbox: [x, y, w, h],
+    score}`` with the annotation file's ids), the input of ``COCO.loadRes``; floats at full precision, so
+    that COCOeval on the file gives the AP that was reported. Written atomically; an existing file is kept
+    unless ``overwrite``."""
+    from ..core.atomic import atomic_write_text
+    from ..core.outputs import output_file
+
+    return atomic_write_text(output_file(path, overwrite), json.dumps(detections))
+
+
 def coco_ap(coco_gt, detections: list[dict[str, Any]]) -> dict[str, float | None]:
     """COCOeval bbox metrics; a size bucket without objects is None (COCOeval's -1)."""
     from pycocotools.cocoeval import COCOeval
@@ -50,7 +63,7 @@ def coco_ap(coco_gt, detections: list[dict[str, Any]]) -> dict[str, float | None
     if not detections:
         return {k: 0.0 for k in AP_NAMES}
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(detections)
+        coco_dt = coco_gt.loadRes([dict(d) for d in detections])   # loadRes adds area, id, ... in place
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.evaluate()
         ev.accumulate()

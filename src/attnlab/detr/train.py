@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -19,10 +19,10 @@ from ..core.atomic import append_jsonl, atomic_path, atomic_write_json
 from ..core.errors import AttnlabError
 from ..core.outputs import run_dir
 from ..core.records import RunRecord
-from ..core.runtime import environment, seed_everything
+from ..core.runtime import choose_device, environment, seed_everything
 from .data import CocoDetection, annotation_file, collate, fingerprint, make_transforms, open_split
 from .distributed import Group, process_group, shard_batches
-from .evaluate import coco_metrics, evaluate, predict_images
+from .evaluate import coco_metrics, predict_images
 from .losses import LossConfig, detr_loss
 from .model import Detector, ModelConfig
 from .variants import AUGMENTATIONS, CLS_LOSSES, O2M_BOX_SOURCES
@@ -167,12 +167,23 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[TrainConfig, Det
     return cfg, model.to(device).eval(), {**state, **recorded}
 
 
+class Evaluation(NamedTuple):
+    """What :func:`evaluate_run` gives: the run's config and state, the metrics, and the COCO detections."""
+
+    config: TrainConfig
+    state: dict[str, Any]
+    metrics: dict[str, Any]
+    detections: list[dict[str, Any]]
+
+
 def evaluate_run(run: str | Path, data: str | None = None, split: str | None = None,
-                 allow_changed_data: bool = False) -> tuple[TrainConfig, dict[str, Any], dict[str, Any]]:
-    """The run's config and state, and its COCO metrics on ``split`` of ``data`` (default: its own validation
-    split). A split whose annotation file differs from the one the run recorded is refused (the AP would
-    silently measure another dataset) unless ``allow_changed_data``; metrics say which was the case."""
-    cfg, model, state = load_run(run)
+                 allow_changed_data: bool = False, device: str = "cpu", batch_size: int = 64) -> Evaluation:
+    """The run's COCO metrics on ``split`` of ``data`` (default: its own validation split), scored by
+    pycocotools against the split's annotation file as it is, with the detections (original image and
+    category ids). A split whose annotation file differs from the one the run recorded is refused (the AP
+    would silently measure another dataset) unless ``allow_changed_data``; metrics say which was the case."""
+    device = choose_device(device)
+    cfg, model, state = load_run(run, device)
     data, split = data or cfg.data, split or cfg.val_split
     recorded = (state.get("data_fingerprint") or {}).get(split)
     now = fingerprint(data, split) if recorded else None
@@ -183,9 +194,15 @@ def evaluate_run(run: str | Path, data: str | None = None, split: str | None = N
     ds = open_split(data, split, make_transforms("none", False, cfg.image_size))
     if ds.cat_ids != state["cat_ids"]:
         raise AttnlabError(f"{run} was trained on categories {state['cat_ids']}, the data has {ds.cat_ids}")
-    metrics = evaluate(model, ds)
+    pred = predict_images(model, ds, range(len(ds)), batch_size, device)
+    metrics = coco_metrics(ds, [pred])
     metrics["annotations_as_recorded"] = None if not recorded else now == recorded
-    return cfg, state, metrics
+    return Evaluation(cfg, state, metrics, pred.detections)
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """Trainable parameters (DAC adds none: the C-decoder shares the O-decoder's)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -286,6 +303,7 @@ def _train(cfg: TrainConfig, out: Path, group: Group, progress: bool, quiet: boo
         torch.set_rng_state(tensors["rng.torch"])
     elif group.main:
         atomic_write_json(out / "config.json", {**saved, "env": {**environment(), "processes": group.world}})
+    state["parameters"] = parameter_count(model)
     net = model
     if group.world > 1:
         gpu = None if device == "cpu" else [torch.device(device)]
@@ -345,7 +363,8 @@ def _train(cfg: TrainConfig, out: Path, group: Group, progress: bool, quiet: boo
         group.barrier()
     if group.main:
         atomic_write_json(out / "metrics.json", {"final": state["history"][-1] if state["history"] else {},
-                                                 "history": state["history"], "train_seconds": state["train_seconds"]})
+                                                 "history": state["history"], "train_seconds": state["train_seconds"],
+                                                 "parameters": state["parameters"]})
         run_record(cfg, state, out).save(out / "record.json")
     group.barrier()
     return state
@@ -404,6 +423,7 @@ def run_record(cfg: TrainConfig, state: dict[str, Any], out: Path) -> RunRecord:
     evals = [h for h in state["history"] if h.get("AP") is not None]
     if evals:
         rec.metrics.update({k: v for k, v in evals[-1].items() if k != "seconds_per_step"})
+    rec.metrics["parameters"] = state["parameters"]
     rec.timings["train"] = round(state["train_seconds"], 3)
     keys = ["epoch", "step", "loss", "AP", "AP50", "AP75", "queries_per_object@0.7"]
     rec.add_table("Evaluation history (val)", keys, [[h.get(k) for k in keys] for h in evals])
