@@ -31,6 +31,10 @@ def _yaml(ws: Path, name: str, config) -> str:
     return name
 
 
+def _with(ws: Path, **fields) -> str:
+    return _yaml(ws, "bad.yaml", {**FAST, **fields})
+
+
 def _with_base(ws: Path, **changes) -> str:
     return _yaml(ws, "bad.yaml", {**FAST, "base": {**FAST["base"], **changes}})
 
@@ -72,6 +76,24 @@ CASES = {
     "sweep with a list as base": lambda ws: ["sweep", _yaml(ws, "bad.yaml", {**FAST, "base": [1, 2]}), "-o", "runs/s"],
     "sweep with a number as variants": lambda ws: ["sweep", _yaml(ws, "bad.yaml", {
         **FAST, "experiments": {"init": {"variants": 3}}}), "-o", "runs/s"],
+    "sweep with a boolean restarts": lambda ws: ["sweep", _with_base(ws, restarts=True), "-o", "runs/s"],
+    "sweep with an empty list as base": lambda ws: ["sweep", _with(ws, base=[]), "-o", "runs/s"],
+    "sweep with a boolean seed": lambda ws: ["sweep", _with(ws, seeds=[True]), "-o", "runs/s"],
+    "sweep with a seed twice": lambda ws: ["sweep", _with(ws, seeds=[0, 0]), "-o", "runs/s"],
+    "sweep with a number as name": lambda ws: ["sweep", _with(ws, name=3), "-o", "runs/s"],
+    "sweep with a number as experiment name": lambda ws: ["sweep", _yaml(ws, "bad.yaml", {
+        **FAST, "experiments": {3: {"n_pairs": [4]}}}), "-o", "runs/s"],
+    "sweep with an empty grid": lambda ws: ["sweep", _yaml(ws, "bad.yaml", {
+        **FAST, "experiments": {"n_pairs": {"n_pairs": []}}}), "-o", "runs/s"],
+    "sweep with no variants": lambda ws: ["sweep", _yaml(ws, "bad.yaml", {
+        **FAST, "experiments": {"init": {"variants": []}}}), "-o", "runs/s"],
+    "sweep with a seed in an experiment": lambda ws: ["sweep", _yaml(ws, "bad.yaml", {
+        **FAST, "experiments": {"s": {"seed": [1, 2]}}}), "-o", "runs/s"],
+    "sweep with an unknown backbone draw": lambda ws: ["sweep", _with_base(ws, backbone_draw="v2"), "-o", "runs/s"],
+    "sweep with a boolean data seed": lambda ws: ["sweep", _with_base(ws, data_seed=False), "-o", "runs/s"],
+    "search with a zero lr": lambda ws: [*SEARCH, "--lr", "0"],
+    "search with a negative backbone seed": lambda ws: [*SEARCH, "--backbone-seed", "-1"],
+    "peft with an infinite lr": lambda ws: ["peft", "--n-pairs", "4", "--seq-len", "2", "--lr", "inf"],
     "sweep with malformed YAML": lambda ws: ["sweep", _text(ws, "base: [1"), "-o", "runs/s"],
     "sweep of another config into a sweep folder": lambda ws: ["sweep", _with_base(ws, max_steps=2), "-o", "sweep"],
     "sweep into a foreign folder": lambda ws: ["sweep", "fast.yaml", "-o", "mine"],

@@ -26,16 +26,19 @@ def test_min_margin_is_the_smallest_lead_of_a_target():
     assert min_margin(logits, targets) == -1.0
 
 
-# Fixtures below memorize in a small fraction of their step budget (measured: 8-55 of 300 steps, 49-85 of 600),
-# so a fit that takes other steps on another CPU still memorizes; and they ask for a logit margin, so the prompt
-# found memorizes through any other forward path too (a path changes logits by ~1e-6, far below the margin).
+# Fixtures below memorize well within their step budget (measured on the invariant backbone draw, prompt seeds 0-2:
+# TINY_BACKBONE 9-119 of 600 steps at margin 0, 30-135 at 0.5, 143-240 at 1.0; the target="every" one 52-178 of
+# 600), so a fit that takes other steps on another CPU still memorizes; and they ask for a logit margin, so the
+# prompt found memorizes through any other forward path too (a path changes logits by ~1e-6, far below the margin).
+# Backbone seeds picked for that: at other seeds this size is a coin flip at m = 4 (issue 14).
+TINY_BACKBONE = dict(vocab=16, n_classes=4, d_model=32, n_heads=2, n_layers=1, d_ff=64, max_len=4, seed=6)
 
 def test_tiny_end_to_end_memorizes_and_the_prompt_is_the_checked_one():
     data = random_tokens(8, 4, vocab=16, n_classes=4, seed=0)
-    bb = Backbone(BackboneConfig(vocab=16, n_classes=4, d_model=32, n_heads=2, n_layers=1, d_ff=64, max_len=4))
-    config = TuneConfig(lr=0.1, max_steps=300, margin=0.5)
+    bb = Backbone(BackboneConfig(**TINY_BACKBONE))
+    config = TuneConfig(lr=0.1, max_steps=600, margin=0.5)
     fit = next(f for f in (fit_prompt(bb, data, 4, config=config, seed=s) for s in (0, 1, 2)) if f.memorized)
-    assert fit.steps < 300 and fit.exact_accuracy == 1.0
+    assert fit.steps < config.max_steps and fit.exact_accuracy == 1.0
     with torch.no_grad():
         assert min_margin(bb(fit.prompt, data.tokens)[:, -1:], data.targets[:, -1:]) >= 0.5 - 1e-4
         assert exact_match(bb.forward_naive(fit.prompt, data.tokens), data.targets)[0] == 1.0
@@ -43,7 +46,7 @@ def test_tiny_end_to_end_memorizes_and_the_prompt_is_the_checked_one():
 
 def test_exact_memorization_implies_greedy_decoding_reproduces_the_targets():
     data = random_tokens(4, 4, vocab=8, n_classes=8, target="every", seed=2)
-    bb = Backbone(BackboneConfig(vocab=8, n_classes=8, d_model=32, n_heads=2, n_layers=2, d_ff=64, max_len=4))
+    bb = Backbone(BackboneConfig(vocab=8, n_classes=8, d_model=32, n_heads=2, n_layers=2, d_ff=64, max_len=4, seed=1))
     config = TuneConfig(lr=0.1, max_steps=600, margin=0.5)
     fit = next(f for f in (fit_prompt(bb, data, 16, config=config, seed=s) for s in range(3)) if f.memorized)
     decoded = bb.greedy_decode(fit.prompt, data.tokens[:, :1], data.seq_len)
@@ -55,8 +58,8 @@ def test_exact_memorization_implies_greedy_decoding_reproduces_the_targets():
 
 def test_a_margin_asks_for_more_than_the_exact_argmax():
     data = random_tokens(8, 4, vocab=16, n_classes=4, seed=0)
-    bb = Backbone(BackboneConfig(vocab=16, n_classes=4, d_model=32, n_heads=2, n_layers=1, d_ff=64, max_len=4))
-    plain, strict = (fit_prompt(bb, data, 4, config=TuneConfig(max_steps=300, margin=m), seed=0) for m in (0.0, 1.0))
+    bb = Backbone(BackboneConfig(**TINY_BACKBONE))
+    plain, strict = (fit_prompt(bb, data, 4, config=TuneConfig(max_steps=600, margin=m), seed=0) for m in (0.0, 1.0))
     assert plain.memorized and strict.memorized and strict.steps > plain.steps
     for bad in (-1.0, float("inf"), float("nan")):
         with pytest.raises(AttnlabError, match="margin"):
@@ -118,7 +121,7 @@ def test_find_m_star_end_to_end():
 def test_fast_fit_follows_the_plain_forward_step_for_step(gen_steps):
     """fit_prompt's default path (precomputed inputs, last position only) follows the trajectory of the plain
     cached forward: same loss and prompt after 40 Adam steps, to float32 rounding. The fixture stays far from
-    memorizing within the budget (exact accuracy 0.5 and 0.81 after 40 steps), so no argmax at the boundary
+    memorizing within the budget (exact accuracy 0.62 at both T after 40 steps), so no argmax at the boundary
     can stop one run a step before the other."""
     data = random_tokens(16, 4, vocab=16, n_classes=4, seed=3)
     bb = Backbone(BackboneConfig(vocab=16, n_classes=4, d_model=16, n_heads=2, n_layers=2, d_ff=32, max_len=5))

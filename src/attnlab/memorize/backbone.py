@@ -11,6 +11,10 @@ blocks and the label readout are fixed at construction. Three facts make it chea
 - Autoregressive generation steps (the trade-off of the main theorem) feed the last hidden state back as
   the next input and reuse a KV cache, so step t costs O(m + seq_len + t), not a full recomputation.
 
+The weights do not depend on ``max_len`` (``draw="invariant"``): a run at another seq_len or number of generation
+steps T gets the same blocks, embeddings and readout, and position rows that agree on the positions both have, so
+the T and seq_len experiments compare one backbone. ``draw="legacy"`` is the draw of sweeps logged before.
+
 Init scale is a first-class setting (the abstract: the backbone's initialisation matters; at gain 1 attention
 is near uniform and the prompt can only add a fixed bias, Petrov et al. 2024; sharper attention lets prompt
 tuning memorize). The schemes are named in :data:`attnlab.memorize.settings.INITS`.
@@ -19,6 +23,7 @@ tuning memorize). The schemes are named in :data:`attnlab.memorize.settings.INIT
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -27,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import AttnlabError, require
-from .settings import INITS
+from .settings import DRAWS, INITS
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (keys, values), each (batch, heads, length, head_dim)
 
@@ -46,9 +51,11 @@ class BackboneConfig:
     gain: float = 3.0        # weights ~ N(0, gain^2 / fan_in); scales orthogonal init too
     train_steps: int = 300   # init="trained": steps of next-token training on a synthetic task
     seed: int = 0
+    draw: str = "invariant"  # one of DRAWS: whether the weights depend on max_len ("legacy") or not
 
     def __post_init__(self) -> None:
         require(self.init in INITS, f"unknown init {self.init!r} (use one of {', '.join(INITS)})")
+        require(self.draw in DRAWS, f"unknown backbone draw {self.draw!r} (use one of {', '.join(DRAWS)})")
         require(self.d_model % self.n_heads == 0,
                 f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         for name in ("vocab", "n_classes", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
@@ -217,6 +224,27 @@ class Backbone(nn.Module):
         return torch.cat(out, dim=1)
 
 
+#: Position rows are drawn this many at a time, so the first n rows are the same for every table size.
+POSITION_CHUNK = 16
+#: init="trained" pretrains at this many positions whatever max_len is (draw="invariant").
+PRETRAIN_LEN = 16
+
+
+def stream(seed: int, part: str) -> torch.Generator:
+    """A generator of its own for one ``part`` of the backbone, derived from the backbone seed and the part's name
+    (independent of the main generator and of every other seed's streams)."""
+    digest = hashlib.sha256(f"attnlab.memorize.{part}:{seed}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def position_rows(seed: int, n: int, d: int) -> torch.Tensor:
+    """The first ``n`` rows (n, d) of the position table of draw="invariant": N(0, 1) from the "positions" stream,
+    drawn :data:`POSITION_CHUNK` rows at a time, so row i does not depend on ``n``."""
+    g = stream(seed, "positions")
+    chunks = [torch.randn(POSITION_CHUNK, d, generator=g) for _ in range(-(-n // POSITION_CHUNK))]
+    return torch.cat(chunks)[:n]
+
+
 def init_weights(model: Backbone, cfg: BackboneConfig) -> None:
     """Initialise in place, seeded by ``cfg.seed``. Embeddings and readout are N(0, 1) and N(0, 1/d) in
     every scheme; the schemes (:data:`~attnlab.memorize.settings.INITS`) differ in the blocks' matrices:
@@ -226,6 +254,9 @@ def init_weights(model: Backbone, cfg: BackboneConfig) -> None:
     - identity: value and output maps are the identity, query/key small (N(0, 0.1^2/fan_in)), MLP small,
       i.e. near-uniform attention that copies the average input;
     - trained: gaussian, then :func:`pretrain`.
+
+    draw="invariant" takes the positions from :func:`position_rows`; "legacy" draws the table of max_len rows from
+    the main generator right after the token embeddings (so everything after it depends on max_len).
     """
     g = torch.Generator().manual_seed(cfg.seed)
     d = cfg.d_model
@@ -235,7 +266,10 @@ def init_weights(model: Backbone, cfg: BackboneConfig) -> None:
 
     with torch.no_grad():
         model.wte.weight.copy_(torch.randn(model.wte.weight.shape, generator=g))
-        model.wpe.weight.copy_(torch.randn(model.wpe.weight.shape, generator=g))
+        if cfg.draw == "legacy":
+            model.wpe.weight.copy_(torch.randn(model.wpe.weight.shape, generator=g))
+        else:
+            model.wpe.weight.copy_(position_rows(cfg.seed, cfg.max_len, d))
         gaussian(model.readout.weight, 1.0)
         for block in model.blocks:
             for lin in (block.attn.qkv, block.attn.proj, block.mlp[0], block.mlp[2]):
@@ -251,22 +285,30 @@ def init_weights(model: Backbone, cfg: BackboneConfig) -> None:
                 block.attn.proj.weight.copy_(torch.eye(d))
 
 
-def pretrain(model: Backbone, cfg: BackboneConfig, batch: int = 32, seq_len: int = 16, lr: float = 3e-3) -> None:
+def pretrain(model: Backbone, cfg: BackboneConfig, batch: int = 32, lr: float = 3e-3) -> None:
     """init="trained": briefly train the blocks (not embeddings or readout) on next-token prediction over a
-    random first-order Markov chain, a stand-in for a pretrained backbone. Deterministic given cfg.seed."""
+    random first-order Markov chain, a stand-in for a pretrained backbone. Deterministic given cfg.seed.
+
+    draw="invariant": sequences of :data:`PRETRAIN_LEN` tokens over the first rows of :func:`position_rows`, the
+    chain and batches from the "pretrain" stream, so the trained blocks do not depend on max_len. "legacy":
+    min(PRETRAIN_LEN, max_len) tokens over the model's own table, generator seeded with seed + 1."""
     require(cfg.train_steps >= 1, f"init='trained' needs train_steps >= 1, got {cfg.train_steps}")
-    g = torch.Generator().manual_seed(cfg.seed + 1)
+    if cfg.draw == "legacy":
+        g, L = torch.Generator().manual_seed(cfg.seed + 1), min(PRETRAIN_LEN, cfg.max_len)
+        positions = model.wpe.weight[:L - 1]
+    else:
+        g, L = stream(cfg.seed, "pretrain"), PRETRAIN_LEN
+        positions = position_rows(cfg.seed, L - 1, cfg.d_model)
     transition = torch.softmax(2.0 * torch.randn(cfg.vocab, cfg.vocab, generator=g), dim=1)
     lm_head = model.wte.weight  # tied, frozen: the blocks learn to land near the next token's embedding
     params = [p for b in model.blocks for p in b.parameters()]
     opt = torch.optim.Adam(params, lr=lr)
-    L = min(seq_len, cfg.max_len)
     for _ in range(cfg.train_steps):
         x = torch.empty(batch, L, dtype=torch.long)
         x[:, 0] = torch.randint(0, cfg.vocab, (batch,), generator=g)
         for t in range(1, L):
             x[:, t] = torch.multinomial(transition[x[:, t - 1]], 1, generator=g).squeeze(1)
-        h, _ = model._run(model._embed(x[:, :-1]), None)
+        h, _ = model._run(model.wte(x[:, :-1]) + positions, None)
         loss = F.cross_entropy((h @ lm_head.T).reshape(-1, cfg.vocab), x[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -23,11 +23,13 @@ from ..core.clikit import (
     out_folder,
     positive_int,
     show_progress,
+    unit_float,
 )
-from .settings import DEFAULTS, METHODS, SETTINGS
+from ..core.errors import require
+from .settings import DEFAULTS, METHODS, SETTINGS, part_seed
 
 #: Settings the PEFT search does not use (its model is loaded or built as a Llama, without generation steps).
-_NOT_PEFT = ("gen_steps", "norm", "init", "train_steps")
+_NOT_PEFT = ("gen_steps", "norm", "init", "train_steps", "backbone_draw")
 
 
 def _flag(name: str) -> str:
@@ -44,7 +46,7 @@ def _setting_type(name: str) -> Callable[[str], Any]:
         except ValueError:
             value = None
         if value is None or not setting.allows(value):
-            raise argparse.ArgumentTypeError(f"must be {setting.expected()}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be {setting.expected(null=False)}, got {text!r}")
         return value
 
     return parse
@@ -94,6 +96,12 @@ def register(subparsers, common) -> None:
                                    "memorizing probe's accuracy and steps, and every probe.",
                        epilog="Example: attnlab memorize search --n-pairs 64 --seq-len 8 --gen-steps 2 -o runs/search")
     _add_settings(p)
+    p.add_argument("--n-prompt-seeds", type=positive_int, default=None, metavar="N",
+                   help="m* as a statistic: fit N >= 5 prompt seeds at every length tried (instead of --restarts), "
+                        "p(m) = the share that memorizes within --max-steps, m*_q = the smallest m with p(m) >= q, "
+                        "with a bootstrap interval")
+    p.add_argument("--q", type=unit_float, default=0.5, help="the p(m) level of m*_q (default 0.5)")
+    p.add_argument("--n-boot", type=positive_int, default=2000, help="bootstrap resamples for m*_q's interval")
     add_device(p, dtype=True)
     add_out(p, what="record folder (DIR/record.json; default: write nothing)")
     p.set_defaults(func=_cmd_search)
@@ -188,17 +196,58 @@ def _save_record(out: Path, name: str, title: str, command: str, seed: int, resu
     rec.save(out / "record.json")
 
 
+def _pm_argv(args: argparse.Namespace) -> list[str]:
+    return [] if args.n_prompt_seeds is None else ["--n-prompt-seeds", str(args.n_prompt_seeds), "--q", str(args.q),
+                                                   "--n-boot", str(args.n_boot)]
+
+
+def _report_pm(args, result: dict[str, Any]) -> None:
+    pm = result["p_of_m"]
+    lo, hi = pm["ci"]
+    lines = [f"m*_{pm['q']:g} = {pm['m_star']}" + ("" if pm["m_star"] else f" (none up to m_max={pm['m_max']})")
+             + f", {pm['level']:.0%} bootstrap interval "
+             + ("beyond m_max" if lo is None else f"{lo}..{'beyond m_max' if hi is None else hi}")
+             + f" ({pm['n_seeds']} prompt seeds per length, {result['settings']['max_steps']} steps each)"]
+    lines += [f"  m={m:<4} p(m)={p:.2f}" for m, p in pm["p"].items()]
+    if result.get("record"):
+        lines.append(f"record {result['record']}")
+    emit(args, result, text="\n".join(lines))
+
+
+def _save_pm_record(out: Path, command: str, result: dict[str, Any], config: dict[str, Any]) -> None:
+    """``out/record.json`` for a p(m) estimate: m*_q, its interval and p(m) at every length tried."""
+    from ..core.records import RunRecord
+
+    pm = result["p_of_m"]
+    rec = RunRecord(name="memorize-search-p", title=f"memorize: p(m) for n_pairs={config['n_pairs']}, "
+                    f"seq_len={config['seq_len']}", command=command, seed=config["seed"], config=config,
+                    metrics={"m_star_q": pm["m_star"], "q": pm["q"], "ci": pm["ci"], "level": pm["level"],
+                             "n_seeds": pm["n_seeds"], "n_probes": len(result["probes"])})
+    rec.add_table("p(m): share of prompt seeds that memorize within the budget", ["m", "p(m)", "memorized of"],
+                  [[m, round(p, 4), f"{sum(pm['outcomes'][m])}/{pm['n_seeds']}"] for m, p in pm["p"].items()])
+    rec.notes.append(f"m*_q is the smallest prompt length tried (doubling, then bisection on p(m)) where at least "
+                     f"q = {pm['q']:g} of {pm['n_seeds']} prompt seeds memorize exactly within {config['max_steps']} "
+                     "Adam steps; the interval resamples each length's seeds.")
+    rec.save(out / "record.json")
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     from .backbone import Backbone
     from .search import backbone_probe, search_min_length
+    from .statistic import MIN_SEEDS
     from .sweep import build
 
     device, dtype = _device(args)
     settings = _settings(args)
     data, cfg, tune = build(settings)
+    if args.n_prompt_seeds is not None:
+        require(args.n_prompt_seeds >= MIN_SEEDS,
+                f"--n-prompt-seeds must be at least {MIN_SEEDS} for p(m) to mean anything, got {args.n_prompt_seeds}")
+        return _search_pm(args, settings, Backbone(cfg).to(device, dtype), data, tune, device)
     with out_folder(args, "memorize search") as out:
         probe, bar = _progress_probe(backbone_probe(Backbone(cfg).to(device, dtype), data, settings["gen_steps"], tune,
-                                                    settings["seed"]), "memorize search", show_progress(args))
+                                                    part_seed(settings, "prompt")), "memorize search",
+                                     show_progress(args))
         res = search_min_length(probe, settings["m_max"], settings["restarts"], settings["m_start"])
         bar.close()
         result = {**res.to_dict(), "trainable_params": res.m_star and res.m_star * cfg.d_model, "settings": settings,
@@ -211,6 +260,37 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.out is not None:
         result["record"] = str(Path(args.out) / "record.json")
     _report(args, result)
+    return 0
+
+
+def _search_pm(args: argparse.Namespace, settings: dict[str, Any], backbone, data, tune, device: str) -> int:
+    """``search --n-prompt-seeds N``: :func:`attnlab.memorize.statistic.estimate_m_star` over N prompt seeds."""
+    from .search import backbone_probe
+    from .statistic import estimate_m_star
+
+    with out_folder(args, "memorize search") as out:
+        probe, bar = _progress_probe(backbone_probe(backbone, data, settings["gen_steps"], tune,
+                                                    part_seed(settings, "prompt")), "memorize p(m)",
+                                     show_progress(args))
+        probes: list[dict[str, Any]] = []
+
+        def outcomes(m: int) -> list[bool]:
+            recs = [{"m": m, "prompt": i, **probe(m, i)} for i in range(args.n_prompt_seeds)]
+            probes.extend(recs)
+            return [r["memorized"] for r in recs]
+
+        pm = estimate_m_star(outcomes, settings["m_max"], args.n_prompt_seeds, args.q, settings["m_start"],
+                             n_boot=args.n_boot, seed=settings["seed"])
+        bar.close()
+        result = {"p_of_m": pm.to_dict(), "probes": probes, "settings": settings, "device": device,
+                  "dtype": args.dtype}
+        if out is not None:
+            command = shlex.join(["attnlab", "memorize", "search", *_setting_argv(settings), *_pm_argv(args),
+                                  *_device_argv(args)])
+            _save_pm_record(out, command, result, {**settings, "device": device, "dtype": args.dtype})
+    if args.out is not None:
+        result["record"] = str(Path(args.out) / "record.json")
+    _report_pm(args, result)
     return 0
 
 
@@ -253,9 +333,10 @@ def _cmd_peft(args: argparse.Namespace) -> int:
     cfg = PeftMemorizeConfig(method=args.method, lr=tune.lr, clip=tune.clip, max_steps=tune.max_steps,
                              token_offset=args.token_offset)
     with out_folder(args, "memorize peft") as out:
-        model = load_model(args.model, settings, seed=args.seed).to(device, dtype)
-        res = peft_search(model, data, cfg, m_max=settings["m_max"], restarts=settings["restarts"], seed=args.seed,
-                          progress=show_progress(args), m_start=settings["m_start"])
+        model = load_model(args.model, settings, seed=part_seed(settings, "backbone")).to(device, dtype)
+        res = peft_search(model, data, cfg, m_max=settings["m_max"], restarts=settings["restarts"],
+                          seed=part_seed(settings, "prompt"), progress=show_progress(args),
+                          m_start=settings["m_start"])
         result = {**res.to_dict(), "model": args.model, "method": args.method, "settings": settings,
                   "device": device, "dtype": args.dtype}
         if out is not None:

@@ -12,7 +12,7 @@ import numpy as np
 from ..core.errors import require
 from ..core.plots import plt, save_figure
 from ..core.records import RunRecord
-from .sweep import check_sweep_dir, load_config, results
+from .sweep import check_sweep_dir, folder_config, results
 from .theory import fit_power_law, fit_sqrt_law, sqrt_bound, tradeoff_products
 
 
@@ -149,7 +149,7 @@ def sweep_record(sweep_dir: str | Path, seed: int = 0, n_boot: int = 2000, fig_d
                  command: str | None = None) -> RunRecord:
     """A run record (metrics, tables, figures) for a sweep directory; ``command`` reproduces it (default:
     the ``attnlab memorize plot`` of this directory)."""
-    config = load_config(check_sweep_dir(sweep_dir) / "config.yaml")
+    config = folder_config(check_sweep_dir(sweep_dir))
     for key in ("device", "dtype"):  # what the searches ran on (logs from before they were recorded: absent)
         seen = sorted({str(r[key]) for r in results(sweep_dir) if key in r})
         if seen:

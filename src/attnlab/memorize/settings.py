@@ -29,6 +29,17 @@ TARGETS: dict[str, str] = {
     "every": "whole sequences: the next token at every position (greedy decoding regenerates them)",
 }
 
+#: How the backbone's weights are drawn from its seed. "invariant": the blocks, token embeddings and readout do not
+#: depend on max_len = seq_len + gen_steps (issue 14: otherwise the T and seq_len experiments compare different
+#: random backbones). "legacy" is the draw of every sweep logged before that change, kept so those folders are read
+#: and resumed as what they are.
+DRAWS: dict[str, str] = {
+    "invariant": "one generator for embeddings, readout and blocks; positions (rows drawn 16 at a time) and "
+                 "init='trained' pretraining (at a fixed length) from streams of their own",
+    "legacy": "one generator, the position table of max_len rows drawn before the blocks, so every later weight "
+              "depends on seq_len + gen_steps (sweeps logged before the invariant draw)",
+}
+
 #: PEFT methods -> the peft config class that sets each up (prompt tuning, Lester et al. 2021; prefix
 #: tuning, Li & Liang 2021).
 METHODS: dict[str, str] = {"prompt": "PromptTuningConfig", "prefix": "PrefixTuningConfig"}
@@ -46,12 +57,14 @@ class Setting:
     choices: dict[str, str] | None = None
     optional: bool = False
 
-    def expected(self) -> str:
+    def expected(self, null: bool = True) -> str:
+        """What a value must be; ``null``: say that None is allowed where it is (a config can spell it)."""
         if self.kind is bool:
             return "true or false"
         if self.kind is str:
             return "one of " + ", ".join(self.choices or {})
-        return f"an integer >= {self.low}" if self.kind is int else "a finite number > 0"
+        number = f"an integer >= {self.low}" if self.kind is int else "a finite number > 0"
+        return number + (" or null" if self.optional and null else "")
 
     def allows(self, value: Any) -> bool:
         if value is None:
@@ -88,12 +101,25 @@ SETTINGS: dict[str, Setting] = {
     "max_steps": Setting(400, "step budget per probe (part of the definition of m*)"),
     "m_max": Setting(256, "largest prompt length tried"),
     "restarts": Setting(2, "prompt initialisations tried before a length is declared failed"),
-    "seed": Setting(0, "seed of the data, the backbone and the prompts", low=0),
+    "seed": Setting(0, "seed of the data, the backbone and the prompts (unless their own seeds are set)", low=0),
     "m_start": Setting(1, "first length of the doubling (shorter ones are taken to fail if it fails)"),
+    "data_seed": Setting(None, "seed of the dataset (default: seed)", low=0, optional=True),
+    "backbone_seed": Setting(None, "seed of the frozen backbone's weights (default: seed)", low=0, optional=True),
+    "prompt_seed": Setting(None, "seed of the prompt initialisations (default: seed)", low=0, optional=True),
+    "backbone_draw": Setting("invariant", "how the backbone's weights are drawn from its seed", str, choices=DRAWS),
 }
+
+#: The parts of a search that draw random numbers, each from ``<part>_seed`` (or ``seed`` when that is None).
+SEEDED_PARTS = ("data", "backbone", "prompt")
 
 #: Every setting of one m* search, with its default. A sweep config overrides them in ``base`` and per experiment.
 DEFAULTS: dict[str, Any] = {name: s.default for name, s in SETTINGS.items()}
+
+
+def part_seed(settings: dict[str, Any], part: str) -> int:
+    """The seed of one of :data:`SEEDED_PARTS`: its own setting, or the common ``seed`` when that is None."""
+    own = settings.get(f"{part}_seed")
+    return settings["seed"] if own is None else own
 
 
 def check_settings(settings: dict[str, Any], where: str = "") -> None:

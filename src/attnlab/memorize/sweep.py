@@ -32,11 +32,17 @@ from ..core.runtime import torch_dtype
 from .backbone import Backbone, BackboneConfig
 from .data import MemorizeData, make_data
 from .search import backbone_probe, search_min_length
-from .settings import DEFAULTS, check_settings
+from .settings import DEFAULTS, SEEDED_PARTS, SETTINGS, check_settings, part_seed
 from .tune import TuneConfig
 
-#: Settings added after sweeps were logged: left out of a point's id at their default, so those logs still resume.
-_LATE_KEYS = ("m_start",)
+#: Settings added after sweeps were logged -> the value that does what those logs did. At that value a setting is
+#: left out of a point's id, so those logs are still read and resumed as the points they are. A part's own seed
+#: equal to ``seed`` is that value too (it draws the same numbers).
+_LATE_KEYS: dict[str, Any] = {"m_start": 1, "backbone_draw": "legacy",
+                              **{f"{part}_seed": None for part in SEEDED_PARTS}}
+#: The late setting whose default (the invariant backbone) differs from what the older logs did: a sweep folder's
+#: ``config.yaml`` without it in ``base`` predates it (its points drew the legacy backbone).
+_DRAW = "backbone_draw"
 _BACKBONE_KEYS = ("d_model", "n_heads", "n_layers", "d_ff", "norm", "init", "gain", "train_steps")
 _TUNE_KEYS = ("lr", "clip", "max_steps")
 _CONFIG_KEYS = ("name", "description", "base", "experiments", "seeds", "workers")
@@ -55,22 +61,35 @@ _LINE_FIELDS: dict[str, dict[str, Any]] = {
 
 def point_id(settings: dict[str, Any]) -> str:
     """A stable id for one search's settings (the same point in two experiments is run once)."""
-    kept = {k: v for k, v in settings.items() if not (k in _LATE_KEYS and v == DEFAULTS[k])}
+    def late(k: str, v: Any) -> bool:
+        return k in _LATE_KEYS and (v == _LATE_KEYS[k] or (k.endswith("_seed") and v == settings["seed"]))
+
+    kept = {k: v for k, v in settings.items() if not late(k, v)}
     return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _text_field(config: dict[str, Any], key: str) -> None:
+    require(isinstance(config.get(key, ""), str), f"'{key}' must be a string, got {config.get(key)!r}")
 
 
 def expand(config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """experiment name -> list of full settings dicts. An experiment maps setting -> value or list of values
-    (lists form a product grid); ``variants`` is a list of override dicts (e.g. init schemes). Every field is
-    checked here, so a bad config fails in one line before anything runs or is written."""
+    (lists form a product grid); ``variants`` is a list of override dicts (e.g. init schemes); ``seeds`` (a list)
+    repeats every point once per seed, so ``seed`` is not an experiment's setting. Every field is checked here,
+    so a bad config fails in one line before anything runs or is written."""
     unknown = sorted(set(config) - set(_CONFIG_KEYS))
     require(not unknown, f"unknown sweep config keys: {', '.join(unknown)} (known: {', '.join(_CONFIG_KEYS)})")
-    base = config.get("base") or {}
+    _text_field(config, "name")
+    _text_field(config, "description")
+    base = config.get("base")
+    base = {} if base is None else base
     require(isinstance(base, dict), f"'base' must be a mapping of settings, got {type(base).__name__}")
     base = {**DEFAULTS, **base}
     check_settings(base, "base: ")
     seeds = config.get("seeds", [base["seed"]])
-    require(isinstance(seeds, list) and bool(seeds), f"'seeds' must be a non-empty list of seeds, got {seeds!r}")
+    require(isinstance(seeds, list) and bool(seeds) and all(SETTINGS["seed"].allows(s) for s in seeds)
+            and len(set(seeds)) == len(seeds),
+            f"'seeds' must be a non-empty list of distinct integers >= 0, got {seeds!r}")
     workers = config.get("workers", 1)
     require(isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1,
             f"'workers' must be a positive integer, got {workers!r}")
@@ -79,13 +98,19 @@ def expand(config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
             "the sweep config needs 'experiments': a mapping of experiment name -> settings to vary")
     out: dict[str, list[dict[str, Any]]] = {}
     for name, spec in experiments.items():
+        require(isinstance(name, str), f"experiment names must be strings, got {name!r}")
         spec = {} if spec is None else spec
         require(isinstance(spec, dict), f"experiment {name!r} must be a mapping of settings to vary")
         spec = dict(spec)
         variants = spec.pop("variants", [{}])
-        require(isinstance(variants, list) and all(isinstance(v, dict) for v in variants),
-                f"experiment {name!r}: 'variants' must be a list of mappings of settings")
+        require(isinstance(variants, list) and bool(variants) and all(isinstance(v, dict) for v in variants),
+                f"experiment {name!r}: 'variants' must be a non-empty list of mappings of settings")
         grid = {k: v if isinstance(v, list) else [v] for k, v in spec.items()}
+        empty = [k for k, v in grid.items() if not v]
+        require(not empty, f"experiment {name!r}: {', '.join(empty)} is an empty list (give at least one value)")
+        require("seed" not in grid and not any("seed" in v for v in variants),
+                f"experiment {name!r} sets 'seed', which 'seeds' sets for every point: list the seeds in 'seeds', "
+                "or vary data_seed, backbone_seed or prompt_seed")
         points = []
         for variant in variants:
             for values in itertools.product(*grid.values()):
@@ -95,6 +120,25 @@ def expand(config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
                     points.append(settings)
         out[name] = points
     return out
+
+
+def stored_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The form of ``config`` a sweep folder keeps (``config.yaml`` and the marker's identity), read back by
+    :func:`folder_config` as the same points: ``backbone_draw`` spelled out in ``base`` unless it is "legacy",
+    which a folder keeps as the older folders have it (absent), so they resume under a config that names it."""
+    base = {**(config.get("base") or {})}
+    base.setdefault(_DRAW, DEFAULTS[_DRAW])
+    if base[_DRAW] == _LATE_KEYS[_DRAW]:
+        del base[_DRAW]
+    return {**config, "base": base}
+
+
+def folder_config(out_dir: str | Path) -> dict[str, Any]:
+    """The config of a sweep folder, as the points it logged: a ``base`` without ``backbone_draw`` is from before
+    the invariant backbone (see :func:`stored_config`), so its points drew the legacy one."""
+    config = load_config(Path(out_dir) / "config.yaml")
+    base = config.get("base") or {}
+    return config if not isinstance(base, dict) or _DRAW in base else {**config, "base": {**base, _DRAW: "legacy"}}
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -115,9 +159,10 @@ def build(settings: dict[str, Any]) -> tuple[MemorizeData, BackboneConfig, TuneC
     check_settings(s)
     require(s["gen_steps"] == 0 or s["target"] == "last", "gen_steps > 0 needs target='last'")
     require(1 <= s["m_start"] <= s["m_max"], f"m_start={s['m_start']} must be in 1..m_max={s['m_max']}")
-    data = make_data(s["n_pairs"], s["seq_len"], s["vocab"], s["n_classes"], s["target"], s["rank"], s["seed"])
+    data = make_data(s["n_pairs"], s["seq_len"], s["vocab"], s["n_classes"], s["target"], s["rank"],
+                     part_seed(s, "data"))
     cfg = BackboneConfig(vocab=s["vocab"], n_classes=s["n_classes"], max_len=s["seq_len"] + s["gen_steps"],
-                         seed=s["seed"], **{k: s[k] for k in _BACKBONE_KEYS})
+                         seed=part_seed(s, "backbone"), draw=s[_DRAW], **{k: s[k] for k in _BACKBONE_KEYS})
     return data, cfg, TuneConfig(**{k: s[k] for k in _TUNE_KEYS})
 
 
@@ -145,7 +190,7 @@ def run_point(settings: dict[str, Any], log_path: str | Path, device: str = "cpu
             if r["kind"] == "probe" and r["point"] == pid}
     data, cfg, tune = build(settings)
     fresh = backbone_probe(Backbone(cfg).to(device, torch_dtype(dtype)), data, settings["gen_steps"], tune,
-                           settings["seed"])
+                           part_seed(settings, "prompt"))
 
     def probe(m: int, restart: int) -> dict[str, Any]:
         if (m, restart) in done:
@@ -167,10 +212,11 @@ def _point_job(args: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_identity(config: dict[str, Any], dtype: str = "float32") -> dict[str, Any]:
-    """What makes two sweeps the same run (the folder's marker): the config without ``workers``, which
-    changes how fast the points run, not what they give, plus the dtype when it is not float32 (so folders
+    """What makes two sweeps the same run (the folder's marker): the :func:`stored_config` without ``workers``,
+    which changes how fast the points run, not what they give, plus the dtype when it is not float32 (so folders
     of float32 sweeps keep their marker)."""
-    return {**{k: v for k, v in config.items() if k != "workers"}, **({} if dtype == "float32" else {"dtype": dtype})}
+    stored = stored_config(config)
+    return {**{k: v for k, v in stored.items() if k != "workers"}, **({} if dtype == "float32" else {"dtype": dtype})}
 
 
 def run_sweep(config: dict[str, Any], out_dir: str | Path, workers: int | None = None, progress: bool = True,
@@ -192,7 +238,7 @@ def run_sweep(config: dict[str, Any], out_dir: str | Path, workers: int | None =
         todo.setdefault(point_id(settings), settings)
     out_dir, resuming = run_dir(out_dir, run_identity(config, dtype), overwrite, what=RUN_KIND, quiet=quiet)
     if not resuming:
-        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(stored_config(config), sort_keys=False))
     log = out_dir / LOG
     gpus = 0.25 if device.startswith("cuda") else 0.0  # small models: four searches share a GPU
     # cheapest first (cost ~ n_pairs * seq_len * (1 + gen_steps)), so results arrive early
@@ -220,7 +266,7 @@ def results(out_dir: str | Path) -> list[dict[str, Any]]:
     out_dir = check_sweep_dir(out_dir)
     by_point = sweep_log(out_dir / LOG).results()
     tagged: dict[str, dict[str, Any]] = {}
-    for name, settings_list in expand(load_config(out_dir / "config.yaml")).items():
+    for name, settings_list in expand(folder_config(out_dir)).items():
         for settings in settings_list:
             pid = point_id(settings)
             if pid in by_point:
