@@ -21,7 +21,16 @@ from ..core.clikit import (
     show_progress,
 )
 from ..core.errors import AttnlabError
-from .variants import AUGMENTATIONS, CLS_LOSSES, DATASETS, O2M_BOX_SOURCES, describe
+from .variants import (
+    AUGMENTATIONS,
+    C_QUERY_POS,
+    CLS_LOSSES,
+    DATASETS,
+    O2M_BOX_SOURCES,
+    O2M_TOPK_FROM,
+    OFFICIAL_DAC,
+    describe,
+)
 
 
 def _fraction(text: str) -> float:
@@ -81,28 +90,70 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                         "backbone's last N stages")
     p.add_argument("--deformable-points", type=positive_int, default=4,
                    help="deformable sampling points per head and level (default 4)")
-    p.add_argument("--cls-loss", choices=CLS_LOSSES, default="focal",
+    p.add_argument("--cls-loss", choices=CLS_LOSSES, default=None,
                    help="classification loss: focal, or ia_bce (IoU-aware BCE, as the released DAC) (default focal)")
-    p.add_argument("--o2m-box-source", choices=O2M_BOX_SOURCES, default="c",
+    p.add_argument("--o2m-box-source", choices=O2M_BOX_SOURCES, default=None,
                    help=f"boxes scored by the one-to-many assigner: {describe(O2M_BOX_SOURCES)} (default c)")
     p.add_argument("--o2m-topk", type=positive_int, default=6,
                    help="most positives per object in the one-to-many assigner (default 6, the paper's)")
+    p.add_argument("--o2m-cap", type=nonneg_int, default=None, metavar="N",
+                   help="at most N one-to-many positives per image, drawn at random (seeded by --seed, the step, "
+                        "the layer and the image id); default 0: no cap; official 75")
+    p.add_argument("--o2m-topk-from", choices=O2M_TOPK_FROM, default=None,
+                   help=f"an object's one-to-many queries: {describe(O2M_TOPK_FROM)} (default own)")
+    p.add_argument("--c-query-pos", choices=C_QUERY_POS, default=None,
+                   help=f"the C-decoder's positional query: {describe(C_QUERY_POS)} (default c)")
+    p.add_argument("--look-forward-twice", action="store_true",
+                   help="each layer's boxes refine the previous layer's undetached boxes (DINO; official configs)")
     p.add_argument("--no-shared-first-self-attn", action="store_true",
                    help="feed the C-decoder the raw queries instead of layer 0's self-attention output")
+    p.add_argument("--official-dac", action="store_true",
+                   help="the released DAC-DETR code's choices: " + _official_text() + " (train: implies --dac; "
+                        "compare: both variants get the options, DAC adds the C-decoder)")
     add_device(p)
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only; refused elsewhere)")
     p.add_argument("--workers", dest="loader_workers", type=nonneg_int, default=0,
                    help="DataLoader worker processes (default 0)")
 
 
+#: The flags of the options `--official-dac` sets, and their defaults without it.
+_PRESET_FLAGS = {"cls_loss": ("--cls-loss", "focal"), "o2m_box_source": ("--o2m-box-source", "c"),
+                 "o2m_topk_from": ("--o2m-topk-from", "own"), "o2m_cap": ("--o2m-cap", 0),
+                 "c_query_pos": ("--c-query-pos", "c"), "look_forward_twice": ("--look-forward-twice", False)}
+
+
+def _official_text() -> str:
+    return ", ".join(f"{_PRESET_FLAGS[k][0]} {v}" if not isinstance(v, bool) else _PRESET_FLAGS[k][0]
+                     for section in OFFICIAL_DAC.values() for k, v in section.items() if k in _PRESET_FLAGS)
+
+
+def _preset_options(args: argparse.Namespace) -> dict:
+    """The options `--official-dac` governs: as given, else the official value with the switch, else the
+    default. A flag given with another value than the switch sets is refused (which one was meant?)."""
+    official = {k: v for section in OFFICIAL_DAC.values() for k, v in section.items()}
+    out = {}
+    for key, (flag, default) in _PRESET_FLAGS.items():
+        given = getattr(args, key)
+        if given is False:                                   # a switch left off: not given
+            given = None
+        if args.official_dac and given is not None and given != official[key]:
+            raise AttnlabError(f"--official-dac sets {flag} {official[key]}, and {flag} {given} was given too; "
+                               "drop one of them")
+        out[key] = given if given is not None else official[key] if args.official_dac else default
+    return out
+
+
 def _train_config(args: argparse.Namespace, dac: bool):
     from .train import TrainConfig
 
+    preset = _preset_options(args)
     model = {"d_model": args.d_model, "num_queries": args.queries, "enc_layers": args.enc_layers,
              "dec_layers": args.dec_layers, "ffn_dim": 2 * args.d_model, "dac": dac,
              "c_share_first_self_attn": not args.no_shared_first_self_attn,
-             "deformable_levels": args.deformable_levels, "deformable_points": args.deformable_points}
-    loss = {"cls_loss": args.cls_loss, "o2m_box_source": args.o2m_box_source, "o2m_topk": args.o2m_topk}
+             "deformable_levels": args.deformable_levels, "deformable_points": args.deformable_points,
+             "look_forward_twice": preset["look_forward_twice"], "c_query_pos": preset["c_query_pos"]}
+    loss = {"o2m_topk": args.o2m_topk, **{k: preset[k] for k in ("cls_loss", "o2m_box_source", "o2m_topk_from",
+                                                                   "o2m_cap")}}
     return TrainConfig(data=args.data, train_split=args.train_split, val_split=args.val_split, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, lr_drop=args.lr_drop, clip_grad=args.clip_grad,
                        image_size=args.image_size, augment=args.augment, eval_every=args.eval_every, seed=args.seed,
@@ -210,8 +261,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     _keep_inputs(args.out, args.data)
-    state = train(_train_config(args, args.dac), args.out, progress=show_progress(args), quiet=args.quiet,
-                  overwrite=args.overwrite)
+    cfg = _train_config(args, args.dac or args.official_dac)
+    state = train(cfg, args.out, progress=show_progress(args), quiet=args.quiet, overwrite=args.overwrite)
     if not launched_as_rank0():  # under torchrun every process has the result; one prints it
         return 0
     final = state["history"][-1] if state["history"] else {}

@@ -12,14 +12,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .box_ops import cxcywh_to_xyxy, paired_giou, paired_iou
-from .matching import hungarian_match, matching_quality, one_to_many_assign, pad_targets
+from .matching import assignment_generators, hungarian_match, matching_quality, one_to_many_assign, pad_targets
 from .variants import CLS_LOSSES, resolve
 
 
 @dataclass(frozen=True)
 class LossConfig:
     """Weights and DAC options. ``o2m_box_source`` "c" scores C-decoder queries with their own boxes;
-    "o" uses the O-decoder's boxes of the same layer, as the official code does (its issue #8)."""
+    "o" uses the O-decoder's boxes of the same layer, as the official code does (its issue #8).
+    ``o2m_cap`` (0 = none; official 75) caps an image's one-to-many positives, drawn at random;
+    ``o2m_topk_from`` is a key of :data:`~attnlab.detr.variants.O2M_TOPK_FROM` (official "all")."""
 
     cls_weight: float = 1.0
     l1_weight: float = 5.0
@@ -30,6 +32,8 @@ class LossConfig:
     o2m_threshold: float = 0.4
     o2m_topk: int = 6
     o2m_box_source: str = "c"
+    o2m_cap: int = 0
+    o2m_topk_from: str = "own"
     c_loss_norm: float = 3.0           # C-decoder loss divided by c_loss_norm x objects
     rank_tau: float = 1.5              # IA-BCE rank weights exp(-rank / tau) in the C-decoder
 
@@ -44,8 +48,9 @@ def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gam
 
 def ia_bce_loss(logits: Tensor, soft_targets: Tensor, positive: Tensor, gamma: float = 2.0) -> Tensor:
     """Elementwise IoU-aware BCE (Align-DETR): positives ``-t log p - (1-t) log(1-p)`` with soft target t,
-    negatives ``-p^gamma log(1-p)``."""
-    p = logits.detach().sigmoid()
+    negatives ``-p^gamma log(1-p)``. As in the official ``IA_BCE_loss`` (and the focal loss's modulating
+    factor) p^gamma is part of the loss, not a constant weight: its gradient flows."""
+    p = logits.sigmoid()
     pos_w = torch.where(positive, soft_targets, torch.zeros_like(p))
     neg_w = torch.where(positive, 1 - soft_targets, p ** gamma)
     return -pos_w * F.logsigmoid(logits) - neg_w * F.logsigmoid(-logits)
@@ -111,12 +116,14 @@ def layer_loss(logits: Tensor, boxes: Tensor, labels: Tensor, gt_boxes: Tensor,
 
 
 def detr_loss(outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], cfg: LossConfig,
-              num_objects: float | None = None) -> tuple[Tensor, dict[str, float]]:
+              num_objects: float | None = None, sample_key: tuple[int, ...] = (0,)) -> tuple[Tensor, dict[str, float]]:
     """Total training loss over every layer of the O-decoder (one-to-one) and, when present, the
     C-decoder (one-to-many). ``outputs`` holds ``[L, B, Q, ...]`` tensors ``logits``/``boxes`` and optionally
     ``c_logits``/``c_boxes``. ``num_objects`` normalises both decoders' losses (default: the batch's object
     count, at least 1; a distributed run passes the all-reduced count over the world size, so that the
-    averaged gradient is the one-process gradient). Returns the loss and its parts (floats) for logging."""
+    averaged gradient is the one-process gradient). ``sample_key`` (seed, step) seeds the positive cap's
+    draws, with each layer and image id (:func:`~attnlab.detr.matching.assignment_generators`). Returns
+    the loss and its parts (floats) for logging."""
     labels, gt_boxes, valid = pad_targets(targets)
     n_obj = max(float(valid.sum()), 1.0) if num_objects is None else num_objects
     w = {"cls": cfg.cls_weight, "l1": cfg.l1_weight, "giou": cfg.giou_weight}
@@ -131,7 +138,12 @@ def detr_loss(outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], cfg:
         for i, (lg, bx) in enumerate(zip(outputs["c_logits"], outputs["c_boxes"], strict=True)):
             score_boxes = bx if cfg.o2m_box_source == "c" else outputs["boxes"][i]
             quality = matching_quality(lg, score_boxes, labels, gt_boxes, valid, cfg.o2m_alpha)
-            match = one_to_many_assign(quality, cfg.o2m_threshold, cfg.o2m_topk)
+            generators = None
+            if cfg.o2m_cap:
+                ids = [int(t["image_id"]) if "image_id" in t else j for j, t in enumerate(targets)]
+                generators = assignment_generators((*sample_key, i), ids)
+            match = one_to_many_assign(quality, cfg.o2m_threshold, cfg.o2m_topk, cfg.o2m_cap, cfg.o2m_topk_from,
+                                       generators)
             parts[f"c{i}_positives_per_object"] = len(match[0]) / n_obj
             loss = layer_loss(lg, bx, labels, gt_boxes, match, cfg.c_loss_norm * n_obj, cfg, rank_weighting=True)
             for k, v in loss.items():

@@ -5,11 +5,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from .box_ops import box_iou, cxcywh_to_xyxy, generalized_box_iou
+from .variants import O2M_TOPK_FROM
 
 
 def pad_targets(targets: list[dict[str, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
@@ -70,15 +74,22 @@ def matching_quality(logits: Tensor, boxes: Tensor, labels: Tensor, gt_boxes: Te
         return q.masked_fill(~valid[:, :, None], -1.0)
 
 
-def one_to_many_assign(quality: Tensor, threshold: float = 0.4, topk: int = 6) -> tuple[Tensor, Tensor, Tensor]:
+def one_to_many_assign(quality: Tensor, threshold: float = 0.4, topk: int = 6, cap: int = 0, topk_from: str = "own",
+                       generators: Sequence[torch.Generator] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The C-decoder's one-to-many assignment (DETA's Stage2Assigner with DAC's numbers).
 
     ``quality`` is ``[B, G, Q]`` (padded objects below any threshold, e.g. -1). Each query goes to its
-    best object and is positive if its quality reaches ``threshold``; each object's best query is forced
-    positive (detectron2's low-quality matches: it stays with *its* best object); each object then keeps
-    its ``min(count, topk)`` highest-quality positives. A query serves at most one object.
+    best object and is positive if its quality reaches ``threshold``; each object's best query (the first
+    on a tie) is forced positive (detectron2's low-quality matches: it stays with *its* best object). With
+    ``cap`` > 0 an image with more positives keeps ``cap`` of them drawn at random (detectron2's
+    ``subsample_labels``: a ``randperm`` over the positives in query order, from ``generators[b]``, or
+    torch's global generator when None, as the official code). An object with ``n`` positives then gets
+    ``min(n, topk)`` queries: its best positives (``topk_from="own"``: a query serves one object), or
+    its best queries of all (``"all"``: the official ``sample_topk``; a query may serve two objects).
     Returns flat ``(batch, query, object)`` indices.
     """
+    if topk_from not in O2M_TOPK_FROM:
+        raise ValueError(f"topk_from must be one of {', '.join(O2M_TOPK_FROM)}, got {topk_from!r}")
     if quality.dim() == 2:
         quality = quality[None]
     n_b, n_g, n_q = quality.shape
@@ -88,9 +99,34 @@ def one_to_many_assign(quality: Tensor, threshold: float = 0.4, topk: int = 6) -
     valid = quality.max(dim=2).values > -1.0                                     # [B, G]
     best_val, best_gt = quality.max(dim=1)                                       # [B, Q]
     positive = best_val >= threshold
-    highest = quality.max(dim=2, keepdim=True).values
-    positive |= ((quality == highest) & valid[:, :, None]).any(dim=1)            # forced best query per object
+    fb, fg = torch.nonzero(valid, as_tuple=True)
+    positive[fb, quality.argmax(dim=2)[fb, fg]] = True                            # forced best query per object
+    if cap > 0:
+        positive = _subsample(positive, cap, generators)
     mine = positive[:, None, :] & (best_gt[:, None, :] == torch.arange(n_g, device=quality.device)[None, :, None])
-    vals, idx = quality.masked_fill(~mine, float("-inf")).topk(min(topk, n_q), dim=2)   # [B, G, k]
-    b, g, j = torch.nonzero(vals > float("-inf"), as_tuple=True)
+    k = min(topk, n_q)
+    if topk_from == "own":
+        vals, idx = quality.masked_fill(~mine, float("-inf")).topk(k, dim=2)     # [B, G, k]
+        b, g, j = torch.nonzero(vals > float("-inf"), as_tuple=True)
+    else:
+        idx = quality.topk(k, dim=2).indices
+        keep = torch.arange(k, device=quality.device)[None, None, :] < mine.sum(2, keepdim=True)
+        b, g, j = torch.nonzero(keep, as_tuple=True)
     return b, idx[b, g, j], g
+
+
+def _subsample(positive: Tensor, cap: int, generators: Sequence[torch.Generator] | None) -> Tensor:
+    """At most ``cap`` positives per image, drawn as detectron2's ``subsample_labels`` draws them."""
+    out = torch.zeros_like(positive)
+    for b in range(positive.shape[0]):
+        (pos,) = torch.nonzero(positive[b], as_tuple=True)
+        perm = torch.randperm(len(pos), generator=None if generators is None else generators[b])
+        out[b, pos[perm[:cap].to(pos.device)]] = True
+    return out
+
+
+def assignment_generators(key: Sequence[int], image_ids: Sequence[int]) -> list[torch.Generator]:
+    """One generator per image for the positive cap, seeded by ``key`` (seed, step, layer) and the image's
+    id: the draw depends on the image, not on its place in the batch or on the process that holds it."""
+    seeds = [np.random.SeedSequence([*key, int(i) % 2**63]).generate_state(1, np.uint64)[0] for i in image_ids]
+    return [torch.Generator().manual_seed(int(s) % 2**63) for s in seeds]

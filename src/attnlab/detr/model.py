@@ -8,6 +8,9 @@ layer exposes ``self_attention`` and ``cross_attention_ffn`` so the C-decoder (D
 them: it shares every parameter, keeps only layer 0's
 self-attention (its input is the O-decoder's query after that self-attention, as in the official code)
 and runs only while training. With ``dac`` on or off the parameters and eval outputs are identical.
+``look_forward_twice`` (DINO; on in the official DAC-DETR configs) lets each layer's box loss reach the
+previous layer's box prediction; ``c_query_pos="o"`` gives the C-decoder the O-decoder's positional query
+(the official decoder passes one ``query_pos`` to both).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class ModelConfig:
     c_share_first_self_attn: bool = True   # official: layer 0's self-attention output feeds the C-decoder
     deformable_levels: int = 0             # 0: dense cross-attention; n: deformable over the last n backbone stages
     deformable_points: int = 4             # sampling points per head and level
+    look_forward_twice: bool = False       # layer i's boxes refine layer i-1's undetached boxes (DINO Sec. 3.5)
+    c_query_pos: str = "c"                 # a key of variants.C_QUERY_POS; official "o"
 
     @property
     def cross_attention(self) -> str:
@@ -269,6 +274,9 @@ class Detector(nn.Module):
         ref = self.anchor_boxes.weight.sigmoid()[None].expand(b, -1, -1)
         run_c = self.config.dac and self.training
         c_tgt, c_ref = tgt, ref
+        # The boxes each layer's heads refine: the previous layer's, detached (Deformable DETR), or, looking
+        # forward twice, not detached, so that layer i's box loss also trains layer i-1's box head.
+        head_ref, c_head_ref = ref, ref
         both_memory = memory.repeat(2) if run_c else memory       # the O- and C-branch batches side by side
         logits, boxes, c_logits, c_boxes = [], [], [], []
         for i, layer in enumerate(self.decoder):
@@ -280,21 +288,23 @@ class Detector(nn.Module):
                 # C-decoder: no self-attention, except that layer 0's is shared (its output is the C input).
                 if i == 0:
                     c_tgt = o_in if self.config.c_share_first_self_attn else tgt
-                    c_pos = query_pos
-                else:
+                c_pos = query_pos
+                if i > 0 and self.config.c_query_pos == "c":
                     c_pos = self.ref_point_head(sine_box_embedding(c_ref, self.config.d_model))
                 # Both branches share the layer's weights: run their cross-attention+FFN as one batch.
                 both = layer.cross_attention_ffn(torch.cat((o_in, c_tgt)), torch.cat((query_pos, c_pos)),
                                                  both_memory, torch.cat((ref, c_ref)))
                 tgt, c_tgt = both[:b], both[b:]
-                lg, bx = self._heads(i, c_tgt, c_ref)
+                lg, bx = self._heads(i, c_tgt, c_head_ref)
                 c_logits.append(lg)
                 c_boxes.append(bx)
                 c_ref = bx.detach()
-            lg, bx = self._heads(i, tgt, ref)
+                c_head_ref = bx if self.config.look_forward_twice else c_ref
+            lg, bx = self._heads(i, tgt, head_ref)
             logits.append(lg)
             boxes.append(bx)
             ref = bx.detach()                                      # detached between layers (Deformable DETR)
+            head_ref = bx if self.config.look_forward_twice else ref
         out = {"logits": torch.stack(logits), "boxes": torch.stack(boxes)}
         if run_c:
             out["c_logits"], out["c_boxes"] = torch.stack(c_logits), torch.stack(c_boxes)

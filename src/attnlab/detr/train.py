@@ -25,7 +25,7 @@ from .distributed import Group, process_group, shard_batches
 from .evaluate import coco_metrics, predict_images
 from .losses import LossConfig, detr_loss
 from .model import Detector, ModelConfig
-from .variants import AUGMENTATIONS, CLS_LOSSES, O2M_BOX_SOURCES
+from .variants import AUGMENTATIONS, C_QUERY_POS, CLS_LOSSES, O2M_BOX_SOURCES, O2M_TOPK_FROM
 
 CHECKPOINT = "checkpoint.safetensors"
 #: Config keys that do not change the result and may differ on resume.
@@ -73,9 +73,15 @@ class TrainConfig:
         if not 0 <= self.model.get("deformable_levels", 0) <= stages or self.model.get("deformable_points", 4) < 1:
             raise AttnlabError(f"deformable_levels must be 0 (dense cross-attention) to {stages} (the backbone's "
                                "stages) and deformable_points at least 1")
-        for key, registry in (("cls_loss", CLS_LOSSES), ("o2m_box_source", O2M_BOX_SOURCES)):
+        for key, registry in (("cls_loss", CLS_LOSSES), ("o2m_box_source", O2M_BOX_SOURCES),
+                              ("o2m_topk_from", O2M_TOPK_FROM)):
             if self.loss.get(key, getattr(LossConfig, key)) not in registry:
                 raise AttnlabError(f"{key} must be one of {', '.join(registry)}")
+        if self.model.get("c_query_pos", ModelConfig.c_query_pos) not in C_QUERY_POS:
+            raise AttnlabError(f"c_query_pos must be one of {', '.join(C_QUERY_POS)}")
+        cap = self.loss.get("o2m_cap", 0)
+        if type(cap) is not int or cap < 0:
+            raise AttnlabError(f"o2m_cap must be a non-negative integer (0: no cap), got {cap!r}")
         if self.augment not in AUGMENTATIONS:
             raise AttnlabError(f"augment must be one of {', '.join(AUGMENTATIONS)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -331,7 +337,7 @@ def _train(cfg: TrainConfig, out: Path, group: Group, progress: bool, quiet: boo
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp):
                 outputs = net(images, mask)
             try:
-                loss, parts = detr_loss(outputs, targets, loss_cfg, num_objects)
+                loss, parts = detr_loss(outputs, targets, loss_cfg, num_objects, (cfg.seed, state["step"]))
             except FloatingPointError as e:
                 raise AttnlabError(f"training diverged at epoch {epoch + 1}, step {state['step'] + 1} ({e}); the last "
                                    f"checkpoint in {out} is intact: lower --lr and train into a new -o") from None
@@ -378,7 +384,9 @@ TRAIN_FLAGS = {"train_split": "--train-split", "val_split": "--val-split", "epoc
                "d_model": "--d-model", "num_queries": "--queries", "enc_layers": "--enc-layers",
                "dec_layers": "--dec-layers", "deformable_levels": "--deformable-levels",
                "deformable_points": "--deformable-points", "cls_loss": "--cls-loss",
-               "o2m_box_source": "--o2m-box-source", "o2m_topk": "--o2m-topk",
+               "o2m_box_source": "--o2m-box-source", "o2m_topk": "--o2m-topk", "o2m_cap": "--o2m-cap",
+               "o2m_topk_from": "--o2m-topk-from", "c_query_pos": "--c-query-pos",
+               "look_forward_twice": "--look-forward-twice",
                "c_share_first_self_attn": "--no-shared-first-self-attn", "dac": "--dac"}
 
 

@@ -22,6 +22,22 @@ CLS_LOSSES: dict[str, str] = {"focal": "attnlab.detr.losses:focal_classification
 O2M_BOX_SOURCES: dict[str, str] = {"c": "the C-decoder's own boxes",
                                    "o": "the O-decoder's boxes of the same layer (official code, its issue #8)"}
 
+#: Where the one-to-many assigner picks an object's queries (official ``onetomany.py``: ``sample_topk``).
+O2M_TOPK_FROM: dict[str, str] = {"own": "its best queries among its own positives (a query serves one object)",
+                                 "all": "its best queries of all, as many as it has positives (official)"}
+
+#: The positional query of the C-decoder's layers (the paper does not say; the official decoder passes one).
+C_QUERY_POS: dict[str, str] = {"c": "from the C-decoder's own current boxes",
+                               "o": "the O-decoder's positional query of the same layer (official)"}
+
+#: What `--official-dac` sets: the released DAC-DETR code's choices, as model and loss options. The cap is
+#: the official number (its criterion builds Stage2Assigner(300): int(0.25 x 300) = 75 positives per image,
+#: whatever the number of queries).
+OFFICIAL_DAC: dict[str, dict[str, Any]] = {
+    "model": {"dac": True, "look_forward_twice": True, "c_query_pos": "o"},
+    "loss": {"cls_loss": "ia_bce", "o2m_box_source": "o", "o2m_topk_from": "all", "o2m_cap": 75},
+}
+
 #: Training augmentations (DETR's recipe, scaled from COCO's 800 px to --image-size).
 AUGMENTATIONS: dict[str, str] = {"none": "resize only",
                                  "scale": "multi-scale resize, or resize-crop-resize",
