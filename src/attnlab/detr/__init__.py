@@ -6,7 +6,8 @@ padded batches) -> ``model`` (backbone, encoder, anchor-box decoder whose layers
 and cross-attention+FFN separately; DAC's C-decoder is a switch) -> ``matching`` (Hungarian one-to-one;
 one-to-many assigner) -> ``losses`` -> ``train`` (checkpoints, resume; torchrun DDP through
 ``distributed``) -> ``evaluate`` (pycocotools, queries-per-object diagnostic) -> ``predict`` and
-``compare``; ``variants`` holds every alternative's name, ``tour`` the headline experiment.
+``compare``; ``hf`` wraps transformers' Deformable DETR with DAC; ``variants`` holds every alternative's
+name, ``tour`` the headline experiment.
 
 The names below are imported on first use, so ``import attnlab.detr`` (which the CLI's parser does) does
 not import torch. The functions named like their modules come from the module:
@@ -22,6 +23,7 @@ _EXPORTS = {
     "box_ops": ("box_iou", "cxcywh_to_xyxy", "generalized_box_iou", "xyxy_to_cxcywh"),
     "data": ("CocoDetection", "collate", "make_transforms", "open_split"),
     "evaluate": ("coco_ap", "queries_per_object"),
+    "hf": ("DacDeformableDetr",),
     "losses": ("LossConfig", "detr_loss"),
     "matching": ("hungarian_match", "matching_quality", "one_to_many_assign"),
     "model": ("Detector", "ModelConfig"),
