@@ -3,10 +3,11 @@ Memorization", NeurIPS 2025.)
 
 Pipeline: ``data`` (seeded datasets) -> ``backbone`` (frozen causal transformer, prompt states cached,
 KV cache for generation steps) -> ``tune`` (fit one prompt to exact memorization) -> ``search`` (minimal
-prompt length m*; ``statistic``: m*_q from the success probability p(m) over prompt seeds) -> ``sweep`` (resumable grids) -> ``theory`` (sqrt law and power-law fits) -> ``plots``
-(figures and the sweep's run record). ``peft_adapter`` runs the same search on any Hugging Face causal LM
-through peft; ``settings`` holds every setting and the registries (inits, targets, methods); ``tour`` is
-the report's section.
+prompt length m*; ``statistic``: m*_q from the success probability p(m) over prompt seeds) -> ``sweep``
+(resumable grids) -> ``theory`` (sqrt law and power-law fits) -> ``plots`` (figures and the sweep's run
+record). ``peft_adapter`` runs the same search on any Hugging Face causal LM through peft; ``settings``
+holds every setting and the registries (inits, targets, backbone draws, methods); ``tour`` is the
+report's section.
 
 The names below are imported on first use (PEP 562), so ``import attnlab.memorize`` (and the CLI's parser)
 does not import torch.
