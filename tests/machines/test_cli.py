@@ -84,7 +84,8 @@ def test_compile_and_certify(run_cli, tmp_path):
     assert config["certificate"]["certified"] and len(config["vocabulary"]["tokens"]) == d["vocab_size"] + 1
     rc, out, _ = run_cli("machines", "certify", "bb4", "--window", "100000", "--json")
     d = json.loads(out)
-    assert rc == 0 and d["certified"] and d["rpe_selects_oldest"] and d["window"] == 100000
+    assert rc == 0 and d["certified"] and d["lemma_b"] and d["lemma_b_all_windows"] and d["window"] == 100000
+    assert d["smallest_bits"] == 3 and [r["complete"] for r in d["precision"]] == [False, True, True]
 
 
 def test_list(run_cli):

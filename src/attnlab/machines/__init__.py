@@ -3,7 +3,7 @@
     from attnlab.machines import load_machine, tm_to_pm, compile_pm, certify, run_machine
     tm = load_machine("bb4")                 # library name, bbchallenge string or YAML file
     model = compile_pm(tm_to_pm(tm).pm, 13)  # one layer, one head, hardmax, weights in {-1,0,1}
-    certify(model).exact                     # exhaustive certificate over (token, front symbol) pairs
+    certify(model).complete                  # closed certificate: lemma B at every W, FFN on every pair
     run_machine(tm, "", executor="kv")       # checked against the reference TM at every step
 
 The names below are imported on first use (PEP 562), so ``import attnlab.machines`` (and the CLI's parser)
@@ -26,7 +26,7 @@ _EXPORTS = {
     "network_logits": "network",
     "MachineTransformer": "module", "load_module": "module",
     "EXECUTORS": "registry",
-    "Certificate": "executors", "certify": "executors", "make_executor": "executors",
+    "Certificate": "certificate", "certify": "certificate", "make_executor": "executors",
     "RunResult": "simulate", "minimal_window": "simulate", "run_machine": "simulate",
     "Export": "artifact", "build_export": "artifact", "write_export": "artifact",
     "exact_inverse_temperature": "softmax", "SoftmaxMachine": "sdpa",

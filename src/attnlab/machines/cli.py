@@ -92,12 +92,17 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                    help="stop after N tokens (default 10^7; with --trace: the trace's length)")
     p.set_defaults(func=_cmd_replay, light=True)
 
-    p = sub.add_parser("certify", parents=[common], help="exhaustive certificate of the compiled network",
-                       description="Evaluate the network on every (current token, front symbol) pair and compare "
-                                   "with the Post machine's transition function; check that the RPE's hardmax "
-                                   f"picks the oldest token for the window. {EXIT_CODES} (4: not certified).",
-                       epilog="Example: attnlab machines certify bb4 --window 100000")
+    p = sub.add_parser("certify", parents=[common], help="closed certificate of the compiled network",
+                       description="The closed certificate: lemma B (the RPE's hardmax picks the oldest token over "
+                                   "every window, at the compiled W and, by the RPE's closed form, at every W >= 1) "
+                                   "and the network on every (current token, front symbol) pair against the Post "
+                                   "machine's transition function; then the precision certificate: the same "
+                                   "exhaustive check with every operation rounded to p bits, for p = 2, 3, ... up to "
+                                   f"--max-bits, stating the smallest p that passes. {EXIT_CODES} (4: not certified).",
+                       epilog="Example: attnlab machines certify bb4 --window 100000 --max-bits 4")
     _spec_args(p)
+    p.add_argument("--max-bits", type=int, default=8, metavar="P",
+                   help="largest p the precision certificate tries (default 8; 0 or 1: skip it)")
     add_out(p, what="record folder (DIR/record.json; default: write nothing)")
     p.set_defaults(func=_cmd_certify, light=True)
 
@@ -198,16 +203,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .artifact import build_export, write_export
-    from .executors import certify
-    from .precision import oldest_is_selected
+    from .certificate import certify
 
     with out_folder(args, "compiled machine") as out:
         machine, text = _load(args)
         export = build_export(machine, text, args.window, args.max_steps)
         model = export.model
         cert = certify(model)
-        certificate = {**cert.summary(), "rpe_selects_oldest": oldest_is_selected(model)}
-        certificate["certified"] = cert.exact and certificate["rpe_selects_oldest"]
+        certificate = {**cert.summary(), "certified": cert.complete}
         files = write_export(out, model, {**export.config, "certificate": certificate}, args.format)
         result = {"out": str(args.out), "format": args.format, "files": files, **model.sizes(),
                   "exported_vocab_size": model.vocab_size + 1, "prompt_tokens": len(export.prompt),
@@ -254,27 +257,29 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_certify(args: argparse.Namespace) -> int:
+    from .certificate import certify
     from .compile import compile_machine
-    from .executors import certify
-    from .precision import oldest_is_selected
 
     with out_folder(args, "machines certificate") as out:
         machine, text = _load(args)
         model = compile_machine(machine, _window(machine, text, args.window, args.max_steps))
-        cert = certify(model)
-        lemma_b = oldest_is_selected(model)
-        result = {"machine": machine.name, **model.sizes(), **cert.summary(), "rpe_selects_oldest": lemma_b,
-                  "certified": cert.exact and lemma_b}
+        cert = certify(model, precision=args.max_bits >= 2, max_bits=args.max_bits)
+        result = {"machine": machine.name, **model.sizes(), **cert.summary(), "certified": cert.complete}
         if out is not None:
-            command = _command(args, text, model.window)
-            config = {"spec": args.spec, "input": text, "window": model.window}
+            command = _command(args, text, model.window, "--max-bits", str(args.max_bits))
+            config = {"spec": args.spec, "input": text, "window": model.window, "max_bits": args.max_bits}
             _record(args, f"machines-certify-{machine.name}", f"machines: certificate of {machine.name} at "
                     f"W={model.window}", command, result, config,
                     None if result["certified"] else "not certified").save(out / "record.json")
+    passing = [r["format"] for r in cert.precision if r["complete"]]
+    precision = ("" if not cert.precision else
+                 f"; smallest precision p={cert.smallest_bits} ({', '.join(passing)})" if passing else
+                 f"; no p-bit format up to p={args.max_bits} passes")
+    verdict = "CERTIFIED" if cert.complete else "NOT CERTIFIED: " + "; ".join(cert.failures())
     emit(args, result, f"{machine.name}: {cert.pairs} (token, front) pairs, mismatches {cert.mismatches}, "
                        f"min logit margin {cert.min_margin:g}, halting tokens terminal {cert.terminal_ok}; "
-                       f"hardmax picks the oldest of W={model.window}: {lemma_b} -> "
-                       f"{'CERTIFIED' if result['certified'] else 'NOT CERTIFIED'}")
+                       f"lemma B at W={model.window}: {cert.lemma_b}, at every W >= 1: {cert.lemma_b_all_windows}"
+                       f"{precision} -> {verdict}")
     return HALTED if result["certified"] else MISMATCH
 
 

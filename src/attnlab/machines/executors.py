@@ -7,7 +7,8 @@ in :data:`attnlab.machines.registry.EXECUTORS`).
   hardmax: the oldest slot. Each token reads that one cached value and evaluates the FFN sparsely from
   the same weights: O(1) work per token, independent of W.
 - ``table``: next = T[current token][front token], where T is *derived by evaluating the network* on
-  every (state, front symbol) pair (:func:`certify`, the exhaustive certificate; numpy, no torch).
+  every (state, front symbol) pair (:func:`~.certificate.certify`, the closed certificate; numpy, no torch),
+  and refused unless that certificate is complete (lemma B at every W, the FFN on every pair).
 
 Every executor runs a ring of W token ids (the PM queue) and ``advance`` stops at a marked token
 (``marks``: 1 counts, 2 halts), so a harness can stop at completed TM steps.
@@ -16,57 +17,13 @@ Every executor runs a ring of W token ids (the PM queue) and ``advance`` stops a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..core.errors import AttnlabError
+from .certificate import Certificate, certify
 from .compile import CompiledTransformer
-from .network import network_logits
 from .registry import executor_class
-
-
-@dataclass(frozen=True)
-class Certificate:
-    """The network evaluated on every (current token, front symbol) pair, compared with τ."""
-
-    pairs: int
-    exact: bool
-    mismatches: int
-    min_margin: float  # smallest (top logit - runner-up) over non-halting pairs: > 0 means a unique argmax
-    terminal_ok: bool  # halting tokens produce no logits (no unit fires): the executor stops there
-    table: np.ndarray  # (V, |Λ|) next token, -1 for halting tokens
-
-    def summary(self) -> dict:
-        return {"pairs": self.pairs, "exact": self.exact, "mismatches": self.mismatches,
-                "min_margin": self.min_margin, "terminal_ok": self.terminal_ok}
-
-
-def certify(model: CompiledTransformer) -> Certificate:
-    """Evaluate the network once on all V x |Λ| (current token, front symbol) pairs, in a window of two
-    (front, current), and compare with τ. The attention value reads only the SYM block, so the front
-    token's state cannot matter (checked); lemma B (the RPE picks the oldest token for every W) is
-    checked separately. An exact certificate proves every step of every run exact."""
-    pm, n_sym, vocab = model.pm, model.n_symbols, model.vocab_size
-    sym0, size = model.blocks["SYM"]
-    w_v = model.weights["w_v"]
-    value_reads_sym_only = not np.any(np.delete(w_v, np.s_[sym0:sym0 + size], axis=0))
-    cur = np.repeat(np.arange(vocab), n_sym)
-    front = np.tile(np.arange(n_sym), vocab)  # front token (c, start state)
-    logits = network_logits(model.with_window(2), np.stack([front, cur], axis=1))
-    nxt = logits.argmax(-1)
-    top = np.sort(logits, axis=-1)
-    margin = top[:, -1] - top[:, -2]
-    halting = np.array([t // n_sym in pm.halting for t in cur])
-    expected = np.array([-1 if h else (lambda s, c: s * n_sym + c)(*pm.delta[(t // n_sym, f)])
-                         for t, f, h in zip(cur, front, halting, strict=True)])
-    live = ~halting
-    mismatches = int(np.sum(nxt[live] != expected[live]))
-    terminal_ok = bool(np.all(logits[halting] == 0))
-    table = np.where(halting, -1, nxt).reshape(vocab, n_sym)
-    min_margin = float(margin[live].min()) if live.any() else 0.0
-    exact = mismatches == 0 and min_margin > 0 and terminal_ok and value_reads_sym_only
-    return Certificate(len(cur), exact, mismatches, min_margin, terminal_ok, table)
 
 
 class Executor:
@@ -102,8 +59,9 @@ class TableExecutor(Executor):
                  certificate: Certificate | None = None):
         super().__init__(model, prompt, marks)
         cert = certificate or certify(model)
-        if not cert.exact:
-            raise AttnlabError(f"the network is not certified ({cert.mismatches} mismatches): no table executor")
+        if not cert.complete:
+            raise AttnlabError(f"table executor refused: the network's certificate is not complete "
+                               f"({'; '.join(cert.failures())}); run it with --executor kv or dense")
         n_sym = model.n_symbols
         # one row per state, shared by that state's tokens, indexed by the front *token*
         rows = [[int(cert.table[s * n_sym, f % n_sym]) for f in range(model.vocab_size)]

@@ -1,13 +1,16 @@
 """The compiled network as math: one forward step over a window, in numpy (no torch).
 
 ``network_logits`` is the specification every executor is checked against (the torch ``nn.Module`` in
-:mod:`.module` equals it); ``rnd`` emulates finite precision (round after each operation) and ``beta``
-swaps hardmax for softmax (the softmax ablation in docs/machines.md).
+:mod:`.module` equals it); ``rnd`` emulates finite precision (round after each operation, :class:`Format`)
+and ``beta`` swaps hardmax for softmax (the softmax ablation in docs/machines.md). The stages
+(``projections``, ``scores``, ``attend``, ``ffn``) are shared with the closed certificate
+(:mod:`.certificate`), which evaluates them on every class of windows instead of on sampled ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,9 +18,63 @@ from .compile import CompiledTransformer
 
 Round = Callable[[np.ndarray], np.ndarray]
 
+#: elements of the (rows, inner, cols) product tensor a rounded matmul builds at once
+CHUNK_ELEMS = 4_000_000
 
-def _identity(x: np.ndarray) -> np.ndarray:
+
+@dataclass(frozen=True)
+class Format:
+    """p-bit floating point: a sign, ``exp_bits`` exponent bits and ``man_bits`` mantissa bits (p = 1 + e + m),
+    round to nearest even after every operation, saturating, with subnormals (the finite-precision model of
+    Li et al. 2024 that the paper's constant-precision claim uses)."""
+
+    exp_bits: int
+    man_bits: int
+
+    @property
+    def bits(self) -> int:
+        return 1 + self.exp_bits + self.man_bits
+
+    @property
+    def name(self) -> str:
+        return f"p={self.bits} (e{self.exp_bits}m{self.man_bits})"
+
+    def rounder(self) -> Round:
+        """Round to the nearest representable value (ties to even), saturating at the largest."""
+        bias = 2 ** (self.exp_bits - 1) - 1
+        emin, emax, m = 1 - bias, 2 ** self.exp_bits - 1 - bias, self.man_bits
+        top = (2 - 2.0 ** -m) * 2.0 ** emax
+
+        def rnd(x: np.ndarray) -> np.ndarray:
+            x = np.asarray(x, dtype=np.float64)
+            a = np.abs(x)
+            # a = f * 2**e with f in [0.5, 1): floor(log2 a) = e - 1 exactly (no log, no rounding of the log)
+            e = np.clip(np.frexp(a)[1] - 1, emin, emax)
+            step = np.ldexp(1.0, e - m)
+            r = np.minimum(np.round(a / step) * step, top)
+            return np.copysign(np.where(np.isfinite(r), r, top), x)
+
+        return rnd
+
+
+def formats_of(bits: int) -> list[Format]:
+    """Every split of ``bits`` into sign, exponent (at least 1 bit) and mantissa."""
+    return [Format(e, bits - 1 - e) for e in range(1, bits)]
+
+
+def identity(x: np.ndarray) -> np.ndarray:
+    """Exact arithmetic: no rounding."""
     return x
+
+
+def round_sparse(x: np.ndarray, rnd: Round) -> np.ndarray:
+    """rnd(x) computed on the nonzero entries only: the same values, since every rounder maps ±0 to itself."""
+    if rnd is identity:
+        return x
+    nz = x != 0
+    out = np.array(x, dtype=np.float64)
+    out[nz] = rnd(out[nz])
+    return out
 
 
 def tree_sum(x: np.ndarray, axis: int, rnd: Round) -> np.ndarray:
@@ -26,15 +83,37 @@ def tree_sum(x: np.ndarray, axis: int, rnd: Round) -> np.ndarray:
     while x.shape[0] > 1:
         if x.shape[0] % 2:
             x = np.concatenate([x, np.zeros_like(x[:1])])
-        x = rnd(x[0::2] + x[1::2])
+        x = round_sparse(x[0::2] + x[1::2], rnd)
     return x[0]
 
 
 def matmul(a: np.ndarray, b: np.ndarray, rnd: Round) -> np.ndarray:
-    """a @ b with every product and every partial sum rounded (exact path when rnd is the identity)."""
-    if rnd is _identity:
+    """a @ b (a: (..., n), b: (n, m)) with every product and every partial sum rounded (exact path when rnd is
+    the identity). Rounded, each distinct row of ``a`` and column of ``b`` is computed once, in chunks of
+    :data:`CHUNK_ELEMS`."""
+    if rnd is identity:
         return a @ b
-    return tree_sum(rnd(a[..., :, None] * b), axis=-2, rnd=rnd)
+    rows, inverse = unique_rows(a.reshape(-1, a.shape[-1]))
+    cols, col_inverse = unique_rows(b.T)
+    cols = cols.T
+    step = max(1, CHUNK_ELEMS // max(1, cols.size))
+    out = np.concatenate([tree_sum(round_sparse(rows[i:i + step, :, None] * cols, rnd), axis=1, rnd=rnd)
+                          for i in range(0, len(rows), step)])
+    return out[inverse][:, col_inverse].reshape(*a.shape[:-1], b.shape[-1])
+
+
+def unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a 2-D array and, for each row, the index of its distinct row (a lexicographic
+    sort column by column: much faster than ``np.unique(axis=0)``)."""
+    if len(a) == 0:
+        return a, np.zeros(0, np.intp)
+    order = np.lexsort(a.T[::-1])
+    s = a[order]
+    new = np.ones(len(s), bool)
+    new[1:] = np.any(s[1:] != s[:-1], axis=1)
+    inverse = np.empty(len(a), np.intp)
+    inverse[order] = np.cumsum(new) - 1
+    return s[new], inverse
 
 
 def hardmax(scores: np.ndarray) -> np.ndarray:
@@ -42,6 +121,35 @@ def hardmax(scores: np.ndarray) -> np.ndarray:
     out = np.zeros_like(scores)
     np.put_along_axis(out, scores.argmax(-1)[..., None], 1.0, axis=-1)
     return out
+
+
+def weights64(model: CompiledTransformer) -> dict[str, np.ndarray]:
+    return {k: v.astype(np.float64) for k, v in model.weights.items()}
+
+
+def projections(w: dict[str, np.ndarray], rnd: Round) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per token id: the query q = E W_Q (V,), the key content E W_K (V,) and the value E W_V (V, |Λ|)."""
+    return (matmul(w["embed"], w["w_q"], rnd)[:, 0], matmul(w["embed"], w["w_k"], rnd)[:, 0],
+            matmul(w["embed"], w["w_v"], rnd))
+
+
+def scores(q: np.ndarray, keys: np.ndarray, bias: np.ndarray | float, rnd: Round) -> np.ndarray:
+    """score_j = q_cur (k_j + rpe(i - j)): q (B,), keys (B, n) key contents, bias (n,) the RPE by position."""
+    return rnd(q[:, None] * rnd(keys + bias))
+
+
+def attend(att: np.ndarray, values: np.ndarray, rnd: Round) -> np.ndarray:
+    """The head's output Σ_j a_j v_j: att (B, n), values (B, n, |Λ|)."""
+    if rnd is identity:
+        return np.einsum("bw,bwc->bc", att, values)
+    return tree_sum(round_sparse(att[..., None] * values, rnd), axis=1, rnd=rnd)
+
+
+def ffn(w: dict[str, np.ndarray], x_cur: np.ndarray, head: np.ndarray, rnd: Round) -> np.ndarray:
+    """x = x_cur + head W_O (residual);  logits = ReLU(x W1 + b1) W2 (no residual into the logits)."""
+    xs = round_sparse(x_cur + matmul(head, w["w_o"], rnd), rnd)
+    h = np.maximum(round_sparse(matmul(xs, w["w1"], rnd) + w["b1"], rnd), 0)
+    return matmul(h, w["w2"], rnd)
 
 
 def network_logits(model: CompiledTransformer, windows: np.ndarray, rnd: Round | None = None,
@@ -55,28 +163,17 @@ def network_logits(model: CompiledTransformer, windows: np.ndarray, rnd: Round |
     inputs are small integers, so every product and partial sum is an integer far below 2^53, exact in any
     summation order, with or without FMA, on any BLAS or CPU.
     """
-    rnd = rnd or _identity
-    w = {k: v.astype(np.float64) for k, v in model.weights.items()}
+    rnd = rnd or identity
+    w = weights64(model)
     windows = np.asarray(windows)
     n = windows.shape[1]
-    x_cur = w["embed"][windows[:, -1]]  # (B, d)
-    q = matmul(x_cur, w["w_q"], rnd)[:, 0]  # (B,)
-    # key/value projections depend on the token id only: computed (and rounded) once per id, gathered
-    k_of = matmul(w["embed"], w["w_k"], rnd)[:, 0]
-    v_of = matmul(w["embed"], w["w_v"], rnd)
+    # query/key/value projections depend on the token id only: computed (and rounded) once per id, gathered
+    q_of, k_of, v_of = projections(w, rnd)
     bias = model.rpe_by_offset(np.arange(n - 1, -1, -1)).astype(np.float64)  # offsets W-1 .. 0
-    k = rnd(k_of[windows] + bias)  # (B, W)
-    scores = rnd(q[:, None] * k)
+    s = scores(q_of[windows[:, -1]], k_of[windows], bias, rnd)
     if beta is None:
-        att = hardmax(scores)
+        att = hardmax(s)
     else:
-        e = np.exp(beta * (scores - scores.max(-1, keepdims=True)))
+        e = np.exp(beta * (s - s.max(-1, keepdims=True)))
         att = rnd(e / e.sum(-1, keepdims=True))
-    v = v_of[windows]  # (B, W, |Λ|)
-    if rnd is _identity:
-        head = np.einsum("bw,bwc->bc", att, v)
-    else:
-        head = tree_sum(rnd(att[..., None] * v), axis=1, rnd=rnd)
-    xs = rnd(x_cur + matmul(head, w["w_o"], rnd))
-    h = np.maximum(rnd(matmul(xs, w["w1"], rnd) + w["b1"]), 0)
-    return matmul(h, w["w2"], rnd)
+    return ffn(w, w["embed"][windows[:, -1]], attend(att, v_of[windows], rnd), rnd)

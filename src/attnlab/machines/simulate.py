@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .certificate import Certificate
 from .compile import CompiledTransformer, compile_pm
-from .executors import Certificate, Executor, make_executor
+from .executors import Executor, make_executor
 from .machine import PostMachine, TuringMachine
 from .post import Translation, expected_tokens, tm_to_pm
 from .reference import PMRun, TMRun, run_tm
