@@ -62,7 +62,7 @@ def stats(threads: int) -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        result, _ = session.stats(calib, path=Path(tmp) / "stats.safetensors", progress=True)
+        result, _ = session.stats(calib, path=Path(tmp) / "stats", progress=True)
         seconds = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"model": "smollm2", "tokens": result.tokens, "seconds": seconds,

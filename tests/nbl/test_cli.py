@@ -25,7 +25,7 @@ def test_rank_apply_eval_bench(tiny_checkpoint, cache, run_cli):
     assert [r["layer"] for r in rows] == [0, 1, 2, 3]
     assert set(rows[0]) == {"layer", *SELECTORS}
     assert all(0 <= r["cca"] <= 32 and r["nmse"] <= r["cca"] for r in rows)
-    assert len(list((cache / "cache" / "nbl").glob("stats-*.safetensors"))) == 1  # cached for the next command
+    assert len(list((cache / "cache" / "nbl").glob("stats-*"))) == 1  # cached for the next command
 
     for extra, name in ((["--selector", "nmse"], "oneshot"), (["--sequential"], "seq"),
                         (["--method", "drop"], "drop")):
@@ -71,7 +71,7 @@ def test_rank_apply_eval_bench(tiny_checkpoint, cache, run_cli):
      "96 calibration tokens are too few for a well-posed fit of d = 32 (the map would reproduce its calibration "
      "text): give at least 128 (--tokens 128)"),
     (["eval", "{ckpt}", "--against", "minilm-not-a-model"], "unknown model"),
-    (["rank", "{ckpt}", "--stats", "{tmp}/junk.safetensors"], "not a readable safetensors"),
+    (["rank", "{ckpt}", "--stats", "{tmp}/junk.safetensors"], "not an attnlab NBL statistics folder (a file)"),
 ])
 def test_bad_input_is_one_line(argv, message, tiny_checkpoint, cache, run_cli):
     (cache / "junk.safetensors").write_bytes(b"garbage")
@@ -85,14 +85,14 @@ def test_bad_input_is_one_line(argv, message, tiny_checkpoint, cache, run_cli):
 def test_stats_of_another_model_refused(tiny_checkpoint, cache, run_cli, tiny_model):
     other = cache / "other"
     tiny_model("llama").save_pretrained(other)
-    rc, _, err = run_cli("nbl", "collect", tiny_checkpoint, *CAL, "-o", cache / "s.safetensors")
+    rc, _, err = run_cli("nbl", "collect", tiny_checkpoint, *CAL, "-o", cache / "stats")
     assert rc == 0, err
     import shutil
 
     for f in tiny_checkpoint.iterdir():
         if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
             shutil.copy(f, other / f.name)
-    rc, _, err = run_cli("nbl", "rank", other, *CAL, "--stats", cache / "s.safetensors")
+    rc, _, err = run_cli("nbl", "rank", other, *CAL, "--stats", cache / "stats")
     assert rc == 2 and "collected on another model" in err
 
 
@@ -100,7 +100,7 @@ def test_every_command_has_an_example_and_every_option_a_help():
     from attnlab.nbl.cli import _PARSERS
 
     build_parser()
-    assert set(_PARSERS) == {"collect", "rank", "apply", "compare", "eval", "bench"}
+    assert set(_PARSERS) == {"collect", "rank", "apply", "compare", "eval", "bench", "plan"}
     for name, parser in _PARSERS.items():
         assert parser.epilog.startswith("Example: attnlab nbl " + name), name
         assert all(a.help for a in parser._actions), [a.dest for a in parser._actions if not a.help]

@@ -49,10 +49,10 @@ def _fails_in_one_line(capsys, argv: list[str]) -> str:
     (["apply", "{ckpt}", "--layers", "9", "-o", "{tmp}/new"], "cannot replace 9 layers"),
     (["compare", "{ckpt}", "--layers", "1", "--configs", "nbl/cca", "--tokens", "64", "--seq-len", "32"],
      "give at least 128 (--tokens 128)"),
-    (["collect", "{ckpt}", "-o", "{tmp}/junk.safetensors"], "pass --overwrite"),
-    (["collect", "{ckpt}", "-o", "{tmp}/existing"], "is a folder"),
+    (["collect", "{ckpt}", "-o", "{tmp}/junk.safetensors"], "is not a statistics folder"),
+    (["collect", "{ckpt}", "-o", "{tmp}/existing"], "is not a statistics folder"),
     (["rank", "no/such/model", "-o", "{tmp}/existing"], "pass --overwrite"),  # checked before the model loads
-    (["rank", "{ckpt}", "--stats", "{tmp}/junk.safetensors"], "not a readable safetensors"),
+    (["rank", "{ckpt}", "--stats", "{tmp}/junk.safetensors"], "not an attnlab NBL statistics folder (a file)"),
     (["compare", "{ckpt}", "--layers", "1", "--configs", "nbl/magic"], "expected METHOD/SELECTOR"),
     (["compare", "{ckpt}", "--layers", "1", "2", "1", "--configs", "nbl/cca"], "--layers: 1 given more than once"),
     (["compare", "{ckpt}", "--layers", "1", "--configs", "nbl/cca", "--ray-address", "auto"], "needs --backend ray"),
@@ -106,7 +106,7 @@ def test_a_partial_statistics_file_resumes_and_says_so(tiny_checkpoint, work, ca
     blocks, info = session.blocks("builtin", "calibration", 256, 32)
     partial = collect(session.model, blocks[:4], batch_size=4, progress=False, meta={"calibration": info})
     partial.meta["n_batches"] = 2  # the first of two batches: what an interrupted `collect` leaves
-    path = work / "stats.safetensors"
+    path = work / "stats"
     partial.save(path)
     assert main(["nbl", "collect", str(tiny_checkpoint), *CAL, "-o", str(path)]) == 0
     err = capsys.readouterr().err

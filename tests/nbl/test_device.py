@@ -17,7 +17,7 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize("argv", [
-    ["collect", "{ckpt}", *CAL, "-o", "{tmp}/out/s.safetensors"],
+    ["collect", "{ckpt}", *CAL, "-o", "{tmp}/out/stats"],
     ["rank", "{ckpt}", *CAL, "-o", "{tmp}/out"],
     ["apply", "{ckpt}", "--layers", "1", *CAL, "-o", "{tmp}/out"],
     ["compare", "{ckpt}", "--layers", "1", "--configs", "nbl/cca", *CAL, "-o", "{tmp}/out"],
@@ -53,7 +53,7 @@ def test_bfloat16_on_cpu_end_to_end(tiny_checkpoint, cache, run_cli):
     assert rc == 0, err
     config = json.loads((cache / "rank" / "record.json").read_text())["config"]
     assert (config["device"], config["dtype"]) == ("cpu", "bfloat16")
-    (path,) = (cache / "cache" / "nbl").glob("stats-*.safetensors")
+    (path,) = (cache / "cache" / "nbl").glob("stats-*")
     stats = Stats.load(path)
     assert all(t.dtype == torch.float64 for s in stats.layers.values() for t in (s.mean_x, s.m2_xx, s.m2_xa))
 
@@ -66,7 +66,7 @@ def test_bfloat16_on_cpu_end_to_end(tiny_checkpoint, cache, run_cli):
     record = json.loads((cache / "m" / "record.json").read_text())
     assert (record["config"]["device"], record["config"]["dtype"]) == ("cpu", "bfloat16")
     assert "--dtype bfloat16" in record["command"]
-    assert len(list((cache / "cache" / "nbl").glob("stats-*.safetensors"))) == 1  # rank's statistics reused
+    assert len(list((cache / "cache" / "nbl").glob("stats-*"))) == 1  # rank's statistics reused
 
     model = load(cache / "m", "bfloat16")
     linear = [m for m in model.modules() if isinstance(m, LinearAttention)]

@@ -200,7 +200,7 @@ def test_collection_resumes_after_interruption(tiny_model, tmp_path):
             raise KeyboardInterrupt
 
     handle = model.base_model.register_forward_pre_hook(crash, with_kwargs=True)
-    ckpt = tmp_path / "stats.safetensors"
+    ckpt = tmp_path / "stats"
     with pytest.raises(KeyboardInterrupt):
         collect(model, blocks, batch_size=2, checkpoint=ckpt, checkpoint_every=1, progress=False)
     handle.remove()
@@ -218,11 +218,11 @@ def test_stats_from_another_model_are_refused(tiny_model, tmp_path):
     a, b = tiny_model("llama", seed=0), tiny_model("llama", seed=1)
     from attnlab.nbl import fingerprint
 
-    collect(a, _blocks(4), batch_size=4, progress=False).save(tmp_path / "a.safetensors")
+    collect(a, _blocks(4), batch_size=4, progress=False).save(tmp_path / "a")
     with pytest.raises(AttnlabError, match="collected on another model"):
-        Stats.load(tmp_path / "a.safetensors", fingerprint=fingerprint(b))
+        Stats.load(tmp_path / "a", fingerprint=fingerprint(b))
     (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(AttnlabError, match="not a readable safetensors"):
+    with pytest.raises(AttnlabError, match="not an attnlab NBL statistics folder"):
         Stats.load(tmp_path / "junk.safetensors")
 
 

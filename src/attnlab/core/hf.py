@@ -87,9 +87,10 @@ def first_tensor(output):
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def load_model(spec: str | Path, dtype: str = "float32"):
+def load_model(spec: str | Path, dtype: str = "float32", **options):
     """The model of a packaged name (``smollm2``, ``minilm``) or a local HF directory, in eval mode.
-    Causal families load with their LM head; encoders as the bare encoder."""
+    Causal families load with their LM head; encoders as the bare encoder. ``options`` go to ``from_pretrained``
+    (e.g. ``device_map``, ``max_memory``)."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -105,7 +106,7 @@ def load_model(spec: str | Path, dtype: str = "float32"):
         raise AttnlabError(f"{path}: not a loadable HF checkpoint ({first[:160]})") from None
     fam = family_of(config)  # refuse unsupported families before loading weights
     loader = AutoModelForCausalLM if fam.causal else AutoModel
-    return loader.from_pretrained(path, dtype=dtype_).eval()
+    return loader.from_pretrained(path, dtype=dtype_, **options).eval()
 
 
 def load_tokenizer(spec: str | Path):

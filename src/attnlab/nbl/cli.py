@@ -23,6 +23,7 @@ from ..core.clikit import (
     show_progress,
 )
 from ..core.errors import AttnlabError
+from ..core.runtime import DTYPES
 from .registry import METHODS, SELECTORS, Calibration, Config, choice_help
 
 #: command name -> its parser, to write the command line that reproduces a record (:func:`_command`)
@@ -61,6 +62,33 @@ def _calibration_flags(p: argparse.ArgumentParser, stats: bool = True) -> None:
                        help="statistics file to use, or to resume (default: cached per model, data and code version)")
 
 
+def _memory(text: str) -> tuple[str, str]:
+    """``--max-memory`` item: DEVICE=SIZE, DEVICE a GPU index, cpu or mps."""
+    key, sep, size = text.partition("=")
+    if not sep or not size or not (key.isdigit() or key in ("cpu", "mps")):
+        raise argparse.ArgumentTypeError(f"expected DEVICE=SIZE (e.g. 0=70GiB cpu=100GiB), got {text!r}")
+    return key, size
+
+
+def _placement_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models larger than one device")
+    g.add_argument("--device-map", choices=("auto",), default=None,
+                   help="auto: spread the model over the GPUs, then the CPU, then --offload-folder (accelerate); "
+                        "each replaced layer's map and statistics stay on its layer's device")
+    g.add_argument("--max-memory", type=_memory, nargs="+", default=None, metavar="DEVICE=SIZE",
+                   help="with --device-map auto: the most each device may hold, e.g. 0=70GiB 1=70GiB cpu=200GiB")
+    g.add_argument("--offload-folder", default=None, metavar="DIR",
+                   help="with --device-map auto: where the layers that fit nowhere else are kept on disk")
+
+
+def _open(args: argparse.Namespace, spec: str, device: str):
+    """The :class:`~attnlab.nbl.session.Session` of ``spec`` on ``device`` or spread by ``--device-map``."""
+    from .session import Session
+
+    return Session.open(spec, device, args.dtype, args.device_map, dict(args.max_memory or []) or None,
+                        args.offload_folder)
+
+
 def _calibration(args) -> Calibration:
     return Calibration(args.data, args.tokens, args.seq_len, args.batch_size)
 
@@ -82,12 +110,13 @@ def register(subparsers, common) -> None:
                                          "-o out/smollm2-nbl8")
     sub = group.add_subparsers(dest="nbl_command", metavar="COMMAND")
 
-    c = _add(sub, "collect", common, "stream calibration statistics into a safetensors file",
-             "attnlab nbl collect smollm2 --tokens 100000 -o stats.safetensors", cmd_collect)
+    c = _add(sub, "collect", common, "stream calibration statistics into a folder (one safetensors file per layer)",
+             "attnlab nbl collect smollm2 --tokens 100000 -o stats/smollm2", cmd_collect)
     c.add_argument("model", help="packaged model name (smollm2, minilm) or a local HF checkpoint directory")
     _calibration_flags(c, stats=False)
-    add_out(c, what="statistics file (default: the cache; a partial file resumes)")
+    add_out(c, what="statistics folder (default: the cache; a partial one resumes)")
     add_device(c, dtype=True)
+    _placement_flags(c)
 
     r = _add(sub, "rank", common, "score every layer with every selector",
              "attnlab nbl rank smollm2 --json", cmd_rank)
@@ -95,6 +124,7 @@ def register(subparsers, common) -> None:
     _calibration_flags(r)
     add_out(r, what="record folder (DIR/record.json and DIR/nbl_scores.png; default: write nothing)")
     add_device(r, dtype=True)
+    _placement_flags(r)
 
     a = _add(sub, "apply", common, "replace the k best layers and save the model",
              "attnlab nbl apply smollm2 --layers 8 --selector cca -o out/smollm2-nbl8", cmd_apply)
@@ -112,6 +142,7 @@ def register(subparsers, common) -> None:
     _calibration_flags(a)
     add_out(a, required=True, what="model folder (with its record.json)")
     add_device(a, dtype=True)
+    _placement_flags(a)
 
     m = _add(sub, "compare", common, "held-out perplexity of several configurations at several k",
              "attnlab nbl compare smollm2 --layers 4 8 --configs nbl/cca drop/cosine -o runs/nbl-compare",
@@ -126,6 +157,7 @@ def register(subparsers, common) -> None:
     add_out(m, what="run folder (rows.jsonl resumes; record.json and nbl_perplexity.png at the end; default: "
                     "write nothing)")
     add_device(m, dtype=True)
+    _placement_flags(m)
     add_grid(m, what="row")
 
     e = _add(sub, "eval", common, "held-out perplexity and agreement with the original",
@@ -143,6 +175,7 @@ def register(subparsers, common) -> None:
     e.add_argument("--lm-eval-limit", type=positive_int, metavar="N", help="at most N examples per task")
     add_out(e, what="record folder (DIR/record.json; default: write nothing)")
     add_device(e, dtype=True)
+    _placement_flags(e)
 
     b = _add(sub, "bench", common, "prefill and cached-decode throughput vs the original",
              "attnlab nbl bench out/smollm2-nbl8 --against smollm2 --json", cmd_bench)
@@ -155,6 +188,27 @@ def register(subparsers, common) -> None:
     b.add_argument("--repeats", type=positive_int, default=3, help="interleaved repeats, median kept (default 3)")
     add_out(b, what="record folder (DIR/record.json; default: write nothing)")
     add_device(b, dtype=True)
+    _placement_flags(b)
+
+    pl = _add(sub, "plan", common, "the memory and FLOPs of the statistics pass, from the config alone (no weights)",
+              "attnlab nbl plan smollm2 --dtype bfloat16 --max-memory 0=1GiB cpu=8GiB", cmd_plan)
+    pl.add_argument("model", help="packaged model name, a local HF checkpoint directory or a config.json file")
+    pl.add_argument("--dtype", default="float32", choices=DTYPES,
+                    help="model compute precision (default float32)")
+    pl.add_argument("--tokens", type=positive_int, default=16384, help="calibration tokens (default 16384)")
+    pl.add_argument("--seq-len", type=positive_int, default=256, help="tokens per block (default 256)")
+    pl.add_argument("--batch-size", type=positive_int, default=8, help="blocks per forward pass (default 8)")
+    pl.add_argument("--max-memory", type=_memory, nargs="+", default=None, metavar="DEVICE=SIZE",
+                    help="plan --device-map auto within these budgets, e.g. 0=70GiB 1=70GiB cpu=200GiB: each "
+                         "layer's device and each device's model and statistics bytes")
+
+
+def cmd_plan(args) -> int:
+    from .plan import plan, render
+
+    p = plan(args.model, args.dtype, args.tokens, args.seq_len, args.batch_size, dict(args.max_memory or []) or None)
+    emit(args, p, text=render(p))
+    return 0
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -190,27 +244,29 @@ def _record(args: argparse.Namespace, title: str, config: dict):
 
 
 def _stats_target(args: argparse.Namespace) -> tuple[Path | None, bool]:
-    """``collect``'s ``-o`` file, checked before the model loads: (path, start afresh). An existing file is
-    refused unless ``--overwrite``, except a partial statistics file, which resumes."""
-    from ..core.outputs import output_file
+    """``collect``'s ``-o`` folder, checked before the model loads: (path, start afresh). An existing statistics
+    folder is refused unless ``--overwrite``, except a partial one, which resumes; any other existing path is
+    refused."""
     from .stats import Stats
 
     if args.out is None:
         return None, args.overwrite
     path = Path(args.out)
-    if path.is_file() and not args.overwrite:
-        meta = Stats.peek(path)
-        if meta is not None and meta.get("batches_done", 0) < meta.get("n_batches", 0):
-            return path, False
-    return output_file(path, args.overwrite), True
+    meta = Stats.peek(path)
+    if meta is not None and not args.overwrite and meta.get("batches_done", 0) < meta.get("n_batches", 0):
+        return path, False
+    if meta is not None and not args.overwrite:
+        raise AttnlabError(f"{path} holds statistics already; pass --overwrite to replace them, or choose another -o")
+    if meta is None and path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        raise AttnlabError(f"{path} exists and is not a statistics folder; choose another -o (a new folder)")
+    return path, True
 
 
 def cmd_collect(args) -> int:
-    from .session import Session
 
     device = _device(args)
     path, fresh = _stats_target(args)
-    s = Session.open(args.model, device, args.dtype)
+    s = _open(args, args.model, device)
     stats, _ = s.stats(_calibration(args), path, progress=show_progress(args), quiet=args.quiet, fresh=fresh)
     emit(args, {"stats": stats.meta["path"], "layers": len(stats.layers), "tokens": stats.tokens,
                 "fingerprint": stats.fingerprint},
@@ -221,17 +277,16 @@ def cmd_collect(args) -> int:
 def cmd_rank(args) -> int:
     from .pipeline import rank_table
     from .report import add_rank
-    from .session import Session
 
     device = _device(args)
     with out_folder(args, "nbl rank") as folder:
-        s = Session.open(args.model, device, args.dtype)
+        s = _open(args, args.model, device)
         stats, _ = s.stats(_calibration(args), args.stats, progress=show_progress(args), quiet=args.quiet)
         rows = rank_table(stats)
         if folder is not None:
             rec = _record(args, f"per-layer scores of {args.model}",
                           {"model": args.model, "calibration": stats.meta.get("calibration"), "device": device,
-                           "dtype": args.dtype})
+                           "dtype": args.dtype, **s.placement})
             add_rank(rec, rows, folder, rec.command, args.model)
             rec.save(folder / "record.json")
     if args.json:
@@ -249,13 +304,12 @@ def cmd_apply(args) -> int:
     from .estimator import NBL
     from .io import KIND, write
     from .pipeline import check_request, check_tokens
-    from .session import Session
 
     device = _device(args)
     nbl = NBL(args.layers, args.selector, args.method, args.sequential, tuple(args.keep), args.ridge, args.tokens,
               args.seq_len, args.batch_size, progress=show_progress(args))
     with artifact_dir(args.out, args.overwrite, what=KIND) as folder:
-        s = Session.open(args.model, device, args.dtype)
+        s = _open(args, args.model, device)
         check_request(len(decoder_layers(s.model)), args.layers, tuple(args.keep))  # before minutes of statistics
         if args.method == "nbl":
             check_tokens(args.tokens // args.seq_len * args.seq_len, s.model.config.hidden_size, args.ridge)
@@ -264,7 +318,7 @@ def cmd_apply(args) -> int:
         info = nbl.info(base_model=args.model, seed=args.seed)
         write(folder, s.checkpoint, nbl.maps_, info)
         rec = _record(args, f"{args.method} in {len(nbl.layers_)} layers of {args.model}",
-                      {**info, "device": device, "dtype": args.dtype})
+                      {**info, "device": device, "dtype": args.dtype, **s.placement})
         rec.metrics.update({f"fitted_nmse_layer{m.layer}": m.nmse for m in nbl.maps_})
         rec.add_table("Replaced layers", ["layer", "replaced by", "calibration NMSE"],
                       [[i, args.method, next((m.nmse for m in nbl.maps_ if m.layer == i), None)]
@@ -283,7 +337,6 @@ def cmd_compare(args) -> int:
     from .experiment import perplexity_vs_layers
     from .pipeline import check_request, check_tokens
     from .report import add_perplexity
-    from .session import Session
 
     device = _device(args)
     grid = grid_options(args)
@@ -299,7 +352,8 @@ def cmd_compare(args) -> int:
     if args.out is not None:  # the device is a runtime choice: a comparison started on a CPU resumes on a GPU
         folder, _ = run_dir(args.out, config, args.overwrite, what="nbl compare", quiet=args.quiet)
     config["device"] = device
-    s = Session.open(args.model, device, args.dtype)
+    s = _open(args, args.model, device)
+    config.update(s.placement)
     for c in args.configs:  # every request checked before minutes of statistics
         for k in args.layers:
             check_request(len(decoder_layers(s.model)), k, c.keep)
@@ -327,7 +381,7 @@ def cmd_eval(args) -> int:
     device = _device(args)
     manager = task_manager(args.lm_eval, args.lm_eval_include) if args.lm_eval else None
     with out_folder(args, "nbl eval") as folder:
-        model, ref = _pair(args.model, args.against, device, args.dtype)
+        model, ref = _pair(args, device)
         result = evaluate_pair(model, ref, args.data, args.tokens, args.seq_len, args.batch_size, args.greedy_tokens,
                                progress=show_progress(args))
         if manager is not None:
@@ -337,7 +391,7 @@ def cmd_eval(args) -> int:
         if folder is not None:
             rec = _record(args, f"{args.model} against {args.against}",
                           {"model": args.model, "against": args.against, "heldout": result["heldout"],
-                           "device": device, "dtype": args.dtype})
+                           "device": device, "dtype": args.dtype, **model.placement})
             rec.metrics.update({k: v for k, v in result.items() if isinstance(v, (int, float))})
             rec.add_table(f"{args.model} against {args.against} on held-out text", ["metric", "value"],
                           [[k, v] for k, v in rec.metrics.items()])
@@ -352,7 +406,7 @@ def cmd_bench(args) -> int:
 
     device = _device(args)
     with out_folder(args, "nbl bench") as folder:
-        model, ref = _pair(args.model, args.against, device, args.dtype)
+        model, ref = _pair(args, device)
         result = bench_pair(model.model, ref.model, args.prompt_lengths, args.batch_sizes, args.decode_tokens,
                             args.repeats, seed=args.seed, progress=show_progress(args))
         if folder is not None:
@@ -360,22 +414,22 @@ def cmd_bench(args) -> int:
                           {"model": args.model, "against": args.against, "prompt_lengths": args.prompt_lengths,
                            "batch_sizes": args.batch_sizes, "decode_tokens": args.decode_tokens,
                            "repeats": args.repeats, "threads": result["threads"], "device": device,
-                           "dtype": args.dtype})
+                           "dtype": args.dtype, **model.placement})
             add_speed(rec, result, rec.command)
             rec.save(folder / "record.json")
     emit(args, result, text=result["table"])
     return 0
 
 
-def _pair(candidate: str, against: str, device: str = "cpu", dtype: str = "float32"):
-    """Sessions for the (possibly linearized) candidate and the original."""
+def _pair(args: argparse.Namespace, device: str):
+    """Sessions for the (possibly linearized) candidate ``args.model`` and the original ``args.against``."""
     from .io import is_linearized, read_info
-    from .session import Session
 
+    candidate, against = args.model, args.against
     if is_linearized(candidate):
         read_info(candidate)  # a damaged nbl.json is refused before any model loads
-    ref = Session.open(against, device, dtype)
-    cand = Session.open(candidate, device, dtype)
+    ref = _open(args, against, device)
+    cand = _open(args, candidate, device)
     if cand.model.config.model_type != ref.model.config.model_type:
         raise AttnlabError(f"{candidate} ({cand.model.config.model_type}) and {against} "
                            f"({ref.model.config.model_type}) are different architectures")

@@ -14,7 +14,6 @@ resume: their keys are derived (:class:`RowLog`).
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import tempfile
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from ..core.grid import NUMBER, GridLog, Job, field_problem, run_grid
 from .evaluate import Outputs, compare, outputs
 from .pipeline import linearize
 from .registry import Config
+from .replace import restored
 from .session import Calibration, Session
 from .stats import Stats
 
@@ -80,8 +80,8 @@ _SHARED: dict[tuple, _Shared] = {}
 
 
 def _shared_key(args: Mapping[str, Any]) -> tuple:
-    return (args["model"], args["device"], args["dtype"], json.dumps(args["calibration"], sort_keys=True),
-            args["heldout_tokens"], args["stats"])
+    return (args["model"], args["device"], args["dtype"], json.dumps(args["placement"], sort_keys=True),
+            json.dumps(args["calibration"], sort_keys=True), args["heldout_tokens"], args["stats"])
 
 
 def _shared(args: Mapping[str, Any], session: Session | None = None) -> _Shared:
@@ -90,7 +90,7 @@ def _shared(args: Mapping[str, Any], session: Session | None = None) -> _Shared:
     key = _shared_key(args)
     if key not in _SHARED:
         _SHARED.clear()
-        session = session or Session.open(args["model"], args["device"], args["dtype"])
+        session = session or Session.open(args["model"], args["device"], args["dtype"], **args["placement"])
         calib = Calibration(**args["calibration"])
         stats, blocks = session.stats(calib, args["stats"], progress=False, quiet=True)
         heldout, _ = session.blocks(calib.source, "heldout", args["heldout_tokens"], calib.seq_len)
@@ -100,14 +100,14 @@ def _shared(args: Mapping[str, Any], session: Session | None = None) -> _Shared:
 
 
 def compare_job(args: Mapping[str, Any]) -> dict[str, Any]:
-    """The grid job of one (configuration, k): replace k layers of a copy of the model, compare it with the
-    original on the held-out blocks; returns the row."""
+    """The grid job of one (configuration, k): replace k layers of the model in place, compare it with the
+    original on the held-out blocks, put the layers back (no copy of the model); returns the row."""
     shared = _shared(args)
     config, k, calib = Config.parse(args["config"]), args["k"], shared.calib
-    model = copy.deepcopy(shared.session.model)
-    layers, _ = linearize(model, shared.stats, k, config.selector, config.method, sequential=config.sequential,
-                          blocks=shared.blocks, batch_size=calib.batch_size, keep=config.keep)
-    result = compare(model, shared.reference, shared.heldout, calib.batch_size)
+    with restored(shared.session.model) as model:
+        layers, _ = linearize(model, shared.stats, k, config.selector, config.method, sequential=config.sequential,
+                              blocks=shared.blocks, batch_size=calib.batch_size, keep=config.keep)
+        result = compare(model, shared.reference, shared.heldout, calib.batch_size)
     return {"label": config.label, "method": config.method, "selector": config.selector,
             "sequential": config.sequential, "k": k, "layers": sorted(layers),
             "perplexity": result["perplexity"], "reference_perplexity": result["reference_perplexity"],
@@ -131,7 +131,8 @@ def perplexity_vs_layers(session: Session, calib: Calibration, heldout_tokens: i
     other processes sharing ``log`` are still computing are left out.
     """
     stats, _ = session.stats(calib, stats_path, progress=progress, quiet=quiet)
-    common = {"model": session.spec, "device": session.device, "dtype": session.dtype, "calibration": calib.to_dict(),
+    common = {"model": session.spec, "device": session.device, "dtype": session.dtype, "placement": session.placement,
+              "calibration": calib.to_dict(),
               "heldout_tokens": heldout_tokens, "stats": stats.meta["path"]}
     threads = threads or torch.get_num_threads()
     gpus = 1.0 if session.device.startswith("cuda") else 0.0

@@ -192,10 +192,11 @@ def read_info(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def load(path: str | Path, dtype: str = "float32"):
+def load(path: str | Path, dtype: str = "float32", **options):
     """The linearized transformers model saved in ``path`` (eval mode), ready for ``generate()``: the
     checkpoint's own classes (:mod:`attnlab.nbl.hub`) with the base config, so every attnlab function that
-    asks ``core/hf.py`` about the family serves it; no remote code runs."""
+    asks ``core/hf.py`` about the family serves it; no remote code runs. ``options`` go to ``from_pretrained``
+    (e.g. ``device_map``)."""
     from transformers import CONFIG_MAPPING
     from transformers.utils import logging as hf_logging
 
@@ -213,7 +214,7 @@ def load(path: str | Path, dtype: str = "float32"):
                            f"{e}); write the folder again with `attnlab nbl apply`") from None
     config = config_class.from_dict({k: v for k, v in doc.items() if k not in ("model_type", "auto_map")})
     model_class = hub.linearized_model_class(_base_classes(config_class, _auto_class(config)))
-    return model_class.from_pretrained(path, config=config, dtype=torch_dtype(dtype)).eval()
+    return model_class.from_pretrained(path, config=config, dtype=torch_dtype(dtype), **options).eval()
 
 
 def load_tokenizer(path: str | Path, model):

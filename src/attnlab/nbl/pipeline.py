@@ -56,7 +56,7 @@ def fit(stats: Stats, layers: list[int], ridge: float = 0.0) -> list[AffineMap]:
         st = stats.layers[i]
         check_tokens(st.n, st.d, ridge)
         cxx, cxa, caa = st.covariances()
-        maps.append(fit_affine(i, st.mean_x.numpy(), st.mean_a.numpy(), cxx, cxa, caa, ridge))
+        maps.append(fit_affine(i, st.mean_x.cpu().numpy(), st.mean_a.cpu().numpy(), cxx, cxa, caa, ridge))
     return maps
 
 

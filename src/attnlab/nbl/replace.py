@@ -30,18 +30,29 @@ def apply(model, maps: list[AffineMap] | None = None, method: str = "nbl", layer
     bad = [i for i in targets if not 0 <= i < n_layers]
     if bad:
         raise AttnlabError(f"layer(s) {bad} do not exist (the model has layers 0..{n_layers - 1})")
-    param = next(model.parameters())
     fam = family_of(model)
+    dtype = next(model.parameters()).dtype
     if method == "nbl":
+        blocks = decoder_layers(model)
         for m in maps:
-            # the float64 fit rounded once, straight to the model's dtype, on the model's device
-            weight, bias = (torch.from_numpy(np.asarray(v)).to(device=param.device, dtype=param.dtype)
+            # the float64 fit rounded once, straight to the model's dtype, on the device its layer runs on
+            weight, bias = (torch.from_numpy(np.asarray(v)).to(device=layer_device(blocks[m.layer].block), dtype=dtype)
                             for v in (m.weight, m.bias))
             replace_layer(model, fam.layers, m.layer, fam.attention, fam.bypass, LinearAttention(weight, bias))
     else:
         for i in targets:
             replace_layer(model, fam.layers, i, fam.attention, fam.bypass, DroppedAttention())
     return model
+
+
+def layer_device(block) -> torch.device:
+    """The device a layer runs on: accelerate's execution device for a dispatched model (whose offloaded
+    weights sit on the meta device between forward passes), else the device of its weights."""
+    hook = getattr(block, "_hf_hook", None)
+    if getattr(hook, "execution_device", None) is not None:
+        return torch.device(hook.execution_device)
+    devices = [p.device for p in block.parameters() if p.device.type != "meta"]
+    return devices[0] if devices else torch.device("cpu")
 
 
 def replaced_layers(model) -> dict[int, str]:

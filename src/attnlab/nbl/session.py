@@ -43,6 +43,28 @@ def code_version() -> str:
     return h.hexdigest()[:12]
 
 
+def dispatch_options(device_map: str | None, max_memory: dict[str, str] | None = None,
+                     offload_folder: str | None = None) -> dict:
+    """The ``from_pretrained`` keywords that spread a model over devices (accelerate's big-model inference):
+    empty without ``device_map``; ``max_memory`` keys are GPU indices, ``cpu`` or ``mps``."""
+    if device_map is None:
+        if max_memory or offload_folder:
+            raise AttnlabError("--max-memory and --offload-folder need --device-map auto")
+        return {}
+    if device_map != "auto":
+        raise AttnlabError(f"unknown device map {device_map!r} (use --device-map auto)")
+    from ..core.runtime import package_version
+
+    if package_version("accelerate") is None:
+        raise AttnlabError("--device-map auto needs accelerate (pip install accelerate)")
+    options: dict = {"device_map": "auto"}
+    if max_memory:
+        options["max_memory"] = {int(k) if k.isdigit() else k: v for k, v in max_memory.items()}
+    if offload_folder:
+        options["offload_folder"] = str(offload_folder)
+    return options
+
+
 @dataclass
 class Session:
     spec: str
@@ -53,20 +75,37 @@ class Session:
     #: the model's config, hence in its fingerprint, so statistics of one dtype are never reused for another
     device: str = "cpu"
     dtype: str = "float32"
+    #: ``device_map`` for a model spread over several devices (``--device-map auto``: see :func:`dispatch_options`)
+    placement: dict = field(default_factory=dict)
     #: (calibration, path) -> (statistics, blocks) already loaded or collected in this process
     loaded: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, spec: str, device: str = "cpu", dtype: str = "float32") -> Session:
-        """``spec`` loaded in ``dtype`` on ``device`` (a string :func:`~attnlab.core.runtime.choose_device` gave);
-        a folder written by ``nbl apply`` loads as the linearized model."""
-        if is_linearized(spec):
-            model = load(spec, dtype)
-            tokenizer = load_linearized_tokenizer(spec, model)
-        else:
-            model, tokenizer = load_model(spec, dtype), load_tokenizer(spec)
-        model = model.to(device)
-        return cls(str(spec), model, tokenizer, fingerprint(model), device, dtype)
+    def open(cls, spec: str, device: str = "cpu", dtype: str = "float32", device_map: str | None = None,
+             max_memory: dict[str, str] | None = None, offload_folder: str | None = None) -> Session:
+        """``spec`` loaded in ``dtype`` on ``device`` (a string :func:`~attnlab.core.runtime.choose_device` gave),
+        or, with ``device_map="auto"``, spread by accelerate over the GPUs, the CPU and ``offload_folder`` within
+        ``max_memory`` (device -> size, e.g. {"0": "70GiB", "cpu": "100GiB"}); a folder written by ``nbl apply``
+        loads as the linearized model."""
+        options = dispatch_options(device_map, max_memory, offload_folder)
+        try:
+            if is_linearized(spec):
+                model = load(spec, dtype, **options)
+                tokenizer = load_linearized_tokenizer(spec, model)
+            else:
+                model, tokenizer = load_model(spec, dtype, **options), load_tokenizer(spec)
+        except ValueError as e:
+            if not options:
+                raise
+            # accelerate's refusals (no room, disk offload without a folder) are the user's settings to change
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise AttnlabError(f"--device-map auto: {first[:200]} (raise --max-memory or give --offload-folder)") \
+                from None
+        if not options:
+            model = model.to(device)
+        placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
+        return cls(str(spec), model, tokenizer, fingerprint(model), device, dtype,
+                   {k: v for k, v in placement.items() if v is not None})
 
     @property
     def checkpoint(self) -> Path:
@@ -82,7 +121,7 @@ class Session:
         """Where the statistics of this model on ``calib`` (described by ``info``) are cached."""
         key = json.dumps([self.fingerprint, code_version(), info, calib.batch_size], sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        return cache_dir() / "nbl" / f"stats-{self.fingerprint}-{digest}.safetensors"
+        return cache_dir() / "nbl" / f"stats-{self.fingerprint}-{digest}"
 
     def stats(self, calib: Calibration, path: str | Path | None = None, progress: bool = True,
               quiet: bool = False, fresh: bool = False) -> tuple[Stats, torch.Tensor]:
@@ -98,6 +137,8 @@ class Session:
         path = Path(path) if path is not None else self.cache_path(info, calib)
         n_batches = (len(blocks) + calib.batch_size - 1) // calib.batch_size
         stats = None
+        if fresh and Stats.peek(path) is not None:  # replaced: no layer of the old statistics may be resumed
+            Stats.discard(path)
         if path.exists() and not fresh:
             stats = Stats.load(path, fingerprint=self.fingerprint)
             if stats.meta.get("calibration") != info:

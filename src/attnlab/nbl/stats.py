@@ -3,8 +3,9 @@ code stores them all; the statistics are all that Prop. 3.1 and Thm 3.2 of the p
 
 Each batch is reduced to its count, means and centred second moments, merged into the running totals
 with Chan's parallel update (exact, and stable when the residual stream has huge means).
-Memory is O(L d^2); the statistics file is safetensors and records how many batches it has seen, so an
-interrupted collection resumes where it stopped.
+Memory is O(L d^2), each layer's totals on the device that layer runs on. The statistics are a folder: one
+safetensors file per layer, recording how many batches it has seen, and ``stats.json``; checkpoints rewrite a
+few layer files at a time, and an interrupted collection resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.atomic import atomic_path
+from ..core.atomic import atomic_path, atomic_write_json
 from ..core.errors import AttnlabError
 from ..core.hf import decoder_layers, first_tensor, layer_list
 
-STATS_SCHEMA = "attnlab.nbl.stats/1"
+STATS_SCHEMA = "attnlab.nbl.stats/2"
+#: the files of a statistics folder: one per layer (a checkpoint rewrites a few at a time) and the manifest
+LAYER_FILE, MANIFEST = "layer-{:03d}.safetensors", "stats.json"
+#: batches between two writes of a layer's checkpoint file
+CHECKPOINT_EVERY = 8
+_TENSORS = ("mean_x", "mean_a", "m2_xx", "m2_xa", "m2_aa")
 
 
 @dataclass
@@ -39,34 +45,62 @@ class LayerStats:
     cos_attention: float = 0.0  # sum over tokens of cos(x, x + a)
     cos_block: float = 0.0      # sum over tokens of cos(x, block output)
     n_block: int = 0
+    batches: int = 0            # calibration batches merged (each layer's own count: see Stats.load)
+
+    #: where the totals live: None until the first batch, which puts them on its own device (the device of the
+    #: layer that produced it, so a model spread over several GPUs keeps each layer's statistics on its GPU);
+    #: "cpu" streams them there, one copy per batch
+    device: torch.device | str | None = None
 
     def __post_init__(self):
         for name in ("mean_x", "mean_a"):
             if getattr(self, name) is None:
-                setattr(self, name, torch.zeros(self.d, dtype=torch.float64))
+                setattr(self, name, torch.zeros(self.d, dtype=torch.float64, device=self.device or "cpu"))
         for name in ("m2_xx", "m2_xa", "m2_aa"):
-            if getattr(self, name) is None:
-                setattr(self, name, torch.zeros(self.d, self.d, dtype=torch.float64))
+            if getattr(self, name) is None:  # allocated with the first batch, on that batch's device
+                setattr(self, name, None if self.device is None else
+                        torch.zeros(self.d, self.d, dtype=torch.float64, device=self.device))
+
+    def _place(self, device: torch.device) -> torch.device:
+        """The device of the totals, allocating (or moving) them there before the first batch is merged."""
+        if self.device is None:
+            self.device = device
+        dev = torch.device(self.device)
+        for name in _TENSORS:
+            t = getattr(self, name)
+            if t is None:
+                setattr(self, name, torch.zeros(self.d, self.d, dtype=torch.float64, device=dev))
+            elif t.device != dev:  # loaded from a checkpoint (on the CPU): moved once
+                setattr(self, name, t.to(dev))
+        return dev
 
     def update(self, x: torch.Tensor, a: torch.Tensor) -> None:
-        """Merge a batch of token rows x, a (N x d, any dtype/device) into the totals."""
+        """Merge a batch of token rows x, a (N x d, any dtype/device) into the totals (Chan et al.'s update).
+
+        The batch's moments are computed on the batch's device in float64 and reach the totals' device as one
+        packed tensor (one copy per batch when the totals are elsewhere)."""
+        dev = self._place(x.device)
         x, a = x.reshape(-1, self.d), a.reshape(-1, self.d)
         x32, a32 = x.float(), a.float()
-        cos = torch.nn.functional.cosine_similarity(x32, x32 + a32, dim=-1)
-        self.cos_attention += float(cos.sum(dtype=torch.float64))
+        cos = torch.nn.functional.cosine_similarity(x32, x32 + a32, dim=-1).sum(dtype=torch.float64)
         x, a = x.to(torch.float64), a.to(torch.float64)
         nb = x.shape[0]
         mx, ma = x.mean(0), a.mean(0)
         xc, ac = x - mx, a - ma
-        dx, da = mx - self.mean_x.to(x.device), ma - self.mean_a.to(x.device)
+        dx, da = mx - self.mean_x.to(x.device), ma - self.mean_a.to(x.device)  # d values each
         n = self.n + nb
         w = self.n * nb / n
-        dev = self.m2_xx.device
-        self.m2_xx += (xc.T @ xc + w * torch.outer(dx, dx)).to(dev)
-        self.m2_xa += (xc.T @ ac + w * torch.outer(dx, da)).to(dev)
-        self.m2_aa += (ac.T @ ac + w * torch.outer(da, da)).to(dev)
-        self.mean_x += (dx * nb / n).to(dev)
-        self.mean_a += (da * nb / n).to(dev)
+        packed = torch.cat([(xc.T @ xc + w * torch.outer(dx, dx)).reshape(-1),
+                            (xc.T @ ac + w * torch.outer(dx, da)).reshape(-1),
+                            (ac.T @ ac + w * torch.outer(da, da)).reshape(-1),
+                            dx * nb / n, da * nb / n, cos.reshape(1)]).to(dev)
+        dd = self.d * self.d
+        self.m2_xx += packed[:dd].view(self.d, self.d)
+        self.m2_xa += packed[dd:2 * dd].view(self.d, self.d)
+        self.m2_aa += packed[2 * dd:3 * dd].view(self.d, self.d)
+        self.mean_x += packed[3 * dd:3 * dd + self.d]
+        self.mean_a += packed[3 * dd + self.d:3 * dd + 2 * self.d]
+        self.cos_attention += float(packed[-1])
         self.n = n
 
     def update_block(self, x: torch.Tensor, out: torch.Tensor) -> None:
@@ -76,7 +110,7 @@ class LayerStats:
 
     def covariances(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(C_XX, C_XA, C_AA) with divisor N - 1, as float64 numpy arrays."""
-        if self.n < 2:
+        if self.n < 2 or self.m2_xx is None:
             raise AttnlabError("statistics hold fewer than 2 tokens; collect more calibration text")
         return tuple((m / (self.n - 1)).cpu().numpy() for m in (self.m2_xx, self.m2_xa, self.m2_aa))
 
@@ -103,18 +137,38 @@ class Stats:
     def tokens(self) -> int:
         return max((s.n for s in self.layers.values()), default=0)
 
-    def save(self, path: str | Path) -> Path:
+    @property
+    def batches_done(self) -> int:
+        """Calibration batches every layer has counted (a checkpoint writes some layers before others)."""
+        return min((s.batches for s in self.layers.values()), default=0)
+
+    def save_layer(self, folder: str | Path, i: int) -> Path:
+        """Write layer ``i``'s file of the statistics folder ``folder`` (atomically; only that layer's tensors
+        are copied to the CPU)."""
         from safetensors.torch import save_file
 
-        tensors = {}
-        for i, s in self.layers.items():
-            for name in ("mean_x", "mean_a", "m2_xx", "m2_xa", "m2_aa"):
-                tensors[f"{i}.{name}"] = getattr(s, name).detach().cpu().contiguous()
-            tensors[f"{i}.scalars"] = torch.tensor([s.n, s.cos_attention, s.cos_block, s.n_block], dtype=torch.float64)
-        meta = {"schema": STATS_SCHEMA, "fingerprint": self.fingerprint, "meta": json.dumps(self.meta)}
+        s = self.layers[i]
+        tensors = {name: (torch.zeros(s.d, s.d, dtype=torch.float64) if t is None else t.detach().cpu())
+                   for name in _TENSORS for t in [getattr(s, name)]}
+        tensors["scalars"] = torch.tensor([s.n, s.cos_attention, s.cos_block, s.n_block], dtype=torch.float64)
+        meta = {"schema": STATS_SCHEMA, "fingerprint": self.fingerprint, "layer": str(i), "batches": str(s.batches)}
+        path = Path(folder) / LAYER_FILE.format(i)
         with atomic_path(path) as tmp:
             save_file(tensors, tmp, metadata=meta)
-        return Path(path)
+        return path
+
+    def save_manifest(self, folder: str | Path) -> Path:
+        """Write ``stats.json`` of ``folder``: the model, the layers and what they were collected on."""
+        self.meta["batches_done"] = self.batches_done
+        return atomic_write_json(Path(folder) / MANIFEST, {"schema": STATS_SCHEMA, "fingerprint": self.fingerprint,
+                                                           "layers": sorted(self.layers), "meta": self.meta})
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the statistics folder: one safetensors file per layer and ``stats.json``."""
+        for i in self.layers:
+            self.save_layer(folder, i)
+        self.save_manifest(folder)
+        return Path(folder)
 
     @property
     def complete(self) -> bool:
@@ -122,55 +176,97 @@ class Stats:
         return self.meta.get("batches_done", 0) >= self.meta.get("n_batches", 0)
 
     @staticmethod
-    def peek(path: str | Path) -> dict | None:
-        """The ``meta`` of a statistics file without reading its tensors; None when ``path`` is not one."""
-        from safetensors import safe_open
+    def discard(path: str | Path) -> None:
+        """Remove the statistics in folder ``path`` (its manifest first: a half-removed folder is not one)."""
+        path = Path(path)
+        (path / MANIFEST).unlink(missing_ok=True)
+        for file in path.glob(LAYER_FILE.replace("{:03d}", "[0-9][0-9][0-9]")):
+            file.unlink()
 
+    @staticmethod
+    def peek(path: str | Path) -> dict | None:
+        """The ``meta`` of a statistics folder without reading its tensors; None when ``path`` is not one."""
         try:
-            with safe_open(str(path), framework="pt") as f:
-                header = f.metadata() or {}
-            return json.loads(header["meta"]) if header.get("schema") == STATS_SCHEMA else None
-        except Exception:  # not a safetensors file, or a damaged one: not a statistics file either way
+            doc = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
+            return doc["meta"] if doc.get("schema") == STATS_SCHEMA else None
+        except (OSError, ValueError, KeyError, AttributeError):  # no manifest, or not ours: not a statistics folder
             return None
 
     @classmethod
     def load(cls, path: str | Path, fingerprint: str | None = None) -> Stats:
-        """Load a statistics file; with ``fingerprint``, refuse one collected on another model."""
+        """Load a statistics folder; with ``fingerprint``, refuse one collected on another model. Each layer
+        counts the batches its file holds, so a checkpoint interrupted between two layer files resumes."""
         from safetensors import safe_open
 
         path = Path(path)
-        if not path.is_file():
-            raise AttnlabError(f"statistics file not found: {path}")
+        if not path.exists():
+            raise AttnlabError(f"statistics not found: {path}")
         try:
-            with safe_open(str(path), framework="pt") as f:
-                header = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises its own error types for damaged files
-            raise AttnlabError(f"{path}: not a readable safetensors statistics file ({e})") from None
-        if header.get("schema") != STATS_SCHEMA:
-            raise AttnlabError(f"{path}: not an attnlab NBL statistics file")
-        if fingerprint is not None and header["fingerprint"] != fingerprint:
+            if not path.is_dir():
+                raise ValueError("a file")
+            doc = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            if doc.get("schema") != STATS_SCHEMA:
+                raise ValueError(f"schema {doc.get('schema')!r}")
+            header_fp, wanted, meta = doc["fingerprint"], [int(i) for i in doc["layers"]], dict(doc["meta"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            why = str(e) if isinstance(e, ValueError) and not isinstance(e, json.JSONDecodeError) else \
+                f"no readable {MANIFEST}"
+            raise AttnlabError(f"{path}: not an attnlab NBL statistics folder ({why}); give the folder "
+                               f"`attnlab nbl collect -o` wrote, or collect again") from None
+        if fingerprint is not None and header_fp != fingerprint:
             raise AttnlabError(f"{path}: statistics were collected on another model "
-                               f"(fingerprint {header['fingerprint']}, this model {fingerprint}); collect them again")
+                               f"(fingerprint {header_fp}, this model {fingerprint}); collect them again")
         layers = {}
-        for key in tensors:
-            if key.endswith(".scalars"):
-                i = int(key.split(".")[0])
-                n, ca, cb, nb = tensors[key].tolist()
-                layers[i] = LayerStats(d=tensors[f"{i}.mean_x"].numel(), n=int(n), cos_attention=ca, cos_block=cb,
-                                       n_block=int(nb), **{name: tensors[f"{i}.{name}"] for name in
-                                                           ("mean_x", "mean_a", "m2_xx", "m2_xa", "m2_aa")})
-        return cls(header["fingerprint"], dict(sorted(layers.items())), json.loads(header.get("meta", "{}")))
+        for i in wanted:
+            file = path / LAYER_FILE.format(i)
+            try:
+                with safe_open(str(file), framework="pt") as f:
+                    header = f.metadata() or {}
+                    tensors = {k: f.get_tensor(k) for k in f.keys()}
+                if header.get("fingerprint") != header_fp or header.get("layer") != str(i):
+                    raise ValueError("written for another model or layer")
+                n, ca, cb, nb = tensors["scalars"].tolist()
+                layers[i] = LayerStats(d=tensors["mean_x"].numel(), n=int(n), cos_attention=ca, cos_block=cb,
+                                       n_block=int(nb), batches=int(header["batches"]),
+                                       **{name: tensors[name] for name in _TENSORS})
+            except Exception as e:  # safetensors raises its own error types for damaged files
+                raise AttnlabError(f"{file}: not a readable statistics file ({type(e).__name__}: {e}); collect "
+                                   f"again") from None
+        stats = cls(header_fp, layers, meta)
+        stats.meta["batches_done"] = stats.batches_done
+        return stats
+
+
+def _stored(model, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """The values of state-dict entry ``name``: ``tensor`` itself, or, for a weight that accelerate offloaded
+    (a meta tensor on the model), the copy its hook loads at forward time (``weights_map``)."""
+    if tensor.device.type != "meta":
+        return tensor
+    path, _, leaf = name.rpartition(".")
+    hook = getattr(model.get_submodule(path), "_hf_hook", None)
+    weights = getattr(hook, "weights_map", None)
+    if weights is None or leaf not in weights:
+        raise AttnlabError(f"{name} is on the meta device with no offloaded copy; load the model with its weights")
+    return weights[leaf]
 
 
 def fingerprint(model) -> str:
-    """Identifies a model by its config and a sample of its weights (first 4096 values of each tensor)."""
+    """Identifies a model by its config and a sample of its weights (first 4096 values of each tensor); the
+    same for a model dispatched over devices and disk by accelerate as for the model in one place."""
     h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
     with torch.no_grad():
         for name, p in sorted(model.state_dict().items()):
             h.update(name.encode())
-            h.update(p.detach().reshape(-1)[:4096].to(torch.float64).cpu().numpy().tobytes())
+            sample = _stored(model, name, p).detach().reshape(-1)[:4096]
+            h.update(sample.to(torch.float64).cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def input_device(model) -> torch.device:
+    """Where the token ids go: the device of the embeddings (accelerate's hook moves them on when the
+    embeddings run elsewhere; a meta device means offloaded, and the ids stay on the CPU)."""
+    weight = model.get_input_embeddings().weight
+    return weight.device if weight.device.type != "meta" else torch.device("cpu")
 
 
 class _StopForward(Exception):
@@ -202,16 +298,18 @@ def _hidden_arg(args, kwargs) -> torch.Tensor:
 
 @torch.no_grad()
 def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] | None = None,
-            stats: Stats | None = None, checkpoint: str | Path | None = None, checkpoint_every: int = 8,
+            stats: Stats | None = None, checkpoint: str | Path | None = None, checkpoint_every: int = CHECKPOINT_EVERY,
             progress: bool = True, meta: dict | None = None, enter: Entry | None = None,
             capture: bool = False) -> Stats:
     """Stream ``blocks`` (n_blocks x seq_len token ids) through ``model`` and accumulate per-layer statistics.
 
     ``layers`` restricts collection (and the forward pass stops after the last of them). With ``stats`` given
-    (e.g. loaded from ``checkpoint``), batches already counted in ``stats.meta["batches_done"]`` are skipped,
-    so a collection resumes; the ``checkpoint`` file is rewritten atomically every ``checkpoint_every`` batches
-    and at the end. ``enter`` replays the residual stream entering ``enter.layer`` instead of computing the
-    layers before it; ``capture`` keeps the stream entering the last collected layer in ``stats.entry``.
+    (e.g. loaded from ``checkpoint``), batches every layer has counted are skipped (and each layer skips those
+    it alone has), so a collection resumes. Each layer's file in the ``checkpoint`` folder is rewritten
+    atomically every ``checkpoint_every`` batches, the layers in turn (one checkpoint writes about
+    1/``checkpoint_every`` of them, never all), and every layer at the end. ``enter`` replays the residual
+    stream entering ``enter.layer`` instead of computing the layers before it; ``capture`` keeps the stream
+    entering the last collected layer in ``stats.entry``.
     """
     from tqdm import tqdm
 
@@ -224,7 +322,7 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
     d = model.config.hidden_size
     if stats is None:
         stats = Stats(fingerprint(model), {i: LayerStats(d) for i in wanted}, dict(meta or {}))
-    stats.meta.setdefault("batches_done", 0)
+    stats.meta["batches_done"] = stats.batches_done
     stats.scores.clear()  # scores of the statistics before this collection
     n_batches = (len(blocks) + batch_size - 1) // batch_size
     stats.meta.update({"batch_size": batch_size, "seq_len": int(blocks.shape[1]), "n_batches": n_batches})
@@ -242,12 +340,16 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
 
     def a_hook(i):
         def hook(module, inputs, output):
-            stats.layers[i].update(current_x[i], first_tensor(output))
+            if stats.layers[i].batches == batch_index[0]:  # a layer saved ahead of the others has this batch
+                stats.layers[i].update(current_x[i], first_tensor(output))
         return hook
 
     def block_hook(i):
         def hook(module, inputs, output):
-            stats.layers[i].update_block(current_x[i], first_tensor(output))
+            st = stats.layers[i]
+            if st.batches == batch_index[0]:
+                st.update_block(current_x[i], first_tensor(output))
+                st.batches += 1
             if i == last:
                 raise _StopForward
         return hook
@@ -271,21 +373,29 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
         for i in skipped:
             stack[i] = _Passthrough()
         handles.append(stack[enter.layer].register_forward_pre_hook(replay, with_kwargs=True))
-    start = stats.meta["batches_done"]
+    start = stats.batches_done
+    written = {i: stats.layers[i].batches for i in wanted}  # what each layer's checkpoint file holds
+    device = input_device(model)
     try:
         bar = tqdm(range(start, n_batches), desc="nbl statistics", unit="batch", disable=not progress,
                    initial=start, total=n_batches)
         for b in bar:
             batch_index[0] = b
-            batch = blocks[b * batch_size:(b + 1) * batch_size].to(model.device)
+            batch = blocks[b * batch_size:(b + 1) * batch_size].to(device)
             try:  # the bare transformer: the LM head's logits are not needed here
                 model.base_model(input_ids=batch, use_cache=False)
             except _StopForward:
                 pass
             stats.meta["batches_done"] = b + 1
             stats.meta["tokens"] = stats.tokens
-            if checkpoint and ((b + 1) % checkpoint_every == 0 or b + 1 == n_batches):
-                stats.save(checkpoint)
+            if checkpoint:
+                due = [i for j, i in enumerate(wanted) if written[i] != stats.layers[i].batches and
+                       (b + 1 == n_batches or (b + 1 + j) % checkpoint_every == 0)]
+                for i in due:
+                    stats.save_layer(checkpoint, i)
+                    written[i] = stats.layers[i].batches
+                if due:
+                    stats.save_manifest(checkpoint)
     finally:
         for h in handles:
             h.remove()
