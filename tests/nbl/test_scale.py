@@ -49,6 +49,10 @@ def test_a_model_dispatched_over_cpu_and_disk_gives_the_same_statistics_and_maps
     _assert_same_stats(stats, reference)
     _assert_same_stats(Stats.load(tmp_path / "stats"), reference)
 
+    streamed = collect(dispatched, blocks, batch_size=4, progress=False, stats_device="cpu")
+    _assert_same_stats(streamed, reference)
+    assert all(t.device.type == "cpu" for st in streamed.layers.values() for t in (st.m2_xx, st.mean_a))
+
     maps, ref_maps = fit(stats, [1, 3]), fit(reference, [1, 3])
     for m, r in zip(maps, ref_maps):
         assert abs(m.nmse - r.nmse) <= 1e-9 * max(r.nmse, 1e-12)

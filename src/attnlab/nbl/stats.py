@@ -300,7 +300,7 @@ def _hidden_arg(args, kwargs) -> torch.Tensor:
 def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] | None = None,
             stats: Stats | None = None, checkpoint: str | Path | None = None, checkpoint_every: int = CHECKPOINT_EVERY,
             progress: bool = True, meta: dict | None = None, enter: Entry | None = None,
-            capture: bool = False) -> Stats:
+            capture: bool = False, stats_device: str | None = None) -> Stats:
     """Stream ``blocks`` (n_blocks x seq_len token ids) through ``model`` and accumulate per-layer statistics.
 
     ``layers`` restricts collection (and the forward pass stops after the last of them). With ``stats`` given
@@ -309,7 +309,8 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
     atomically every ``checkpoint_every`` batches, the layers in turn (one checkpoint writes about
     1/``checkpoint_every`` of them, never all), and every layer at the end. ``enter`` replays the residual
     stream entering ``enter.layer`` instead of computing the layers before it; ``capture`` keeps the stream
-    entering the last collected layer in ``stats.entry``.
+    entering the last collected layer in ``stats.entry``. ``stats_device`` (e.g. "cpu") keeps every layer's
+    totals there instead of on the device the layer runs on (one copy of each batch's moments per layer).
     """
     from tqdm import tqdm
 
@@ -321,7 +322,10 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
         raise AttnlabError(f"cannot collect layer {wanted[0]} when starting at layer {enter.layer}")
     d = model.config.hidden_size
     if stats is None:
-        stats = Stats(fingerprint(model), {i: LayerStats(d) for i in wanted}, dict(meta or {}))
+        stats = Stats(fingerprint(model), {i: LayerStats(d, device=stats_device) for i in wanted}, dict(meta or {}))
+    elif stats_device is not None:
+        for st in stats.layers.values():
+            st.device = stats_device
     stats.meta["batches_done"] = stats.batches_done
     stats.scores.clear()  # scores of the statistics before this collection
     n_batches = (len(blocks) + batch_size - 1) // batch_size
