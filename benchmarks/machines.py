@@ -19,8 +19,9 @@ import numpy as np
 
 from attnlab.core.atomic import atomic_write_json
 from attnlab.core.runtime import environment, set_threads
+from attnlab.machines.certificate import certify
 from attnlab.machines.compile import compile_pm
-from attnlab.machines.executors import DenseExecutor, certify, make_executor, table_batch
+from attnlab.machines.executors import DenseExecutor, make_executor, table_batch
 from attnlab.machines.library import library_machine
 from attnlab.machines.post import tm_to_pm
 from attnlab.machines.reference import run_tm

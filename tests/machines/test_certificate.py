@@ -119,3 +119,18 @@ def test_certificate_reused_across_windows_only_when_complete():
     ex = make_executor("table", model, stream.tolist(), token_marks(tr, model), cert)
     ex.advance(10**9, 10**9)
     assert ex.halted and ex.tokens == 804
+
+
+@pytest.mark.parametrize("fmt", [P2, Format(1, 1), P3, Format(3, 2)])
+def test_rounded_matmul_shortcut_equals_the_tree(fmt):
+    """matmul_tree skips the tree for outputs with one nonzero product; the values equal the full tree's."""
+    from attnlab.machines.network import matmul, matmul_tree, round_sparse, tree_sum
+
+    rng = np.random.default_rng(0)
+    rnd = fmt.rounder()
+    for density in (0.02, 0.1, 0.5):
+        a = rng.integers(-3, 4, (120, 37)) * (rng.random((120, 37)) < density) * 0.5
+        b = rng.integers(-3, 4, (37, 53)) * (rng.random((37, 53)) < density) * 1.5
+        tree = tree_sum(round_sparse(a[:, :, None] * b, rnd), axis=1, rnd=rnd)
+        assert np.array_equal(matmul_tree(a, b, rnd), tree)
+        assert np.array_equal(matmul(np.concatenate([a, a[:7]]), b, rnd), np.concatenate([tree, tree[:7]]))

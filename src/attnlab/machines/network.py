@@ -95,11 +95,22 @@ def matmul(a: np.ndarray, b: np.ndarray, rnd: Round) -> np.ndarray:
         return a @ b
     rows, inverse = unique_rows(a.reshape(-1, a.shape[-1]))
     cols, col_inverse = unique_rows(b.T)
-    cols = cols.T
-    step = max(1, CHUNK_ELEMS // max(1, cols.size))
-    out = np.concatenate([tree_sum(round_sparse(rows[i:i + step, :, None] * cols, rnd), axis=1, rnd=rnd)
-                          for i in range(0, len(rows), step)])
+    out = matmul_tree(rows, cols.T, rnd)
     return out[inverse][:, col_inverse].reshape(*a.shape[:-1], b.shape[-1])
+
+
+def matmul_tree(a: np.ndarray, b: np.ndarray, rnd: Round) -> np.ndarray:
+    """The rounded product of 2-D arrays, the same values as the pairwise tree of rounded products. An output
+    with at most one nonzero product x = rnd(a_i b_i) is x itself when rnd(x) = x (each level adds a zero), and
+    a @ b computes that one product exactly; only rows with another output go through the tree."""
+    single = rnd(a @ b)
+    count = (a != 0).astype(np.float64) @ (b != 0).astype(np.float64)
+    dense = np.flatnonzero(np.any((count > 1) | (rnd(single) != single), axis=1))
+    step = max(1, CHUNK_ELEMS // max(1, b.size))
+    for i in range(0, len(dense), step):
+        r = dense[i:i + step]
+        single[r] = tree_sum(round_sparse(a[r, :, None] * b, rnd), axis=1, rnd=rnd)
+    return single
 
 
 def unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
