@@ -2,6 +2,8 @@
 16-64 channels, d_model 32, 2 decoder layers, 5 queries, 64 px images."""
 
 import copy
+import importlib.util
+import json
 
 import pytest
 import torch
@@ -149,3 +151,98 @@ def test_refuses_what_it_cannot_replay(monkeypatch):
     with pytest.raises(AttnlabError, match="replay") as err:
         DacDeformableDetr(model)
     assert "\n" not in str(err.value)
+
+
+# --- attnlab detr train --arch hf-deformable --------------------------------------------------------------
+
+HF_MODEL = {"d_model": 32, "n_heads": 2, "ffn_dim": 32, "num_queries": 8, "dec_layers": 2,
+            "backbone_channels": [16, 16, 32], "deformable_points": 2, "dac": True}
+
+
+def _hf_cfg(data, **kw):
+    from attnlab.detr.train import TrainConfig
+
+    return TrainConfig(**{"data": str(data), "image_size": 32, "epochs": 2, "batch_size": 8, "device": "cpu",
+                          "arch": "hf-deformable", "model": HF_MODEL, **kw})
+
+
+def test_hf_training_resumes_and_evaluates_as_recorded(tiny_data, tmp_path, monkeypatch):
+    import importlib
+
+    from attnlab.detr.train import CHECKPOINT, evaluate_run, read_checkpoint, train
+
+    full = train(_hf_cfg(tiny_data, two_stage=True), tmp_path / "full", progress=False, quiet=True)
+    module = importlib.import_module("attnlab.detr.train")
+
+    def crash(path, entry):
+        raise KeyboardInterrupt                                          # dies right after the epoch-1 checkpoint
+
+    monkeypatch.setattr(module, "append_jsonl", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(_hf_cfg(tiny_data, two_stage=True), tmp_path / "resumed", progress=False, quiet=True)
+    monkeypatch.undo()
+    resumed = train(_hf_cfg(tiny_data, two_stage=True), tmp_path / "resumed", progress=False, quiet=True)
+    a, b = read_checkpoint(tmp_path / "full" / CHECKPOINT)[0], read_checkpoint(tmp_path / "resumed" / CHECKPOINT)[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in full["history"]] == [h["loss"] for h in resumed["history"]]
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in full["history"])
+    again = evaluate_run(tmp_path / "full")
+    assert again.metrics["AP"] == full["history"][-1]["AP"]
+
+
+def test_hf_training_from_a_pretrained_folder(tiny_data, tmp_path, run_cli):
+    from attnlab.detr.hf import tiny_config
+
+    pretrained = DeformableDetrForObjectDetection(tiny_config(3, HF_MODEL, False))   # another class count
+    pretrained.save_pretrained(tmp_path / "pre")
+    flags = ["detr", "train", "--data", tiny_data, "--arch", "hf-deformable", "--from-pretrained", tmp_path / "pre",
+             "--dac", "--batch-size", "8", "--image-size", "32", "--epochs", "1", "--threads", "1", "--json"]
+    rc, out, err = run_cli(*flags, "-o", tmp_path / "run")
+    assert rc == 0, err
+    assert json.loads(out)["parameters"] == sum(p.numel() for p in pretrained.parameters()) + 7 * 32 + 7  # head 3->10
+    rc, _, err = run_cli(*flags, "--two-stage", "-o", tmp_path / "run2")
+    assert rc == 2 and "is not two-stage; drop --two-stage" in err
+    rc, _, err = run_cli(*flags[:6], "--from-pretrained", tmp_path, "-o", tmp_path / "run3")
+    assert rc == 2 and "not a save_pretrained folder" in err
+    config = json.loads((tmp_path / "pre" / "config.json").read_text())
+    (tmp_path / "timm").mkdir()                                      # SenseTime's checkpoints: a timm backbone
+    (tmp_path / "timm" / "config.json").write_text(json.dumps({**config, "backbone_config": None,
+                                                               "use_timm_backbone": True, "backbone": "resnet18"}))
+    rc, _, err = run_cli(*flags[:6], "--from-pretrained", tmp_path / "timm", "-o", tmp_path / "run4")
+    assert rc == 2 and "transformers cannot load it" in err and err.count("\n") == 1, err      # no weights file
+    assert not (tmp_path / "run4").exists()                          # refused before the run folder is made
+    (tmp_path / "timm" / "model.safetensors").write_bytes((tmp_path / "pre" / "model.safetensors").read_bytes())
+    rc, _, err = run_cli(*flags[:6], "--from-pretrained", tmp_path / "timm", "-o", tmp_path / "run4")
+    if importlib.util.find_spec("timm") is None:
+        assert rc == 2 and "pip install timm" in err and err.count("\n") == 1, err
+
+
+def test_hf_arch_refuses_what_it_does_not_implement(tiny_data, tmp_path, run_cli):
+    base = ["detr", "train", "--data", tiny_data, "--epochs", "1", "-o", tmp_path / "run"]
+    for extra, fragment in ((["--arch", "hf-deformable", "--look-forward-twice"], "does not implement look_forward"),
+                            (["--two-stage"], "options of --arch hf-deformable"),
+                            (["--arch", "hf-deformable", "--d-model", "48"], "multiple of 32")):
+        rc, _, err = run_cli(*base, *extra)
+        assert rc == 2 and fragment in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow                                                       # ~40 s: two torchrun processes
+def test_hf_two_gloo_processes_train_the_one_process_run(tiny_data, tmp_path, run_cli):
+    from attnlab.detr.train import CHECKPOINT, read_checkpoint
+
+    from .test_ddp import FLAGS, _torchrun
+
+    # d_model 64: GroupNorm(32) over 2 channels per group; with 1 (d_model 32) the input projections' gradient
+    # is identically zero (the norm removes it) and AdamW turns its rounding noise into steps
+    flags = ["--data", tiny_data, "--arch", "hf-deformable", *FLAGS, "--d-model", "64"]
+    two = _torchrun("detr", "train", *flags, "-o", tmp_path / "two")
+    assert two.returncode == 0, two.stderr[-3000:]
+    rc, _, err = run_cli("detr", "train", *flags, "-o", tmp_path / "one")
+    assert rc == 0, err
+    a, state_a, _ = read_checkpoint(tmp_path / "one" / CHECKPOINT)
+    b, state_b, _ = read_checkpoint(tmp_path / "two" / CHECKPOINT)
+    assert a.keys() == b.keys()
+    for k in (k for k in a if k.startswith("model.")):
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
+    for ha, hb in zip(state_a["history"], state_b["history"], strict=True):
+        assert hb["loss"] == pytest.approx(ha["loss"], rel=1e-4)

@@ -22,6 +22,7 @@ from ..core.clikit import (
 )
 from ..core.errors import AttnlabError
 from .variants import (
+    ARCHS,
     AUGMENTATIONS,
     C_QUERY_POS,
     CLS_LOSSES,
@@ -81,6 +82,12 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", choices=AUGMENTATIONS, default="none",
                    help=f"training augmentation: {describe(AUGMENTATIONS)} (default none)")
     p.add_argument("--eval-every", type=positive_int, default=1, help="evaluate every N epochs (default 1)")
+    p.add_argument("--arch", choices=ARCHS, default="native", help=f"the detector: {describe(ARCHS)} (default native)")
+    p.add_argument("--from-pretrained", metavar="DIR", default=None,
+                   help="hf-deformable: start from this local save_pretrained folder (its architecture; the class "
+                        "head is resized to the data's classes); default: a randomly initialised one sized by the "
+                        "flags below")
+    p.add_argument("--two-stage", action="store_true", help="hf-deformable: two-stage Deformable DETR")
     p.add_argument("--d-model", type=positive_int, default=64, help="transformer width (default 64)")
     p.add_argument("--queries", type=positive_int, default=16, help="object queries (default 16)")
     p.add_argument("--enc-layers", type=nonneg_int, default=1, help="encoder layers (default 1)")
@@ -157,7 +164,8 @@ def _train_config(args: argparse.Namespace, dac: bool):
     return TrainConfig(data=args.data, train_split=args.train_split, val_split=args.val_split, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, lr_drop=args.lr_drop, clip_grad=args.clip_grad,
                        image_size=args.image_size, augment=args.augment, eval_every=args.eval_every, seed=args.seed,
-                       device=args.device, amp=args.amp, workers=args.loader_workers, model=model, loss=loss)
+                       device=args.device, amp=args.amp, workers=args.loader_workers, model=model, loss=loss,
+                       arch=args.arch, from_pretrained=args.from_pretrained, two_stage=args.two_stage)
 
 
 def register(subparsers, common) -> None:

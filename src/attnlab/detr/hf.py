@@ -34,6 +34,7 @@ from transformers.models.deformable_detr import modeling_deformable_detr as hf_d
 from ..core.errors import AttnlabError
 from .losses import LossConfig, detr_loss, layer_loss
 from .matching import hungarian_match, pad_targets
+from .variants import hf_size_problem
 
 #: The decoder-layer parts the C-pass calls (transformers 5's ``DeformableDetrDecoderLayer``).
 LAYER_PARTS = ("self_attn", "self_attn_layer_norm", "encoder_attn", "encoder_attn_layer_norm", "mlp",
@@ -182,16 +183,16 @@ class DacDeformableDetr(nn.Module):
         return result
 
     def loss(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], cfg: LossConfig = LossConfig(),
-             **kwargs: Any) -> tuple[Tensor, dict[str, float]]:
+             num_objects: float | None = None, sample_key: tuple[int, ...] = (0,)) -> tuple[Tensor, dict[str, float]]:
         """attnlab's DETR loss on the training outputs (``targets``: ``labels``, normalised cxcywh ``boxes``;
-        ``kwargs`` go to :func:`~attnlab.detr.losses.detr_loss`). Two-stage adds the encoder proposals' loss:
+        the rest as :func:`~attnlab.detr.losses.detr_loss` takes them). Two-stage adds the encoder proposals' loss:
         class-agnostic, Hungarian-matched, the layers' weights (Deformable DETR A.4; transformers' own loss
         leaves the proposals untrained)."""
-        total, parts = detr_loss(outputs, targets, cfg, **kwargs)
+        total, parts = detr_loss(outputs, targets, cfg, num_objects, sample_key)
         if "enc_logits" in outputs:
             labels, gt_boxes, valid = pad_targets(targets)
             agnostic = torch.zeros_like(labels)
-            n_obj = kwargs.get("num_objects") or max(float(valid.sum()), 1.0)
+            n_obj = max(float(valid.sum()), 1.0) if num_objects is None else num_objects
             match = hungarian_match(outputs["enc_logits"], outputs["enc_boxes"], agnostic, gt_boxes, valid)
             w = {"cls": cfg.cls_weight, "l1": cfg.l1_weight, "giou": cfg.giou_weight}
             for k, v in layer_loss(outputs["enc_logits"], outputs["enc_boxes"], agnostic, gt_boxes, match, n_obj,
@@ -242,3 +243,74 @@ class DacDeformableDetr(nn.Module):
         finally:
             for h in handles:
                 h.remove()
+
+
+class HfDetector(DacDeformableDetr):
+    """:class:`DacDeformableDetr` with the native detector's interface, for ``attnlab detr train --arch
+    hf-deformable``: ``forward(images, mask)`` (``mask`` True on padding) returns per-layer ``logits`` and
+    ``boxes`` (and the C-decoder's while training with DAC); in eval mode the model's final-layer
+    predictions as a one-layer stack, all that evaluation reads."""
+
+    def forward(self, images: Tensor, mask: Tensor) -> dict[str, Tensor]:  # type: ignore[override]
+        out = super().forward(images, (~mask).long())
+        if self.training:
+            return out
+        return {"logits": out.logits[None], "boxes": out.pred_boxes[None]}
+
+
+def tiny_config(num_classes: int, model: dict[str, Any], two_stage: bool) -> Any:
+    """A randomly initialised Deformable DETR (box refinement; ``two_stage`` optional) sized by attnlab's
+    model options: ``d_model`` (a multiple of 32: the input projections' GroupNorm), ``n_heads``,
+    ``enc_layers``, ``dec_layers``, ``ffn_dim``, ``num_queries``, ``dropout``, ``deformable_points``,
+    ``deformable_levels`` (0: Deformable DETR's 4) and a basic-block ResNet whose stages 2-4 have
+    ``backbone_channels`` channels (``ResNetConfig``; no timm, no download)."""
+    from transformers import DeformableDetrConfig, ResNetConfig
+
+    c = {"d_model": 64, "n_heads": 4, "enc_layers": 1, "dec_layers": 3, "ffn_dim": 128, "num_queries": 16,
+         "backbone_channels": (32, 64, 96), "dropout": 0.0, "deformable_levels": 0, "deformable_points": 4, **model}
+    problem = hf_size_problem(c)
+    if problem:
+        raise AttnlabError(problem)
+    ch = list(c["backbone_channels"])
+    backbone = ResNetConfig(embedding_size=ch[0], hidden_sizes=[ch[0], *ch], depths=[1, 1, 1, 1], layer_type="basic",
+                            out_features=["stage2", "stage3", "stage4"])
+    return DeformableDetrConfig(
+        backbone_config=backbone, use_timm_backbone=False, use_pretrained_backbone=False, num_labels=num_classes,
+        d_model=c["d_model"], encoder_layers=c["enc_layers"], decoder_layers=c["dec_layers"],
+        encoder_attention_heads=c["n_heads"], decoder_attention_heads=c["n_heads"], encoder_ffn_dim=c["ffn_dim"],
+        decoder_ffn_dim=c["ffn_dim"], num_queries=c["num_queries"], two_stage_num_proposals=c["num_queries"],
+        num_feature_levels=c["deformable_levels"] or 4, encoder_n_points=c["deformable_points"],
+        decoder_n_points=c["deformable_points"], dropout=c["dropout"], with_box_refine=True, two_stage=two_stage)
+
+
+def build_detector(num_classes: int, model: dict[str, Any], two_stage: bool = False,
+                   from_pretrained: str | None = None) -> HfDetector:
+    """The ``hf-deformable`` detector: a local ``save_pretrained`` folder (its architecture; the class head
+    resized to ``num_classes`` when it differs), or :func:`tiny_config`; DAC when ``model["dac"]``."""
+    from pathlib import Path
+
+    if from_pretrained is None:
+        hf_model = DeformableDetrForObjectDetection(tiny_config(num_classes, model, two_stage))
+    else:
+        folder = Path(from_pretrained)
+        if not (folder / "config.json").is_file():
+            raise AttnlabError(f"--from-pretrained {folder}: not a save_pretrained folder (needs config.json and "
+                               "the weights; a hub checkpoint lies in your cache: models--ORG--NAME/snapshots/REV)")
+        try:
+            hf_model = DeformableDetrForObjectDetection.from_pretrained(
+                folder, local_files_only=True, ignore_mismatched_sizes=True,
+                id2label={i: f"LABEL_{i}" for i in range(num_classes)},
+                label2id={f"LABEL_{i}": i for i in range(num_classes)})
+        except ImportError as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise AttnlabError(f"--from-pretrained {folder} needs a package that is not installed ({first}); "
+                               "install it (SenseTime's checkpoints have a timm backbone: pip install timm)") from None
+        except (OSError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise AttnlabError(f"--from-pretrained {folder}: transformers cannot load it ({first}); give the folder "
+                               "save_pretrained wrote (config.json and model.safetensors)") from None
+        if hf_model.config.two_stage != two_stage:
+            its = hf_model.config.two_stage
+            raise AttnlabError(f"--from-pretrained {folder} is {'' if its else 'not '}two-stage; "
+                               f"{'add' if its else 'drop'} --two-stage")
+    return HfDetector(hf_model, dac=bool(model.get("dac", False)))

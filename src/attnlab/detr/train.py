@@ -25,18 +25,29 @@ from .distributed import Group, process_group, shard_batches
 from .evaluate import coco_metrics, predict_images
 from .losses import LossConfig, detr_loss
 from .model import Detector, ModelConfig
-from .variants import AUGMENTATIONS, C_QUERY_POS, CLS_LOSSES, O2M_BOX_SOURCES, O2M_TOPK_FROM
+from .variants import (
+    ARCHS,
+    AUGMENTATIONS,
+    C_QUERY_POS,
+    CLS_LOSSES,
+    HF_FIXED_OPTIONS,
+    O2M_BOX_SOURCES,
+    O2M_TOPK_FROM,
+    hf_size_problem,
+)
 
 CHECKPOINT = "checkpoint.safetensors"
 #: Config keys that do not change the result and may differ on resume.
 RUNTIME_KEYS = ("device", "workers")
+#: Config keys added with the hf-deformable architecture, at the values runs saved before them had.
+ARCH_DEFAULTS = {"arch": "native", "from_pretrained": None, "two_stage": False}
 
 
 def with_defaults(train: dict[str, Any]) -> dict[str, Any]:
     """``train`` with unset model and loss options filled in, so an option given at its default value
     compares equal to one left out (runs saved before an option existed still resume)."""
     model = {k: v for k, v in ModelConfig(num_classes=1).to_dict().items() if k != "num_classes"}
-    return {**train, "model": {**model, **train.get("model", {})},
+    return {**ARCH_DEFAULTS, **train, "model": {**model, **train.get("model", {})},
             "loss": {**asdict(LossConfig()), **train.get("loss", {})}}
 
 
@@ -60,6 +71,9 @@ class TrainConfig:
     workers: int = 0                  # DataLoader worker processes
     model: dict[str, Any] = field(default_factory=dict)   # ModelConfig fields except num_classes
     loss: dict[str, Any] = field(default_factory=dict)    # LossConfig fields
+    arch: str = "native"              # a key of variants.ARCHS
+    from_pretrained: str | None = None  # hf-deformable: a local save_pretrained folder
+    two_stage: bool = False           # hf-deformable: two-stage Deformable DETR
 
     def __post_init__(self) -> None:
         known_m = {f.name for f in fields(ModelConfig)} - {"num_classes"}
@@ -82,6 +96,17 @@ class TrainConfig:
         cap = self.loss.get("o2m_cap", 0)
         if type(cap) is not int or cap < 0:
             raise AttnlabError(f"o2m_cap must be a non-negative integer (0: no cap), got {cap!r}")
+        if self.arch not in ARCHS:
+            raise AttnlabError(f"arch must be one of {', '.join(ARCHS)}")
+        if self.arch == "native" and (self.from_pretrained or self.two_stage):
+            raise AttnlabError("--from-pretrained and --two-stage are options of --arch hf-deformable")
+        fixed = [k for k, v in HF_FIXED_OPTIONS.items() if self.model.get(k, v) != v]
+        if self.arch == "hf-deformable" and fixed:
+            raise AttnlabError(f"--arch hf-deformable does not implement {', '.join(sorted(fixed))} (transformers' "
+                               "decoder detaches its references; the C-decoder starts after layer 0's self-attention)")
+        problem = hf_size_problem(self.model) if self.arch == "hf-deformable" and not self.from_pretrained else None
+        if problem:
+            raise AttnlabError(problem)
         if self.augment not in AUGMENTATIONS:
             raise AttnlabError(f"augment must be one of {', '.join(AUGMENTATIONS)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -99,7 +124,13 @@ class TrainConfig:
         return sorted(quarters | set(range(self.eval_every, self.epochs + 1, self.eval_every)))
 
 
-def build_model(cfg: TrainConfig, num_classes: int) -> Detector:
+def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
+    """The detector of ``cfg.arch``: called as ``model(images, mask)``, it returns per-layer ``logits`` and
+    ``boxes`` (and the C-decoder's while training with DAC)."""
+    if cfg.arch == "hf-deformable":
+        from .hf import build_detector
+
+        return build_detector(num_classes, cfg.model, cfg.two_stage, cfg.from_pretrained)
     return Detector(ModelConfig.from_dict({**cfg.model, "num_classes": num_classes}))
 
 
@@ -119,10 +150,15 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list[dict[str
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(path: Path, model: Detector, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors, seen = {}, set()
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        # tied weights (transformers' heads) are one tensor under several names: safetensors wants copies
+        tensors[f"model.{k}"] = v.clone() if v.data_ptr() in seen else v
+        seen.add(v.data_ptr())
     opt_tensors, groups = _flatten_optimizer(opt)
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
@@ -144,7 +180,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         raise AttnlabError(f"{path}: not a readable attnlab detr checkpoint ({type(e).__name__}: {e})") from None
 
 
-def load_weights(model: Detector, tensors: dict[str, torch.Tensor], path: Path) -> None:
+def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     own = model.state_dict()
     bad = sorted(set(own) ^ set(weights)) + [k for k in own if k in weights and own[k].shape != weights[k].shape]
@@ -154,7 +190,7 @@ def load_weights(model: Detector, tensors: dict[str, torch.Tensor], path: Path) 
     model.load_state_dict(weights)
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[TrainConfig, Detector, dict[str, Any]]:
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[TrainConfig, torch.nn.Module, dict[str, Any]]:
     """The config, the trained model (eval mode) and the training state of a run directory."""
     run = Path(run_dir)
     cfg_path = run / "config.json"
@@ -260,7 +296,7 @@ def require_amp_device(amp: bool, device: str) -> None:
                            "drop --amp")
 
 
-def evaluate_sharded(model: Detector, val_ds: CocoDetection, group: Group) -> dict[str, Any]:
+def evaluate_sharded(model: torch.nn.Module, val_ds: CocoDetection, group: Group) -> dict[str, Any]:
     """COCO metrics on ``val_ds``: each process predicts its share of the images (``rank::world``), rank 0
     scores the gathered detections, every process gets the metrics."""
     part = predict_images(model, val_ds, range(group.rank, len(val_ds), group.world), device=group.device)
@@ -296,8 +332,9 @@ def _train(cfg: TrainConfig, out: Path, group: Group, progress: bool, quiet: boo
     train_ds, val_ds, prints = open_data(cfg)
     saved = {"train": cfg.result_keys(), "num_classes": train_ds.num_classes, "names": train_ds.names,
              "cat_ids": train_ds.cat_ids, "data_fingerprint": prints}
+    model = build_model(cfg, train_ds.num_classes).to(device)  # before the folder: a checkpoint may not load
     resuming = group.on_main(lambda: _prepare_run(out, saved, overwrite, quiet))
-    model = build_model(cfg, train_ds.num_classes).to(device)
+    loss_fn = getattr(model, "loss", detr_loss)                  # hf-deformable adds its two-stage proposal loss
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_cfg = LossConfig(**cfg.loss)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "train_seconds": 0.0}
@@ -337,7 +374,7 @@ def _train(cfg: TrainConfig, out: Path, group: Group, progress: bool, quiet: boo
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp):
                 outputs = net(images, mask)
             try:
-                loss, parts = detr_loss(outputs, targets, loss_cfg, num_objects, (cfg.seed, state["step"]))
+                loss, parts = loss_fn(outputs, targets, loss_cfg, num_objects, (cfg.seed, state["step"]))
             except FloatingPointError as e:
                 raise AttnlabError(f"training diverged at epoch {epoch + 1}, step {state['step'] + 1} ({e}); the last "
                                    f"checkpoint in {out} is intact: lower --lr and train into a new -o") from None
@@ -387,7 +424,8 @@ TRAIN_FLAGS = {"train_split": "--train-split", "val_split": "--val-split", "epoc
                "o2m_box_source": "--o2m-box-source", "o2m_topk": "--o2m-topk", "o2m_cap": "--o2m-cap",
                "o2m_topk_from": "--o2m-topk-from", "c_query_pos": "--c-query-pos",
                "look_forward_twice": "--look-forward-twice",
-               "c_share_first_self_attn": "--no-shared-first-self-attn", "dac": "--dac"}
+               "c_share_first_self_attn": "--no-shared-first-self-attn", "dac": "--dac", "arch": "--arch",
+               "from_pretrained": "--from-pretrained", "two_stage": "--two-stage"}
 
 
 def _flat(train: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,26 @@ from typing import Any
 #: switch on the same detector (paper Sec. 3.2: the C-decoder shares every parameter of the O-decoder).
 VARIANTS: dict[str, dict[str, Any]] = {"baseline": {"dac": False}, "dac": {"dac": True}}
 
+#: Detector architectures `train --arch` builds (DAC is a switch on each).
+ARCHS: dict[str, str] = {"native": "attnlab's readable DETR (attnlab.detr.model)",
+                         "hf-deformable": "transformers' DeformableDetrForObjectDetection with box refinement "
+                                          "(attnlab.detr.hf; --from-pretrained DIR, --two-stage)"}
+
+#: Model options the hf-deformable architecture cannot honour, with the value it has (refused otherwise).
+HF_FIXED_OPTIONS: dict[str, Any] = {"look_forward_twice": False, "c_share_first_self_attn": True}
+
+
+
+def hf_size_problem(model: dict[str, Any]) -> str | None:
+    """Why ``model`` options cannot size a fresh hf-deformable detector (None when they can): its input
+    projections' GroupNorm(32) needs d_model a multiple of 32; its ResNet has 3 stages to project."""
+    d, stages = model.get("d_model", 64), len(model.get("backbone_channels", (32, 64, 96)))
+    if d % 32 or stages != 3:
+        return (f"--arch hf-deformable needs d_model a multiple of 32 (got {d}) and 3 backbone stages "
+                f"(got {stages})")
+    return None
+
+
 #: Classification losses: sigmoid focal loss (Deformable DETR), or IoU-aware BCE with rank weights in the
 #: C-decoder (Align-DETR), the variant of DAC's released code. Each returns (elementwise loss, match weights).
 CLS_LOSSES: dict[str, str] = {"focal": "attnlab.detr.losses:focal_classification",
