@@ -124,6 +124,13 @@ def test_device_map_auto_on_the_cli_offloads_and_ranks_as_the_plain_model(tiny_c
         assert all(abs(r[k] - p[k]) <= 1e-9 * max(abs(p[k]), 1e-12) for k in p if k != "layer"), (r, p)
     config = json.loads((tmp_path / "rank" / "record.json").read_text())["config"]
     assert config["device_map"] == "auto" and config["max_memory"] == {"cpu": "60KB"}
+    assert "stats_device" not in config  # the default: each layer's device
+
+    rc, out, err = run_cli("nbl", "rank", tiny_checkpoint, *CAL, "--stats-device", "cpu", "--stats",
+                           tmp_path / "streamed", "--json", "-o", tmp_path / "rank-cpu")
+    assert rc == 0, err
+    assert [r["cca"] for r in json.loads(out)] == pytest.approx([r["cca"] for r in rows_plain], rel=1e-9)
+    assert json.loads((tmp_path / "rank-cpu" / "record.json").read_text())["config"]["stats_device"] == "cpu"
 
     rc, _, err = run_cli("nbl", "rank", tiny_checkpoint, *CAL, "--max-memory", "cpu=1GB")
     assert rc == 2 and "need --device-map auto" in err
@@ -166,6 +173,13 @@ def test_plan_of_smollm2_from_its_config(run_cli):
     assert plan["stats_bytes"] == 30 * 8 * (3 * 576 ** 2 + 2 * 576) == 239_155_200
     assert plan["parameters"] == 134_515_008 and plan["model_bytes"] == 2 * 134_515_008  # tied embeddings
     gpu_layers = [row for row in plan["per_layer"] if row["device"] == "0"]
-    assert gpu_layers and plan["devices"]["0"]["stats_bytes"] == 30 * plan["stats_bytes_per_layer"]
+    cpu_layers = [row for row in plan["per_layer"] if row["device"] == "cpu"]
+    assert gpu_layers and cpu_layers  # the budget holds some layers; the CPU layers run on GPU 0
+    assert plan["devices"]["0"]["stats_bytes"] == 30 * plan["stats_bytes_per_layer"]
+    rc, out, err = run_cli("nbl", "plan", "smollm2", "--max-memory", "0=200MiB", "cpu=1GiB", "--stats-device", "cpu",
+                           "--json")
+    assert rc == 0, err
+    plan = json.loads(out)
+    assert plan["devices"]["0"]["stats_bytes"] == 0 and plan["devices"]["cpu"]["stats_bytes"] == 239_155_200
     rc, out, err = run_cli("nbl", "plan", "smollm2")
     assert rc == 0 and "228.1 MiB in all" in out, err

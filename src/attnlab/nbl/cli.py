@@ -70,7 +70,14 @@ def _memory(text: str) -> tuple[str, str]:
     return key, size
 
 
-def _placement_flags(p: argparse.ArgumentParser) -> None:
+def _stats_device_flag(p) -> None:
+    p.add_argument("--stats-device", choices=("layer", "cpu"), default="layer",
+                   help="where the float64 statistics accumulate: layer (the device each layer runs on) or cpu "
+                        "(streamed there, one copy per batch: when they do not fit beside the weights; default "
+                        "layer)")
+
+
+def _placement_flags(p: argparse.ArgumentParser, stats: bool = True) -> None:
     g = p.add_argument_group("models larger than one device")
     g.add_argument("--device-map", choices=("auto",), default=None,
                    help="auto: spread the model over the GPUs, then the CPU, then --offload-folder (accelerate); "
@@ -79,6 +86,8 @@ def _placement_flags(p: argparse.ArgumentParser) -> None:
                    help="with --device-map auto: the most each device may hold, e.g. 0=70GiB 1=70GiB cpu=200GiB")
     g.add_argument("--offload-folder", default=None, metavar="DIR",
                    help="with --device-map auto: where the layers that fit nowhere else are kept on disk")
+    if stats:
+        _stats_device_flag(g)
 
 
 def _open(args: argparse.Namespace, spec: str, device: str):
@@ -86,7 +95,7 @@ def _open(args: argparse.Namespace, spec: str, device: str):
     from .session import Session
 
     return Session.open(spec, device, args.dtype, args.device_map, dict(args.max_memory or []) or None,
-                        args.offload_folder)
+                        args.offload_folder, None if getattr(args, "stats_device", "layer") == "layer" else "cpu")
 
 
 def _calibration(args) -> Calibration:
@@ -175,7 +184,7 @@ def register(subparsers, common) -> None:
     e.add_argument("--lm-eval-limit", type=positive_int, metavar="N", help="at most N examples per task")
     add_out(e, what="record folder (DIR/record.json; default: write nothing)")
     add_device(e, dtype=True)
-    _placement_flags(e)
+    _placement_flags(e, stats=False)
 
     b = _add(sub, "bench", common, "prefill and cached-decode throughput vs the original",
              "attnlab nbl bench out/smollm2-nbl8 --against smollm2 --json", cmd_bench)
@@ -188,7 +197,7 @@ def register(subparsers, common) -> None:
     b.add_argument("--repeats", type=positive_int, default=3, help="interleaved repeats, median kept (default 3)")
     add_out(b, what="record folder (DIR/record.json; default: write nothing)")
     add_device(b, dtype=True)
-    _placement_flags(b)
+    _placement_flags(b, stats=False)
 
     pl = _add(sub, "plan", common, "the memory and FLOPs of the statistics pass, from the config alone (no weights)",
               "attnlab nbl plan smollm2 --dtype bfloat16 --max-memory 0=1GiB cpu=8GiB", cmd_plan)
@@ -201,12 +210,14 @@ def register(subparsers, common) -> None:
     pl.add_argument("--max-memory", type=_memory, nargs="+", default=None, metavar="DEVICE=SIZE",
                     help="plan --device-map auto within these budgets, e.g. 0=70GiB 1=70GiB cpu=200GiB: each "
                          "layer's device and each device's model and statistics bytes")
+    _stats_device_flag(pl)
 
 
 def cmd_plan(args) -> int:
     from .plan import plan, render
 
-    p = plan(args.model, args.dtype, args.tokens, args.seq_len, args.batch_size, dict(args.max_memory or []) or None)
+    p = plan(args.model, args.dtype, args.tokens, args.seq_len, args.batch_size, dict(args.max_memory or []) or None,
+             stats_device=None if args.stats_device == "layer" else "cpu")
     emit(args, p, text=render(p))
     return 0
 

@@ -82,9 +82,11 @@ def _stats_device(device, devices: list) -> str:
 
 
 def plan(spec: str | Path, dtype: str = "float32", tokens: int = 16384, seq_len: int = 256, batch_size: int = 8,
-         max_memory: dict[str, str] | None = None, checkpoint_every: int | None = None) -> dict[str, Any]:
+         max_memory: dict[str, str] | None = None, checkpoint_every: int | None = None,
+         stats_device: str | None = None) -> dict[str, Any]:
     """The memory (bytes) and FLOPs of collecting statistics of ``spec`` over ``tokens`` calibration tokens,
-    and, with ``max_memory``, where ``--device-map auto`` puts each layer and its statistics."""
+    and, with ``max_memory``, where ``--device-map auto`` puts each layer and its statistics (on its device, or
+    all on ``stats_device``)."""
     from ..core.hf import decoder_layers, family_of
     from .stats import CHECKPOINT_EVERY
 
@@ -105,6 +107,7 @@ def plan(spec: str | Path, dtype: str = "float32", tokens: int = 16384, seq_len:
     rows = [{"layer": layer.index, "stats_bytes": per_layer} for layer in layers]
     result: dict[str, Any] = {
         "model": str(spec), "model_type": config.model_type, "dtype": dtype, "layers": n_layers, "d": d,
+        "stats_device": stats_device or "layer",
         "parameters": params, "model_bytes": model_bytes,
         "stats_bytes_per_layer": per_layer, "stats_bytes": per_layer * n_layers,
         "update_bytes": update_bytes(d, batch_tokens), "batch_tokens": batch_tokens,
@@ -113,11 +116,12 @@ def plan(spec: str | Path, dtype: str = "float32", tokens: int = 16384, seq_len:
         "stats_flops": stats_flops_per_token(d) * n_layers * used, "per_layer": rows,
     }
     if max_memory:
-        result["devices"] = _placement(model, config, dtype, max_memory, rows, per_layer)
+        result["devices"] = _placement(model, config, dtype, max_memory, rows, per_layer, stats_device)
     return result
 
 
-def _placement(model, config, dtype: str, max_memory: dict[str, str], rows: list[dict], per_layer: int) -> dict:
+def _placement(model, config, dtype: str, max_memory: dict[str, str], rows: list[dict], per_layer: int,
+               stats_device: str | None = None) -> dict:
     """accelerate's device map of ``model`` within ``max_memory``; each row gets its layer's device and the
     device of its statistics; returns, per device, its budget, the model bytes and the statistics bytes."""
     from accelerate import infer_auto_device_map
@@ -147,7 +151,7 @@ def _placement(model, config, dtype: str, max_memory: dict[str, str], rows: list
     for row in rows:
         prefix = f"{layers_path}.{row['layer']}"
         device = next(v for k, v in device_map.items() if k in ("", prefix) or prefix.startswith(k + "."))
-        row["device"], row["stats_device"] = str(device), _stats_device(device, devices)
+        row["device"], row["stats_device"] = str(device), stats_device or _stats_device(device, devices)
         out.setdefault(row["stats_device"], {"budget_bytes": None, "model_bytes": 0, "stats_bytes": 0})
         out[row["stats_device"]]["stats_bytes"] += per_layer
     return out
@@ -162,7 +166,8 @@ def render(p: dict[str, Any]) -> str:
     lines = [f"{p['model']} ({p['model_type']}, {p['layers']} layers, d = {p['d']}): {p['parameters']:,} parameters, "
              f"{gib(p['model_bytes'])} in {p['dtype']}",
              f"statistics: {gib(p['stats_bytes_per_layer'])} per layer (float64: 3 d x d blocks + 2 means), "
-             f"{gib(p['stats_bytes'])} in all, each layer's on the device it runs on",
+             f"{gib(p['stats_bytes'])} in all, " + ("each layer's on the device it runs on"
+                                                    if p["stats_device"] == "layer" else "on the CPU"),
              f"one update of {p['batch_tokens']} tokens: at most {gib(p['update_bytes'])} of working memory on "
              f"that device",
              f"checkpoints: {p['checkpoint_layers_per_write']} layer file(s) per write, one layer "

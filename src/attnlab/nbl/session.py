@@ -75,18 +75,21 @@ class Session:
     #: the model's config, hence in its fingerprint, so statistics of one dtype are never reused for another
     device: str = "cpu"
     dtype: str = "float32"
-    #: ``device_map`` for a model spread over several devices (``--device-map auto``: see :func:`dispatch_options`)
+    #: ``device_map`` etc. for a model spread over several devices (``--device-map auto``: :func:`dispatch_options`)
+    #: and ``stats_device``, as :meth:`open` was given them (the keywords that open the same session again)
     placement: dict = field(default_factory=dict)
     #: (calibration, path) -> (statistics, blocks) already loaded or collected in this process
     loaded: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, spec: str, device: str = "cpu", dtype: str = "float32", device_map: str | None = None,
-             max_memory: dict[str, str] | None = None, offload_folder: str | None = None) -> Session:
+             max_memory: dict[str, str] | None = None, offload_folder: str | None = None,
+             stats_device: str | None = None) -> Session:
         """``spec`` loaded in ``dtype`` on ``device`` (a string :func:`~attnlab.core.runtime.choose_device` gave),
         or, with ``device_map="auto"``, spread by accelerate over the GPUs, the CPU and ``offload_folder`` within
         ``max_memory`` (device -> size, e.g. {"0": "70GiB", "cpu": "100GiB"}); a folder written by ``nbl apply``
-        loads as the linearized model."""
+        loads as the linearized model. ``stats_device`` ("cpu") keeps the statistics there instead of on each
+        layer's device (:func:`~attnlab.nbl.stats.collect`)."""
         options = dispatch_options(device_map, max_memory, offload_folder)
         try:
             if is_linearized(spec):
@@ -103,7 +106,8 @@ class Session:
                 from None
         if not options:
             model = model.to(device)
-        placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
+        placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder,
+                     "stats_device": stats_device}
         return cls(str(spec), model, tokenizer, fingerprint(model), device, dtype,
                    {k: v for k, v in placement.items() if v is not None})
 
@@ -150,7 +154,8 @@ class Session:
                       file=sys.stderr, flush=True)
         if stats is None or stats.meta.get("batches_done", 0) < n_batches:
             stats = collect(self.model, blocks, calib.batch_size, stats=stats, checkpoint=path, progress=progress,
-                            meta={"calibration": info, "code_version": code_version()})
+                            meta={"calibration": info, "code_version": code_version()},
+                            stats_device=self.placement.get("stats_device"))
         stats.meta["path"] = str(path)
         self.loaded[key] = self.loaded[calib, str(path)] = stats, blocks  # asked for by the path it resolved to too
         return stats, blocks
