@@ -1,8 +1,8 @@
-"""``attnlab nbl collect|rank|apply|compare|eval|bench MODEL``: MODEL is a packaged name (smollm2, minilm) or a
+"""``attnlab nbl collect|rank|apply|compare|eval|bench|plan MODEL``: MODEL is a packaged name (smollm2, minilm) or a
 local HF checkpoint directory.
 
 Every command that computes a result writes its run record with ``-o DIR`` (``DIR/record.json``; ``apply``
-puts it in the model folder); ``collect -o FILE`` writes the statistics file.
+puts it in the model folder); ``collect -o DIR`` writes the statistics folder.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _calibration_flags(p: argparse.ArgumentParser, stats: bool = True) -> None:
     g.add_argument("--batch-size", type=positive_int, default=8, help="blocks per forward pass (default 8)")
     if stats:
         g.add_argument("--stats", default=None,
-                       help="statistics file to use, or to resume (default: cached per model, data and code version)")
+                       help="statistics folder to use, or to resume (default: cached per model, data and code)")
 
 
 def _memory(text: str) -> tuple[str, str]:

@@ -24,7 +24,7 @@ from .io import load_tokenizer as load_linearized_tokenizer
 from .registry import Calibration
 from .stats import Stats, collect, fingerprint
 
-#: The sources (under ``attnlab/``) whose code decides what a statistics file holds.
+#: The sources (under ``attnlab/``) whose code decides what a statistics folder holds.
 STATS_CODE = ("nbl/stats.py", "nbl/data.py", "core/hf.py", "core/text.py")
 
 
