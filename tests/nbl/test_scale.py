@@ -95,6 +95,17 @@ def test_checkpoints_write_the_layers_in_turn_and_resume_exactly(tiny_model, tmp
     assert files == [LAYER_FILE.format(i) for i in range(4)] + ["stats.json"]
     resumed = collect(model, blocks, batch_size=2, stats=partial, checkpoint=tmp_path / "stats", progress=False)
     _assert_same_stats(resumed, full)
+
+    def stop(module, args, kwargs):
+        raise KeyboardInterrupt
+
+    handle = model.base_model.register_forward_pre_hook(stop, with_kwargs=True)
+    with pytest.raises(KeyboardInterrupt):  # before any layer file: the folder still resumes, from batch 0
+        collect(model, blocks, batch_size=2, checkpoint=tmp_path / "early", progress=False)
+    handle.remove()
+    early = Stats.load(tmp_path / "early")
+    assert early.batches_done == 0 and sorted(early.layers) == [0, 1, 2, 3]
+    _assert_same_stats(collect(model, blocks, batch_size=2, stats=early, progress=False), full)
     _assert_same_stats(Stats.load(tmp_path / "stats"), full)
     assert Stats.load(tmp_path / "stats").complete
 

@@ -160,8 +160,9 @@ class Stats:
     def save_manifest(self, folder: str | Path) -> Path:
         """Write ``stats.json`` of ``folder``: the model, the layers and what they were collected on."""
         self.meta["batches_done"] = self.batches_done
+        d = next(iter(self.layers.values())).d if self.layers else 0
         return atomic_write_json(Path(folder) / MANIFEST, {"schema": STATS_SCHEMA, "fingerprint": self.fingerprint,
-                                                           "layers": sorted(self.layers), "meta": self.meta})
+                                                           "layers": sorted(self.layers), "d": d, "meta": self.meta})
 
     def save(self, folder: str | Path) -> Path:
         """Write the statistics folder: one safetensors file per layer and ``stats.json``."""
@@ -195,7 +196,8 @@ class Stats:
     @classmethod
     def load(cls, path: str | Path, fingerprint: str | None = None) -> Stats:
         """Load a statistics folder; with ``fingerprint``, refuse one collected on another model. Each layer
-        counts the batches its file holds, so a checkpoint interrupted between two layer files resumes."""
+        counts the batches its file holds, so a checkpoint interrupted between two layer files resumes; a layer
+        with no file yet (interrupted before its first write) starts at 0."""
         from safetensors import safe_open
 
         path = Path(path)
@@ -208,6 +210,7 @@ class Stats:
             if doc.get("schema") != STATS_SCHEMA:
                 raise ValueError(f"schema {doc.get('schema')!r}")
             header_fp, wanted, meta = doc["fingerprint"], [int(i) for i in doc["layers"]], dict(doc["meta"])
+            d = int(doc["d"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             why = str(e) if isinstance(e, ValueError) and not isinstance(e, json.JSONDecodeError) else \
                 f"no readable {MANIFEST}"
@@ -219,6 +222,9 @@ class Stats:
         layers = {}
         for i in wanted:
             file = path / LAYER_FILE.format(i)
+            if not file.exists():
+                layers[i] = LayerStats(d)
+                continue
             try:
                 with safe_open(str(file), framework="pt") as f:
                     header = f.metadata() or {}
@@ -379,6 +385,8 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
         handles.append(stack[enter.layer].register_forward_pre_hook(replay, with_kwargs=True))
     start = stats.batches_done
     written = {i: stats.layers[i].batches for i in wanted}  # what each layer's checkpoint file holds
+    if checkpoint:  # first, so that an interruption before any layer's first write still leaves a folder to resume
+        stats.save_manifest(checkpoint)
     device = input_device(model)
     try:
         bar = tqdm(range(start, n_batches), desc="nbl statistics", unit="batch", disable=not progress,
