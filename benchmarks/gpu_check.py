@@ -35,7 +35,7 @@ DEPTH_CONFIG = {"budgets": [200000], "depths": [1, 2, 4, 8], "seeds": [0], "toke
 
 def steps(work: Path, ray: bool) -> list[tuple[str, list[str]]]:
     """(name, attnlab argv without the device flags) for every step, in order."""
-    stats, nbl = str(work / "stats.safetensors"), str(work / "smollm2-nbl8")
+    stats, nbl = str(work / "stats"), str(work / "smollm2-nbl8")
     calib = ["--dtype", "bfloat16", "--tokens", "65536", "--seq-len", "512", "--batch-size", "16"]
     out = [
         ("nbl collect", ["nbl", "collect", MODEL, *calib, "-o", stats]),
