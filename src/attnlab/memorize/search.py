@@ -20,6 +20,7 @@ from typing import Any
 from ..core.errors import require
 from .backbone import Backbone, BackboneConfig
 from .data import MemorizeData
+from .statistic import smallest_length
 from .tune import TuneConfig, fit_prompt
 
 Probe = Callable[[int, int], dict[str, Any]]  # (m, restart) -> {"memorized": bool, ...}
@@ -47,10 +48,7 @@ def prompt_seed(seed: int, m: int, restart: int) -> int:
 def search_min_length(probe: Probe, m_max: int, restarts: int = 2, m_start: int = 1) -> SearchResult:
     """Doubling from ``m_start``, then bisection, over m in [1, m_max] with ``restarts`` tries per length (see
     module doc)."""
-    require(isinstance(m_max, int) and m_max >= 1, f"m_max must be a positive integer, got {m_max!r}")
     require(isinstance(restarts, int) and restarts >= 1, f"restarts must be at least 1, got {restarts!r}")
-    require(isinstance(m_start, int) and 1 <= m_start <= m_max,
-            f"m_start must be in 1..m_max={m_max}, got {m_start!r}")
     t0 = time.perf_counter()
     log: list[dict[str, Any]] = []
 
@@ -62,23 +60,7 @@ def search_min_length(probe: Probe, m_max: int, restarts: int = 2, m_start: int 
                 return rec
         return None
 
-    lo, hi, win, m = 0, None, None, m_start  # lo: largest failed length; hi: smallest memorizing length
-    while True:
-        rec = memorizes(m)
-        if rec is not None:
-            hi, win = m, rec
-            break
-        lo = m
-        if m >= m_max:
-            break
-        m = min(2 * m, m_max)
-    while hi is not None and hi - lo > 1:
-        mid = (lo + hi) // 2
-        rec = memorizes(mid)
-        if rec is not None:
-            hi, win = mid, rec
-        else:
-            lo = mid
+    hi, win = smallest_length(memorizes, m_max, m_start)
     if win is None:
         win = max((p for p in log if p["m"] == m_max), key=lambda p: p.get("exact_accuracy", 0.0))
     return SearchResult(m_star=hi, exact_accuracy=win.get("exact_accuracy", 1.0 if hi else 0.0),

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..core.errors import require
+
+T = TypeVar("T")
 
 #: The fewest prompt seeds per length for p(m) to mean anything (the issue asks for >= 5).
 MIN_SEEDS = 5
@@ -72,6 +74,34 @@ class PmResult:
         return d
 
 
+def smallest_length(test: Callable[[int], T | None], m_max: int, m_start: int = 1) -> tuple[int | None, T | None]:
+    """Doubling from ``m_start`` (capped at ``m_max``), then bisection between the last length that failed and
+    the first that passed: ``(smallest passing length, what test returned there)``, or ``(None, None)`` when
+    nothing up to ``m_max`` passes. ``test(m)`` returns None for a failure. Assumes passing is monotone in m,
+    which is why the result is a search, not a proof (the module doc)."""
+    require(isinstance(m_max, int) and m_max >= 1, f"m_max must be a positive integer, got {m_max!r}")
+    require(isinstance(m_start, int) and 1 <= m_start <= m_max,
+            f"m_start must be in 1..m_max={m_max}, got {m_start!r}")
+    lo, hi, win, m = 0, None, None, m_start  # lo: largest failed length; hi: smallest passing length
+    while True:
+        got = test(m)
+        if got is not None:
+            hi, win = m, got
+            break
+        lo = m
+        if m >= m_max:
+            return None, None
+        m = min(2 * m, m_max)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        got = test(mid)
+        if got is not None:
+            hi, win = mid, got
+        else:
+            lo = mid
+    return hi, win
+
+
 def estimate_m_star(outcomes: Outcomes, m_max: int, n_seeds: int, q: float = 0.5, m_start: int = 1,
                     n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> PmResult:
     """Doubling from ``m_start`` then bisection on p(m) (module doc); ``outcomes(m)`` fits ``n_seeds`` prompts
@@ -79,9 +109,6 @@ def estimate_m_star(outcomes: Outcomes, m_max: int, n_seeds: int, q: float = 0.5
     require(isinstance(n_seeds, int) and n_seeds >= MIN_SEEDS,
             f"p(m) needs at least {MIN_SEEDS} prompt seeds per length, got {n_seeds!r}")
     require(isinstance(q, (int, float)) and not isinstance(q, bool) and 0 < q <= 1, f"q must be in (0, 1], got {q!r}")
-    require(isinstance(m_max, int) and m_max >= 1, f"m_max must be a positive integer, got {m_max!r}")
-    require(isinstance(m_start, int) and 1 <= m_start <= m_max,
-            f"m_start must be in 1..m_max={m_max}, got {m_start!r}")
     table: dict[int, list[bool]] = {}
 
     def reaches(m: int) -> bool:
@@ -90,21 +117,7 @@ def estimate_m_star(outcomes: Outcomes, m_max: int, n_seeds: int, q: float = 0.5
         table[m] = got
         return float(np.mean(got)) >= q
 
-    lo, hi, m = 0, None, m_start  # lo: largest length below q; hi: smallest at or above q
-    while True:
-        if reaches(m):
-            hi = m
-            break
-        lo = m
-        if m >= m_max:
-            break
-        m = min(2 * m, m_max)
-    while hi is not None and hi - lo > 1:
-        mid = (lo + hi) // 2
-        if reaches(mid):
-            hi = mid
-        else:
-            lo = mid
+    smallest_length(lambda m: reaches(m) or None, m_max, m_start)
     ordered = dict(sorted(table.items()))
     return PmResult(q=q, n_seeds=n_seeds, m_max=m_max, m_star=m_star_q(ordered, q),
                     ci=bootstrap_interval(ordered, q, n_boot, level, seed), level=level,
