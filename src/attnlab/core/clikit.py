@@ -78,16 +78,17 @@ def add_grid(p: argparse.ArgumentParser, flag: str = "--workers", what: str = "j
                         "local Ray instance)")
 
 
-def grid_options(args: argparse.Namespace) -> dict[str, Any]:
+def grid_options(args: argparse.Namespace, threads: int | None = 1) -> dict[str, Any]:
     """The :func:`attnlab.core.grid.run_grid` keywords that :func:`add_grid` and the common flags give, checked
-    (:func:`attnlab.core.grid.check_backend`) before the command writes anything; ``workers`` and ``threads``
-    are None when not given (the command's config or default decides)."""
+    (:func:`attnlab.core.grid.check_backend`) before the command writes anything; ``workers`` is None when not
+    given (the command's config decides), ``threads`` the command's default when --threads is not given (one per
+    job for sweeps of small models; None keeps the process's count)."""
     from .grid import check_backend
 
     if args.ray_address is not None and args.backend != "ray":
         raise AttnlabError("--ray-address needs --backend ray")
     check_backend(args.backend, getattr(args, "device", None))
-    return {"workers": args.workers, "threads": args.threads, "backend": args.backend,
+    return {"workers": args.workers, "threads": args.threads or threads, "backend": args.backend,
             "ray_address": args.ray_address, "progress": show_progress(args), "quiet": args.quiet}
 
 

@@ -341,7 +341,7 @@ def results_log(folder: str | Path) -> GridLog:
     return GridLog(Path(folder) / RESULTS, "depth sweep", key="key", fields=RESULT_FIELDS)
 
 
-def run_sweep(config: SweepConfig, out: str | Path, *, workers: int | None = None, threads: int | None = 1,
+def run_sweep(config: SweepConfig, out: str | Path, *, workers: int | None = None, threads: int = 1,
               backend: str = "local", ray_address: str | None = None, progress: bool = True,
               quiet: bool = False, limit: int | None = None,
               on_result: Callable[[dict[str, Any]], None] | None = None, overwrite: bool = False,
@@ -371,7 +371,7 @@ def run_sweep(config: SweepConfig, out: str | Path, *, workers: int | None = Non
         done = log.results()
         chosen = [j.key for j in jobs if j.key not in done][:limit]
         todo = [j for j in jobs if j.key in done or j.key in chosen]
-    run_grid(train_job, todo, log, workers=workers or config.workers, threads=threads or 1, backend=backend,
+    run_grid(train_job, todo, log, workers=workers or config.workers, threads=threads, backend=backend,
              ray_address=ray_address, progress=progress, quiet=quiet, desc="depth sweep", unit="model",
              postfix=lambda row: f"{row['key']} loss {row['heldout_loss']:.3f}", on_result=on_result, device=device)
     rows = log.results(report=False)

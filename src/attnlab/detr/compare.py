@@ -80,7 +80,7 @@ def train_run(args: Mapping[str, Any]) -> dict[str, Any]:
     return _row(args["variant"], cfg.seed, state["history"])
 
 
-def run_compare(base: TrainConfig, out_dir: str | Path, seeds: list[int], workers: int = 1, threads: int | None = 1,
+def run_compare(base: TrainConfig, out_dir: str | Path, seeds: list[int], workers: int = 1, threads: int = 1,
                 backend: str = "local", ray_address: str | None = None, progress: bool = True, quiet: bool = False,
                 overwrite: bool = False) -> dict[str, Any]:
     """Train every variant of :data:`~attnlab.detr.variants.VARIANTS` (same config, its model options
@@ -94,7 +94,7 @@ def run_compare(base: TrainConfig, out_dir: str | Path, seeds: list[int], worker
     if out.exists() and not out.is_dir():
         raise AttnlabError(f"{out} is a file, not a folder (choose another -o)")
     open_data(base)                    # bad data is refused before the folder becomes a comparison of it
-    device, threads = choose_device(base.device), threads or 1
+    device = choose_device(base.device)
     require_amp_device(base.amp, device)
     gpus = 0.5 if device.startswith("cuda") else 0.0
     key = {k: v for k, v in base.result_keys().items() if k != "seed"}

@@ -221,7 +221,7 @@ def run_identity(config: dict[str, Any], dtype: str = "float32") -> dict[str, An
 
 def run_sweep(config: dict[str, Any], out_dir: str | Path, workers: int | None = None, progress: bool = True,
               overwrite: bool = False, quiet: bool = False, device: str = "cpu", dtype: str = "float32",
-              threads: int | None = 1, backend: str = "local", ray_address: str | None = None) -> list[dict[str, Any]]:
+              threads: int = 1, backend: str = "local", ray_address: str | None = None) -> list[dict[str, Any]]:
     """Run (or resume) every point of ``config`` into the run folder ``out_dir`` on ``device`` (a device
     :func:`attnlab.core.runtime.choose_device` gave) in ``dtype``, ``threads`` torch threads per point, in
     ``workers`` processes (default: the config's) or on Ray (``backend``, ``ray_address``); returns all
@@ -230,7 +230,6 @@ def run_sweep(config: dict[str, Any], out_dir: str | Path, workers: int | None =
     The config and every point's settings are checked before the folder is touched. The same config resumes
     (one stderr line unless ``quiet``); a folder holding another config is refused unless ``overwrite``."""
     torch_dtype(dtype)  # an unknown dtype fails here, before the folder is touched
-    threads = threads or 1
     points = expand(config)
     todo: dict[str, dict[str, Any]] = {}
     for settings in itertools.chain.from_iterable(points.values()):

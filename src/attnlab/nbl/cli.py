@@ -350,7 +350,7 @@ def cmd_compare(args) -> int:
     from .report import add_perplexity
 
     device = _device(args)
-    grid = grid_options(args)
+    grid = grid_options(args, threads=None)  # one job at a time by default: keep torch's thread count
     for flag, values in (("--layers", args.layers), ("--configs", [c.label for c in args.configs])):
         twice = sorted({str(v) for v in values if values.count(v) > 1})
         if twice:
