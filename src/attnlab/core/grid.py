@@ -144,7 +144,6 @@ class Claims:
         self.host = socket.gethostname()
         self.held: set[str] = set()
         self._stop = threading.Event()
-        self._beat: threading.Thread | None = None
 
     def _path(self, key: str) -> Path:
         name = key if re.fullmatch(r"[A-Za-z0-9._=+-]{1,100}", key) else hashlib.sha1(key.encode()).hexdigest()
@@ -208,8 +207,7 @@ class Claims:
     @contextlib.contextmanager
     def active(self) -> Iterator[Claims]:
         """Refresh the held claims in the background; release them all on the way out (Ctrl-C included)."""
-        self._beat = threading.Thread(target=self._heartbeat, daemon=True)
-        self._beat.start()
+        threading.Thread(target=self._heartbeat, daemon=True).start()
         try:
             yield self
         finally:
