@@ -39,6 +39,15 @@ def test_fit_matches_the_pipeline_and_leaves_the_model_unchanged(sequential, tin
     assert torch.equal(_logits(model, ids), _logits(twin, ids))
 
 
+def test_fit_transform_is_fit_then_transform(tiny_model):
+    model, twin = tiny_model("llama", seed=2), tiny_model("llama", seed=2)
+    ids, blocks = _blocks(2, 9, seed=4), _blocks()
+    nbl = NBL(n_layers=2, batch_size=4)
+    assert nbl.fit_transform(model, data=blocks) is model
+    other = NBL(n_layers=2, batch_size=4).fit(twin, data=blocks)
+    assert nbl.layers_ == other.layers_ and torch.equal(_logits(model, ids), _logits(other.transform(twin), ids))
+
+
 def test_drop_and_keep(tiny_model):
     model = tiny_model("llama", seed=1)
     nbl = NBL(n_layers=2, selector="cosine", method="drop", keep=(0,), batch_size=4).fit(model, data=_blocks())
