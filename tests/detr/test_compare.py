@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from attnlab.detr import compare
-from attnlab.detr.compare import LOG, comparison_log, run_compare
+from attnlab.detr.compare import LOG, comparison_log, fmt_paired, paired_t_interval, paired_table, run_compare
 from attnlab.detr.train import CHECKPOINT, TrainConfig, read_checkpoint
 
 from .conftest import TINY_MODEL
@@ -66,9 +66,39 @@ def test_a_folder_without_its_log_resumes_from_checkpoints_and_adds_seeds(tiny_d
     assert sorted(rows) == sorted([*RUNS, "baseline-seed1", "dac-seed1"])
     assert {run: rows[run] for run in RUNS} == before
     assert summary["seeds"] == [0, 1] and summary["runs_done"] == {"baseline": [0, 1], "dac": [0, 1]}
+    final = summary["paired"][-1]
+    assert (final["budget"], final["seeds"]) == ("100%", [0, 1])
+    assert final["AP"]["diffs"] == pytest.approx([rows[f"dac-seed{s}"]["AP"] - rows[f"baseline-seed{s}"]["AP"]
+                                                  for s in (0, 1)])
+    assert "DAC - baseline, paired by seed" in (out / "summary.md").read_text(encoding="utf-8")
     trained.clear()
     run_compare(base, out, [0, 1], progress=False, quiet=True)
     assert trained == []
+
+
+def test_paired_t_interval_is_the_student_t_interval_of_the_differences():
+    p = paired_t_interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 / 3 ** 0.5               # t_{0.975, 2} * sd 1 / sqrt(3)
+    assert (p["n"], p["mean"], p["sd"]) == (3, 2.0, 1.0)
+    assert (p["low"], p["high"]) == (pytest.approx(2 - half), pytest.approx(2 + half))
+    assert fmt_paired(p) == "+2.000 [-0.484, +4.484]"
+    one = paired_t_interval([0.25])
+    assert (one["low"], one["high"]) == (None, None) and fmt_paired(one) == "+0.250"
+
+
+def test_paired_table_pairs_runs_by_seed_and_skips_unevaluated_epochs():
+    def hist(*aps):
+        return [{"epoch": e, "step": 10 * e, "AP": ap, "AP50": None if ap is None else 2 * ap}
+                for e, ap in enumerate(aps, start=1)]
+
+    histories = {"baseline": {0: hist(0.1, None, 0.1, 0.1), 1: hist(0.5, None, 0.5, 0.5),
+                              2: hist(0.9, None, 0.9, 0.9)},
+                 "dac": {1: hist(0.6, None, 0.6, 0.6), 0: hist(0.3, None, 0.3, 0.3)}}  # seed 2 unfinished
+    rows = paired_table(histories, epochs=4)
+    assert [r["budget"] for r in rows] == ["25%", "75%", "100%"]        # epoch 2 was not evaluated
+    assert all(r["seeds"] == [0, 1] for r in rows)
+    assert rows[-1]["AP"]["diffs"] == pytest.approx([0.2, 0.1])          # by seed, not by insertion order
+    assert rows[-1]["AP50"]["diffs"] == pytest.approx([0.4, 0.2])
 
 
 @pytest.mark.parametrize("device, gpus", [("cpu", 0.0), ("cuda", 0.5)])

@@ -142,6 +142,7 @@ def summarize(out_dir: str | Path) -> dict[str, Any]:
             if ckpt.is_file():
                 histories[v][seed] = read_checkpoint(ckpt)[1]["history"]
     summary = {"epochs": epochs, "seeds": meta["seeds"], **budget_table(histories, epochs),
+               "paired": paired_table(histories, epochs),
                "runs_done": {v: sorted(s for s, h in histories[v].items() if h and h[-1]["epoch"] == epochs)
                              for v in VARIANTS},
                "base": meta["base"]}
@@ -153,13 +154,17 @@ def summarize(out_dir: str | Path) -> dict[str, Any]:
     return summary
 
 
+def budget_points(epochs: int) -> list[tuple[str, int]]:
+    """The summary's budget points: (label, epoch) at 25/50/75/100% of ``epochs``."""
+    return [(f"{int(f * 100)}%", max(1, math.ceil(epochs * f))) for f in (0.25, 0.5, 0.75, 1.0)]
+
+
 def budget_table(histories: dict[str, dict[int, list[dict[str, Any]]]], epochs: int) -> dict[str, Any]:
     """``table``: per budget point (25/50/75/100% of ``epochs``) and variant, AP, AP50, AP75 and queries per
     object over the seeds evaluated there; ``seconds_per_step``: each run's median, over runs. ``histories``
     maps a variant name to ``{seed: training history}``."""
-    points = [(f"{int(f * 100)}%", max(1, math.ceil(epochs * f))) for f in (0.25, 0.5, 0.75, 1.0)]
     table: list[dict[str, Any]] = []
-    for label, ep in points:
+    for label, ep in budget_points(epochs):
         for v, runs in histories.items():
             rows = [next((h for h in hist if h["epoch"] == ep), None) for hist in runs.values()]
             rows = [r for r in rows if r is not None and r.get("AP") is not None]
@@ -172,6 +177,50 @@ def budget_table(histories: dict[str, dict[int, list[dict[str, Any]]]], epochs: 
     speed = {v: _stats([step_seconds(hist) for hist in runs.values()])
              for v, runs in histories.items() if runs}
     return {"table": table, "seconds_per_step": speed}
+
+
+def paired_t_interval(diffs: list[float], level: float = 0.95) -> dict[str, Any]:
+    """Mean of paired differences with its two-sided Student t interval (n - 1 degrees of freedom): mean ±
+    t_{(1+level)/2, n-1} · sd / sqrt(n). Fewer than two differences have no interval (``low``/``high`` None)."""
+    from scipy.stats import t as student_t
+
+    n = len(diffs)
+    mean = statistics.fmean(diffs)
+    if n < 2:
+        return {"n": n, "mean": mean, "sd": None, "low": None, "high": None, "level": level, "diffs": diffs}
+    sd = statistics.stdev(diffs)
+    half = float(student_t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "level": level, "diffs": diffs}
+
+
+#: The metrics whose paired difference DAC - baseline the summary reports.
+PAIRED_METRICS = ("AP", "AP50")
+
+
+def paired_table(histories: dict[str, dict[int, list[dict[str, Any]]]], epochs: int) -> list[dict[str, Any]]:
+    """Per budget point, DAC - baseline in AP and AP50 over the seeds both evaluated there (same seed, so
+    same initialisation and data order: the pairs), with :func:`paired_t_interval`'s 95% interval."""
+    base, dac = histories.get("baseline", {}), histories.get("dac", {})
+    rows = []
+    for label, ep in budget_points(epochs):
+        pairs = []
+        for seed in sorted(set(base) & set(dac)):
+            b, d = (next((h for h in hist[seed] if h["epoch"] == ep and h.get("AP") is not None), None)
+                    for hist in (base, dac))
+            if b is not None and d is not None:
+                pairs.append((seed, b, d))
+        if pairs:
+            rows.append({"budget": label, "epoch": ep, "seeds": [s for s, _, _ in pairs],
+                         **{k: paired_t_interval([float(d[k]) - float(b[k]) for _, b, d in pairs])
+                            for k in PAIRED_METRICS}})
+    return rows
+
+
+def fmt_paired(p: dict[str, Any], digits: int = 3) -> str:
+    """``+0.012 [-0.030, +0.054]``: the mean paired difference and its interval (no interval below 2 seeds)."""
+    if p["low"] is None:
+        return f"{p['mean']:+.{digits}f}"
+    return f"{p['mean']:+.{digits}f} [{p['low']:+.{digits}f}, {p['high']:+.{digits}f}]"
 
 
 def compare_record(summary: dict[str, Any], out: Path) -> RunRecord:
@@ -191,12 +240,22 @@ def compare_record(summary: dict[str, Any], out: Path) -> RunRecord:
                   ["budget", "variant", "t=0.6", "t=0.7", "t=0.8"],
                   [[r["budget"], r["variant"]] + [fmt(r[f"queries_per_object@{t}"], 2) for t in QUALITY_THRESHOLDS]
                    for r in summary["table"]])
+    if summary.get("paired"):
+        rec.add_table("DAC - baseline, paired by seed: mean [95% t interval]",
+                      ["budget", "step", "seeds", "AP", "AP50"], paired_rows(summary))
     for r in summary["table"]:
         if r["budget"] == "100%":
             rec.metrics[f"{r['variant']}_AP_mean"] = round(r["AP"]["mean"], 4)
     if (out / "curves.png").is_file():
         rec.add_figure((out / "curves.png").resolve(), "AP, AP50 and AP75 on val over training, one line per seed.")
     return rec
+
+
+def paired_rows(summary: dict[str, Any]) -> list[list[Any]]:
+    """The paired table's rows: budget, step, number of pairs, AP and AP50 as :func:`fmt_paired`."""
+    steps = {r["epoch"]: r["step"] for r in summary["table"]}
+    return [[p["budget"], steps.get(p["epoch"], "-"), len(p["seeds"]), *(fmt_paired(p[k]) for k in PAIRED_METRICS)]
+            for p in summary["paired"]]
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -209,6 +268,11 @@ def render_markdown(summary: dict[str, Any]) -> str:
     for r in summary["table"]:
         lines.append(f"| {r['budget']} | {r['variant']} | " + " | ".join(
             fmt(r[f"queries_per_object@{t}"], 2) for t in QUALITY_THRESHOLDS) + " |")
+    if summary.get("paired"):
+        lines += ["", "DAC - baseline, paired by seed (same initialisation and data order): mean difference "
+                      "[95% Student t interval over the seeds' differences]:", "",
+                  "| budget | step | seeds | AP | AP50 |", "|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(map(str, row)) + " |" for row in paired_rows(summary)]
     sp = summary["seconds_per_step"]
     if "baseline" in sp and "dac" in sp:
         lines += ["", "Training seconds per step (median per run, mean over runs): "
