@@ -1,11 +1,15 @@
 """Fixed-budget depth sweeps: train a (budget x depth x seed) grid of small LMs, one JSONL line per model.
 
-For each non-embedding budget N and depth L the width is ``sqrt(N / 12L)`` (Kaplan's count, Levine et
-al. Sec. 4), snapped so the head count divides it; the *actual* count of the built model is recorded and
-a shape more than ``tolerance`` away from N is refused. Every model sees the same number of training
-tokens (character-level text), and is scored by its held-out loss. The analysis takes the best depth
-per budget with its spread across seeds, and fits ``ln d* = a + b L*`` as the paper does (Levine et
-al. 2020, Sec. 4; fit a = 5.039, b = 0.0555).
+For each non-embedding budget N and depth L the width is the one whose *exact* non-embedding count
+(:func:`attnlab.depth.params.count`, GPT-2 family) is nearest N, snapped so the head count divides it;
+that count is recorded and a shape more than ``tolerance`` away from N is refused. The data is a source
+of :mod:`attnlab.depth.data` (character-level text, or the unlimited synthetic grammar). Every model
+sees either the same number of training tokens (``tokens``) or ``tokens_per_param`` times its exact
+non-embedding count (Chinchilla-like: Hoffmann et al. 2022 train ~20 tokens per parameter), and is
+scored by its held-out loss. With ``lr_base_width`` the hidden matrices' learning rate is scaled per
+width, muP-style. The analysis takes the best depth per budget with its spread across seeds, fits
+``ln d* = a + b L*`` as the paper does (Levine et al. 2020, Sec. 4; fit a = 5.039, b = 0.0555), and
+tests the slope of L*(budget) (:mod:`attnlab.depth.slope`).
 
 The grid runs on :func:`attnlab.core.grid.run_grid` (resumable, job claiming across processes, local
 workers or Ray); its log is still ``results.jsonl`` keyed by ``key``, so folders written before it resume.
@@ -16,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,6 +30,8 @@ import numpy as np
 from ..core.atomic import atomic_write_json
 from ..core.errors import AttnlabError
 from ..core.grid import NUMBER, GridLog, Job, run_grid
+from .data import SOURCES, data_source
+from .params import count, gpt2_like
 from .theory import fit_depth_for_budget, optimal_width
 
 if TYPE_CHECKING:
@@ -35,14 +40,14 @@ if TYPE_CHECKING:
 RESULTS = "results.jsonl"
 CONFIG = "config.json"
 #: Fields that may grow between runs into the same directory (the grid); the rest must match.
-GRID_FIELDS = ("budgets", "depths", "seeds", "workers")
+GRID_FIELDS = ("budgets", "depths", "seeds", "workers", "gpu_share")
+#: Fields added after the first sweeps, left out of the recipe at their defaults so older folders resume.
+NEW_FIELDS = {"dtype": "float32", "source": "text", "hmm": None, "tokens_per_param": None, "lr_base_width": None}
 #: Training precisions a sweep accepts (float16 would need loss scaling).
 SWEEP_DTYPES = ("float32", "bfloat16")
 #: The fields (and their types) of a result line that the analysis reads, besides its ``key``.
 RESULT_FIELDS = {"budget": int, "depth": int, "seed": int, "width": int, "heads": int, "non_embedding": int,
                  "heldout_loss": NUMBER}
-#: The share of a GPU one model's job asks for on CUDA: the sweep's models are small, four share a GPU.
-GPU_SHARE = 0.25
 
 
 @dataclass
@@ -52,8 +57,12 @@ class SweepConfig:
     budgets: list[int]
     depths: list[int]
     seeds: list[int] = field(default_factory=lambda: [0])
-    text: str = "builtin"
-    tokens: int = 500_000  # training tokens per model (equal for every model)
+    text: str = "builtin"  # the text of source "text"
+    tokens: int = 500_000  # training tokens per model (equal for every model), unless tokens_per_param
+    source: str = "text"  # a data source of attnlab.depth.data.SOURCES: text, or hmm (the synthetic grammar)
+    hmm: dict[str, Any] | None = None  # the grammar of source "hmm" (attnlab.depth.synthetic.HMMSpec fields)
+    tokens_per_param: float | None = None  # training tokens = this x the model's exact non-embedding count
+    lr_base_width: int | None = None  # muP-style: hidden matrices train at lr x lr_base_width / width
     batch_size: int = 32
     seq_len: int = 64
     lr: float = 3e-3
@@ -64,6 +73,7 @@ class SweepConfig:
     eval_tokens: int = 65_536
     workers: int = 1
     dtype: str = "float32"  # training precision: float32, or bfloat16 autocast over float32 master weights
+    gpu_share: float = 0.25  # on CUDA, the share of a GPU one model's job asks for (0.25: four models per GPU)
 
     def __post_init__(self) -> None:
         for name in ("budgets", "depths", "seeds"):
@@ -85,6 +95,20 @@ class SweepConfig:
                                " (float16 training needs loss scaling; use bfloat16)")
         if not isinstance(self.text, str) or not self.text:
             raise AttnlabError(f"sweep config: text must be a text source (builtin or a file), got {self.text!r}")
+        _require(self, "gpu_share", _is_number, lambda v: 0 < v <= 1, "a share of one GPU in (0, 1]")
+        if self.source not in SOURCES:
+            raise AttnlabError(f"sweep config: source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        if self.hmm is not None:
+            if self.source != "hmm":
+                raise AttnlabError("sweep config: hmm sets the grammar of source hmm; add `source: hmm` or drop hmm")
+            from .synthetic import hmm_spec
+
+            hmm_spec(self.hmm)  # a bad grammar setting is an error now, not in the first job
+        if self.lr_base_width is not None:
+            _require(self, "lr_base_width", _is_int, lambda v: v >= 1, "a positive integer (a width)")
+        if self.tokens_per_param is not None:
+            _require(self, "tokens_per_param", _is_number, lambda v: v > 0, "a positive number")
+            return  # the step count is per model (grid() checks warmup against the shortest)
         if self.tokens < self.batch_size * self.seq_len:
             raise AttnlabError(f"sweep config: tokens ({self.tokens}) is less than one batch "
                                f"({self.batch_size} x {self.seq_len})")
@@ -95,7 +119,21 @@ class SweepConfig:
 
     @property
     def steps(self) -> int:
+        """Training steps of a model under ``tokens`` (the same for every model)."""
         return self.tokens // (self.batch_size * self.seq_len)
+
+    def steps_for(self, non_embedding: int) -> int:
+        """Training steps of a model with ``non_embedding`` parameters: ``tokens_per_param x N`` tokens
+        (rounded up to whole batches) when that is set, else :attr:`steps`."""
+        if self.tokens_per_param is None:
+            return self.steps
+        return math.ceil(self.tokens_per_param * non_embedding / (self.batch_size * self.seq_len))
+
+    def lr_scale(self, width: int) -> float:
+        """The hidden matrices' lr multiplier at ``width``: ``lr_base_width / width`` (muP for Adam, Yang et al.
+        2021, "Tensor Programs V", Table 3: hidden weights' lr ~ 1 / fan_in; embeddings, biases and norms keep
+        the base lr), or 1 without ``lr_base_width``."""
+        return 1.0 if self.lr_base_width is None else self.lr_base_width / width
 
 
 def _is_int(v: Any) -> bool:
@@ -135,6 +173,8 @@ def load_config(path: str | Path) -> SweepConfig:
     unknown = sorted(set(data) - known)
     if unknown:
         raise AttnlabError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    if "tokens" in data and "tokens_per_param" in data:
+        raise AttnlabError(f"{path}: give tokens (the same for every model) or tokens_per_param, not both")
     try:
         return SweepConfig(**data)
     except TypeError as e:
@@ -142,8 +182,9 @@ def load_config(path: str | Path) -> SweepConfig:
 
 
 def non_embedding_count(depth: int, width: int) -> int:
-    """Exact non-embedding parameters of :class:`attnlab.depth.model.GPT`: ``L(12d^2 + 13d) + 2d``."""
-    return depth * (12 * width * width + 13 * width) + 2 * width
+    """Exact non-embedding parameters of :class:`attnlab.depth.model.GPT` (:func:`attnlab.depth.params.count`
+    of its GPT-2-family shape): ``L(12d^2 + 13d) + 2d``."""
+    return count(gpt2_like(depth, width, vocab=1, seq_len=1))["non_embedding"]
 
 
 def shape_for_budget(budget: int, depth: int, head_dim: int = 16, tolerance: float = 0.1) -> tuple[int, int, int]:
@@ -167,14 +208,23 @@ def shape_for_budget(budget: int, depth: int, head_dim: int = 16, tolerance: flo
 
 
 def grid(config: SweepConfig) -> list[dict[str, Any]]:
-    """The jobs of ``config``, seed-major (every budget and depth once before the next seed)."""
+    """The jobs of ``config``, seed-major (every budget and depth once before the next seed). With
+    ``tokens_per_param`` each job carries its own step count, and a warmup as long as the shortest is refused."""
     jobs = []
     for seed in config.seeds:
         for budget in config.budgets:
             for depth in config.depths:
                 width, heads, n = shape_for_budget(budget, depth, config.head_dim, config.tolerance)
-                jobs.append({"key": job_key(budget, depth, seed), "budget": budget, "depth": depth, "seed": seed,
-                             "width": width, "heads": heads, "non_embedding": n})
+                job = {"key": job_key(budget, depth, seed), "budget": budget, "depth": depth, "seed": seed,
+                       "width": width, "heads": heads, "non_embedding": n}
+                if config.tokens_per_param is not None:
+                    job["steps"] = config.steps_for(n)
+                    if job["steps"] <= config.warmup_steps:
+                        raise AttnlabError(f"sweep config: warmup_steps ({config.warmup_steps}) must be less than "
+                                           f"the {job['steps']} training steps of {job['key']} (tokens_per_param "
+                                           "x its parameters / (batch_size x seq_len)); lower it or raise "
+                                           "tokens_per_param")
+                jobs.append(job)
     return jobs
 
 
@@ -182,64 +232,26 @@ def job_key(budget: int, depth: int, seed: int) -> str:
     return f"N{budget}-L{depth}-s{seed}"
 
 
-# ---------------------------------------------------------------- data: character-level text
+# ---------------------------------------------------------------- data
 
 
-class CharCorpus:
-    """Character-level tokens of a text source: vocabulary from the training split (+ one unknown id)."""
-
-    def __init__(self, source: str = "builtin"):
-        from ..core.text import BUILTIN, load_texts
-
-        train = "\n\n".join(load_texts(source, "calibration"))
-        builtin = source == BUILTIN or source.startswith(BUILTIN + ":")  # "builtin:F" has its own held-out split
-        heldout = "\n\n".join(load_texts(source, "heldout")) if builtin else None
-        if heldout is None:  # a local file: hold out its last 10%
-            cut = int(0.9 * len(train))
-            train, heldout = train[:cut], train[cut:]
-        self.chars = [c for c, _ in Counter(train).most_common()]
-        index = {c: i + 1 for i, c in enumerate(self.chars)}  # 0 = unknown
-        import torch
-
-        self.train = torch.tensor([index.get(c, 0) for c in train], dtype=torch.long)
-        self.heldout = torch.tensor([index.get(c, 0) for c in heldout], dtype=torch.long)
-
-    @property
-    def vocab(self) -> int:
-        return len(self.chars) + 1
-
-
-_CORPORA: dict[str, CharCorpus] = {}
-
-
-def corpus(source: str) -> CharCorpus:
-    """The encoded corpus for ``source``, built once per process."""
-    if source not in _CORPORA:
-        _CORPORA[source] = CharCorpus(source)
-    return _CORPORA[source]
-
-
-def check_text(config: SweepConfig) -> CharCorpus:
-    """The corpus of ``config.text``, loaded now (before any folder or job): a missing or unreadable source
-    is an error here, and so is a split too short for one window of ``seq_len + 1`` characters."""
-    data = corpus(config.text)
-    for split, tokens in (("training", data.train), ("held-out", data.heldout)):
-        if len(tokens) < config.seq_len + 2:
-            raise AttnlabError(f"text {config.text}: its {split} split has {len(tokens)} characters, fewer than "
-                               f"one window of seq_len + 1 = {config.seq_len + 1} (give a longer text or lower "
-                               "seq_len)")
+def check_source(config: SweepConfig):
+    """The data source of ``config``, built now (before any folder or job): a missing or unreadable text is an
+    error here, and so is a split too short for one window of ``seq_len + 1`` tokens."""
+    data = data_source(config)
+    data.check(config.seq_len)
     return data
 
 
 # ---------------------------------------------------------------- training one model
 
 
-def _lr_at(step: int, config: SweepConfig) -> float:
-    """Linear warmup, then cosine decay to 10% of the peak."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+def lr_at(step: int, peak: float, warmup: int, steps: int) -> float:
+    """Linear warmup over ``warmup`` steps, then cosine decay to 10% of ``peak`` at ``steps``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
 def _autocast(device: str, dtype: str):
@@ -253,14 +265,12 @@ def _autocast(device: str, dtype: str):
     return torch.autocast(device_type=device.split(":")[0], dtype=torch_dtype(dtype))
 
 
-def heldout_loss(model, tokens, seq_len: int, max_tokens: int, batch_size: int = 64, device: str = "cpu",
-                 dtype: str = "float32") -> float:
-    """Mean next-token cross-entropy (nats) over the first ``max_tokens`` held-out tokens, in windows."""
+def heldout_loss(model, windows, batch_size: int = 64, device: str = "cpu", dtype: str = "float32") -> float:
+    """Mean next-token cross-entropy (nats) over held-out ``windows`` (n, seq_len + 1)."""
     import torch
 
-    n = min(max_tokens, len(tokens) - 1) // seq_len
-    x = tokens[: n * seq_len].view(n, seq_len)
-    y = tokens[1: n * seq_len + 1].view(n, seq_len)
+    n = len(windows)
+    x, y = windows[:, :-1], windows[:, 1:]
     total = 0.0
     model.eval()
     with torch.no_grad(), _autocast(device, dtype):
@@ -271,33 +281,40 @@ def heldout_loss(model, tokens, seq_len: int, max_tokens: int, batch_size: int =
     return total / n
 
 
+def param_groups(model, config: SweepConfig, width: int) -> list[dict[str, Any]]:
+    """AdamW groups: the blocks' matrices (weight decay, lr scaled by :meth:`SweepConfig.lr_scale`), the
+    embeddings (the tied head among them: weight decay, base lr), and biases and norms (base lr, no decay)."""
+    groups: dict[str, list] = {"hidden": [], "embedding": [], "other": []}
+    for name, p in model.named_parameters():
+        groups["other" if p.dim() < 2 else "hidden" if name.startswith("blocks.") else "embedding"].append(p)
+    scale = {"hidden": config.lr_scale(width), "embedding": 1.0, "other": 1.0}
+    return [{"params": ps, "weight_decay": 0.0 if kind == "other" else config.weight_decay,
+             "lr_scale": scale[kind], "lr": config.lr * scale[kind]} for kind, ps in groups.items() if ps]
+
+
 def train_one(job: dict[str, Any], config: SweepConfig, device: str = "cpu") -> dict[str, Any]:
-    """Train one model of ``job``'s shape on ``config.tokens`` tokens on ``device`` (in ``config.dtype``);
-    its result line (held-out loss etc.). Batches are drawn on the CPU, so the data order is the device's."""
+    """Train one model of ``job``'s shape for its steps (:meth:`SweepConfig.steps_for`) on ``device`` (in
+    ``config.dtype``); its result line (held-out loss etc.). Batches are drawn on the CPU, so the data order
+    is the device's."""
     import torch
 
     from ..core.runtime import seed_everything, synchronize
     from .model import GPT
 
-    data = corpus(config.text)
+    data = data_source(config)
     seed_everything(job["seed"])
     model = GPT(data.vocab, config.seq_len, job["depth"], job["width"], job["heads"])
     assert model.non_embedding_parameters() == job["non_embedding"]
     model.to(device)  # float32 master weights whatever config.dtype (autocast computes in it)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    other = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                             {"params": other, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
-    gen = torch.Generator().manual_seed(job["seed"])
-    last = len(data.train) - config.seq_len - 1
+    opt = torch.optim.AdamW(param_groups(model, config, job["width"]), lr=config.lr, betas=(0.9, 0.95))
+    draw = data.sampler(job["seed"])
+    steps = config.steps_for(job["non_embedding"])
     t0 = time.perf_counter()
     train_losses = []
-    for step in range(config.steps):
+    for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, config)
-        starts = torch.randint(0, last, (config.batch_size,), generator=gen)
-        offs = starts[:, None] + torch.arange(config.seq_len + 1)
-        batch = data.train[offs].to(device)
+            group["lr"] = lr_at(step, config.lr, config.warmup_steps, steps) * group["lr_scale"]
+        batch = draw(config.batch_size, config.seq_len).to(device)
         with _autocast(device, config.dtype):
             _, loss = model(batch[:, :-1], batch[:, 1:])
         opt.zero_grad(set_to_none=True)
@@ -308,13 +325,13 @@ def train_one(job: dict[str, Any], config: SweepConfig, device: str = "cpu") -> 
     synchronize(device)
     train_s = time.perf_counter() - t0
     tail = max(1, len(train_losses) // 10)
+    tokens = steps * config.batch_size * config.seq_len
     return {**job, "vocab": data.vocab, "total_parameters": sum(p.numel() for p in model.parameters()),
-            "tokens": config.steps * config.batch_size * config.seq_len, "steps": config.steps,
+            "tokens": tokens, "steps": steps, "hidden_lr": config.lr * config.lr_scale(job["width"]),
             "train_loss": float(np.mean(train_losses[-tail:])),
-            "heldout_loss": heldout_loss(model, data.heldout, config.seq_len, config.eval_tokens,
-                                         device=device, dtype=config.dtype),
-            "train_seconds": round(train_s, 2), "tokens_per_second": round(config.steps * config.batch_size
-                                                                            * config.seq_len / train_s, 1),
+            "heldout_loss": heldout_loss(model, data.heldout(config.seq_len, config.eval_tokens), device=device,
+                                         dtype=config.dtype),
+            "train_seconds": round(train_s, 2), "tokens_per_second": round(tokens / train_s, 1),
             "threads": torch.get_num_threads(), "device": device, "dtype": config.dtype}
 
 
@@ -329,11 +346,11 @@ def train_job(args: Mapping[str, Any]) -> dict[str, Any]:
 
 def recipe(config: SweepConfig) -> dict[str, Any]:
     """What every model of a sweep folder shares: the config without the grid (which may grow between
-    runs into the same folder) and the worker count (which changes speed, not results). The device is not
-    in it either (a sweep started on the CPU resumes on a GPU); the dtype is, but only when it is not the
-    default float32, so that folders written before it existed still resume."""
+    runs into the same folder), the worker count and GPU share (which change speed, not results). The device
+    is not in it either (a sweep started on the CPU resumes on a GPU); the fields added later (dtype, source,
+    ...: :data:`NEW_FIELDS`) are, but only when not at their defaults, so that older folders still resume."""
     return {k: v for k, v in asdict(config).items()
-            if k not in GRID_FIELDS and not (k == "dtype" and v == "float32")}
+            if k not in GRID_FIELDS and not (k in NEW_FIELDS and v == NEW_FIELDS[k])}
 
 
 def results_log(folder: str | Path) -> GridLog:
@@ -359,11 +376,11 @@ def run_sweep(config: SweepConfig, out: str | Path, *, workers: int | None = Non
     from ..core.outputs import run_dir
 
     entries = grid(config)  # shapes and the text source are checked before the folder is touched
-    check_text(config)
+    check_source(config)
     out, _ = run_dir(out, recipe(config), overwrite, what="depth sweep", quiet=quiet)
     cfg = asdict(config)
     atomic_write_json(out / CONFIG, cfg)
-    gpus = GPU_SHARE if device.startswith("cuda") else 0.0
+    gpus = config.gpu_share if device.startswith("cuda") else 0.0
     jobs = [Job(e["key"], {"job": e, "config": cfg, "device": device}, cpus=1, gpus=gpus) for e in entries]
     log = results_log(out)
     todo = jobs
