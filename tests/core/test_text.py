@@ -3,7 +3,7 @@ import json
 import pytest
 
 from attnlab.core.errors import AttnlabError
-from attnlab.core.text import builtin_topics, describe, load_texts, split_builtin
+from attnlab.core.text import builtin_topics, describe, document_hash, load_texts, split_builtin, split_documents
 
 
 def test_builtin_split_is_disjoint_complete_and_deterministic():
@@ -24,12 +24,25 @@ def test_split_fraction_moves_documents_one_way():
 
 
 def test_local_files(tmp_path):
-    (tmp_path / "a.txt").write_text("hello world")
-    assert load_texts(tmp_path / "a.txt") == ["hello world"]
+    (tmp_path / "a.txt").write_text("hello world\n\n  \nsecond paragraph\nstill second\n")
+    assert load_texts(tmp_path / "a.txt", "all") == ["hello world", "second paragraph\nstill second"]
     lines = [json.dumps({"text": "one"}), "", json.dumps({"text": "two"})]
     (tmp_path / "b.jsonl").write_text("\n".join(lines))
-    assert load_texts(tmp_path / "b.jsonl") == ["one", "two"]
-    assert describe(tmp_path / "b.jsonl")["documents"] == 2
+    assert load_texts(tmp_path / "b.jsonl", "all") == ["one", "two"]
+    assert describe(tmp_path / "b.jsonl", "all")["documents"] == 2
+
+
+def test_every_source_splits_by_document(tmp_path):
+    docs = [f"document number {i}" for i in range(200)] + ["a repeated document"] * 5
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps({"text": d}) for d in docs))
+    cal, held = (load_texts(tmp_path / "c.jsonl", s) for s in ("calibration", "heldout"))
+    assert not set(cal) & set(held) and sorted(cal + held) == sorted(docs)  # disjoint and complete
+    assert 20 < len(held) < 70 and cal == [d for d in docs if d in set(cal)]  # about 20%, order kept
+    # the split is the documents' own: shuffled or in another file, each lands on the same side
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps({"text": d}) for d in reversed(docs[:50])))
+    assert set(load_texts(tmp_path / "d.jsonl", "heldout")) == set(held) & set(docs[:50])
+    assert split_documents(docs) == {"calibration": cal, "heldout": held}
+    assert document_hash("one") == document_hash("one") != document_hash("two")
 
 
 def test_bad_sources(tmp_path):
@@ -41,6 +54,13 @@ def test_bad_sources(tmp_path):
     (tmp_path / "empty.txt").write_text("  \n")
     with pytest.raises(AttnlabError, match="contains no text"):
         load_texts(tmp_path / "empty.txt")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(AttnlabError, match="not UTF-8 text"):
+        load_texts(tmp_path / "latin1.txt")
+    (tmp_path / "one.txt").write_text("keep me")  # one document: it hashes into calibration, nothing is held out
+    assert load_texts(tmp_path / "one.txt") == ["keep me"]
+    with pytest.raises(AttnlabError, match="none of its 1 documents falls in the heldout split"):
+        load_texts(tmp_path / "one.txt", "heldout")
     with pytest.raises(AttnlabError, match="unknown split"):
         load_texts("builtin", split="train")
 

@@ -53,7 +53,8 @@ def _config(text: str) -> Config:
 def _calibration_flags(p: argparse.ArgumentParser, stats: bool = True) -> None:
     g = p.add_argument_group("calibration")
     g.add_argument("--data", default="builtin", help="text: builtin, builtin:F (hold out a fraction F of the "
-                   "topics), a .txt/.jsonl file or hf:NAME (default builtin)")
+                   "topics), a .txt/.jsonl file or hf:NAME (default builtin); its calibration documents (80%%, by "
+                   "a hash of each) are sampled in the order --seed shuffles them")
     g.add_argument("--tokens", type=positive_int, default=16384, help="calibration tokens (default 16384)")
     g.add_argument("--seq-len", type=positive_int, default=256, help="tokens per block (default 256)")
     g.add_argument("--batch-size", type=positive_int, default=8, help="blocks per forward pass (default 8)")
@@ -99,7 +100,7 @@ def _open(args: argparse.Namespace, spec: str, device: str):
 
 
 def _calibration(args) -> Calibration:
-    return Calibration(args.data, args.tokens, args.seq_len, args.batch_size)
+    return Calibration(args.data, args.tokens, args.seq_len, args.batch_size, args.seed)
 
 
 def _add(sub, name: str, common, help: str, example: str, func) -> argparse.ArgumentParser:
@@ -174,6 +175,10 @@ def register(subparsers, common) -> None:
     e.add_argument("model", help="a folder written by `nbl apply` (or any checkpoint)")
     e.add_argument("--against", required=True, help="the original model")
     e.add_argument("--data", default="builtin", help="text source; its held-out split is used (default builtin)")
+    e.add_argument("--split", choices=("heldout", "all"), default="heldout",
+                   help="heldout: the documents --data holds out (disjoint from its calibration split); all: the "
+                        "whole source, for text never calibrated on (default heldout). Either way, text holding a "
+                        "calibration document recorded in MODEL's nbl.json is refused")
     e.add_argument("--tokens", type=positive_int, default=8192, help="held-out tokens (default 8192)")
     e.add_argument("--seq-len", type=positive_int, default=256, help="tokens per block (default 256)")
     e.add_argument("--batch-size", type=positive_int, default=8, help="blocks per forward pass (default 8)")
@@ -318,7 +323,7 @@ def cmd_apply(args) -> int:
 
     device = _device(args)
     nbl = NBL(args.layers, args.selector, args.method, args.sequential, tuple(args.keep), args.ridge, args.tokens,
-              args.seq_len, args.batch_size, progress=show_progress(args))
+              args.seq_len, args.batch_size, args.seed, progress=show_progress(args))
     with artifact_dir(args.out, args.overwrite, what=KIND) as folder:
         s = _open(args, args.model, device)
         check_request(len(decoder_layers(s.model)), args.layers, tuple(args.keep))  # before minutes of statistics
@@ -392,9 +397,9 @@ def cmd_eval(args) -> int:
     device = _device(args)
     manager = task_manager(args.lm_eval, args.lm_eval_include) if args.lm_eval else None
     with out_folder(args, "nbl eval") as folder:
-        model, ref = _pair(args, device)
+        model, ref, record = _pair(args, device)
         result = evaluate_pair(model, ref, args.data, args.tokens, args.seq_len, args.batch_size, args.greedy_tokens,
-                               progress=show_progress(args))
+                               progress=show_progress(args), split=args.split, record=record)
         if manager is not None:
             result["lm_eval"] = {name: run_tasks(s.model, s.tokenizer, args.lm_eval, manager, args.lm_eval_limit,
                                                  args.batch_size, args.seed)
@@ -417,7 +422,7 @@ def cmd_bench(args) -> int:
 
     device = _device(args)
     with out_folder(args, "nbl bench") as folder:
-        model, ref = _pair(args, device)
+        model, ref, _ = _pair(args, device)
         result = bench_pair(model.model, ref.model, args.prompt_lengths, args.batch_sizes, args.decode_tokens,
                             args.repeats, seed=args.seed, progress=show_progress(args))
         if folder is not None:
@@ -433,15 +438,15 @@ def cmd_bench(args) -> int:
 
 
 def _pair(args: argparse.Namespace, device: str):
-    """Sessions for the (possibly linearized) candidate ``args.model`` and the original ``args.against``."""
+    """Sessions for the (possibly linearized) candidate ``args.model`` and the original ``args.against``, and the
+    candidate's ``nbl.json`` (None for a plain checkpoint)."""
     from .io import is_linearized, read_info
 
     candidate, against = args.model, args.against
-    if is_linearized(candidate):
-        read_info(candidate)  # a damaged nbl.json is refused before any model loads
+    record = read_info(candidate) if is_linearized(candidate) else None  # a damaged one: refused before loading
     ref = _open(args, against, device)
     cand = _open(args, candidate, device)
     if cand.model.config.model_type != ref.model.config.model_type:
         raise AttnlabError(f"{candidate} ({cand.model.config.model_type}) and {against} "
                            f"({ref.model.config.model_type}) are different architectures")
-    return cand, ref
+    return cand, ref, record

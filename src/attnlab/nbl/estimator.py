@@ -20,13 +20,13 @@ import torch
 
 from ..core.errors import AttnlabError
 from ..core.hf import decoder_layers
-from .data import blocks_from_source, token_blocks
+from .data import blocks_from_source, text_blocks
 from .io import save
 from .lmmse import AffineMap, check_ridge
 from .pipeline import check_request, check_tokens, linearize, score
 from .registry import METHODS, SELECTORS
 from .replace import apply, restored
-from .stats import Stats, collect
+from .stats import Stats, collect, fingerprint
 
 
 class NBL:
@@ -35,19 +35,20 @@ class NBL:
     the LMMSE map (paper Prop. 3.1) or nothing (Attention Drop). ``sequential`` refits each map through the
     model modified so far; ``keep`` layers are never replaced; ``ridge`` is relative to the median eigenvalue
     of C_XX. ``tokens``, ``seq_len`` and ``batch_size`` cut the calibration text when ``fit`` is given a source
-    or texts.
+    or texts; ``seed`` shuffles a source's calibration documents before its first ``tokens`` are taken.
 
     Fitted attributes: ``stats_`` (the :class:`~attnlab.nbl.stats.Stats`), ``scores_`` (layer -> score, lower =
     replace first), ``layers_`` (the replaced layers, ascending), ``maps_`` (their
-    :class:`~attnlab.nbl.lmmse.AffineMap`, empty for ``drop``), ``calibration_`` (what the text was).
+    :class:`~attnlab.nbl.lmmse.AffineMap`, empty for ``drop``), ``calibration_`` (what the text was, with the
+    hashes of its documents), ``base_identity_`` (the model's dtype-free fingerprint, which ``eval`` checks).
     """
 
     def __init__(self, n_layers: int = 8, selector: str = "cca", method: str = "nbl", sequential: bool = False,
                  keep: tuple[int, ...] = (), ridge: float = 0.0, tokens: int = 16384, seq_len: int = 256,
-                 batch_size: int = 8, progress: bool = False):
+                 batch_size: int = 8, seed: int = 0, progress: bool = False):
         self.n_layers, self.selector, self.method, self.sequential = n_layers, selector, method, sequential
         self.keep, self.ridge, self.tokens, self.seq_len = tuple(keep), ridge, tokens, seq_len
-        self.batch_size, self.progress = batch_size, progress
+        self.batch_size, self.seed, self.progress = batch_size, seed, progress
 
     def __repr__(self) -> str:
         return (f"NBL(n_layers={self.n_layers}, selector={self.selector!r}, method={self.method!r}, "
@@ -78,9 +79,9 @@ class NBL:
         if tokenizer is None:
             raise AttnlabError("fit(model, tokenizer, data=...): text data needs the tokenizer")
         if not texts:
-            return blocks_from_source(tokenizer, str(data), "calibration", self.seq_len, self.tokens)
-        blocks = token_blocks(tokenizer, list(data), self.seq_len, self.tokens)
-        return blocks, {"source": f"{len(data)} texts", "tokens": int(blocks.numel()), "seq_len": self.seq_len}
+            return blocks_from_source(tokenizer, str(data), "calibration", self.seq_len, self.tokens, self.seed)
+        blocks, info = text_blocks(tokenizer, list(data), self.seq_len, self.tokens)
+        return blocks, {"source": f"{len(data)} texts", **info}
 
     def fit(self, model, tokenizer=None, data: Any = "builtin", stats: Stats | None = None) -> NBL:
         """Collect statistics of ``model`` on ``data`` (or use ``stats``, collected on ``data``'s blocks), score
@@ -96,6 +97,7 @@ class NBL:
             layers, maps = linearize(model, stats, self.n_layers, self.selector, self.method, self.ridge,
                                      self.sequential, blocks, self.batch_size, self.progress, self.keep)
         self.stats_, self.calibration_ = stats, stats.meta.get("calibration", calibration)
+        self.base_identity_ = fingerprint(model, portable=True)
         self.scores_ = score(stats, self.selector)
         self.layers_: list[int] = sorted(layers)
         self.maps_: list[AffineMap] = sorted(maps, key=lambda m: m.layer)
@@ -121,7 +123,8 @@ class NBL:
         self._fitted()
         return {"method": self.method, "selector": self.selector, "layers": self.layers_,
                 "sequential": self.sequential, "ridge": self.ridge, "keep": sorted(self.keep),
-                "base_fingerprint": self.stats_.fingerprint, "calibration": self.calibration_, **extra}
+                "base_fingerprint": self.stats_.fingerprint, "base_identity": self.base_identity_,
+                "calibration": self.calibration_, **extra}
 
     def save_pretrained(self, directory: str | Path, model, overwrite: bool = False) -> Path:
         """Save the linearized checkpoint of ``model`` (the fitted model, linearized or not, loaded from a local

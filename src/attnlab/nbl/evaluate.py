@@ -1,13 +1,17 @@
 """How much a linearized model differs from the original, on held-out text disjoint from calibration:
-perplexity, top-1 next-token agreement and greedy-continuation agreement."""
+perplexity, top-1 next-token agreement and greedy-continuation agreement. A linearized model is scored
+only against its own base and on text without its calibration documents (:func:`check_integrity`)."""
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
+
+from ..core.errors import AttnlabError
 
 
 @dataclass
@@ -73,15 +77,47 @@ def compare_encoder(model, reference, blocks: torch.Tensor, batch_size: int = 8)
     return {"hidden_cosine": cos / count, "hidden_nmse": err / ref_norm, "eval_tokens": count}
 
 
+def check_integrity(record: dict | None, reference, heldout: dict, name: str = "the model") -> None:
+    """Refuse (one line) to score a linearized model whose ``nbl.json`` ``record`` names another base than
+    ``reference`` (a :class:`~attnlab.nbl.session.Session`), or on ``heldout`` text (a blocks record) that
+    holds any of its calibration documents. A record without these fields (an older attnlab, or a fit on
+    token ids) is scored with one warning line saying what could not be checked."""
+    if record is None:
+        return
+    from .stats import fingerprint
+
+    unchecked = []
+    identity = record.get("base_identity")
+    if identity is None:
+        unchecked.append("its base model")
+    elif identity != (found := fingerprint(reference.model, portable=True)):
+        raise AttnlabError(f"{name} was linearized from another base model (recorded identity {identity}, "
+                           f"--against {reference.spec} has {found}); evaluate against the model it was made from")
+    calibration = (record.get("calibration") or {}).get("documents_used")
+    if calibration is None:
+        unchecked.append("that the held-out text is not calibration text")
+    elif overlap := set(heldout["documents_used"]) & set(calibration):
+        raise AttnlabError(f"{len(overlap)} of the {len(heldout['documents_used'])} held-out documents of "
+                           f"{heldout['source']} were calibration documents of {name}; evaluate on text it was not "
+                           f"calibrated on (the held-out split of its calibration source is disjoint)")
+    if unchecked:
+        print(f"attnlab: warning: {name}'s nbl.json does not record what is needed to check "
+              f"{' or '.join(unchecked)} (written by an older attnlab or fitted on token ids)", file=sys.stderr)
+
+
 def evaluate_pair(candidate, reference, source: str, tokens: int, seq_len: int, batch_size: int = 8,
-                  greedy_tokens: int = 32, progress: bool = True) -> dict:
-    """Everything `attnlab nbl eval` reports, on the held-out split of ``source`` (disjoint from calibration).
+                  greedy_tokens: int = 32, progress: bool = True, split: str = "heldout",
+                  record: dict | None = None) -> dict:
+    """Everything `attnlab nbl eval` reports, on ``split`` of ``source`` (the held-out split: disjoint from
+    calibration documents; ``all``: a source never calibrated on), after :func:`check_integrity` of the
+    candidate's ``record``.
 
     ``candidate`` and ``reference`` are :class:`~attnlab.nbl.session.Session` objects."""
     from ..core.hf import family_of
     from .replace import replaced_layers
 
-    blocks, info = reference.blocks(source, "heldout", tokens, seq_len)
+    blocks, info = reference.blocks(source, split, tokens, seq_len)
+    check_integrity(record, reference, info, candidate.spec)
     result = {"replaced": replaced_layers(candidate.model), "heldout": info}
     if not family_of(reference.model).causal:
         result.update(compare_encoder(candidate.model, reference.model, blocks, batch_size))

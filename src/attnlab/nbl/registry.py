@@ -77,13 +77,15 @@ class Config:
 
 @dataclass(frozen=True)
 class Calibration:
-    """The calibration text and how it is cut: ``tokens`` tokens of ``source``'s calibration split, in
-    blocks of ``seq_len``, ``batch_size`` blocks per forward pass."""
+    """The calibration text and how it is cut: ``tokens`` tokens of ``source``'s calibration split, its
+    documents in the order ``seed`` shuffles them, in blocks of ``seq_len``, ``batch_size`` blocks per
+    forward pass."""
 
     source: str = "builtin"
     tokens: int = 16384
     seq_len: int = 256
     batch_size: int = 8
+    seed: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -115,11 +115,12 @@ class Session:
     def checkpoint(self) -> Path:
         return checkpoint_dir(self.spec)
 
-    def blocks(self, source: str, split: str, tokens: int, seq_len: int) -> tuple[torch.Tensor, dict]:
+    def blocks(self, source: str, split: str, tokens: int, seq_len: int, seed: int = 0) -> tuple[torch.Tensor, dict]:
+        """Token blocks of ``split`` of ``source`` (:func:`~attnlab.nbl.data.blocks_from_source`)."""
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit is not None and seq_len > limit:
             raise AttnlabError(f"--seq-len {seq_len} exceeds the model's {limit} positions")
-        return blocks_from_source(self.tokenizer, source, split, seq_len, tokens)
+        return blocks_from_source(self.tokenizer, source, split, seq_len, tokens, seed)
 
     def cache_path(self, info: dict, calib: Calibration) -> Path:
         """Where the statistics of this model on ``calib`` (described by ``info``) are cached."""
@@ -137,7 +138,7 @@ class Session:
         key = (calib, None if path is None else str(path))
         if key in self.loaded and not fresh:
             return self.loaded[key]
-        blocks, info = self.blocks(calib.source, "calibration", calib.tokens, calib.seq_len)
+        blocks, info = self.blocks(calib.source, "calibration", calib.tokens, calib.seq_len, calib.seed)
         path = Path(path) if path is not None else self.cache_path(info, calib)
         n_batches = (len(blocks) + calib.batch_size - 1) // calib.batch_size
         stats = None

@@ -256,14 +256,23 @@ def _stored(model, name: str, tensor: torch.Tensor) -> torch.Tensor:
     return weights[leaf]
 
 
-def fingerprint(model) -> str:
+def fingerprint(model, portable: bool = False) -> str:
     """Identifies a model by its config and a sample of its weights (first 4096 values of each tensor); the
-    same for a model dispatched over devices and disk by accelerate as for the model in one place."""
-    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    same for a model dispatched over devices and disk by accelerate as for the model in one place.
+
+    ``portable``: the same whether the model was loaded in float32 or bfloat16 (the config without its dtype,
+    the samples rounded to bfloat16): how ``eval`` recognises the base a linearized model was written from."""
+    if portable:
+        config = {k: v for k, v in model.config.to_dict().items() if k not in ("dtype", "torch_dtype")}
+        h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    else:
+        h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
     with torch.no_grad():
         for name, p in sorted(model.state_dict().items()):
             h.update(name.encode())
             sample = _stored(model, name, p).detach().reshape(-1)[:4096]
+            if portable:
+                sample = sample.to(torch.bfloat16)
             h.update(sample.to(torch.float64).cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
