@@ -99,6 +99,7 @@ def test_paired_table_pairs_runs_by_seed_and_skips_unevaluated_epochs():
     assert all(r["seeds"] == [0, 1] for r in rows)
     assert rows[-1]["AP"]["diffs"] == pytest.approx([0.2, 0.1])          # by seed, not by insertion order
     assert rows[-1]["AP50"]["diffs"] == pytest.approx([0.4, 0.2])
+    assert [r["budget"] for r in paired_table(histories, 4, [("epoch 3", 3), ("epoch 2", 2)])] == ["epoch 3"]
 
 
 @pytest.mark.parametrize("device, gpus", [("cpu", 0.0), ("cuda", 0.5)])

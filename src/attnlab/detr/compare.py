@@ -197,12 +197,14 @@ def paired_t_interval(diffs: list[float], level: float = 0.95) -> dict[str, Any]
 PAIRED_METRICS = ("AP", "AP50")
 
 
-def paired_table(histories: dict[str, dict[int, list[dict[str, Any]]]], epochs: int) -> list[dict[str, Any]]:
-    """Per budget point, DAC - baseline in AP and AP50 over the seeds both evaluated there (same seed, so
-    same initialisation and data order: the pairs), with :func:`paired_t_interval`'s 95% interval."""
+def paired_table(histories: dict[str, dict[int, list[dict[str, Any]]]], epochs: int,
+                 points: list[tuple[str, int]] | None = None) -> list[dict[str, Any]]:
+    """Per budget point (``points``: (label, epoch); default :func:`budget_points`), DAC - baseline in AP and
+    AP50 over the seeds both evaluated there (same seed, so same initialisation and data order: the pairs),
+    with :func:`paired_t_interval`'s 95% interval."""
     base, dac = histories.get("baseline", {}), histories.get("dac", {})
     rows = []
-    for label, ep in budget_points(epochs):
+    for label, ep in points or budget_points(epochs):
         pairs = []
         for seed in sorted(set(base) & set(dac)):
             b, d = (next((h for h in hist[seed] if h["epoch"] == ep and h.get("AP") is not None), None)
