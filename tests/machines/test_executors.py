@@ -6,14 +6,14 @@ import pytest
 from attnlab.machines.certificate import certify
 from attnlab.machines.compile import compile_pm
 from attnlab.machines.executors import DenseExecutor, make_executor
-from attnlab.machines.library import LIBRARY, library_machine
+from attnlab.machines.library import LIBRARY, LONG, library_machine
 from attnlab.machines.machine import TuringMachine
 from attnlab.machines.post import tm_to_pm
 from attnlab.machines.reference import PMRun, run_tm
 from attnlab.machines.registry import NETWORK_EXECUTORS
 from attnlab.machines.simulate import minimal_window, run_machine, token_marks
 
-TMS = [n for n in LIBRARY if n not in ("bb5", "rotate")]
+TMS = [n for n in LIBRARY if n not in LONG and n != "rotate"]
 
 
 def random_tm(rng: random.Random) -> TuringMachine:

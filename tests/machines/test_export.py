@@ -11,15 +11,15 @@ import torch
 from attnlab.core.errors import AttnlabError
 from attnlab.machines.artifact import build_export, compiled_weights, export_weights, write_export
 from attnlab.machines.compile import compile_pm, load_compiled
-from attnlab.machines.library import LIBRARY, library_machine
+from attnlab.machines.library import LIBRARY, LONG, library_machine
 from attnlab.machines.post import tm_to_pm
 from attnlab.machines.replay import compare, replay
 from attnlab.machines.sdpa import SoftmaxMachine
 from attnlab.machines.simulate import run_machine
 from attnlab.machines.softmax import exact_inverse_temperature
 
-LONG = ("utm", "bb5")  # 48,044 tokens at W=51; 2.9e11 tokens at W=12,288
-SHORT = [n for n in LIBRARY if n not in LONG]
+SLOW = ("utm", *sorted(LONG))  # utm: 48,044 tokens at W=51; LONG: > 10^9 tokens (library.LONG)
+SHORT = [n for n in LIBRARY if n not in SLOW]
 RUNTIMES = [("onnx", "float32"), ("torch", "float32"), ("torch", "bfloat16")]
 
 

@@ -1,11 +1,11 @@
 import pytest
 
-from attnlab.machines.library import LIBRARY, library_machine
+from attnlab.machines.library import LIBRARY, LONG, library_machine
 from attnlab.machines.post import expected_tokens, tm_to_pm
 from attnlab.machines.reference import PMRun, run_tm
 from attnlab.machines.simulate import minimal_window, unroll
 
-TMS = [n for n in LIBRARY if n not in ("bb5", "rotate")]
+TMS = [n for n in LIBRARY if n not in LONG and n != "rotate"]
 
 
 def pm_run(name, text, window):

@@ -17,6 +17,8 @@ class Entry:
     spec: str  # YAML text or a bbchallenge string
     input: str  # the example input used by `machines run NAME` without --input
     description: str
+    long: bool = False  # the transformer run at the minimal window is beyond a test (> 10^9 tokens)
+    published: tuple[int, int] | None = None  # busy beavers: (steps, non-blank symbols) from the cited source
 
 
 def _tm(name: str, blank: str, start: str, rules: str) -> str:
@@ -95,13 +97,27 @@ LIBRARY: dict[str, Entry] = {
         V ( -> * L F
         V * -> * L V
         V B -> B R T"""), "B()((()(()))())E", "balanced parentheses between B and E (Wei-Chen-Ma machine): T or F"),
-    "bb1": Entry("1RZ---", "", "busy beaver 1 (1 step, 1 one)"),
-    "bb2": Entry("1RB1LB_1LA1RZ", "", "busy beaver 2 (6 steps, 4 ones)"),
-    "bb3": Entry("1RB1RZ_1LB0RC_1LC1LA", "", "busy beaver 3, step champion (21 steps, 5 ones)"),
-    "bb3sigma": Entry("1RB1RZ_0RC1RB_1LC1LA", "", "busy beaver 3, ones champion (14 steps, 6 ones)"),
-    "bb4": Entry("1RB1LB_1LA0LC_1RZ1LD_1RD0RA", "", "busy beaver 4 (107 steps, 13 ones)"),
+    "bb1": Entry("1RZ---", "", "busy beaver 1 (1 step, 1 one)", published=(1, 1)),
+    "bb2": Entry("1RB1LB_1LA1RZ", "", "busy beaver 2 (6 steps, 4 ones)", published=(6, 4)),
+    "bb3": Entry("1RB1RZ_1LB0RC_1LC1LA", "", "busy beaver 3, step champion (21 steps, 5 ones)",
+                 published=(21, 5)),
+    "bb3sigma": Entry("1RB1RZ_0RC1RB_1LC1LA", "", "busy beaver 3, ones champion (14 steps, 6 ones)",
+                      published=(14, 6)),
+    "bb4": Entry("1RB1LB_1LA0LC_1RZ1LD_1RD0RA", "", "busy beaver 4 (107 steps, 13 ones)",
+                 published=(107, 13)),
     "bb5": Entry("1RB1LC_1RC1RB_1RD0LE_1LA1LD_1RZ0LA", "",
-                 "busy beaver 5 (47,176,870 steps, 4098 ones; 12,289 cells)"),
+                 "busy beaver 5 (47,176,870 steps, 4098 ones; 12,289 cells)", long=True,
+                 published=(47_176_870, 4098)),
+    # Multi-symbol champions, from Pascal Michel's historical survey of busy beaver competitions
+    # (https://webusers.imj-prg.fr/~pascal.michel/ha.html, tables tm23 and tm24) and the bbchallenge wiki
+    # (https://wiki.bbchallenge.org/wiki/BB(2,4): S = 3,932,964 and Sigma = 2,050, found by T. and S. Ligocki in
+    # 2005, proven maximal in Coq-BB5 in 2024). Sigma counts non-blank symbols; the halting step is counted.
+    "bb2x3": Entry("1RB2LB1RZ_2LA2RB1LB", "", "busy beaver 2-state 3-symbol champion (38 steps, 9 non-blank)",
+                   published=(38, 9)),
+    "bb2x4": Entry("1RB2LA1RA1RA_1LB1LA3RB1RZ", "",
+                   "busy beaver 2-state 4-symbol champion (3,932,964 steps, 2,050 non-blank; 2,050 cells, "
+                   "4.0e9 tokens at W=2049: run a --max-steps prefix)", long=True,
+                   published=(3_932_964, 2050)),
     # Minsky's 7-state 4-symbol universal machine (simulates 2-tag systems), transcribed from
     # Ngoguey42/ft_turing pseudo_asm/minsky_utm.s, with a 2-state preamble that walks to the first y.
     # The example program: tag productions a1->a2, a2->a2a3, a3->halt, on the word a2 a2 a2.
@@ -151,6 +167,11 @@ transitions:
   s: {"a": ["b", s], "b": ["a", s], "_": ["_", h]}
 """, "ab_ab", "a Post machine written directly: swap a<->b around the queue, halt at the first blank"),
 }
+
+
+#: Library machines whose transformer run at the minimal window is too long for a test or the tour
+#: (BB5: 2.9e11 tokens at W=12,288; BB(2,4): 4.0e9 tokens at W=2,049); run them on a ``max_steps`` prefix.
+LONG: frozenset[str] = frozenset(name for name, entry in LIBRARY.items() if entry.long)
 
 
 def library_machine(name: str) -> TuringMachine | PostMachine:

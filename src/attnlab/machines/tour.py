@@ -19,7 +19,7 @@ from ..core.records import RunRecord
 from .certificate import certify
 from .compile import compile_pm
 from .executors import TableExecutor
-from .library import LIBRARY, library_machine
+from .library import LIBRARY, LONG, library_machine
 from .machine import PostMachine
 from .network import Format
 from .post import tm_to_pm
@@ -94,7 +94,7 @@ def _library(rec: RunRecord, profile: Profile, command: str) -> None:
         rows.append([name, len(m.states), len(m.symbols), W, model.vocab_size, model.d_model, model.d_ffn,
                      model.params, model.bits_per_param, model.model_bits, ref.steps, tokens,
                      "complete" if cert.complete else "; ".join(cert.failures())])
-        if name != "bb5":
+        if name not in LONG:
             r = run_machine(m, entry.input, executor="kv")
             runs.append([name, repr(entry.input), r.final_state, r.tape, r.tm_steps, r.tokens, r.mismatches])
     rec.add_table("Compiled sizes (one layer, one head; weights in {-1,0,1}) and certificates",
