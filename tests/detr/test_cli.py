@@ -112,3 +112,33 @@ def test_more_deformable_levels_than_backbone_stages_is_a_one_line_error(run_cli
     rc, _, err = run_cli("detr", "train", "--data", tiny_data, "--deformable-levels", "9", "-o", tmp_path / "r",
                          *TRAIN)
     _one_line_error(rc, err, "deformable_levels must be 0")
+
+
+def _documented_commands(section: str) -> list[list[str]]:
+    """The `attnlab detr ...` commands of the bash blocks in docs/detr.md's ``section`` (up to the next
+    ``## `` heading), continuation lines joined, comments dropped."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "detr.md").read_text(encoding="utf-8")
+    body = text.split(section, 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", body, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:2] == ["attnlab", "detr"]:
+                commands.append(words[1:])
+    return commands
+
+
+def test_the_documented_hf_commands_parse():
+    from attnlab.cli import build_parser
+
+    commands = _documented_commands("## DAC on Hugging Face's Deformable DETR")
+    assert {c[1] for c in commands} >= {"train", "eval", "compare"}
+    assert any("--from-pretrained" in c and "--dac" in c for c in commands)        # the fine-tune recipe
+    parser = build_parser()
+    for words in commands:
+        args = parser.parse_args(words)                  # an unknown or malformed flag exits 2 here
+        assert args.detr_command == words[1]
