@@ -100,3 +100,17 @@ def test_unfitted_and_unsaveable(tiny_model, tmp_path):
     nbl = NBL(n_layers=1, batch_size=4).fit(model, data=_blocks())
     with pytest.raises(AttnlabError, match="needs the model's local checkpoint folder"):
         nbl.save_pretrained(tmp_path / "out", model)  # built from a config: no folder to take weights from
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_heldout_nmse_is_the_calibration_nmse_on_the_calibration_text(sequential, tiny_model):
+    model = tiny_model("llama", seed=6)
+    blocks, other = _blocks(), _blocks(seed=9)
+    nbl = NBL(n_layers=2, sequential=sequential, batch_size=4).fit(model, data=blocks)
+    again = nbl.heldout_nmse(model, data=blocks)  # the same definition: the maps' own calibration error
+    assert again == pytest.approx({m.layer: m.nmse for m in nbl.maps_}, rel=1e-6, abs=1e-12)
+    held = nbl.heldout_nmse(model, data=other)
+    assert all(held[m.layer] > m.nmse for m in nbl.maps_)  # a least-squares fit is best on its own text
+    assert replaced_layers(model) == {}
+    with pytest.raises(AttnlabError, match="needs the unmodified model"):
+        nbl.heldout_nmse(nbl.transform(model), data=other)

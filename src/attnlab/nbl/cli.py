@@ -149,6 +149,9 @@ def register(subparsers, common) -> None:
                    "(default 0; fewer than 4 d calibration tokens need one)")
     a.add_argument("--keep", type=nonneg_int, nargs="+", default=[], metavar="LAYER",
                    help="never replace these layers (e.g. --keep 0)")
+    a.add_argument("--heldout-tokens", type=nonneg_int, default=4096,
+                   help="tokens of --data's held-out split on which each map's error is measured as well "
+                        "(default 4096; 0: calibration error only)")
     _calibration_flags(a)
     add_out(a, required=True, what="model folder (with its record.json)")
     add_device(a, dtype=True)
@@ -329,19 +332,25 @@ def cmd_apply(args) -> int:
         check_request(len(decoder_layers(s.model)), args.layers, tuple(args.keep))  # before minutes of statistics
         if args.method == "nbl":
             check_tokens(args.tokens // args.seq_len * args.seq_len, s.model.config.hidden_size, args.ridge)
+        # the held-out text is read before minutes of statistics (a source without held-out documents is refused)
+        held = s.blocks(args.data, "heldout", args.heldout_tokens, args.seq_len)[0] \
+            if args.heldout_tokens and args.method == "nbl" else None
         stats, blocks = s.stats(_calibration(args), args.stats, progress=show_progress(args), quiet=args.quiet)
         nbl.fit(s.model, s.tokenizer, data=blocks, stats=stats)
-        info = nbl.info(base_model=args.model, seed=args.seed)
+        heldout = nbl.heldout_nmse(s.model, data=held) if held is not None else {}
+        info = nbl.info(base_model=args.model, seed=args.seed, heldout_nmse=heldout,
+                        heldout_tokens=args.heldout_tokens if heldout else 0)
         write(folder, s.checkpoint, nbl.maps_, info)
         rec = _record(args, f"{args.method} in {len(nbl.layers_)} layers of {args.model}",
                       {**info, "device": device, "dtype": args.dtype, **s.placement})
         rec.metrics.update({f"fitted_nmse_layer{m.layer}": m.nmse for m in nbl.maps_})
-        rec.add_table("Replaced layers", ["layer", "replaced by", "calibration NMSE"],
-                      [[i, args.method, next((m.nmse for m in nbl.maps_ if m.layer == i), None)]
-                       for i in nbl.layers_])
+        rec.metrics.update({f"heldout_nmse_layer{i}": v for i, v in heldout.items()})
+        fitted = {m.layer: m.nmse for m in nbl.maps_}
+        rec.add_table("Replaced layers", ["layer", "replaced by", "calibration NMSE", "held-out NMSE"],
+                      [[i, args.method, fitted.get(i), heldout.get(i)] for i in nbl.layers_])
         rec.save(folder / "record.json")
     result = {"out": str(args.out), "layers": nbl.layers_, "method": args.method, "selector": args.selector,
-              "sequential": args.sequential, "fitted_nmse": {m.layer: m.nmse for m in nbl.maps_}}
+              "sequential": args.sequential, "fitted_nmse": fitted, "heldout_nmse": heldout}
     emit(args, result, text=f"replaced attention in layers {nbl.layers_} ({args.method}, {args.selector}"
                             f"{', sequential' if args.sequential else ''}); saved to {args.out}")
     return 0

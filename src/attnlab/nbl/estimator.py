@@ -23,9 +23,9 @@ from ..core.hf import decoder_layers
 from .data import blocks_from_source, text_blocks
 from .io import save
 from .lmmse import AffineMap, check_ridge
-from .pipeline import check_request, check_tokens, linearize, score
+from .pipeline import check_request, check_tokens, heldout_nmse, linearize, score
 from .registry import METHODS, SELECTORS
-from .replace import apply, restored
+from .replace import apply, replaced_layers, restored
 from .stats import Stats, collect, fingerprint
 
 
@@ -65,8 +65,11 @@ class NBL:
             raise AttnlabError(f"n_layers must be an integer, got {self.n_layers!r}")
         check_request(len(decoder_layers(model)), self.n_layers, self.keep)
 
-    def _blocks(self, tokenizer, data) -> tuple[torch.Tensor, dict]:
-        """Calibration blocks of ``data``: a text source name, a list of texts, or token ids (n_blocks, seq_len)."""
+    def _blocks(self, tokenizer, data, split: str = "calibration", tokens: int | None = None,
+                seed: int | None = None) -> tuple[torch.Tensor, dict]:
+        """Blocks of ``data``: ``split`` of a text source (``tokens`` of it, default ``self.tokens``, its documents
+        shuffled by ``seed``, default ``self.seed``), a list of texts, or token ids (n_blocks, seq_len)."""
+        tokens = self.tokens if tokens is None else tokens
         if isinstance(data, torch.Tensor):
             if data.dim() != 2 or data.dtype != torch.long:
                 raise AttnlabError(f"data: token ids must be a (n_blocks, seq_len) long tensor, got "
@@ -79,8 +82,9 @@ class NBL:
         if tokenizer is None:
             raise AttnlabError("fit(model, tokenizer, data=...): text data needs the tokenizer")
         if not texts:
-            return blocks_from_source(tokenizer, str(data), "calibration", self.seq_len, self.tokens, self.seed)
-        blocks, info = text_blocks(tokenizer, list(data), self.seq_len, self.tokens)
+            return blocks_from_source(tokenizer, str(data), split, self.seq_len, tokens,
+                                      self.seed if seed is None else seed)
+        blocks, info = text_blocks(tokenizer, list(data), self.seq_len, tokens)
         return blocks, {"source": f"{len(data)} texts", **info}
 
     def fit(self, model, tokenizer=None, data: Any = "builtin", stats: Stats | None = None) -> NBL:
@@ -102,6 +106,19 @@ class NBL:
         self.layers_: list[int] = sorted(layers)
         self.maps_: list[AffineMap] = sorted(maps, key=lambda m: m.layer)
         return self
+
+    def heldout_nmse(self, model, tokenizer=None, data: Any = "builtin", tokens: int = 4096) -> dict[int, float]:
+        """Each fitted map's NMSE on held-out text (``tokens`` of a source's held-out split, in seed 0's order; or
+        texts / token ids given), under the inputs it was fitted on; beside ``maps_[i].nmse`` on calibration
+        text it shows how far the map generalises. ``model`` is the unmodified model."""
+        self._fitted()
+        if not self.maps_:
+            return {}
+        if replaced_layers(model):
+            raise AttnlabError("heldout_nmse needs the unmodified model (this one has replaced layers); call it "
+                               "before transform")
+        blocks, _ = self._blocks(tokenizer, data, "heldout", tokens, seed=0)
+        return heldout_nmse(model, self.maps_, blocks, self.batch_size, self.sequential)
 
     def _fitted(self) -> None:
         if not hasattr(self, "layers_"):

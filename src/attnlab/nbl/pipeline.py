@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..core.errors import AttnlabError
-from .lmmse import AffineMap, check_ridge, fit_affine
+from .lmmse import AffineMap, affine_error, check_ridge, fit_affine
 from .registry import SELECTORS
-from .replace import apply
+from .replace import apply, restored
 from .scores import rank_layers
-from .stats import Stats, collect
+from .stats import LayerStats, Stats, collect
 
 
 def score(stats: Stats, selector: str = "cca") -> dict[int, float]:
@@ -111,3 +112,29 @@ def linearize(model, stats: Stats, k: int, selector: str = "cca", method: str = 
         maps.append(m)
         entry = layer_stats.entry
     return layers, maps
+
+
+def map_nmse(m: AffineMap, st: LayerStats) -> float:
+    """E||A - (W X + b)||^2 / tr(C_YY) of map ``m`` under the moments of (X, A) in ``st`` (Y = X + A, the
+    block's output): :attr:`AffineMap.nmse`'s definition, on any text."""
+    cxx, cxa, caa = st.covariances()
+    err = affine_error(m, st.mean_x.cpu().numpy(), st.mean_a.cpu().numpy(), cxx, cxa, caa)
+    return err / max(float(np.trace(cxx) + 2 * np.trace(cxa) + np.trace(caa)), np.finfo(float).tiny)
+
+
+def heldout_nmse(model, maps: list[AffineMap], blocks: torch.Tensor, batch_size: int = 8,
+                 sequential: bool = False) -> dict[int, float]:
+    """Each map's NMSE (:func:`map_nmse`) on ``blocks`` (e.g. held-out text), under the inputs it was fitted on:
+    those of the unmodified model (one-shot) or of the model with the maps before it applied (sequential).
+    ``model`` is the unmodified model and is left so."""
+    with restored(model):
+        if not sequential:
+            stats = collect(model, blocks, batch_size, layers=[m.layer for m in maps], progress=False)
+            return {m.layer: map_nmse(m, stats.layers[m.layer]) for m in maps}
+        errors, entry = {}, None
+        for m in sorted(maps, key=lambda m: m.layer):
+            st = collect(model, blocks, batch_size, layers=[m.layer], progress=False, enter=entry, capture=True)
+            errors[m.layer] = map_nmse(m, st.layers[m.layer])
+            apply(model, [m])
+            entry = st.entry
+        return errors
