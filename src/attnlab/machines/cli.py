@@ -47,8 +47,33 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", default=None, metavar="FILE",
                    help="write the generated token ids as JSON Lines (header, one id per line, footer), the stream "
                         "`attnlab machines replay --trace` compares with")
+    p.add_argument("--figure", default=None, metavar="FILE.png",
+                   help="draw the attention/queue figure: per generated token the key the hardmax picked (from the "
+                        "compiled weights) and the queue over time, for the first tokens of the run")
     add_out(p, what="run folder (DIR/record.json; default: write nothing)")
     p.set_defaults(func=_cmd_run, light=True)
+
+    p = sub.add_parser("space", parents=[common], help="the space characterisation: exact iff W >= s(n) - 1",
+                       description="WINDOW[s(n)] = SPACE[s(n)], measured: for each SPEC and input, s(n) = the cells "
+                                   "the reference run visits; the compiled transformer runs at W = s(n) - 1 + k for "
+                                   "k = -BELOW .. ABOVE without the window check, and every decoded configuration "
+                                   "is compared with the reference TM (first mismatching step, first step the "
+                                   "network reads a different (state, symbol), the step the run outgrows W + 1 "
+                                   "cells). Without SPEC: the experiment of docs/machines.md. With -o: space.json, "
+                                   f"space.md and record.json. {EXIT_CODES} (4: a window >= s(n) - 1 not exact).",
+                       epilog="Example: attnlab machines space bb4 copy --inputs '' 111 --below 3 -o out/space")
+    p.add_argument("specs", nargs="*", metavar="SPEC", help=SPEC_HELP + " (default: the docs' experiment)")
+    p.add_argument("--inputs", nargs="+", default=None, metavar="X",
+                   help="inputs, each run on every SPEC (default: each machine's example input)")
+    p.add_argument("--below", type=int, default=3, metavar="K", help="windows s(n)-1-K .. s(n)-2 (default 3)")
+    p.add_argument("--above", type=int, default=1, metavar="K", help="windows s(n) .. s(n)-1+K (default 1)")
+    p.add_argument("--executor", choices=tuple(e for e in EXECUTORS if e != "reference"), default="table",
+                   help="the network executor (default table)")
+    p.add_argument("--max-steps", type=positive_int, default=10**6,
+                   help="TM steps of the reference run that measures s(n) (default 10^6); the network runs at "
+                        "most twice the reference's steps + 100")
+    add_out(p, what="results folder")
+    p.set_defaults(func=_cmd_space, light=True)
 
     p = sub.add_parser("compile", parents=[common], help="compile to safetensors + config.json",
                        description="Compile SPEC for a window and write the export of format safetensors "
@@ -163,17 +188,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .replay import trace_lines
     from .simulate import run_machine
 
-    if args.trace is not None:
-        output_file(args.trace, args.overwrite)  # checked before any work
-        if args.executor == "reference":
-            raise AttnlabError("--trace records the tokens of a network executor; the reference interpreter "
-                               "generates none (use --executor table, kv or dense)")
-    trace: list[int] | None = None if args.trace is None else []
+    for flag, path in (("--trace", args.trace), ("--figure", args.figure)):
+        if path is not None:
+            output_file(path, args.overwrite)  # checked before any work
+            if args.executor == "reference":
+                raise AttnlabError(f"{flag} records the tokens of a network executor; the reference interpreter "
+                                   f"generates none (use --executor table, kv or dense)")
+    trace: list[int] | None = None if args.trace is None and args.figure is None else []
     with out_folder(args, "machines run") as out:
         machine, text = _load(args)
         result = run_machine(machine, text, window=args.window, executor=args.executor, max_steps=args.max_steps,
                              check_every=args.check_every, trace=trace).to_dict()
-        if trace is not None:
+        if args.figure is not None:
+            from .plots import queue_figure
+
+            result.update(queue_figure(machine, trace, result["window"], args.figure,
+                                       f"{machine.name} on {text!r}, W = {result['window']} ({args.executor})"))
+            result["figure"] = str(args.figure)
+        if args.trace is not None:
             W = result["window"]
             header = {"machine": machine.name, "input": text, "window": W, "vocab_size": result["vocab_size"] + 1,
                       "executor": args.executor, "prompt": trace[:W]}
@@ -199,6 +231,57 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"attnlab: error: {result['error']}", file=sys.stderr)
         return 2 if result["error"].startswith("window too small") else MISMATCH
     return HALTED if result["halted"] else NOT_HALTED
+
+
+def _cmd_space(args: argparse.Namespace) -> int:
+    import json
+
+    from ..core.atomic import atomic_write_text
+    from ..core.errors import AttnlabError
+    from .library import load_spec
+    from .machine import PostMachine
+    from .space import COLUMNS, DEFAULT_CASES, markdown, table_rows, threshold, window_sweep
+
+    if args.below < 0 or args.above < 0:
+        raise AttnlabError("--below and --above count windows: give non-negative numbers")
+    offsets = range(-args.below, args.above + 1)
+    with out_folder(args, "space experiment") as out:
+        cases = [(spec, text) for spec in args.specs for text in (args.inputs or [None])] or list(DEFAULT_CASES)
+        outcomes, summaries = [], []
+        for spec, given in cases:
+            machine, default = load_spec(spec)
+            if isinstance(machine, PostMachine):
+                raise AttnlabError(f"{spec}: a Post machine has no tape whose space to measure; give a Turing "
+                                   f"machine")
+            text = default if given is None else given
+            sweep = window_sweep(machine, text, offsets, args.executor, args.max_steps)
+            outcomes += sweep
+            summaries.append(threshold(sweep))
+        argv = ["attnlab", "machines", "space", *args.specs]
+        argv += (["--inputs", *args.inputs] if args.inputs else []) + ["--below", str(args.below), "--above",
+                                                                     str(args.above), "--executor", args.executor]
+        command = shlex.join(argv + ["--max-steps", str(args.max_steps)])
+        result = {"command": command, "thresholds": summaries, "runs": [o.to_dict() for o in outcomes],
+                  "exact_at_and_above": all(s["exact_at_and_above"] for s in summaries)}
+        if out is not None:
+            atomic_write_text(out / "space.json", json.dumps(result, indent=1) + "\n")
+            atomic_write_text(out / "space.md", markdown(outcomes, command + " -o DIR"))
+            rec = _record(args, "machines-space", "machines: exact iff W >= s(n) - 1", command,
+                          {"exact_at_and_above": result["exact_at_and_above"]},
+                          {"cases": [[s["machine"], s["input"]] for s in summaries], "below": args.below,
+                           "above": args.above, "executor": args.executor})
+            rec.add_table("Runs at W = s(n) - 1 + k", list(COLUMNS), table_rows(outcomes), command=command)
+            rec.add_table("Measured threshold per machine and input",
+                          ["machine", "input", "s(n)", "s(n)-1", "measured", "exact below s(n)-1", "failing below"],
+                          [[s["machine"], s["input"], s["space"], s["construction_threshold"],
+                            s["measured_threshold"], s["exact_below"], s["failing_below"]] for s in summaries],
+                          command=command)
+            rec.save(out / "record.json")
+    lines = [f"{s['machine']} on {s['input']!r}: s(n) = {s['space']}, exact from W = {s['measured_threshold']} "
+             f"(s(n) - 1 = {s['construction_threshold']}); exact below: {s['exact_below'] or 'none'}, failing below: "
+             f"{s['failing_below'] or 'none'}" for s in summaries]
+    emit(args, result, "\n".join(lines))
+    return HALTED if result["exact_at_and_above"] else MISMATCH
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
