@@ -7,7 +7,7 @@ from attnlab.machines.certificate import certify
 from attnlab.machines.compile import compile_pm
 from attnlab.machines.executors import DenseExecutor, make_executor
 from attnlab.machines.library import LIBRARY, LONG, library_machine
-from attnlab.machines.machine import TuringMachine
+from attnlab.machines.machine import PostMachine, TuringMachine
 from attnlab.machines.post import tm_to_pm
 from attnlab.machines.reference import PMRun, run_tm
 from attnlab.machines.registry import NETWORK_EXECUTORS
@@ -76,7 +76,8 @@ def test_random_machines_every_executor_equals_the_reference():
         halted += ref.halted
         cert = certify(compile_pm(tm_to_pm(tm).pm, 2))  # complete: valid at every W, so for every run below
         assert cert.complete
-        for executor in (e for e in NETWORK_EXECUTORS if e != "dense" or i % 5 == 0):
+        # the native executors are held equal to table and kv token for token below
+        for executor in (e for e in NETWORK_EXECUTORS if e in ("table", "kv") or (e == "dense" and i % 5 == 0)):
             r = run_machine(tm, text, executor=executor, max_steps=150, certificate=cert)
             assert r.mismatches == 0, (i, executor, r.error)
             assert (r.tm_steps, r.halted, r.tape) == (ref.steps, ref.halted, ref.tape_string()), (i, executor)
@@ -143,7 +144,8 @@ def test_table_batch_matches_single_runs():
         assert ex.halted and tokens[b] == ex.tokens and windows[b].tolist() == ex.window() and cur[b] == ex.cur
 
 
-def test_kv_refuses_weights_outside_the_compiled_form():
+@pytest.mark.parametrize("executor", ["kv", "kv-native"])
+def test_kv_refuses_weights_outside_the_compiled_form(executor):
     from attnlab.core.errors import AttnlabError
 
     tm = library_machine("bb2")
@@ -152,7 +154,7 @@ def test_kv_refuses_weights_outside_the_compiled_form():
     prompt = model.prompt(*tr.initial_config([], 3))
     model.weights["w_k"][0, 0] = 1  # keys now carry content: the oldest slot is no longer guaranteed
     with pytest.raises(AttnlabError, match="RPE-only hardmax"):
-        make_executor("kv", model, prompt, token_marks(tr, model))
+        make_executor(executor, model, prompt, token_marks(tr, model))
 
 
 def test_dense_at_window_100000_matches_table():
@@ -170,9 +172,93 @@ def test_registry_resolves_every_executor():
     from attnlab.machines.registry import EXECUTORS, executor_class
 
     assert set(NETWORK_EXECUTORS) == {name for name, spec in EXECUTORS.items() if spec.target}
-    assert set(NETWORK_EXECUTORS) == {"table", "kv", "dense"}
+    assert set(NETWORK_EXECUTORS) == {"table", "kv", "table-native", "kv-native", "dense"}
     for name in NETWORK_EXECUTORS:
         cls = executor_class(name)
         assert issubclass(cls, Executor) and cls.name == name
     with pytest.raises(AttnlabError, match="unknown executor 'gpu'"):
         executor_class("gpu")
+
+
+NATIVE = {"table-native": "table", "kv-native": "kv"}
+
+
+def same_run(native, model, prompt, marks, rng, max_tokens):
+    """Drive the native executor and its pure-Python twin with the same random ``advance`` calls (1-5 marked
+    tokens each): every call's count, the token stream, the final window, token, halt and token count agree."""
+    from attnlab.machines.simulate import advance
+
+    cert = certify(model) if native == "table-native" else None
+    pure, fast = (make_executor(name, model, prompt, marks, cert) for name in (NATIVE[native], native))
+    streams: tuple[list[int], list[int]] = ([], [])
+    while not pure.halted and pure.tokens < max_tokens:
+        count, budget = rng.randint(1, 5), max_tokens - pure.tokens
+        assert advance(pure, count, budget, streams[0]) == advance(fast, count, budget, streams[1])
+    assert streams[0] == streams[1] and len(streams[0]) == pure.tokens
+    assert (fast.window(), fast.cur, fast.halted, fast.tokens) == (pure.window(), pure.cur, pure.halted, pure.tokens)
+    return pure
+
+
+@pytest.mark.parametrize("native", NATIVE)
+def test_native_equals_pure_python_on_random_machines(native):
+    """300 random machines (2-5 states, 2-4 symbols), random windows 1-8, up to 300 tokens each."""
+    rng = random.Random(4321)
+    halted = 0
+    for _ in range(300):
+        tm = random_tm(rng)
+        tr = tm_to_pm(tm)
+        cells = tm.encode("".join(rng.choice(tm.symbols) for _ in range(rng.randint(0, 4))))
+        W = max(rng.randint(1, 8), len(cells))
+        model = compile_pm(tr.pm, W)
+        prompt = model.prompt(*tr.initial_config(cells, W))
+        halted += same_run(native, model, prompt, token_marks(tr, model), rng, 300).halted
+    assert 30 < halted < 290  # halting and non-halting runs both compared
+
+
+@pytest.mark.parametrize("native", NATIVE)
+@pytest.mark.parametrize("name", LIBRARY)
+def test_native_equals_pure_python_on_library_machines(native, name):
+    """Every library machine on its library input at its minimal window: the first 20,000 tokens."""
+    machine = library_machine(name)
+    cells = machine.encode(LIBRARY[name].input)
+    if isinstance(machine, PostMachine):  # the queue is the input padded to W; only halting tokens are marked
+        W = max(len(cells), 1)
+        model = compile_pm(machine, W)
+        prompt = model.prompt(machine.start, machine.initial_queue(cells, W))
+        marks = [2 if t // model.n_symbols in machine.halting else 0 for t in range(model.vocab_size)]
+    else:
+        tr = tm_to_pm(machine)
+        W = max(minimal_window(machine, cells, 10**5), len(cells) - 1)
+        model = compile_pm(tr.pm, W)
+        prompt, marks = model.prompt(*tr.initial_config(cells, W)), token_marks(tr, model)
+    same_run(native, model, prompt, marks, random.Random(name), 20_000)
+
+
+def test_native_table_refuses_an_incomplete_certificate():
+    from attnlab.core.errors import AttnlabError
+
+    tr = tm_to_pm(library_machine("bb4"))
+    model = compile_pm(tr.pm, 13)
+    model.weights["rpe"][:] = [0, 2, 1]  # an intermediate token wins the hardmax: lemma B fails
+    with pytest.raises(AttnlabError, match="table executor refused.*lemma B"):
+        make_executor("table-native", model, model.prompt(*tr.initial_config([], 13)), token_marks(tr, model))
+
+
+def test_native_kernels_without_a_writable_cache(tmp_path):
+    """A cache directory that cannot be created costs only the compile: the kernels still run (a fresh process,
+    since numba reads its cache directory once)."""
+    import os
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = ("from attnlab.machines.simulate import run_machine\n"
+            "from attnlab.machines.library import library_machine\n"
+            "r = run_machine(library_machine('bb4'), '', executor='kv-native')\n"
+            "s = run_machine(library_machine('bb4'), '', executor='table-native')\n"
+            "print(r.tm_steps, r.mismatches, s.tm_steps, s.mismatches)\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(blocker / "numba"), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["107", "0", "107", "0"]

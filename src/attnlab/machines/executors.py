@@ -92,15 +92,16 @@ class KVExecutor(Executor):
 
     def __init__(self, model: CompiledTransformer, prompt: Sequence[int], marks: Sequence[int]):
         super().__init__(model, prompt, marks)
-        wt = {k: v.astype(np.int64) for k, v in model.weights.items()}
+        # float64 products of these small integers are exact (and BLAS-fast, unlike numpy's integer matmul)
+        wt = {k: v.astype(np.float64) for k, v in model.weights.items()}
         # reading only the oldest slot is lemma B: keys without content, a positive query, and an RPE
         # whose 'oldest' value beats the others; checked on the weights, not assumed
         rpe = wt["rpe"]
         if np.any(wt["w_k"]) or np.any(wt["embed"] @ wt["w_q"] <= 0) or rpe[2] <= max(rpe[0], rpe[1]):
             raise AttnlabError("kv executor: attention is not the RPE-only hardmax of the compiled form")
         # the cached per-token pieces of the FFN input: x W1 = E[cur] W1 + (E[front] W_V W_O) W1
-        cur_pre = wt["embed"] @ wt["w1"] + wt["b1"]
-        front_pre = wt["embed"] @ wt["w_v"] @ wt["w_o"] @ wt["w1"]
+        cur_pre = (wt["embed"] @ wt["w1"] + wt["b1"]).astype(np.int64)
+        front_pre = (wt["embed"] @ wt["w_v"] @ wt["w_o"] @ wt["w1"]).astype(np.int64)
         # the sparse loop below is exact when front parts are 0/1 (a unit whose current part is below 0
         # cannot fire) and each unit raises one logit by 1; that one unit fires is lemma C (certified)
         if front_pre.min() < 0 or front_pre.max() > 1 or np.any(wt["w2"].sum(1) != 1) or wt["w2"].min() < 0:

@@ -21,6 +21,10 @@ EXECUTORS: dict[str, ExecutorSpec] = {
                                                      "network (default)"),
     "kv": ExecutorSpec("executors:KVExecutor", "ring buffer: reads the oldest slot's cached value, sparse FFN, "
                                                "O(1) per token"),
+    "table-native": ExecutorSpec("native:NativeTableExecutor", "the table executor's loop compiled with numba "
+                                                               "(same certificate check, same tokens)"),
+    "kv-native": ExecutorSpec("native:NativeKVExecutor", "the kv executor's loop compiled with numba (same "
+                                                         "weight checks, same tokens)"),
     "dense": ExecutorSpec("executors:DenseExecutor", "full-window hardmax attention with the compiled matrices, "
                                                      "O(W) per token"),
     "reference": ExecutorSpec(None, "the reference TM/PM interpreter, no transformer (tokens counted by lemma A)"),
