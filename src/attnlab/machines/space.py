@@ -105,8 +105,7 @@ def run_at_window(tm: TuringMachine, text: str, window: int, executor: str = "ta
     ex = make_executor(executor, model, model.prompt(state, queue), token_marks(tr, model))
     n_sym, ref, net = model.n_symbols, TMRun(tm, cells), _NetworkTape(tr, window + 1)
     mismatch = divergence = overflow = None
-    q, cyclic = state // (2 * len(tm.symbols)), [c // 2 for c in queue] + [state % len(tm.symbols)]
-    steps = 0
+    q, cyclic, steps = 0, [], 0  # set by the first head read: a TM's prompt never halts
     while not ex.halted and steps < cap:
         if advance(ex, 1, window + 1, None) != 1:
             raise AttnlabError(f"{tm.name}: no head read within {window + 1} tokens at W={window}")
