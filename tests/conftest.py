@@ -53,6 +53,10 @@ def tiny_model():
             kw.update(intermediate_size=64, max_position_embeddings=128)
         else:
             kw.update(intermediate_size=64, num_key_value_heads=2, max_position_embeddings=128)
+            if model_type.startswith("gemma"):
+                kw.update(head_dim=8)  # Gemma's default is 256
+            if model_type == "phi3":
+                kw.update(pad_token_id=0, eos_token_id=1, bos_token_id=1)  # its defaults lie outside a 64-token vocab
         kw.update(overrides)
         config = AutoConfig.for_model(model_type, **kw)
         torch.manual_seed(seed)

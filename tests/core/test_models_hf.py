@@ -66,8 +66,8 @@ def test_unsupported_family_lists_supported():
         class config:
             model_type = "mamba"
 
-    with pytest.raises(AttnlabError,
-                       match=r"unsupported architecture 'mamba' \(supported: bert, gpt2, llama, mistral, qwen2\)"):
+    supported = "bert, gemma2, gemma3_text, gpt2, llama, mistral, olmo2, phi3, qwen2, qwen3"
+    with pytest.raises(AttnlabError, match=rf"unsupported architecture 'mamba' \(supported: {supported}\)"):
         family_of(Mamba())
 
 

@@ -27,7 +27,7 @@ from attnlab.nbl.lmmse import affine_error
 from attnlab.nbl.pipeline import choose_layers
 from attnlab.nbl.stats import LayerStats
 
-FAMILIES = ["llama", "mistral", "qwen2", "gpt2", "bert"]
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "olmo2", "gpt2", "bert"]
 
 
 def _blocks(n=12, seq_len=16, vocab=64, seed=0):
@@ -74,7 +74,7 @@ def test_zero_attention_layer_ranked_first_and_replacing_it_changes_nothing(fami
     torch.testing.assert_close(_output(model, blocks[:2]), before, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "olmo2"])
 @pytest.mark.parametrize("method", ["nbl", "drop"])
 def test_cached_generation_matches_a_full_forward_with_layer_0_replaced(family, method, tiny_model):
     """The logits of each cached decoding step equal those of one uncached forward pass over the whole
@@ -288,3 +288,35 @@ def test_replaying_the_stream_entering_a_layer_equals_running_the_layers_before_
         torch.testing.assert_close(getattr(replayed.layers[2], name), getattr(direct.layers[2], name), rtol=1e-5,
                                    atol=1e-6)
     assert type(decoder_layers(model)[0].block).__name__ != "_Passthrough"  # the model is restored
+
+
+#: Where each family's stream after the attention residual add, X + A, enters the rest of the layer: written
+#: from the modeling code, independently of attnlab/core/hf.py's taps, which this checks.
+AFTER_ATTENTION = {"llama": "post_attention_layernorm", "mistral": "post_attention_layernorm",
+                   "qwen2": "post_attention_layernorm", "qwen3": "post_attention_layernorm",
+                   "phi3": "post_attention_layernorm", "gemma2": "pre_feedforward_layernorm",
+                   "gemma3_text": "pre_feedforward_layernorm", "olmo2": "mlp", "gpt2": "ln_2",
+                   "bert": "attention.output.LayerNorm"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_taps_are_the_residual_stream_and_the_attention_branch(family, tiny_model):
+    """X (input of x_tap) + A (output of a_tap) is what the layer carries past its attention sub-layer."""
+    model = tiny_model(family, seed=4)
+    layer = decoder_layers(model)[1]
+    seen = {}
+
+    def keep(name, value):
+        seen.setdefault(name, (value[0] if isinstance(value, tuple) else value).clone())
+
+    hooks = [layer.x_tap.register_forward_pre_hook(lambda m, a, k: keep("x", a or k["hidden_states"]),
+                                                   with_kwargs=True),
+             layer.a_tap.register_forward_hook(lambda m, i, o: keep("a", o)),
+             layer.block.get_submodule(AFTER_ATTENTION[family]).register_forward_pre_hook(
+                 lambda m, a: keep("y", a))]
+    with torch.no_grad():
+        _output(model, _blocks(2, 8))
+    for h in hooks:
+        h.remove()
+    assert seen["x"].abs().sum() > 0 and seen["a"].abs().sum() > 0
+    torch.testing.assert_close(seen["x"] + seen["a"], seen["y"], rtol=1e-6, atol=1e-6)

@@ -29,9 +29,8 @@ class Family:
     attention: str           # the module swapped for the affine map (it receives X once `bypass` is identity)
     x_tap: str               # the module whose input is X
     a_tap: str               # the module whose output is A
-    bypass: tuple[str, ...]  # modules replaced by identity (the pre-norm; BERT's output projection)
+    bypass: tuple[str, ...]  # modules replaced by identity (the pre-norm, a post-attention norm; BERT's dense)
     causal: bool = True      # a causal LM (perplexity, generate) or an encoder
-    norm: str = "pre"        # "pre" (norm inside the residual branch) or "post" (norm after the add)
 
 
 _LLAMA = Family(layers="model.layers", attention="self_attn", x_tap="input_layernorm", a_tap="self_attn",
@@ -40,10 +39,20 @@ _GPT2 = Family(layers="transformer.h", attention="attn", x_tap="ln_1", a_tap="at
 # BERT (post-LN): attention.output computes LayerNorm(dense(context) + X); A is dense's output, and the map
 # replaces self-attention + dense together, keeping the post-attention LayerNorm.
 _BERT = Family(layers="encoder.layer", attention="attention.self", x_tap="attention", a_tap="attention.output.dense",
-               bypass=("attention.output.dense",), causal=False, norm="post")
+               bypass=("attention.output.dense",), causal=False)
+# Gemma 2/3: X + post_attention_layernorm(self_attn(input_layernorm(X))): A is the post-attention norm's output,
+# and the map replaces both norms with the attention (the tap the official code has no family for).
+_GEMMA = Family(layers="model.layers", attention="self_attn", x_tap="input_layernorm",
+                a_tap="post_attention_layernorm", bypass=("input_layernorm", "post_attention_layernorm"))
+# OLMo 2: no input norm, X + post_attention_layernorm(self_attn(X)).
+_OLMO2 = Family(layers="model.layers", attention="self_attn", x_tap="self_attn", a_tap="post_attention_layernorm",
+                bypass=("post_attention_layernorm",))
 
-#: config.model_type -> where its parts live. Llama, Mistral, Qwen2 and SmolLM2 (a Llama) share a layout.
-FAMILIES: dict[str, Family] = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "gpt2": _GPT2, "bert": _BERT}
+#: config.model_type -> where its parts live. Llama, Mistral, Qwen2, Qwen3, Phi-3 and SmolLM2 (a Llama) share a
+#: layout (Qwen3's q/k norms and Phi-3's fused projections are inside the attention module that is replaced).
+FAMILIES: dict[str, Family] = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "phi3": _LLAMA,
+                               "gemma2": _GEMMA, "gemma3_text": _GEMMA, "olmo2": _OLMO2, "gpt2": _GPT2,
+                               "bert": _BERT}
 
 
 @dataclass
