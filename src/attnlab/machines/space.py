@@ -30,7 +30,8 @@ from .simulate import advance, token_marks, unroll
 #: The experiment of docs/machines.md: library machines with their inputs (``attnlab machines space``).
 DEFAULT_CASES: tuple[tuple[str, str], ...] = (("bb2", ""), ("bb3", ""), ("bb4", ""), ("bb2x3", ""),
                                               ("bcount", "#0000"), ("binc", "1011"), ("copy", "111"),
-                                              ("pal", "abba"), ("uadd", "111011"))
+                                              ("pal", "abba"), ("uadd", "111011"),
+                                              ("utm", "110101110000010011011yyAyyAyy"))
 DEFAULT_OFFSETS: tuple[int, ...] = (-3, -2, -1, 0, 1)
 
 
