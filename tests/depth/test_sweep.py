@@ -201,3 +201,78 @@ def test_dtype_is_in_the_recipe_and_the_device_is_not(tmp_path):
     assert row["device"] == "cpu" and row["dtype"] == "bfloat16" and np.isfinite(row["heldout_loss"])
     with pytest.raises(AttnlabError, match="holds another depth sweep"):
         run_sweep(tiny(budgets=[3000], depths=[1]), out, progress=False)  # float32 is another recipe
+
+
+# ---------------------------------------------------------------- the slope design (issue 18, item 3)
+
+GRAMMAR = {"vocab": 32, "topics": 2, "states": 3}
+
+
+def test_slope_configs_load_with_the_design():
+    gpu = load_config(REPO / "configs/depth/slope_gpu.yaml")
+    assert gpu.budgets == [500_000, 2_000_000, 8_000_000] and gpu.depths == [1, 2, 4, 8, 16] and len(gpu.seeds) >= 2
+    assert gpu.tokens_per_param >= 10 and gpu.source == "hmm" and gpu.dtype == "bfloat16" and gpu.gpu_share < 1
+    jobs = sweep.grid(gpu)
+    assert [j["seed"] for j in jobs] == sorted(j["seed"] for j in jobs)  # seed-major
+    for j in jobs:
+        assert abs(j["non_embedding"] - j["budget"]) <= 0.1 * j["budget"]
+        assert j["steps"] * gpu.batch_size * gpu.seq_len >= gpu.tokens_per_param * j["non_embedding"]
+    cpu = load_config(REPO / "configs/depth/slope_cpu.yaml")
+    assert cpu.budgets == [500_000] and sweep.recipe(cpu)["source"] == "hmm"
+
+
+def test_tokens_per_param_gives_the_step_count():
+    config = SweepConfig(budgets=[3000], depths=[1, 2], tokens_per_param=10, batch_size=4, seq_len=16, head_dim=8,
+                         warmup_steps=1, tolerance=0.2)
+    for job in sweep.grid(config):  # ceil(10 N / 64)
+        assert job["steps"] == -(-10 * job["non_embedding"] // 64) and job["steps"] * 64 >= 10 * job["non_embedding"]
+    assert config.steps_for(6400) == 1000 and config.steps_for(6401) == 1001
+    with pytest.raises(AttnlabError, match=r"warmup_steps \(5000\) must be less than the \d+ training steps of N3000"):
+        sweep.grid(SweepConfig(**{**sweep.asdict(config), "warmup_steps": 5000}))
+
+
+def test_lr_is_scaled_per_width():
+    from attnlab.depth.model import GPT
+
+    config = tiny(lr=0.004, lr_base_width=16)
+    assert config.lr_scale(64) == 0.25 and tiny().lr_scale(64) == 1.0  # off: every width at the base lr
+    hidden, embedding, other = sweep.param_groups(GPT(10, 16, 2, 64, 4), config, 64)
+    assert (hidden["lr"], embedding["lr"], other["lr"]) == pytest.approx((0.001, 0.004, 0.004))  # 0.004 x 16/64
+    assert all(p.dim() == 2 for p in hidden["params"]) and len(hidden["params"]) == 2 * 4  # qkv, proj, fc, out
+    assert len(embedding["params"]) == 2 and embedding["weight_decay"] == config.weight_decay  # token, position
+    assert all(p.dim() == 1 for p in other["params"]) and other["weight_decay"] == 0.0
+    assert sweep.lr_at(0, 0.004, 10, 100) == pytest.approx(0.0004) and sweep.lr_at(99, 1.0, 10, 100) > 0.1
+
+
+def test_the_synthetic_source_trains_and_is_in_the_recipe(tmp_path):
+    config = SweepConfig(budgets=[3000], depths=[1], source="hmm", hmm=GRAMMAR, tokens_per_param=0.5, batch_size=4,
+                         seq_len=16, head_dim=8, eval_tokens=256, warmup_steps=1, tolerance=0.2, lr_base_width=8)
+    (row,) = run_sweep(config, tmp_path / "s", progress=False)
+    assert row["vocab"] == 32 and row["steps"] == sweep.grid(config)[0]["steps"] and np.isfinite(row["heldout_loss"])
+    assert row["hidden_lr"] == pytest.approx(config.lr * 8 / row["width"])
+    recipe = sweep.recipe(config)
+    assert recipe["source"] == "hmm" and recipe["hmm"] == GRAMMAR and recipe["tokens_per_param"] == 0.5
+    assert not {"source", "hmm", "tokens_per_param", "lr_base_width", "gpu_share"} & set(sweep.recipe(tiny()))
+    rec = sweep.summarize(tmp_path / "s", "attnlab depth analyze DIR", save_record=False)
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["data"]["bayes_loss"] < summary["data"]["unigram_entropy"] < np.log(32) + 1e-9
+    assert rec.metrics["bayes_loss"] == round(summary["data"]["bayes_loss"], 4)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("source: hmm\nhmm: {vocab: 1}\n", "hmm: vocab must be an integer >= 2"),
+    ("source: hmm\nhmm: {bogus: 1}\n", "hmm: unknown key"),
+    ("hmm: {vocab: 64}\n", "hmm sets the grammar of source hmm"),
+    ("source: bpe\n", "source must be one of text, hmm"),
+    ("tokens_per_param: true\n", "tokens_per_param must be a positive number"),
+    ("tokens_per_param: 0\n", "tokens_per_param must be a positive number"),
+    ("tokens: 100000\ntokens_per_param: 10\n", "give tokens .* or tokens_per_param, not both"),
+    ("lr_base_width: 0\n", "lr_base_width must be a positive integer"),
+    ("lr_base_width: 64.5\n", "lr_base_width must be a positive integer"),
+    ("gpu_share: 0\n", "gpu_share must be a share of one GPU"),
+    ("gpu_share: 2\n", "gpu_share must be a share of one GPU")])
+def test_bad_slope_fields(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text("budgets: [1000]\ndepths: [1]\n" + text)
+    with pytest.raises(AttnlabError, match=message):
+        load_config(path)

@@ -112,10 +112,14 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     add_device(p, dtype=True)  # the device is where it runs; the dtype is part of the recipe (config `dtype`)
     p.set_defaults(func=_cmd_sweep, dtype=None)
 
-    p = sub.add_parser("plot", parents=[common], help="analyse and plot a sweep folder",
-                       description="Best depth per budget with bootstrap over seeds, the ln d* fit: summary.json, "
-                                   "sweep.png and record.json, in the sweep folder or in -o DIR.",
-                       epilog="Example: attnlab depth plot docs/results/depth_sweep -o runs/depth_plot")
+    p = sub.add_parser("analyze", aliases=["plot"], parents=[common], help="analyse and plot a sweep folder",
+                       description="Best depth per budget with bootstrap over seeds, the ln d* fit, and the slope "
+                                   "test: L* per budget (minimum of a parabola in ln L; 95%% bootstrap over seeds) "
+                                   "and the slope of L* in ln N against Levine et al.'s prediction and zero slope. "
+                                   "Writes summary.json, sweep.png and record.json, in the sweep folder or in -o "
+                                   "DIR. Works on a sweep still running (complete seeds only for L*).",
+                       epilog="Example: attnlab depth analyze runs/depth-slope-cpu -o runs/depth-slope-analysis   "
+                              "(alias: attnlab depth plot)")
     p.add_argument("dir", help="sweep folder (with results.jsonl)")
     add_out(p, what="folder for the analysis (default: the sweep folder itself)")
     p.set_defaults(func=_cmd_plot, light=True)
@@ -329,8 +333,9 @@ def _cmd_rank(args: argparse.Namespace) -> int:
 
 
 def _sweep_text(rec) -> str:
-    table = rec.tables[0]
-    lines = [format_table(table.columns, table.rows), ""]
+    lines = []
+    for table in rec.tables:
+        lines += [format_table(table.columns, table.rows), ""]
     lines += [f"{k}: {v}" for k, v in rec.metrics.items()]
     return "\n".join(lines)
 
@@ -359,7 +364,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     source = Path(args.dir)
     if not source.is_dir():
         raise AttnlabError(f"not a folder: {args.dir} (give a sweep folder)")
-    command = _command("plot", args.dir, *_out_flag(args))
+    command = _command(args.depth_command, args.dir, *_out_flag(args))
     with out_folder(args, "depth plot") as folder:
         rec = summarize(source, command, args.seed, dest=folder)
     dest = Path(args.out) if args.out else source

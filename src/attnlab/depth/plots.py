@@ -146,23 +146,31 @@ def separation_figure(results: list[RankResult], spectra: dict[str, np.ndarray],
 
 
 def sweep_figure(summary: dict[str, Any], path: str | Path) -> Path:
-    """Held-out loss against depth per budget (mean +- std over seeds), and each budget's best shape on
-    width-against-depth axes next to the paper's law (and our fit when there are two or more depths)."""
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5))
+    """Held-out loss against depth per budget (mean +- std over seeds, the paper's L* dotted); L* per budget
+    with its bootstrap interval against the paper's L*(N) and the zero-slope alternative; and each budget's best
+    shape on width-against-depth axes next to the paper's law (and our fit when there are two or more depths)."""
+    fig, (ax, cx, bx) = plt.subplots(1, 3, figsize=(17, 4.6))
+    depths = sorted({r["depth"] for b in summary["budgets"] for r in b["depths"]})
     for i, b in enumerate(summary["budgets"]):
         rows = b["depths"]
         ax.errorbar([r["depth"] for r in rows], [r["mean"] for r in rows], yerr=[r["std"] or 0 for r in rows],
                     marker="o", capsize=3, color=f"C{i}", label=f"N = {b['budget']:,} (best L = {b['best_depth']})")
+        if depths[0] / 2 <= b["paper_depth"] <= depths[-1] * 2:
+            ax.axvline(b["paper_depth"], color=f"C{i}", ls=":", lw=1.2)
         bx.scatter(b["best_depth"], b["best_width"], color=f"C{i}", s=60, edgecolor="k", zorder=3,
                    label=f"best at N = {b['budget']:,} (p = {b['best_p']:.2f})")
         bx.scatter(b["paper_depth"], b["paper_width"], facecolor="none", edgecolor=f"C{i}", s=60, lw=1.5, zorder=3,
                    label=f"paper's L* at N = {b['budget']:,}")
-    ax.set(xscale="log", xlabel="depth L", ylabel="held-out loss (nats/char)",
-           title="Fixed budgets: loss against depth")
-    ax.set_xticks(sorted({r["depth"] for b in summary["budgets"] for r in b["depths"]}))
+    unit = "nats/token" if summary.get("data") else "nats/char"
+    if summary.get("data", {}).get("bayes_loss") is not None:
+        ax.axhline(summary["data"]["bayes_loss"], color="0.4", ls="--", lw=1, label="best achievable (grammar)")
+    ax.set(xscale="log", xlabel="depth L", ylabel=f"held-out loss ({unit})",
+           title="Loss against depth (dotted: paper's L*)")
+    ax.set_xticks(depths)
     ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
+    _slope_axes(cx, summary["slope"])
     L = np.linspace(0.1, 12, 100)
     bx.plot(L, np.exp(theory.FIT_A + theory.FIT_B * L), "C7", lw=2, label="paper: ln d* = 5.039 + 0.0555 L")
     if summary.get("fit"):
@@ -170,4 +178,25 @@ def sweep_figure(summary: dict[str, Any], path: str | Path) -> Path:
         bx.plot(L, np.exp(f["a"] + f["b"] * L), "k--", label=f"ours: ln d* = {f['a']:.2f} + {f['b']:.3f} L")
     bx.set(yscale="log", xlabel="depth L", ylabel="width d", title="Best shape per budget vs the paper's law")
     bx.legend(fontsize=7)
+    fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _slope_axes(ax: plt.Axes, slope: dict[str, Any]) -> None:
+    """L* (mean curve, bootstrap interval) against the budget, the paper's L*(N), and zero slope at our mean."""
+    rows = slope["budgets"]
+    if rows:
+        n = np.array([b["budget"] for b in rows], dtype=float)
+        star = np.array([b["L_star"] for b in rows])
+        err = np.array([[b["L_star"] - b["interval"][0], b["interval"][1] - b["L_star"]] for b in rows]).T
+        ax.errorbar(n, star, yerr=err, fmt="o", color="k", capsize=4, label="ours: L* (95% bootstrap)")
+        span = np.geomspace(n.min() / 1.5, n.max() * 1.5, 50)
+        ax.plot(span, [theory.fit_depth_for_budget(x) for x in span], "C3", label="paper: Levine et al. fit")
+        ax.axhline(star.mean(), color="0.5", ls="--", label="zero slope (same L* everywhere)")
+        if slope.get("fit"):
+            f = slope["fit"]
+            ax.plot(span, f["intercept"] + f["slope"] * np.log(span), "k:",
+                    label=f"ours: slope {f['slope']:.2f} in ln N")
+        ax.legend(fontsize=7)
+    ax.set(xscale="log", xlabel="non-embedding parameters N", ylabel="best depth L*",
+           title="Best depth against budget")

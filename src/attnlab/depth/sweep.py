@@ -439,8 +439,21 @@ def analyze(results: Mapping[str, dict[str, Any]], bootstrap: int = 2000, seed: 
     if len({L for L, _ in best}) >= 2:
         b, a = np.polyfit([L for L, _ in best], [math.log(d) for _, d in best], 1)
         fit = {"a": float(a), "b": float(b)}
+    from .slope import analyze_slope
+
     return {"budgets": budgets, "fit": fit, "paper_fit": {"a": 5.039, "b": 0.0555},
+            "slope": analyze_slope(results, bootstrap, seed),
             "models": len(rows), "seeds": sorted({r["seed"] for r in rows})}
+
+
+def source_summary(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the grammar of a synthetic sweep says about its held-out windows (the exact best loss and the unigram
+    entropy), from the folder's ``config.json``; None for text or without a config."""
+    if not isinstance(config, dict) or config.get("source") != "hmm":
+        return None  # a text source describes itself by its name, already in the config
+    known = {f.name for f in fields(SweepConfig)}
+    cfg = SweepConfig(**{k: v for k, v in config.items() if k in known})
+    return data_source(cfg).describe(cfg.seq_len, cfg.eval_tokens)
 
 
 def summarize(sweep_dir: str | Path, command: str, seed: int = 0, save_record: bool = True,
@@ -468,10 +481,14 @@ def summarize(sweep_dir: str | Path, command: str, seed: int = 0, save_record: b
         config.setdefault("dtype", "float32")  # rows written before devices existed were trained on the CPU
         config["device"] = ", ".join(sorted({str(r.get("device", "cpu")) for r in results.values()}))
     summary = analyze(results, seed=seed)
+    data = source_summary(config)
+    if data is not None:
+        summary["data"] = data
     atomic_write_json(out / "summary.json", summary)
     rec = RunRecord(name="depth-sweep", title="depth: fixed-budget depth sweep", command=command, seed=seed,
                     config=config)
-    rec.add_table("Held-out loss (nats/char) per budget and depth: mean +- std over seeds; p_best = share of "
+    unit = "nats/char" if config.get("source", "text") == "text" else "nats/token"
+    rec.add_table(f"Held-out loss ({unit}) per budget and depth: mean +- std over seeds; p_best = share of "
                   "bootstrap draws (one seed per cell) in which that depth wins",
                   ["budget", "depth", "width", "heads", "non-emb params", "seeds", "mean loss", "std", "p_best"],
                   [[b["budget"], r["depth"], r["width"], r["heads"], r["non_embedding"], r["seeds"],
@@ -482,16 +499,29 @@ def summarize(sweep_dir: str | Path, command: str, seed: int = 0, save_record: b
                   ["budget", "best depth", "its width", "p_best", "paper L*", "paper d*"],
                   [[b["budget"], b["best_depth"], b["best_width"], round(b["best_p"], 3), round(b["paper_depth"], 2),
                     round(b["paper_width"])] for b in summary["budgets"]])
+    from .slope import SLOPE_COLUMNS, slope_rows, slope_text
+
+    rec.add_table("L* per budget: the minimum of a parabola in ln L fitted to the loss curve (per complete seed, "
+                  "and of the mean curve with a 95% bootstrap over seeds) against Levine et al.'s L* for the budget",
+                  SLOPE_COLUMNS, slope_rows(summary["slope"]))
     for b in summary["budgets"]:
         rec.metrics[f"best_depth_N{b['budget']}"] = b["best_depth"]
+    for b in summary["slope"]["budgets"]:
+        rec.metrics[f"L_star_N{b['budget']}"] = round(b["L_star"], 2)
+    rec.metrics["slope"] = slope_text(summary["slope"])
+    if data is not None and "bayes_loss" in data:
+        rec.metrics["bayes_loss"] = round(data["bayes_loss"], 4)
+        rec.metrics["unigram_entropy"] = round(data["unigram_entropy"], 4)
     if summary["fit"]:
         rec.metrics["fit_a"], rec.metrics["fit_b"] = round(summary["fit"]["a"], 3), round(summary["fit"]["b"], 4)
     rec.metrics["models"] = summary["models"]
     from .plots import sweep_figure
 
     rec.add_figure(sweep_figure(summary, out / "sweep.png").resolve(),
-                   "Left: held-out loss against depth at each budget (error bars: std over seeds). Right: the "
-                   "best shape per budget against Levine et al.'s ln d* = 5.039 + 0.0555 L.")
+                   "Left: held-out loss against depth at each budget (error bars: std over seeds; dotted: "
+                   "Levine et al.'s L* for the budget). Middle: L* per budget with its bootstrap interval, the "
+                   "paper's L*(N) and the zero-slope alternative. Right: the best shape per budget against "
+                   "ln d* = 5.039 + 0.0555 L.")
     if save_record:
         rec.save(out / "record.json")
     return rec
