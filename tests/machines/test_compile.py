@@ -19,7 +19,8 @@ def bb4(window=13):
 def test_sizes_and_integer_weights():
     m = bb4()
     assert (m.vocab_size, m.d_model, m.d_ffn) == (88, 30, 80)
-    assert m.params == 88 * 30 + 30 + 30 + 3 + 30 * 4 + 4 * 30 + 30 * 80 + 80 + 80 * 88
+    # embed, W_Q, W_K, rpe, W_V, W_O, W_1, b_1, then the factored output: W_2 (80, 4 + 22), U (26, 88)
+    assert m.params == 88 * 30 + 30 + 30 + 3 + 30 * 4 + 4 * 30 + 30 * 80 + 80 + 80 * 26 + 26 * 88
     assert m.bits_per_param == 2 and m.model_bits == 2 * m.params
     for w in m.weights.values():
         assert set(np.unique(w)) <= {-1, 0, 1}
@@ -93,3 +94,23 @@ def test_softmax_needs_log_w():
         model, stream = bcount_stream(W, 2 * W + 16)
         beta = min_beta(model, stream)
         assert abs(beta - np.log(W - 1)) < 0.05  # e^β > W - 1: β grows like ln(W - 1)
+
+
+@pytest.mark.parametrize("name", ["bb4", "utm"])
+def test_factored_output_layer(name):
+    """W_2 U scores τ(s, c) 2, a token sharing its state or symbol 1, every other 0 (the same argmax as a dense
+    one-hot W_2); U is the embedding's SYM and ST blocks; sizes as compiled_size predicts, well below dense."""
+    from attnlab.machines.compile import compiled_size
+
+    pm = tm_to_pm(library_machine(name)).pm
+    m = compile_pm(pm, 5)
+    n_sym, n_st = m.n_symbols, len(pm.states)
+    scores = m.weights["w2"].astype(np.int64) @ m.weights["unembed"]
+    for u, (s, c) in enumerate(m.units):
+        s2, c2 = pm.delta[(s, c)]
+        want = np.array([(t // n_sym == s2) + (t % n_sym == c2) for t in range(m.vocab_size)])
+        assert np.array_equal(scores[u], want) and scores[u].argmax() == s2 * n_sym + c2
+    assert np.array_equal(m.weights["unembed"], m.weights["embed"][:, :n_sym + n_st].T)
+    size = compiled_size(n_st, n_sym, len(pm.halting))
+    assert size["params"] == m.params and size["output_params"] == m.weights["w2"].size + m.weights["unembed"].size
+    assert size["dense_output_params"] == m.d_ffn * m.vocab_size > size["output_params"]

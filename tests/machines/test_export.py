@@ -108,8 +108,11 @@ def test_export_weights_add_only_the_halt():
     back = compiled_weights(w, model.vocab_size, model.d_ffn)
     assert all(np.array_equal(back[k], model.weights[k]) for k in model.weights)
     halting = sorted(model.pm.halting)
-    assert w["w2"].shape == (model.d_ffn + len(halting), model.vocab_size + 1)
+    n_out = model.weights["w2"].shape[1]
+    assert w["w2"].shape == (model.d_ffn + len(halting), n_out + 1)
     assert w["w2"][model.d_ffn:, -1].tolist() == [1] * len(halting) and not w["w2"][:model.d_ffn, -1].any()
+    assert w["unembed"].shape == (n_out + 1, model.vocab_size + 1)
+    assert w["unembed"][:, -1].tolist() == [0] * n_out + [1] and not w["unembed"][-1, :-1].any()
 
 
 def test_too_small_window_refused():

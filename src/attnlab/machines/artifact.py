@@ -8,8 +8,9 @@ ONNX ``Hardmax`` attention, for onnxruntime) and ``hf`` (safetensors plus ``mode
 module on ``scaled_dot_product_attention`` with a provably exact softmax: :mod:`attnlab.machines.sdpa`).
 
 The exported network is the compiled one plus an explicit halt: token id V (one past the compiled
-vocabulary) and one FFN unit ReLU(x[ST_h]) per halting state h writing its logit, so a halting token is
-followed by the halt token instead of an all-zero logit vector. Weights stay in {-1, 0, 1}.
+vocabulary), an output dimension HALT read only by its logit, and one FFN unit ReLU(x[ST_h]) per halting state
+h writing it, so a halting token is followed by the halt token instead of an all-zero logit vector. Weights
+stay in {-1, 0, 1}.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .registry import FORMATS  # noqa: F401 (the formats write_export writes)
 from .simulate import space_bound, too_small
 from .softmax import softmax_spec
 
-CONFIG_FORMAT = "attnlab.machines/2"
+CONFIG_FORMAT = "attnlab.machines/3"  # 3: the factored output layer (W_2, then U)
 ONNX_OPSET = 17
 
 EQUATIONS = [
@@ -41,31 +42,40 @@ EQUATIONS = [
     "a_i = hardmax_j s_ij  (one-hot at the first, i.e. oldest, maximum; see attention.softmax for a softmax "
     "that is provably the same)",
     "h_i = x_i + (sum_j a_ij v_j) W_O  (residual add around attention)",
-    "logits_i = ReLU(h_i W_1 + b_1) W_2  (the FFN output is the logits: no residual add, no unembedding)",
-    "t_{i+1} = argmax logits_i  (unique: the winning logit is 1, every other 0)",
+    "y_i = ReLU(h_i W_1 + b_1) W_2  (no residual add around the FFN: y lives in the output space SYM, ST, HALT)",
+    "logits_i = y_i U  (unembedding: logit(state s, symbol c) = y[SYM c] + y[ST s]; logit(halt) = y[HALT])",
+    "t_{i+1} = argmax logits_i  (unique: the winning logit is 2, or 1 for the halt token, and every other at "
+    "least 1 lower)",
 ]
 
 
 def export_weights(model: CompiledTransformer) -> dict[str, np.ndarray]:
-    """The compiled weights with the explicit halt token and halt units appended (int8)."""
+    """The compiled weights with the explicit halt token, its output dimension and the halt units appended
+    (int8)."""
     w, V, U = model.weights, model.vocab_size, model.d_ffn
+    n_out = w["w2"].shape[1]
     halting = sorted(model.pm.halting)
     st = model.blocks["ST"][0]
     embed = np.vstack([w["embed"], np.zeros((1, model.d_model), np.int8)])  # the halt token is never read
     w1_halt = np.zeros((model.d_model, len(halting)), np.int8)
-    w2 = np.zeros((U + len(halting), V + 1), np.int8)
-    w2[:U, :V] = w["w2"]
+    w2 = np.zeros((U + len(halting), n_out + 1), np.int8)
+    w2[:U, :n_out] = w["w2"]
     for i, s in enumerate(halting):
         w1_halt[st + s, i] = 1
-        w2[U + i, V] = 1
+        w2[U + i, n_out] = 1  # the HALT output dimension
+    unembed = np.zeros((n_out + 1, V + 1), np.int8)
+    unembed[:n_out, :V] = w["unembed"]
+    unembed[n_out, V] = 1
     return {**w, "embed": embed, "w1": np.hstack([w["w1"], w1_halt]),
-            "b1": np.concatenate([w["b1"], np.zeros(len(halting), np.int8)]), "w2": w2}
+            "b1": np.concatenate([w["b1"], np.zeros(len(halting), np.int8)]), "w2": w2, "unembed": unembed}
 
 
 def compiled_weights(exported: dict[str, np.ndarray], vocab_size: int, d_ffn: int) -> dict[str, np.ndarray]:
-    """Inverse of :func:`export_weights`: drop the halt token and the halt units."""
+    """Inverse of :func:`export_weights`: drop the halt token, its output dimension and the halt units."""
+    n_out = exported["unembed"].shape[0] - 1
     return {**exported, "embed": exported["embed"][:vocab_size], "w1": exported["w1"][:, :d_ffn],
-            "b1": exported["b1"][:d_ffn], "w2": exported["w2"][:d_ffn, :vocab_size]}
+            "b1": exported["b1"][:d_ffn], "w2": exported["w2"][:d_ffn, :n_out],
+            "unembed": exported["unembed"][:n_out, :vocab_size]}
 
 
 def _tm_state(tr, s: int) -> dict[str, Any]:
@@ -110,7 +120,10 @@ def _tensor_roles(model: CompiledTransformer, weights: dict[str, np.ndarray]) ->
              "rpe": f"rpe (3,): {', '.join(RPE_TYPES)}", "w_v": "W_V (d, |Λ|): copies SYM",
              "w_o": "W_O (|Λ|, d): writes FRONT", "w1": "W_1 (d, units): AND units x[ST_s] + x[FRONT_c], then one "
              "halt unit x[ST_h] per halting state", "b1": "b_1: -1 per AND unit, 0 per halt unit",
-             "w2": "W_2 (units, V+1): unit (s, c) -> the token tau(s, c); halt units -> the halt token"}
+             "w2": "W_2 (units, |Λ|+|S|+1): AND unit (s, c) -> y[SYM c'] = y[ST s'] = 1 for tau(s, c) = (s', c'); "
+                   "halt units -> y[HALT]",
+             "unembed": "U (|Λ|+|S|+1, V+1): column t = (s, c) reads y[SYM c] + y[ST s] (the embedding's SYM "
+                        "and ST blocks, transposed); the halt column reads y[HALT]"}
     return {k: {"shape": list(v.shape), "dtype": str(v.dtype), "role": roles[k]} for k, v in weights.items()}
 
 
@@ -153,7 +166,11 @@ def machine_config(model: CompiledTransformer, machine: TuringMachine | PostMach
                           "rpe": [int(x) for x in weights["rpe"]], "mask": "sliding window: 0 <= i - j <= W - 1",
                           "hardmax": "one-hot at the first maximum (ties to the oldest)",
                           "softmax": softmax_spec(model.window, n_sym)},
-            "ffn": {"activation": "relu", "residual": False, "output": "logits over the vocabulary",
+            "ffn": {"activation": "relu", "residual": False,
+                    "output": "y = ReLU(h W_1 + b_1) W_2 in the output space (SYM, ST, HALT); logits = y U",
+                    "output_space": [{"block": "SYM", "offset": 0, "size": n_sym},
+                                     {"block": "ST", "offset": n_sym, "size": len(pm.states)},
+                                     {"block": "HALT", "offset": n_sym + len(pm.states), "size": 1}],
                     "and_units": len(model.units), "halt_units": len(pm.halting)},
             "tensors": _tensor_roles(model, weights)},
         "vocabulary": vocabulary(model, tm),
@@ -203,9 +220,9 @@ def onnx_model(weights: dict[str, np.ndarray], window: int) -> bytes:
         n("MatMul", ["att", "v"], ["head"]), n("MatMul", ["head", "w_o"], ["attn_out"]),
         n("Add", ["x", "attn_out"], ["h"]),
         n("MatMul", ["h", "w1"], ["pre0"]), n("Add", ["pre0", "b1"], ["pre"]), n("Relu", ["pre"], ["act"]),
-        n("MatMul", ["act", "w2"], ["logits"]),
+        n("MatMul", ["act", "w2"], ["y"]), n("MatMul", ["y", "unembed"], ["logits"]),
     ]
-    vocab = f["w2"].shape[1]
+    vocab = f["unembed"].shape[1]
     graph = helper.make_graph(
         nodes, "attnlab_machine",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "time"])],

@@ -10,8 +10,14 @@ Tokens are (pushed symbol c, new state s) with id = s * |Λ| + c. Residual strea
 
 Attention: q_i = Σ x_i[ST] = 1, k_j = x_j W_K + rpe[type(i-j)] with W_K = 0 and rpe = (current 0,
 intermediate 0, oldest 1), so the hardmax picks the oldest token j = i-W+1 (lemma B). FFN: unit
-u(s,c) = ReLU(x[ST_s] + x[FRONT_c] - 1) fires iff the state is s and the front is c (lemma C); its W2
-row is the one-hot logit of the token τ(s, c). Halting states have no units: their tokens are terminal.
+u(s,c) = ReLU(x[ST_s] + x[FRONT_c] - 1) fires iff the state is s and the front is c (lemma C).
+
+Output layer, factored: W2 (units, |Λ| + |S|) writes the symbol and the state of τ(s, c) = (s', c') into an
+output space with the blocks SYM, ST of the residual stream, and the unembedding U (|Λ| + |S|, V) reads a
+token's logit as y[SYM c] + y[ST s] (U = E[:, SYM ∪ ST]^T, the embedding's own blocks). The winner scores 2,
+a token sharing its state or symbol 1, every other 0: the same argmax with margin 1 as a dense one-hot W2
+(units, V), with units (|Λ| + |S|) + (|Λ| + |S|) V parameters instead of units V, i.e. linear in the
+transition table rather than ~|S|^2 |Λ|^2. Halting states have no units: their tokens are terminal.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from ..core.errors import AttnlabError
 from .machine import PostMachine, TuringMachine
 
 RPE_TYPES = ("current", "intermediate", "oldest")
-WEIGHTS = ("embed", "w_q", "w_k", "rpe", "w_v", "w_o", "w1", "b1", "w2")
+WEIGHTS = ("embed", "w_q", "w_k", "rpe", "w_v", "w_o", "w1", "b1", "w2", "unembed")
 
 
 @dataclass(frozen=True)
@@ -117,11 +123,15 @@ MAX_BYTES = 2 * 2**30
 
 def compiled_size(n_states: int, n_symbols: int, n_halting: int) -> dict[str, int]:
     """Sizes of the network for a Post machine with these counts, before anything is allocated: the
-    parameters (int8 bytes) and the bytes the exhaustive certificate evaluates (V |Λ| windows, float64)."""
+    parameters (int8 bytes), those of the factored output layer (W2 and U) and of the dense one-hot W2 it
+    replaces, and the bytes the exhaustive certificate evaluates (V |Λ| windows, float64)."""
     vocab, d, units = n_states * n_symbols, 2 * n_symbols + n_states, (n_states - n_halting) * n_symbols
-    params = vocab * d + 2 * d + 3 + 2 * d * n_symbols + d * units + units + units * vocab
-    return {"vocab_size": vocab, "d_model": d, "d_ffn": units, "params": params,
-            "bytes": max(params, 8 * vocab * n_symbols * (d + units + 2 * vocab))}
+    n_out = n_symbols + n_states
+    output = units * n_out + n_out * vocab
+    params = vocab * d + 2 * d + 3 + 2 * d * n_symbols + d * units + units + output
+    return {"vocab_size": vocab, "d_model": d, "d_ffn": units, "params": params, "output_params": output,
+            "dense_output_params": units * vocab,
+            "bytes": max(params, 8 * vocab * n_symbols * (d + units + n_out + 2 * vocab))}
 
 
 def check_size(name: str, n_states: int, n_symbols: int, n_halting: int) -> None:
@@ -161,12 +171,13 @@ def compile_pm(pm: PostMachine, window: int) -> CompiledTransformer:
     units = tuple((s, c) for s in range(n_st) if s not in halting for c in range(n_sym))
     w1 = np.zeros((d, len(units)), np.int8)
     b1 = np.full(len(units), -1, np.int8)
-    w2 = np.zeros((len(units), vocab), np.int8)
+    w2 = np.zeros((len(units), n_sym + n_st), np.int8)  # output space: the SYM and ST blocks
     for u, (s, c) in enumerate(units):
         w1[st + s, u] = w1[front + c, u] = 1
         s2, c2 = pm.delta[(s, c)]
-        w2[u, s2 * n_sym + c2] = 1
-    weights = dict(embed=embed, w_q=w_q, w_k=w_k, rpe=rpe, w_v=w_v, w_o=w_o, w1=w1, b1=b1, w2=w2)
+        w2[u, sym + c2] = w2[u, st + s2] = 1
+    unembed = np.ascontiguousarray(embed[:, :n_sym + n_st].T)  # logit(s, c) = y[SYM c] + y[ST s]
+    weights = dict(embed=embed, w_q=w_q, w_k=w_k, rpe=rpe, w_v=w_v, w_o=w_o, w1=w1, b1=b1, w2=w2, unembed=unembed)
     return CompiledTransformer(pm, window, blocks, weights, units)
 
 

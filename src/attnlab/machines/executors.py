@@ -103,13 +103,19 @@ class KVExecutor(Executor):
         cur_pre = (wt["embed"] @ wt["w1"] + wt["b1"]).astype(np.int64)
         front_pre = (wt["embed"] @ wt["w_v"] @ wt["w_o"] @ wt["w1"]).astype(np.int64)
         # the sparse loop below is exact when front parts are 0/1 (a unit whose current part is below 0
-        # cannot fire) and each unit raises one logit by 1; that one unit fires is lemma C (certified)
-        if front_pre.min() < 0 or front_pre.max() > 1 or np.any(wt["w2"].sum(1) != 1) or wt["w2"].min() < 0:
-            raise AttnlabError("kv executor: weights outside the compiled form (units are not one-hot AND gates)")
+        # cannot fire) and each unit's logits (W2 U, the factored output layer) are non-negative with a unique
+        # maximum, so one firing unit at any positive activation picks that token; that one unit fires is
+        # lemma C (certified)
+        unit_logits = wt["w2"] @ wt["unembed"]
+        top = np.sort(unit_logits, axis=1)
+        if (front_pre.min() < 0 or front_pre.max() > 1 or unit_logits.min() < 0
+                or (len(top) and np.any(top[:, -1] <= top[:, -2]))):
+            raise AttnlabError("kv executor: weights outside the compiled form (units are not AND gates with a "
+                               "unique output token)")
         self.cur_units = [[(int(u), int(cur_pre[t, u])) for u in np.flatnonzero(cur_pre[t] > -1)]
                           for t in range(model.vocab_size)]
         self.front_pre = [row.tolist() for row in front_pre]
-        self.unit_token = wt["w2"].argmax(1).tolist()  # the one logit each unit raises
+        self.unit_token = unit_logits.argmax(1).tolist()  # the token each unit raises above all others
 
     def advance(self, count: int, max_tokens: int) -> int:
         cur_units, front_pre, out = self.cur_units, self.front_pre, self.unit_token
@@ -175,7 +181,7 @@ class DenseExecutor(Executor):
         att = (np.arange(W) == scores.argmax(1)[:, None]).astype(np.float32)  # hardmax, ties -> oldest
         head = np.matmul(att[:, None, :], self.v_cache[:, p:p + W])[:, 0]  # Σ_j a_j v_j over all W
         x = w["embed"][self.cur_b] + head @ w["w_o"]
-        logits = np.maximum(x @ w["w1"] + w["b1"], 0) @ w["w2"]
+        logits = (np.maximum(x @ w["w1"] + w["b1"], 0) @ w["w2"]) @ w["unembed"]
         nxt = np.where(self.live, logits.argmax(1), self.cur_b)
         val = np.where(self.live, nxt, self.toks[:, p])  # a halted row rewrites its own oldest token
         self.toks[:, p] = self.toks[:, p + W] = val  # the new token replaces the oldest, in both copies

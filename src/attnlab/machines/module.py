@@ -30,11 +30,12 @@ class MachineTransformer(nn.Module):
         self.w_v = nn.Linear(model.d_model, model.n_symbols, bias=False)
         self.w_o = nn.Linear(model.n_symbols, model.d_model, bias=False)
         self.ffn_in = nn.Linear(model.d_model, model.d_ffn)
-        self.ffn_out = nn.Linear(model.d_ffn, model.vocab_size, bias=False)
+        self.ffn_out = nn.Linear(model.d_ffn, model.weights["w2"].shape[1], bias=False)  # factored output
+        self.unembed = nn.Linear(model.weights["w2"].shape[1], model.vocab_size, bias=False)
         self.register_buffer("rpe", f["rpe"])  # (current, intermediate, oldest)
         with torch.no_grad():
             for lin, name in ((self.w_q, "w_q"), (self.w_k, "w_k"), (self.w_v, "w_v"), (self.w_o, "w_o"),
-                              (self.ffn_in, "w1"), (self.ffn_out, "w2")):
+                              (self.ffn_in, "w1"), (self.ffn_out, "w2"), (self.unembed, "unembed")):
                 lin.weight.copy_(f[name].T)
             self.ffn_in.bias.copy_(f["b1"])
         self.requires_grad_(False)
@@ -57,7 +58,7 @@ class MachineTransformer(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed(tokens)  # (B, T, d)
         x = x + self.w_o(self.attention(x) @ self.w_v(x))
-        return self.ffn_out(torch.relu(self.ffn_in(x)))
+        return self.unembed(self.ffn_out(torch.relu(self.ffn_in(x))))
 
 
 def load_module(path: str | Path) -> MachineTransformer:

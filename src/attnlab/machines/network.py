@@ -157,10 +157,11 @@ def attend(att: np.ndarray, values: np.ndarray, rnd: Round) -> np.ndarray:
 
 
 def ffn(w: dict[str, np.ndarray], x_cur: np.ndarray, head: np.ndarray, rnd: Round) -> np.ndarray:
-    """x = x_cur + head W_O (residual);  logits = ReLU(x W1 + b1) W2 (no residual into the logits)."""
+    """x = x_cur + head W_O (residual);  logits = (ReLU(x W1 + b1) W2) U (no residual into the logits; the
+    factored output layer of :mod:`.compile`)."""
     xs = round_sparse(x_cur + matmul(head, w["w_o"], rnd), rnd)
     h = np.maximum(round_sparse(matmul(xs, w["w1"], rnd) + w["b1"], rnd), 0)
-    return matmul(h, w["w2"], rnd)
+    return matmul(matmul(h, w["w2"], rnd), w["unembed"], rnd)
 
 
 def network_logits(model: CompiledTransformer, windows: np.ndarray, rnd: Round | None = None,
@@ -168,7 +169,7 @@ def network_logits(model: CompiledTransformer, windows: np.ndarray, rnd: Round |
     """Logits for the token after each window. ``windows``: (B, W) token ids, oldest first, current last.
 
     x_j = E[t_j];  score_j = q_cur * (x_j W_K + rpe(W-1-j));  a = hardmax(score) (softmax(beta*score));
-    x = x_cur + (Σ_j a_j x_j W_V) W_O;  logits = ReLU(x W1 + b1) W2.
+    x = x_cur + (Σ_j a_j x_j W_V) W_O;  logits = (ReLU(x W1 + b1) W2) U.
 
     Without ``rnd`` and ``beta`` this is exact integer arithmetic carried in float64 (BLAS speed): weights and
     inputs are small integers, so every product and partial sum is an integer far below 2^53, exact in any

@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TENSORS = ("embed", "w_q", "w_k", "rpe", "w_v", "w_o", "w1", "b1", "w2")
+TENSORS = ("embed", "w_q", "w_k", "rpe", "w_v", "w_o", "w1", "b1", "w2", "unembed")
 
 
 class SoftmaxMachine(nn.Module):
     """One layer, one head: x = E[t]; h = x + SDPA(x W_Q, x W_K, x W_V; scale β, mask β·rpe) W_O;
-    logits = ReLU(h W_1 + b_1) W_2 (no residual around the FFN: its output is the logits)."""
+    logits = (ReLU(h W_1 + b_1) W_2) U (no residual around the FFN; U, the unembedding, gives the logits)."""
 
     def __init__(self, tensors: dict[str, torch.Tensor], window: int, beta: float, halt_token: int,
                  dtype: torch.dtype = torch.float32):
@@ -61,7 +61,7 @@ class SoftmaxMachine(nn.Module):
             x, q = x[:, -1:], q[:, -1:]
         head = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], attn_mask=mask, scale=self.beta)
         h = x + head[:, 0] @ self.w_o
-        return torch.relu(h @ self.w1 + self.b1) @ self.w2
+        return (torch.relu(h @ self.w1 + self.b1) @ self.w2) @ self.unembed
 
 
 def load(folder: str | Path, dtype: str = "float32", device: str = "cpu") -> SoftmaxMachine:
