@@ -49,21 +49,24 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK | os.X_OK)
 
 
-def _table_loop(nxt, sym, ring, marks, pos, cur, count, max_tokens):  # pragma: no cover (compiled)
-    """TableExecutor.advance: cur = T[cur][symbol of the oldest token], written over the oldest slot."""
+def _table_loop(nxt, vocab, ring, marks, pos, cur, count, max_tokens):  # pragma: no cover (compiled)
+    """TableExecutor.advance: cur = T[cur][oldest token] (T flattened, V x V), written over the oldest slot."""
     w = ring.shape[0]
     n = 0
     seen = 0
+    row = cur * vocab
     while n < max_tokens:
-        cur = nxt[cur, sym[ring[pos]]]
+        cur = nxt[row + ring[pos]]
+        row = cur * vocab
         ring[pos] = cur
         pos += 1
         if pos == w:
             pos = 0
         n += 1
-        if marks[cur]:
+        mark = marks[cur]
+        if mark:
             seen += 1
-            if marks[cur] == 2 or seen == count:
+            if mark == 2 or seen == count:
                 break
     return n, seen, pos, cur
 
@@ -99,7 +102,7 @@ def _kv_loop(unit_start, unit_id, unit_a, front_pre, unit_token, ring, marks, po
 
 
 _SIGNATURES = {
-    "table": "UniTuple(int64, 4)(int32[:, ::1], int32[::1], int32[::1], uint8[::1], int64, int64, int64, int64)",
+    "table": "UniTuple(int64, 4)(int32[::1], int64, int32[::1], uint8[::1], int64, int64, int64, int64)",
     "kv": "UniTuple(int64, 4)(int64[::1], int32[::1], int32[::1], int32[:, ::1], int32[::1], int32[::1], "
           "uint8[::1], int64, int64, int64, int64)",
 }
@@ -151,17 +154,17 @@ class NativeTableExecutor(_NativeRing, TableExecutor):
     def __init__(self, model: CompiledTransformer, prompt: Sequence[int], marks: Sequence[int],
                  certificate: Certificate | None = None):
         super().__init__(model, prompt, marks, certificate)  # refuses an incomplete certificate
-        n_sym = model.n_symbols
-        self.next_arr = np.array([row[:n_sym] for row in self.next], dtype=np.int32)  # (V, |Λ|)
-        self.sym = (np.arange(model.vocab_size) % n_sym).astype(np.int32)
+        # indexed by the front *token*, flattened (V * V int32: within compile's size limit, which bounds the
+        # certificate's V |Λ| x V float64 logits): one load per token, no symbol lookup
+        self.next_arr = np.array(self.next, dtype=np.int32).ravel()
         self._native_ring()
         self.loop = kernel("table")
 
     def advance(self, count: int, max_tokens: int) -> int:
         if self.halted:
             return 0
-        return self._finish(*self.loop(self.next_arr, self.sym, self.ring, self.marks_arr, self.pos, self.cur,
-                                       count, max_tokens))
+        return self._finish(*self.loop(self.next_arr, self.model.vocab_size, self.ring, self.marks_arr, self.pos,
+                                       self.cur, count, max_tokens))
 
 
 class NativeKVExecutor(_NativeRing, KVExecutor):
