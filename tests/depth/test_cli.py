@@ -133,6 +133,18 @@ def test_plot_skips_a_bad_line_and_counts_a_model_once(run_cli, tmp_path):
     assert err.count("\n") == 1 and f"skipped 1 line(s) of {copy / 'results.jsonl'}" in err, err
 
 
+def test_analyze_prints_the_slope_table_and_json(run_cli, tmp_path):
+    """The committed sweep (3 budgets, best depth 1 everywhere): L* per budget beside the paper's, the slope line."""
+    rc, out, _ = run_cli("depth", "analyze", COMMITTED_SWEEP, "-o", tmp_path / "b", "--json")
+    assert rc == 0 and json.loads(out)["slope"].startswith("slope of L* in ln N: ")
+    slope = json.loads(out)["slope_analysis"]
+    assert [b["budget"] for b in slope["budgets"]] == [50_000, 150_000, 400_000]
+    assert all(b["interval"][0] <= b["L_star"] <= b["interval"][1] for b in slope["budgets"])
+    assert set(slope["fit"]) >= {"slope", "interval", "paper_slope", "zero_slope_rejected"}
+    rec = RunRecord.load(tmp_path / "b" / "record.json")
+    assert rec.command.startswith("attnlab depth analyze ") and rec.tables[-1].columns[-1] == "paper L*"
+
+
 def test_plot_empty_dir_and_bare_group(run_cli, tmp_path):
     rc, _, err = run_cli("depth", "plot", str(tmp_path))
     assert rc == 2 and "no sweep results" in err

@@ -367,6 +367,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     command = _command(args.depth_command, args.dir, *_out_flag(args))
     with out_folder(args, "depth plot") as folder:
         rec = summarize(source, command, args.seed, dest=folder)
+    import json
+
     dest = Path(args.out) if args.out else source
-    emit(args, {"dir": str(dest), "figure": str(dest / "sweep.png"), **rec.metrics}, text=_sweep_text(rec))
+    slope = json.loads((dest / "summary.json").read_text(encoding="utf-8"))["slope"]
+    emit(args, {"dir": str(dest), "figure": str(dest / "sweep.png"), **rec.metrics, "slope_analysis": slope},
+         text=_sweep_text(rec))
     return 0
