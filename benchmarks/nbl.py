@@ -1,16 +1,18 @@
 """NBL benchmark (issue 4 targets), resumable; results in benchmarks/results/nbl_*.json(l).
 
-quality: SmolLM2-135M-Instruct, >= 100k calibration tokens of the built-in corpus (builtin:0.1 holds out
-         11 topics, disjoint), held-out perplexity at k = 4, 8, 12 for NBL (CCA, cosine, NMSE selectors,
-         one-shot and sequential) and Attention Drop. One JSON line per (config, k): rerun to resume
-         (lines logged before keys existed are recognised by their label and k).
+quality: SmolLM2-135M-Instruct, 102,400 calibration tokens of the built-in corpus (builtin:0.1 holds out
+         a tenth of the topics, disjoint by construction) sampled by each of --seeds (default 0 1 2),
+         held-out perplexity on 6,144 tokens at k = 4, 8, 12 for NBL (CCA, cosine, NMSE selectors, one-shot
+         and sequential), Attention Drop and whole-block drop (ShortGPT's block influence, Gromov et al.'s
+         angular distance). One JSON line per (config, k) in results/nbl_quality/seedS.jsonl: rerun to
+         resume; results/nbl_quality.json: per row the perplexity of every seed, mean, min and max.
 stats:   the streamed statistics pass alone, from scratch (no cache): 102,400 SmolLM2 tokens, wall time,
          tokens/s and peak RSS (target: under 10 minutes, O(L d^2) memory).
 speed:   a random-init Llama-shaped model of >= 0.5B parameters, original vs 4 of 8 attention layers
          replaced, prefill and cached decode at two prompt lengths and two batch sizes, interleaved
          repeats, with the analytic FLOP / byte ceilings.
 
-    python benchmarks/nbl.py [quality] [stats] [speed] [--threads N]
+    python benchmarks/nbl.py [quality] [stats] [speed] [--threads N] [--seeds S ...]
 """
 
 from __future__ import annotations
@@ -29,26 +31,39 @@ from attnlab.core.runtime import environment, seed_everything, set_threads
 RESULTS = Path(__file__).parent / "results"
 
 
-def quality(threads: int) -> None:
+def quality(threads: int, seeds: list[int]) -> None:
+    import numpy as np
+
     from attnlab.nbl.experiment import perplexity_vs_layers
     from attnlab.nbl.session import Calibration, Session
 
-    calib = Calibration(source="builtin:0.1", tokens=102_400, seq_len=256, batch_size=8)
     session = Session.open("smollm2")
-    stats, _ = session.stats(calib, progress=True)  # cached after the first run; `stats` times a fresh pass
-    rows = perplexity_vs_layers(session, calib, heldout_tokens=6144, ks=[4, 8, 12],
-                                log=RESULTS / "nbl_quality.jsonl", progress=True, threads=threads)
+    runs = {}
+    for seed in seeds:  # each seed shuffles the calibration documents: another sample of 102,400 tokens
+        calib = Calibration(source="builtin:0.1", tokens=102_400, seq_len=256, batch_size=8, seed=seed)
+        stats, _ = session.stats(calib, progress=True)  # cached after the first run; `stats` times a fresh pass
+        rows = perplexity_vs_layers(session, calib, heldout_tokens=6144, ks=[4, 8, 12],
+                                    log=RESULTS / "nbl_quality" / f"seed{seed}.jsonl", progress=True,
+                                    threads=threads)
+        runs[seed] = {"calibration": stats.meta.get("calibration"), "tokens": stats.tokens, "rows": rows}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    table = []
+    for row in runs[seeds[0]]["rows"]:
+        same = [next(r for r in runs[s]["rows"] if r["key"] == row["key"]) for s in seeds]
+        ppl = np.array([r["perplexity"] for r in same])
+        table.append({"label": row["label"], "k": row["k"], "perplexity_mean": float(ppl.mean()),
+                      "perplexity_min": float(ppl.min()), "perplexity_max": float(ppl.max()),
+                      "perplexity": ppl.tolist(), "top1_agreement": [r["top1_agreement"] for r in same],
+                      "layers": [r["layers"] for r in same], "reference_perplexity": row["reference_perplexity"]})
     atomic_write_json(RESULTS / "nbl_quality.json", {
-        "model": "smollm2", "calibration": stats.meta.get("calibration"), "calibration_tokens": stats.tokens,
-        "statistics_file": stats.meta.get("path"), "peak_rss_mb": peak_mb,
-        "threads": threads, "rows": rows, "environment": environment()})
-    ref = rows[0]["reference_perplexity"]
-    print(f"reference perplexity {ref:.3f}; statistics {stats.tokens} tokens; peak RSS {peak_mb:.0f} MB")
-    print(f"{'config':<22} {'k':>3} {'ppl':>9} {'increase':>9} {'top-1':>7}  layers")
-    for r in rows:
-        print(f"{r['label']:<22} {r['k']:>3} {r['perplexity']:>9.3f} {r['increase']:>+9.1%} "
-              f"{r['top1_agreement']:>7.3f}  {r['layers']}")
+        "model": "smollm2", "seeds": seeds, "heldout_tokens": 6144, "peak_rss_mb": peak_mb, "threads": threads,
+        "runs": {str(s): {k: v for k, v in r.items() if k != "rows"} for s, r in runs.items()}, "table": table,
+        "environment": environment()})
+    print(f"reference perplexity {table[0]['reference_perplexity']:.3f}; seeds {seeds}; peak RSS {peak_mb:.0f} MB")
+    print(f"{'config':<22} {'k':>3} {'mean ppl':>9} {'min':>9} {'max':>9}  layers (first seed)")
+    for r in table:
+        print(f"{r['label']:<22} {r['k']:>3} {r['perplexity_mean']:>9.3f} {r['perplexity_min']:>9.3f} "
+              f"{r['perplexity_max']:>9.3f}  {r['layers'][0]}")
 
 
 def stats(threads: int) -> None:
@@ -106,11 +121,15 @@ def main() -> None:
     p.add_argument("parts", nargs="*", default=["quality", "stats", "speed"],
                    choices=["quality", "stats", "speed"])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="calibration seeds of quality")
     args = p.parse_args()
     threads = set_threads(args.threads)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "nbl_quality").mkdir(parents=True, exist_ok=True)
     for part in args.parts:
-        {"quality": quality, "stats": stats, "speed": speed}[part](threads)
+        if part == "quality":
+            quality(threads, args.seeds)
+        else:
+            {"stats": stats, "speed": speed}[part](threads)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from attnlab.nbl.experiment import Config, perplexity_vs_layers
 from attnlab.nbl.session import Calibration, Session
 
 CALIB = Calibration(tokens=512, seq_len=32, batch_size=4)
-CONFIGS = (Config("nbl", "cca"), Config("drop", "cosine"), Config("nbl", "nmse", True))
+CONFIGS = (Config("nbl", "cca"), Config("drop", "cosine"), Config("nbl", "nmse", True), Config("block", "angular"))
 KEYS = [f"{c.label}@k{k}" for c in CONFIGS for k in (1, 2)]
 
 
@@ -42,10 +42,11 @@ def test_perplexity_grid_resumes_from_its_log(session, tmp_path, monkeypatch):
 
 def test_an_interrupted_grid_resumes_without_recomputing(session, tmp_path, monkeypatch):
     log = tmp_path / "rows.jsonl"
-    job, ran = experiment.compare_job, []
+    job, ran, stop = experiment.compare_job, [], [True]
 
     def interrupted(args):
-        if len(ran) == 3:
+        if len(ran) == 3 and stop[0]:  # once: Ctrl-C after three rows
+            stop[0] = False
             raise KeyboardInterrupt
         ran.append(experiment.job_key(args["config"], args["k"]))
         return job(args)

@@ -8,7 +8,7 @@ import torch
 
 from attnlab.core.atomic import current_umask
 from attnlab.core.errors import AttnlabError
-from attnlab.core.hf import decoder_layers, family_of
+from attnlab.core.hf import decoder_layers, family_of, layer_list
 from attnlab.nbl import (
     SELECTORS,
     Stats,
@@ -75,7 +75,7 @@ def test_zero_attention_layer_ranked_first_and_replacing_it_changes_nothing(fami
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "olmo2"])
-@pytest.mark.parametrize("method", ["nbl", "drop"])
+@pytest.mark.parametrize("method", ["nbl", "drop", "block"])
 def test_cached_generation_matches_a_full_forward_with_layer_0_replaced(family, method, tiny_model):
     """The logits of each cached decoding step equal those of one uncached forward pass over the whole
     sequence (to float32 rounding: the two paths multiply in different shapes), so a replaced layer needs
@@ -85,7 +85,7 @@ def test_cached_generation_matches_a_full_forward_with_layer_0_replaced(family, 
     if method == "nbl":
         apply(model, fit(stats, [0, 2]))
     else:
-        apply(model, method="drop", layers=[0, 2])
+        apply(model, method=method, layers=[0, 2])
     prompt = _blocks(2, 5, seed=3)
     out = model.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0,
                          use_cache=True, output_logits=True, return_dict_in_generate=True)
@@ -117,14 +117,21 @@ def _saved(tiny_model, family, tmp_path, method="nbl", seed=2):
     return model, tmp_path / "out"
 
 
+def _data_bytes(path) -> int:
+    """The bytes of a safetensors file's tensors: its size less the 8-byte length and the JSON header."""
+    with open(path, "rb") as f:
+        header = int.from_bytes(f.read(8), "little")
+    return path.stat().st_size - 8 - header
+
+
 def _auto(family):
     from transformers import AutoModel, AutoModelForCausalLM
 
     return AutoModel if family == "bert" else AutoModelForCausalLM
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("method", ["nbl", "drop"])
+@pytest.mark.parametrize("family, method", [(f, m) for f in FAMILIES for m in ("nbl", "drop", "block")
+                                            if (f, m) != ("bert", "block")])  # post-norm: refused (test below)
 def test_saved_folder_loads_as_the_linearized_model_with_either_loader(family, method, tiny_model, tmp_path):
     model, out = _saved(tiny_model, family, tmp_path, method)
     ours = load(out)
@@ -145,12 +152,14 @@ def test_saved_folder_loads_as_the_linearized_model_with_either_loader(family, m
     fam = family_of(model)
     for i in replaced_layers(model):
         gone = {n for n in base_names if n.startswith(f"{fam.layers}.{i}.{fam.attention}.")}
+        if method == "block":  # the whole block's weights
+            gone = {n for n in base_names if n.startswith(f"{fam.layers}.{i}.")}
         assert gone and not gone & names
         assert (f"{fam.layers}.{i}.{fam.attention}.linear.weight" in names) == (method == "nbl")
     saved = json.loads((out / "nbl.json").read_text())["bytes"]
-    on_disk = (tmp_path / "base" / "model.safetensors").stat().st_size - (out / "model.safetensors").stat().st_size
     assert saved["saved"] == saved["removed"] - saved["added"] > 0
-    assert abs(on_disk - saved["saved"]) < 2048  # the rest is the safetensors header
+    assert _data_bytes(tmp_path / "base" / "model.safetensors") - _data_bytes(out / "model.safetensors") == \
+        saved["saved"]
     assert (out / "model.safetensors").stat().st_mode & 0o044 == 0o044 & ~current_umask()  # readable as files are
 
 
@@ -320,3 +329,65 @@ def test_the_taps_are_the_residual_stream_and_the_attention_branch(family, tiny_
         h.remove()
     assert seen["x"].abs().sum() > 0 and seen["a"].abs().sum() > 0
     torch.testing.assert_close(seen["x"] + seen["a"], seen["y"], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "bert"])
+def test_block_drop_passes_the_input_on(family, tiny_model):
+    """A dropped block's output is its input, exactly: the model equals the model without that layer."""
+    model, twin = tiny_model(family, seed=7), tiny_model(family, seed=7)
+    apply(model, method="block", layers=[1])
+    assert replaced_layers(model) == {1: "block"}
+    seen = {}
+
+    def keep(name, value):
+        seen.setdefault(name, value[0] if isinstance(value, tuple) else value)
+
+    block = decoder_layers(model)[1].block
+    hooks = [block.register_forward_pre_hook(lambda m, a, k: keep("in", a or k["hidden_states"]), with_kwargs=True),
+             block.register_forward_hook(lambda m, i, o: keep("out", o))]
+    ids = _blocks(2, 8)
+    logits = _output(model, ids)
+    for h in hooks:
+        h.remove()
+    assert torch.equal(seen["in"], seen["out"])
+    layers = layer_list(twin)
+    del layers[1]  # the same model with layer 1 removed (the config still counts it: only the forward is compared)
+    torch.testing.assert_close(logits, _output(twin, ids), rtol=0, atol=0)
+
+
+def test_block_drop_is_refused_for_a_post_norm_encoder(tiny_model):
+    with pytest.raises(AttnlabError, match="method block: bert is post-norm"):
+        apply(tiny_model("bert"), method="block", layers=[1])
+
+
+def test_angular_distances_equal_a_direct_computation_and_pick_the_best_run(tiny_model):
+    """Gromov et al.: the statistics' angular distance from layer j's input to layer i's output equals the mean
+    arccos(cos) / pi over tokens of the hidden states transformers returns; k layers are the best run."""
+    import math
+
+    from attnlab.nbl.pipeline import best_run
+
+    model = tiny_model("llama", seed=8, num_hidden_layers=4)
+    blocks = _blocks()
+    stats = collect(model, blocks, batch_size=4, progress=False)
+    with torch.no_grad():
+        hidden = model(input_ids=blocks, output_hidden_states=True).hidden_states  # embeddings, then each layer
+    last = model.model.norm  # transformers applies the final norm to the last hidden state: undo it by a hook
+    outs = {}
+    h = last.register_forward_pre_hook(lambda m, a: outs.update(pre=a[0].clone()))
+    with torch.no_grad():
+        model(input_ids=blocks)
+    h.remove()
+    states = [*hidden[:-1], outs["pre"]]  # the input of layer j is states[j]; the output of layer i is states[i+1]
+    for i in range(4):
+        for j in range(i + 1):
+            cos = torch.nn.functional.cosine_similarity(states[j].reshape(-1, 32), states[i + 1].reshape(-1, 32), -1)
+            direct = float((torch.arccos(cos.clamp(-1, 1)) / math.pi).double().mean())
+            assert float(stats.layers[i].mean_angular[j]) == pytest.approx(direct, rel=1e-5)
+    for k in (1, 2, 3):
+        runs = {s: float(stats.layers[s + k - 1].mean_angular[s]) for s in range(4 - k + 1)}
+        assert best_run(stats, k) == list(range(min(runs, key=runs.get), min(runs, key=runs.get) + k))
+        assert choose_layers(stats, k, "angular") == best_run(stats, k)
+    assert 0 not in best_run(stats, 2, keep=(0,))
+    with pytest.raises(AttnlabError, match="no run of 3 consecutive layers avoids"):
+        best_run(stats, 3, keep=(1, 2))

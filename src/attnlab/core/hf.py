@@ -31,22 +31,29 @@ class Family:
     a_tap: str               # the module whose output is A
     bypass: tuple[str, ...]  # modules replaced by identity (the pre-norm, a post-attention norm; BERT's dense)
     causal: bool = True      # a causal LM (perplexity, generate) or an encoder
+    #: the MLP sub-layer and its norms, for dropping a whole block (ShortGPT): the MLP is swapped for a module
+    #: returning zeros and ``mlp_bypass`` for identities, so the block passes its input on. None: post-norm
+    #: (BERT), where no swap makes a block the identity.
+    mlp: str | None = "mlp"
+    mlp_bypass: tuple[str, ...] = ("post_attention_layernorm",)
 
 
 _LLAMA = Family(layers="model.layers", attention="self_attn", x_tap="input_layernorm", a_tap="self_attn",
                 bypass=("input_layernorm",))
-_GPT2 = Family(layers="transformer.h", attention="attn", x_tap="ln_1", a_tap="attn", bypass=("ln_1",))
+_GPT2 = Family(layers="transformer.h", attention="attn", x_tap="ln_1", a_tap="attn", bypass=("ln_1",),
+               mlp_bypass=("ln_2",))
 # BERT (post-LN): attention.output computes LayerNorm(dense(context) + X); A is dense's output, and the map
 # replaces self-attention + dense together, keeping the post-attention LayerNorm.
 _BERT = Family(layers="encoder.layer", attention="attention.self", x_tap="attention", a_tap="attention.output.dense",
-               bypass=("attention.output.dense",), causal=False)
+               bypass=("attention.output.dense",), causal=False, mlp=None, mlp_bypass=())
 # Gemma 2/3: X + post_attention_layernorm(self_attn(input_layernorm(X))): A is the post-attention norm's output,
 # and the map replaces both norms with the attention (the tap the official code has no family for).
 _GEMMA = Family(layers="model.layers", attention="self_attn", x_tap="input_layernorm",
-                a_tap="post_attention_layernorm", bypass=("input_layernorm", "post_attention_layernorm"))
+                a_tap="post_attention_layernorm", bypass=("input_layernorm", "post_attention_layernorm"),
+                mlp_bypass=("pre_feedforward_layernorm", "post_feedforward_layernorm"))
 # OLMo 2: no input norm, X + post_attention_layernorm(self_attn(X)).
 _OLMO2 = Family(layers="model.layers", attention="self_attn", x_tap="self_attn", a_tap="post_attention_layernorm",
-                bypass=("post_attention_layernorm",))
+                bypass=("post_attention_layernorm",), mlp_bypass=("post_feedforward_layernorm",))
 
 #: config.model_type -> where its parts live. Llama, Mistral, Qwen2, Qwen3, Phi-3 and SmolLM2 (a Llama) share a
 #: layout (Qwen3's q/k norms and Phi-3's fused projections are inside the attention module that is replaced).

@@ -25,7 +25,7 @@ from .io import save
 from .lmmse import AffineMap, check_ridge
 from .pipeline import check_request, check_tokens, heldout_nmse, linearize, score
 from .registry import METHODS, SELECTORS
-from .replace import apply, replaced_layers, restored
+from .replace import apply, check_method, replaced_layers, restored
 from .stats import Stats, collect, fingerprint
 
 
@@ -64,6 +64,7 @@ class NBL:
         if not isinstance(self.n_layers, int) or isinstance(self.n_layers, bool):
             raise AttnlabError(f"n_layers must be an integer, got {self.n_layers!r}")
         check_request(len(decoder_layers(model)), self.n_layers, self.keep)
+        check_method(model, self.method)
 
     def _blocks(self, tokenizer, data, split: str = "calibration", tokens: int | None = None,
                 seed: int | None = None) -> tuple[torch.Tensor, dict]:

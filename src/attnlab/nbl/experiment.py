@@ -32,9 +32,11 @@ from .session import Calibration, Session
 from .stats import Stats
 
 #: The paper's method and its baseline first; sequential NBL (a pass over the calibration set each), then the
-#: CCA choice with layer 0 protected (CCA ranks it among the most linear; replacing it costs the most).
+#: CCA choice with layer 0 protected (CCA ranks it among the most linear; replacing it costs the most), then
+#: the whole-block drops users compare against (ShortGPT's block influence, Gromov et al.'s angular distance).
 DEFAULT_CONFIGS = (Config("nbl", "cca"), Config("drop", "cosine"), Config("nbl", "cosine"), Config("nbl", "nmse"),
-                   Config("drop", "cca"), Config("nbl", "cca", True), Config("nbl", "cca", keep=(0,)))
+                   Config("drop", "cca"), Config("nbl", "cca", True), Config("nbl", "cca", keep=(0,)),
+                   Config("block", "bi"), Config("block", "angular"))
 
 #: What every row holds besides its key.
 ROW_FIELDS = {"label": str, "k": int, "layers": list, "perplexity": NUMBER, "reference_perplexity": NUMBER,

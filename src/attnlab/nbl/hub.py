@@ -41,6 +41,13 @@ class DroppedAttention(nn.Module):
         return torch.zeros_like(hidden_states), None
 
 
+class DroppedMLP(nn.Module):
+    """With :class:`DroppedAttention`, a dropped block (ShortGPT, Men et al.): the MLP adds nothing either."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        return torch.zeros_like(hidden_states)
+
+
 def set_module(root: nn.Module, path: str, module: nn.Module) -> None:
     """Put ``module`` at the dotted ``path`` under ``root``."""
     parent, _, name = path.rpartition(".")
@@ -57,12 +64,23 @@ def replace_layer(model: nn.Module, layers: str, index: int, attention: str, byp
     set_module(block, attention, module)
 
 
+def drop_block(model: nn.Module, layers: str, index: int, attention: str, bypass: list[str], mlp: str,
+               mlp_bypass: list[str]) -> None:
+    """Make layer ``index`` pass its input on: both sub-layers add zero, their norms are identities."""
+    replace_layer(model, layers, index, attention, [*bypass, *mlp_bypass], DroppedAttention())
+    set_module(model.get_submodule(layers)[index], mlp, DroppedMLP())
+
+
 def linearize_from_spec(model: nn.Module, spec: dict) -> None:
     """Replace the layers that ``spec`` (a config's ``nbl``) names, with maps of the right shape on ``model``'s
     device and dtype (their values are the checkpoint's)."""
     param = next(model.parameters())
     d = model.config.hidden_size
     for index, method in sorted(spec["replaced"].items(), key=lambda kv: int(kv[0])):
+        if method == "block":
+            drop_block(model, spec["layers"], int(index), spec["attention"], spec["bypass"], spec["mlp"],
+                       spec["mlp_bypass"])
+            continue
         if method == "nbl":
             module = LinearAttention(torch.zeros(d, d, device=param.device, dtype=param.dtype),
                                      torch.zeros(d, device=param.device, dtype=param.dtype))

@@ -74,11 +74,20 @@ def _prefix(names: list[str], fam: Family, base_model_prefix: str) -> str:
                        f"its weights do not match its config.json")
 
 
+def removed_paths(fam, method: str) -> tuple[str, ...]:
+    """The modules of a layer whose weights a replacement by ``method`` leaves unused."""
+    paths = (fam.attention, *fam.bypass)
+    return (*paths, fam.mlp, *fam.mlp_bypass) if method == "block" else paths
+
+
 def nbl_spec(config, replaced: dict[int, str]) -> dict[str, Any]:
     """The ``nbl`` entry of a linearized checkpoint's config: the family's paths and what replaced each layer."""
     fam = family_of(config)
-    return {"base_model_type": config.model_type, "layers": fam.layers, "attention": fam.attention,
+    spec = {"base_model_type": config.model_type, "layers": fam.layers, "attention": fam.attention,
             "bypass": list(fam.bypass), "replaced": {str(i): replaced[i] for i in sorted(replaced)}}
+    if "block" in replaced.values():
+        spec.update(mlp=fam.mlp, mlp_bypass=list(fam.mlp_bypass))
+    return spec
 
 
 def modeling_source(config_class: type, model_class: type) -> str:
@@ -110,7 +119,8 @@ def write(folder: str | Path, base_checkpoint: str | Path, maps: list[AffineMap]
         raise AttnlabError(f"maps for layers {sorted(by_layer)} but layers {sorted(replaced)} replaced")
     shards = _shards(base)
     prefix = _prefix([n for names in shards.values() for n in names], fam, model_class.base_model_prefix)
-    doomed = {i: tuple(f"{prefix}{fam.layers}.{i}.{p}." for p in (fam.attention, *fam.bypass)) for i in replaced}
+    doomed = {i: tuple(f"{prefix}{fam.layers}.{i}.{p}." for p in removed_paths(fam, method))
+              for i, method in replaced.items()}
     removed_bytes = added_bytes = 0
     found: set[int] = set()
     weight_map: dict[str, str] = {}

@@ -72,9 +72,24 @@ def check_request(n_layers: int, k: int, keep: tuple[int, ...] = ()) -> None:
         raise AttnlabError(f"cannot replace {k} layers: the model has {n_layers}{protected} (ask for 1..{free})")
 
 
+def best_run(stats: Stats, k: int, keep: tuple[int, ...] = ()) -> list[int]:
+    """The ``k`` consecutive layers l..l+k-1 (none of them in ``keep``) with the smallest mean angular distance
+    from the input of layer l to the output of layer l+k-1 (Gromov et al. 2024, Sec. 3.2; ties: the first)."""
+    n = len(stats.layers)
+    runs = {start: float(stats.layers[start + k - 1].mean_angular[start]) for start in range(n - k + 1)
+            if not set(range(start, start + k)) & set(keep)}
+    if not runs:
+        raise AttnlabError(f"no run of {k} consecutive layers avoids the kept layers {sorted(keep)}")
+    start = min(runs, key=lambda s: (runs[s], s))
+    return list(range(start, start + k))
+
+
 def choose_layers(stats: Stats, k: int, selector: str, keep: tuple[int, ...] = ()) -> list[int]:
-    """The ``k`` best layers by ``selector``, never one of ``keep`` (layers the user protects)."""
+    """The ``k`` best layers by ``selector``, never one of ``keep`` (layers the user protects); for a
+    contiguous selector, the best run of ``k`` consecutive layers (:func:`best_run`)."""
     check_request(len(stats.layers), k, keep)
+    if selector in SELECTORS and SELECTORS[selector].contiguous:
+        return best_run(stats, k, keep)
     scores = {layer: v for layer, v in score(stats, selector).items() if layer not in keep}
     return rank_layers(scores, k)
 
@@ -92,8 +107,8 @@ def linearize(model, stats: Stats, k: int, selector: str = "cca", method: str = 
     """
     check_ridge(ridge)
     layers = choose_layers(stats, k, selector, keep)
-    if method == "drop":
-        apply(model, method="drop", layers=layers)
+    if method != "nbl":  # drop, block: nothing to fit
+        apply(model, method=method, layers=layers)
         return layers, []
     if not sequential:
         maps = fit(stats, layers, ridge)

@@ -24,6 +24,8 @@ class Selector:
 
     function: str
     help: str
+    #: whether it scores runs of consecutive layers (k layers are then one contiguous run) rather than layers
+    contiguous: bool = False
 
     def resolve(self) -> Callable[[Any], float]:
         return getattr(importlib.import_module("attnlab.nbl.scores"), self.function)
@@ -36,12 +38,17 @@ SELECTORS: dict[str, Selector] = {
     "nmse": Selector("nmse_of", "the LMMSE map's own error (Prop. 3.1) relative to tr(C_YY)"),
     "cosine": Selector("cosine_of", "Attention Drop (He et al.): 1 - mean cos(X, X + A)"),
     "bi": Selector("bi_of", "ShortGPT block influence (Men et al.): 1 - mean cos of the block's input and output"),
+    "angular": Selector("angular_of", "Gromov et al.'s angular distance arccos(cos(h_l, h_l+k)) / pi between the "
+                                      "input of block l and the output of block l+k-1: k layers are the contiguous "
+                                      "run with the smallest", contiguous=True),
 }
 
 #: What takes the place of a replaced attention sub-layer.
 METHODS: dict[str, str] = {
     "nbl": "the LMMSE affine map W X + b (paper Prop. 3.1)",
     "drop": "nothing: the sub-layer adds zero to the residual stream (Attention Drop, He et al.)",
+    "block": "nothing for the whole block: attention and MLP both add zero, the layer passes its input on "
+             "(ShortGPT, Men et al.; Gromov et al.)",
 }
 
 

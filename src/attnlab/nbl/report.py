@@ -45,7 +45,8 @@ def add_perplexity(rec: RunRecord, rows: list[dict], out_dir: Path, command: str
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for label in dict.fromkeys(r["label"] for r in rows):
         pts = sorted((r["k"], r["perplexity"]) for r in rows if r["label"] == label)
-        ax.plot(*zip(*pts, strict=True), marker="o", label=label, linestyle="--" if label.startswith("drop") else "-")
+        dashed = label.startswith(("drop", "block"))  # the baselines
+        ax.plot(*zip(*pts, strict=True), marker="o", label=label, linestyle="--" if dashed else "-")
     ax.axhline(reference, color="k", linewidth=0.8, label="original")
     ax.set_xticks(sorted({r["k"] for r in rows}))
     ax.set_xlabel("attention layers replaced")

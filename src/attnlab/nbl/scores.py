@@ -78,6 +78,11 @@ def bi_of(st: LayerStats) -> float:
     return bi_score(st.mean_cos_block)
 
 
+def angular_of(st: LayerStats) -> float:
+    """Gromov et al.'s angular distance of the one-block run: from the block's input to its output."""
+    return float(st.mean_angular[-1])
+
+
 def rank_layers(scores: dict[int, float], k: int) -> list[int]:
     """The ``k`` layers with the lowest score (ties broken by layer index), in ascending score order."""
     return [layer for layer, _ in sorted(scores.items(), key=lambda kv: (kv[1], kv[0]))][:k]

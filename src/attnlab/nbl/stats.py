@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,9 @@ class LayerStats:
     cos_attention: float = 0.0  # sum over tokens of cos(x, x + a)
     cos_block: float = 0.0      # sum over tokens of cos(x, block output)
     n_block: int = 0
+    #: [j] = sum over tokens of the angular distance arccos(cos(x_j, block output)) / pi from the input of
+    #: layer j <= this layer to this block's output (Gromov et al.; the run of layers j..this one); float64
+    angular: torch.Tensor | None = None
     batches: int = 0            # calibration batches merged (each layer's own count: see Stats.load)
 
     #: where the totals live: None until the first batch, which puts them on its own device (the device of the
@@ -103,10 +107,28 @@ class LayerStats:
         self.cos_attention += float(packed[-1])
         self.n = n
 
-    def update_block(self, x: torch.Tensor, out: torch.Tensor) -> None:
+    def update_block(self, x: torch.Tensor, out: torch.Tensor, starts: dict[int, torch.Tensor]) -> None:
+        """Merge a batch of block inputs ``x`` and outputs ``out``; ``starts`` are the inputs of this and earlier
+        layers (layer -> tensor) for the angular distances of the runs ending here."""
         x, out = x.reshape(-1, self.d).float(), out.reshape(-1, self.d).float()
         self.cos_block += float(torch.nn.functional.cosine_similarity(x, out, dim=-1).sum(dtype=torch.float64))
         self.n_block += x.shape[0]
+        if self.angular is None or len(self.angular) <= max(starts):
+            grown = torch.zeros(max(starts) + 1, dtype=torch.float64)
+            if self.angular is not None:
+                grown[:len(self.angular)] = self.angular
+            self.angular = grown
+        for j, h in starts.items():
+            cos = torch.nn.functional.cosine_similarity(h.reshape(-1, self.d).float(), out, dim=-1)
+            self.angular[j] += float((torch.arccos(cos.clamp(-1.0, 1.0)) / math.pi).sum(dtype=torch.float64))
+
+    @property
+    def mean_angular(self) -> torch.Tensor:
+        """[j]: the mean angular distance from layer j's input to this block's output (see ``angular``)."""
+        if self.angular is None or not len(self.angular):
+            raise AttnlabError("these statistics hold no angular distances (collected by an older attnlab); "
+                               "collect them again")
+        return self.angular / max(self.n_block, 1)
 
     def covariances(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(C_XX, C_XA, C_AA) with divisor N - 1, as float64 numpy arrays."""
@@ -151,6 +173,7 @@ class Stats:
         tensors = {name: (torch.zeros(s.d, s.d, dtype=torch.float64) if t is None else t.detach().cpu())
                    for name in _TENSORS for t in [getattr(s, name)]}
         tensors["scalars"] = torch.tensor([s.n, s.cos_attention, s.cos_block, s.n_block], dtype=torch.float64)
+        tensors["angular"] = torch.zeros(0, dtype=torch.float64) if s.angular is None else s.angular.detach().cpu()
         meta = {"schema": STATS_SCHEMA, "fingerprint": self.fingerprint, "layer": str(i), "batches": str(s.batches)}
         path = Path(folder) / LAYER_FILE.format(i)
         with atomic_path(path) as tmp:
@@ -232,8 +255,10 @@ class Stats:
                 if header.get("fingerprint") != header_fp or header.get("layer") != str(i):
                     raise ValueError("written for another model or layer")
                 n, ca, cb, nb = tensors["scalars"].tolist()
+                angular = tensors.get("angular")
                 layers[i] = LayerStats(d=tensors["mean_x"].numel(), n=int(n), cos_attention=ca, cos_block=cb,
                                        n_block=int(nb), batches=int(header["batches"]),
+                                       angular=angular if angular is not None and len(angular) else None,
                                        **{name: tensors[name] for name in _TENSORS})
             except Exception as e:  # safetensors raises its own error types for damaged files
                 raise AttnlabError(f"{file}: not a readable statistics file ({type(e).__name__}: {e}); collect "
@@ -367,7 +392,7 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
         def hook(module, inputs, output):
             st = stats.layers[i]
             if st.batches == batch_index[0]:
-                st.update_block(current_x[i], first_tensor(output))
+                st.update_block(current_x[i], first_tensor(output), {j: h for j, h in current_x.items() if j <= i})
                 st.batches += 1
             if i == last:
                 raise _StopForward
