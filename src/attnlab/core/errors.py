@@ -21,6 +21,13 @@ def require(condition: bool, message: str) -> None:
         raise AttnlabError(message)
 
 
+def refuse_unknown_keys(given, known, where: str) -> None:
+    """A one-line error naming the keys of ``given`` (a config mapping) that are not in ``known``."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise AttnlabError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+
+
 def existing_file(path) -> Path:
     """Return ``path`` as a Path, or raise a one-line error if it is not an existing file."""
     p = Path(path)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.atomic import atomic_write_json
-from ..core.errors import AttnlabError
+from ..core.errors import AttnlabError, refuse_unknown_keys
 from ..core.grid import NUMBER, GridLog, Job, run_grid
 from .data import SOURCES, data_source
 from .params import count, gpt2_like
@@ -169,10 +169,7 @@ def load_config(path: str | Path) -> SweepConfig:
         raise AttnlabError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise AttnlabError(f"{path}: expected a mapping of sweep settings")
-    known = {f.name for f in fields(SweepConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise AttnlabError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    refuse_unknown_keys(data, {f.name for f in fields(SweepConfig)}, str(path))
     if "tokens" in data and "tokens_per_param" in data:
         raise AttnlabError(f"{path}: give tokens (the same for every model) or tokens_per_param, not both")
     try:

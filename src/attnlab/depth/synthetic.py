@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import AttnlabError
+from ..core.errors import AttnlabError, refuse_unknown_keys
 
 #: Seed-sequence stream ids: the training windows of each model seed, and the one held-out set.
 TRAIN_STREAM, HELDOUT_STREAM = 0, 1
@@ -59,10 +59,7 @@ def hmm_spec(options: Any) -> HMMSpec:
     """The :class:`HMMSpec` of a config's ``hmm`` mapping (unknown keys are a one-line error)."""
     if not isinstance(options, dict):
         raise AttnlabError(f"hmm must be a mapping of grammar settings, got {options!r}")
-    known = {f.name for f in fields(HMMSpec)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise AttnlabError(f"hmm: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    refuse_unknown_keys(options, {f.name for f in fields(HMMSpec)}, "hmm")
     return HMMSpec(**options)
 
 
