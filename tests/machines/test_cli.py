@@ -126,12 +126,14 @@ def test_certify_record(run_cli, tmp_path):
 
 
 def test_light_commands_import_neither_torch_nor_transformers():
-    """`machines list/run/certify/compile` run on numpy alone (a fresh interpreter: the tests import torch)."""
+    """`machines list/run/certify/compile/space` and `run --figure` run on numpy (and matplotlib) alone (a fresh
+    interpreter: the tests import torch)."""
     code = ("import sys, tempfile; from attnlab.cli import main\n"
             "d = tempfile.mkdtemp()\n"
             "for argv in (['list'], ['run', 'bb4'], ['run', 'bb4', '--executor', 'reference'],\n"
             "             ['run', 'bb2', '--executor', 'kv'], ['run', 'bb2', '--executor', 'dense'],\n"
-            "             ['certify', 'bb2'], ['compile', 'bb2', '-o', d + '/m']):\n"
+            "             ['certify', 'bb2'], ['compile', 'bb2', '-o', d + '/m'],\n"
+            "             ['run', 'bb2', '--figure', d + '/f.png'], ['space', 'bb2']):\n"
             "    assert main(['machines', *argv, '--quiet']) == 0, argv\n"
             "heavy = sorted(m for m in ('torch', 'transformers', 'scipy') if m in sys.modules)\n"
             "assert not heavy, heavy\n")

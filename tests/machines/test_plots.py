@@ -1,8 +1,6 @@
 """The attention/queue figure (`attnlab machines run --figure`): the picks come from the compiled weights."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -55,15 +53,3 @@ def test_run_figure_refuses_exit_2(run_cli, tmp_path, argv):
     rc, _, err = run_cli("machines", "run", "bb2", *[a.format(d=tmp_path) for a in argv])
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert (tmp_path / "f.png").read_bytes() == b"mine" and not (tmp_path / "n.png").exists()
-
-
-def test_figure_and_space_import_no_torch():
-    """`run --figure` and `space` stay light (numpy + matplotlib): a fresh interpreter, as the tests import torch."""
-    code = ("import sys, tempfile; from attnlab.cli import main\n"
-            "d = tempfile.mkdtemp()\n"
-            "assert main(['machines', 'run', 'bb2', '--figure', d + '/f.png', '--quiet']) == 0\n"
-            "assert main(['machines', 'space', 'bb2', '--quiet']) == 0\n"
-            "heavy = sorted(m for m in ('torch', 'transformers', 'scipy') if m in sys.modules)\n"
-            "assert not heavy, heavy\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
