@@ -201,3 +201,20 @@ def test_ctrl_c_then_rerun_resumes(tmp_path):
     assert sorted(r["key"] for r in _log(folder).lines()) == [f"x{i}" for i in range(10)]  # each logged once
     rerun = _runs(tmp_path)[before:]
     assert not {f"x{x}" for x in rerun} & done and len(rerun) == len(set(rerun))  # no logged job ran again
+
+
+def test_the_log_is_read_again_only_when_it_changed(tmp_path, monkeypatch):
+    import attnlab.core.grid as grid
+
+    reads = []
+    real = grid.scan_jsonl
+    monkeypatch.setattr(grid, "scan_jsonl", lambda path: reads.append(path) or real(path))
+    log = _log(tmp_path)
+    assert log.results() == {} and log.results() == {} and len(reads) == 1  # no file yet: read once
+    log.append({"key": "a", "x": 1, "y": 2.0})
+    assert list(log.results()) == ["a"] and list(log.results()) == ["a"] and len(reads) == 2
+    with open(log.path, "a", encoding="utf-8") as f:  # another process appends: size and time change
+        f.write(json.dumps({"key": "b", "x": 2, "y": 3.0}) + "\n")
+    assert list(log.results()) == ["a", "b"] and len(reads) == 3
+    log.path.write_text(json.dumps({"key": "c", "x": 3, "y": 1.0}) + "\n")  # replaced, e.g. by a restore
+    assert list(log.results()) == ["c"] and len(reads) == 4

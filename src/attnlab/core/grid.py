@@ -96,16 +96,30 @@ class GridLog:
         self.key = key
         self._problem = problem or (lambda line: field_problem(line, {key: str, **(fields or {})}))
         self._is_result = is_result or (lambda line: True)
+        self._scanned: tuple[tuple[int, int, int] | None, Any] | None = None  # (file identity, scan_jsonl's result)
+
+    def _scan(self) -> tuple[list[tuple[int, Any]], list[tuple[int, str]]]:
+        """:func:`~attnlab.core.atomic.scan_jsonl` of the log, read again only when the file changed (inode, size
+        or modification time): the runner asks before every claim, and the log grows only between finishes."""
+        try:
+            st = self.path.stat()
+            identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            identity = None
+        if self._scanned is None or self._scanned[0] != identity:
+            self._scanned = identity, scan_jsonl(self.path)
+        lines, problems = self._scanned[1]
+        return lines, list(problems)
 
     def lines(self, report: bool = True) -> list[dict[str, Any]]:
         """Every good line in order; bad ones are named on stderr when ``report`` (once per process). A log
         with lines but none good (a binary file, another tool's log) is a one-line error."""
-        lines, problems = scan_jsonl(self.path)
+        lines, problems = self._scan()
         good = []
         for number, line in lines:
             problem = self._problem(line)
             if problem is None:
-                good.append(line)
+                good.append(dict(line))  # a copy: the scan is kept for the next call, and callers may edit rows
             else:
                 problems.append((number, problem))
         if problems and not good:
