@@ -19,7 +19,7 @@ def test_cached_prompt_states_equal_naive_concatenation(init, gen_steps):
     prompt = torch.randn(5, 16, dtype=torch.float64)
     tokens = torch.randint(0, 16, (7, 6))
     cached, naive = bb(prompt, tokens, gen_steps), bb.forward_naive(prompt, tokens, gen_steps)
-    assert cached.shape == naive.shape == (7, 6, 8)
+    assert cached.shape == naive.shape == (7, 6, 16)  # readout over the whole vocabulary
     torch.testing.assert_close(cached, naive, atol=1e-10, rtol=1e-10)
     fast32 = small(init=init)(prompt.float(), tokens, gen_steps)
     torch.testing.assert_close(fast32, naive.float(), atol=1e-2, rtol=1e-3)
@@ -92,7 +92,7 @@ def test_precomputed_inputs_and_last_only_give_the_same_values(n_layers, gen_ste
     for fast in (False, True):
         prompt = torch.randn(5, 16, generator=torch.Generator().manual_seed(1), requires_grad=True)
         logits = bb(prompt, inputs, gen_steps, last_only=True) if fast else bb(prompt, tokens, gen_steps)[:, -1:]
-        assert logits.shape == (9, 1, 8)
+        assert logits.shape == (9, 1, 16)
         logits.square().sum().backward()
         grads.append((logits.detach(), prompt.grad))
     torch.testing.assert_close(grads[0][0], grads[1][0])

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import AttnlabError, require
-from .settings import DRAWS, INITS
+from .settings import DRAWS, INITS, READOUTS
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (keys, values), each (batch, heads, length, head_dim)
 
@@ -52,10 +52,15 @@ class BackboneConfig:
     train_steps: int = 300   # init="trained": steps of next-token training on a synthetic task
     seed: int = 0
     draw: str = "invariant"  # one of DRAWS: whether the weights depend on max_len ("legacy") or not
+    readout: str = "vocab"   # one of READOUTS: logits over the whole vocabulary or over the n_classes labels
 
     def __post_init__(self) -> None:
         require(self.init in INITS, f"unknown init {self.init!r} (use one of {', '.join(INITS)})")
         require(self.draw in DRAWS, f"unknown backbone draw {self.draw!r} (use one of {', '.join(DRAWS)})")
+        require(self.readout in READOUTS, f"unknown readout {self.readout!r} (use one of {', '.join(READOUTS)})")
+        require(self.readout == "classes" or self.n_classes <= self.vocab,
+                f"readout 'vocab' reads labels as token ids: n_classes={self.n_classes} must be at most "
+                f"vocab={self.vocab} (raise --vocab, or use --readout classes)")
         require(self.d_model % self.n_heads == 0,
                 f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         for name in ("vocab", "n_classes", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
@@ -64,6 +69,11 @@ class BackboneConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def n_logits(self) -> int:
+        """How many logits the readout gives: the vocabulary, or the n_classes labels (see READOUTS)."""
+        return self.vocab if self.readout == "vocab" else self.n_classes
 
 
 @functools.lru_cache(maxsize=64)
@@ -135,7 +145,7 @@ class Backbone(nn.Module):
         self.wpe = nn.Embedding(cfg.max_len, cfg.d_model)  # input and generated positions; the prompt has none
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model) if cfg.norm else nn.Identity()
-        self.readout = nn.Linear(cfg.d_model, cfg.n_classes, bias=False)
+        self.readout = nn.Linear(cfg.d_model, cfg.n_logits, bias=False)
         init_weights(self, cfg)
         if cfg.init == "trained":
             pretrain(self, cfg)
@@ -174,9 +184,10 @@ class Backbone(nn.Module):
 
     def forward(self, prompt: torch.Tensor, tokens: torch.Tensor | InputStates, gen_steps: int = 0,
                 last_only: bool = False) -> torch.Tensor:
-        """Label logits (B, seq_len, n_classes) after the prompt (m, d); with ``gen_steps`` = T > 0 the last
-        position's logits are replaced by those read after T continuous generation steps. ``tokens`` may be
-        precomputed :meth:`input_states`. ``last_only``: only the last position's logits (B, 1, n_classes),
+        """Logits (B, seq_len, n_logits: the vocabulary or the n_classes labels) after the prompt (m, d); with
+        ``gen_steps`` = T > 0 the last position's logits are replaced by those read after T continuous generation
+        steps. ``tokens`` may be
+        precomputed :meth:`input_states`. ``last_only``: only the last position's logits (B, 1, n_logits),
         skipping what only the other positions' outputs need (the last block's output projection, MLP, final
         norm and readout there); the logits and the prompt's gradient are the same bits as without it."""
         inputs = tokens if isinstance(tokens, InputStates) else self.input_states(tokens)
@@ -247,7 +258,9 @@ def position_rows(seed: int, n: int, d: int) -> torch.Tensor:
 
 def init_weights(model: Backbone, cfg: BackboneConfig) -> None:
     """Initialise in place, seeded by ``cfg.seed``. Embeddings and readout are N(0, 1) and N(0, 1/d) in
-    every scheme; the schemes (:data:`~attnlab.memorize.settings.INITS`) differ in the blocks' matrices:
+    every scheme (the readout's first n_classes rows from the main generator, as with readout="classes", and the
+    other tokens' rows from a "readout" stream, so both readouts have the same blocks and label rows); the schemes
+    (:data:`~attnlab.memorize.settings.INITS`) differ in the blocks' matrices:
 
     - gaussian: W ~ N(0, gain^2 / fan_in);
     - orthogonal: (semi-)orthogonal W times gain;
@@ -270,7 +283,11 @@ def init_weights(model: Backbone, cfg: BackboneConfig) -> None:
             model.wpe.weight.copy_(torch.randn(model.wpe.weight.shape, generator=g))
         else:
             model.wpe.weight.copy_(position_rows(cfg.seed, cfg.max_len, d))
-        gaussian(model.readout.weight, 1.0)
+        rows = model.readout.weight
+        gaussian(rows[:cfg.n_classes], 1.0)
+        if rows.shape[0] > cfg.n_classes:
+            rest = torch.randn(rows.shape[0] - cfg.n_classes, d, generator=stream(cfg.seed, "readout"))
+            rows[cfg.n_classes:].copy_(rest / math.sqrt(d))
         for block in model.blocks:
             for lin in (block.attn.qkv, block.attn.proj, block.mlp[0], block.mlp[2]):
                 if cfg.init == "orthogonal":

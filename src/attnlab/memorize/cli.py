@@ -1,4 +1,5 @@
-"""``attnlab memorize``: search m*, run a sweep, plot a sweep, search through PEFT on a HF causal LM.
+"""``attnlab memorize``: search m* (and save the memorizing prompt), verify a saved prompt, run a sweep, plot a
+sweep, search through PEFT on a HF causal LM.
 
 The flags of one search are generated from :data:`attnlab.memorize.settings.SETTINGS` (types, ranges, help and
 the registries behind ``choices=``); this module imports neither torch nor the heavy submodules until a
@@ -8,6 +9,8 @@ command runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -25,11 +28,14 @@ from ..core.clikit import (
     show_progress,
     unit_float,
 )
-from ..core.errors import require
+from ..core.errors import AttnlabError, require
 from .settings import DEFAULTS, METHODS, SETTINGS, part_seed
 
-#: Settings the PEFT search does not use (its model is loaded or built as a Llama, without generation steps).
-_NOT_PEFT = ("gen_steps", "norm", "init", "train_steps", "backbone_draw")
+#: Settings the PEFT search does not use (its model is loaded or built as a Llama, without generation steps; its
+#: logits always cover the whole vocabulary).
+_NOT_PEFT = ("gen_steps", "norm", "init", "train_steps", "backbone_draw", "readout")
+#: ``verify``'s exit code when the saved prompt does not reproduce every target (the project's "mismatch").
+MISMATCH = 4
 
 
 def _flag(name: str) -> str:
@@ -102,9 +108,29 @@ def register(subparsers, common) -> None:
                         "with a bootstrap interval")
     p.add_argument("--q", type=unit_float, default=0.5, help="the p(m) level of m*_q (default 0.5)")
     p.add_argument("--n-boot", type=positive_int, default=2000, help="bootstrap resamples for m*_q's interval")
+    p.add_argument("--margin", type=_nonneg_float, default=0.0,
+                   help="train on past the first exact step until every target beats every other token by this many "
+                        "logits (default 0: stop at the first exact step); lets another forward path (float64, "
+                        "generate) round differently without flipping an argmax")
+    p.add_argument("--save", metavar="DIR", default=None,
+                   help="write the memorizing prompt at m* as a kept folder: DIR/backbone (the backbone as a "
+                        "transformers GPT-2), DIR/data (safetensors + JSON), DIR/adapter (a PEFT prompt-tuning "
+                        "adapter); checked with `attnlab memorize verify DIR` (--overwrite replaces one)")
     add_device(p, dtype=True)
     add_out(p, what="record folder (DIR/record.json; default: write nothing)")
     p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("verify", parents=[common], help="re-check a saved memorizing prompt in float64",
+                       description="Loads DIR/backbone with transformers and DIR/adapter with peft, runs one plain "
+                                   "float64 forward (no cache) over every saved input, and reports whether the "
+                                   "argmax over the whole vocabulary is the target at every scored position, how "
+                                   "many targets are reproduced, the smallest logit margin, and how many targets "
+                                   "transformers' greedy generate reproduces. Exit 4 when not exact (or generate "
+                                   "misses a target), 2 for a folder that is not a saved prompt.",
+                       epilog="Example: attnlab memorize search --n-pairs 8 --seq-len 4 --margin 0.5 --save "
+                              "runs/prompt && attnlab memorize verify runs/prompt --json")
+    p.add_argument("folder", help="a folder written by `attnlab memorize search --save`")
+    p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("sweep", parents=[common], help="run or resume a grid of searches from a YAML config",
                        description="Runs every point of the config into a run folder (rerun the same command to "
@@ -138,6 +164,18 @@ def register(subparsers, common) -> None:
     add_device(p, dtype=True)
     add_out(p, what="record folder (DIR/record.json; default: write nothing)")
     p.set_defaults(func=_cmd_peft)
+
+
+def _nonneg_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
 
 
 def _device(args: argparse.Namespace) -> tuple[str, Any]:
@@ -174,7 +212,7 @@ def _report(args, result: dict[str, Any]) -> None:
               f"exact={p['exact_accuracy']:.3f}" for p in result["probes"]]
     if result.get("record"):
         lines.append(f"record {result['record']}")
-    emit(args, result, text="\n".join(lines))
+    emit(args, result, text="\n".join(lines + _saved_line(result)))
 
 
 def _save_record(out: Path, name: str, title: str, command: str, seed: int, result: dict[str, Any],
@@ -211,7 +249,7 @@ def _report_pm(args, result: dict[str, Any]) -> None:
     lines += [f"  m={m:<4} p(m)={p:.2f}" for m, p in pm["p"].items()]
     if result.get("record"):
         lines.append(f"record {result['record']}")
-    emit(args, result, text="\n".join(lines))
+    emit(args, result, text="\n".join(lines + _saved_line(result)))
 
 
 def _save_pm_record(out: Path, command: str, result: dict[str, Any], config: dict[str, Any]) -> None:
@@ -231,8 +269,34 @@ def _save_pm_record(out: Path, command: str, result: dict[str, Any], config: dic
     rec.save(out / "record.json")
 
 
+def _saving(args: argparse.Namespace) -> contextlib.AbstractContextManager[Path | None]:
+    """The ``--save`` folder (checked on entry, swapped in whole on success) or nothing."""
+    if args.save is None:
+        return contextlib.nullcontext()
+    from ..core.outputs import artifact_dir
+    from .artifact import KIND
+
+    return artifact_dir(args.save, args.overwrite, what=KIND)
+
+
+def _save_prompt(folder: Path | None, backbone, data, settings: dict[str, Any], command: str, m_star: int | None,
+                 probes: list[dict[str, Any]], prompts: dict, key: str) -> None:
+    """Write the first memorizing prompt at ``m_star`` (probe field ``key`` names its restart) into ``folder``."""
+    if folder is None:
+        return
+    from .artifact import save_artifact
+
+    if m_star is None:
+        raise AttnlabError(f"nothing memorized up to m_max={settings['m_max']}: no prompt to --save (raise --m-max "
+                           "or --max-steps)")
+    win = next(p for p in probes if p["m"] == m_star and p["memorized"])
+    save_artifact(folder, backbone, data, prompts[(m_star, win[key])],
+                  {"command": command, "settings": settings, "fit": {k: v for k, v in win.items()}})
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     from .backbone import Backbone
+    from .gpt2 import check_convertible
     from .search import backbone_probe, search_min_length
     from .statistic import MIN_SEEDS
     from .sweep import build
@@ -240,37 +304,69 @@ def _cmd_search(args: argparse.Namespace) -> int:
     device, dtype = _device(args)
     settings = _settings(args)
     data, cfg, tune = build(settings)
+    tune = dataclasses.replace(tune, margin=args.margin)
     if args.n_prompt_seeds is not None:
         require(args.n_prompt_seeds >= MIN_SEEDS,
                 f"--n-prompt-seeds must be at least {MIN_SEEDS} for p(m) to mean anything, got {args.n_prompt_seeds}")
-        return _search_pm(args, settings, Backbone(cfg).to(device, dtype), data, tune, device)
-    with out_folder(args, "memorize search") as out:
-        probe, bar = _progress_probe(backbone_probe(Backbone(cfg).to(device, dtype), data, settings["gen_steps"], tune,
-                                                    part_seed(settings, "prompt")), "memorize search",
+    backbone = Backbone(cfg).to(device, dtype)
+    if args.save is not None:
+        check_convertible(backbone, settings["gen_steps"])
+    prompts: dict = {}
+    if args.n_prompt_seeds is not None:
+        return _search_pm(args, settings, backbone, data, tune, device, prompts)
+    command = shlex.join(["attnlab", "memorize", "search", *_setting_argv(settings), *_margin_argv(args),
+                          *_device_argv(args)])
+    with _saving(args) as saved, out_folder(args, "memorize search") as out:
+        probe, bar = _progress_probe(backbone_probe(backbone, data, settings["gen_steps"], tune,
+                                                    part_seed(settings, "prompt"), prompts), "memorize search",
                                      show_progress(args))
         res = search_min_length(probe, settings["m_max"], settings["restarts"], settings["m_start"])
         bar.close()
         result = {**res.to_dict(), "trainable_params": res.m_star and res.m_star * cfg.d_model, "settings": settings,
-                  "device": device, "dtype": args.dtype}
+                  "margin": args.margin, "device": device, "dtype": args.dtype}
+        _save_prompt(saved, backbone, data, settings, command, res.m_star, res.probes, prompts, "restart")
         if out is not None:
-            command = shlex.join(["attnlab", "memorize", "search", *_setting_argv(settings), *_device_argv(args)])
             _save_record(out, "memorize-search", f"memorize: m* for n_pairs={settings['n_pairs']}, "
                          f"seq_len={settings['seq_len']}", command, settings["seed"], result,
-                         {**settings, "device": device, "dtype": args.dtype})
-    if args.out is not None:
-        result["record"] = str(Path(args.out) / "record.json")
+                         {**settings, "margin": args.margin, "device": device, "dtype": args.dtype})
+    _finish(args, result)
     _report(args, result)
     return 0
 
 
-def _search_pm(args: argparse.Namespace, settings: dict[str, Any], backbone, data, tune, device: str) -> int:
+def _margin_argv(args: argparse.Namespace) -> list[str]:
+    return ["--margin", str(args.margin)] if args.margin else []
+
+
+def _finish(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Where the record and the saved prompt went, and the saved prompt's float64 check."""
+    if args.out is not None:
+        result["record"] = str(Path(args.out) / "record.json")
+    if args.save is not None:
+        from .artifact import verify
+
+        result["saved"] = {"folder": args.save, "verify": verify(args.save)}
+
+
+def _saved_line(result: dict[str, Any]) -> list[str]:
+    if not result.get("saved"):
+        return []
+    v = result["saved"]["verify"]
+    return [f"saved {result['saved']['folder']}: float64 check {'exact' if v['exact'] else 'NOT exact'}, "
+            f"{v['targets_reproduced']}/{v['n_targets']} targets, smallest margin {v['min_margin']:.4g}"]
+
+
+def _search_pm(args: argparse.Namespace, settings: dict[str, Any], backbone, data, tune, device: str,
+               prompts: dict) -> int:
     """``search --n-prompt-seeds N``: :func:`attnlab.memorize.statistic.estimate_m_star` over N prompt seeds."""
     from .search import backbone_probe
     from .statistic import estimate_m_star
 
-    with out_folder(args, "memorize search") as out:
+    command = shlex.join(["attnlab", "memorize", "search", *_setting_argv(settings), *_pm_argv(args),
+                          *_margin_argv(args), *_device_argv(args)])
+    with _saving(args) as saved, out_folder(args, "memorize search") as out:
         probe, bar = _progress_probe(backbone_probe(backbone, data, settings["gen_steps"], tune,
-                                                    part_seed(settings, "prompt")), "memorize p(m)",
+                                                    part_seed(settings, "prompt"), prompts), "memorize p(m)",
                                      show_progress(args))
         probes: list[dict[str, Any]] = []
 
@@ -282,16 +378,26 @@ def _search_pm(args: argparse.Namespace, settings: dict[str, Any], backbone, dat
         pm = estimate_m_star(outcomes, settings["m_max"], args.n_prompt_seeds, args.q, settings["m_start"],
                              n_boot=args.n_boot, seed=settings["seed"])
         bar.close()
-        result = {"p_of_m": pm.to_dict(), "probes": probes, "settings": settings, "device": device,
-                  "dtype": args.dtype}
+        result = {"p_of_m": pm.to_dict(), "probes": probes, "settings": settings, "margin": args.margin,
+                  "device": device, "dtype": args.dtype}
+        _save_prompt(saved, backbone, data, settings, command, pm.m_star, probes, prompts, "prompt")
         if out is not None:
-            command = shlex.join(["attnlab", "memorize", "search", *_setting_argv(settings), *_pm_argv(args),
-                                  *_device_argv(args)])
-            _save_pm_record(out, command, result, {**settings, "device": device, "dtype": args.dtype})
-    if args.out is not None:
-        result["record"] = str(Path(args.out) / "record.json")
+            _save_pm_record(out, command, result, {**settings, "margin": args.margin, "device": device,
+                                                   "dtype": args.dtype})
+    _finish(args, result)
     _report_pm(args, result)
     return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .artifact import verify
+
+    r = verify(args.folder)
+    emit(args, r, text=f"{args.folder}: {'exact' if r['exact'] else 'NOT exact'} in float64 (argmax over the whole "
+                       f"vocabulary): {r['targets_reproduced']}/{r['n_targets']} targets, {r['examples_reproduced']}/"
+                       f"{r['n_examples']} examples, smallest margin {r['min_margin']:.6g}; greedy generate "
+                       f"reproduces {r['generated_reproduced']}/{r['n_targets']}")
+    return 0 if r["exact"] and r["generated_reproduced"] == r["n_targets"] else MISMATCH
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:

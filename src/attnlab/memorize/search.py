@@ -69,12 +69,16 @@ def search_min_length(probe: Probe, m_max: int, restarts: int = 2, m_start: int 
 
 
 def backbone_probe(backbone: Backbone, data: MemorizeData, gen_steps: int = 0, tune: TuneConfig | None = None,
-                   seed: int = 0) -> Probe:
-    """A probe that fits a fresh prompt with :func:`fit_prompt` on the cached backbone."""
+                   seed: int = 0, prompts: dict[tuple[int, int], Any] | None = None) -> Probe:
+    """A probe that fits a fresh prompt with :func:`fit_prompt` on the cached backbone; ``prompts``, when given,
+    receives the prompt of every fit that memorized, keyed by (m, restart)."""
     tune = tune or TuneConfig()
 
     def probe(m: int, restart: int) -> dict[str, Any]:
-        return fit_prompt(backbone, data, m, gen_steps, tune, seed=prompt_seed(seed, m, restart)).summary()
+        fit = fit_prompt(backbone, data, m, gen_steps, tune, seed=prompt_seed(seed, m, restart))
+        if prompts is not None and fit.memorized:
+            prompts[(m, restart)] = fit.prompt
+        return fit.summary()
 
     return probe
 

@@ -40,6 +40,13 @@ DRAWS: dict[str, str] = {
               "depends on seq_len + gen_steps (sweeps logged before the invariant draw)",
 }
 
+#: What the backbone's logits range over (issue 14: exact memorization is the argmax over the WHOLE vocabulary at the
+#: target positions, the criterion PEFT's causal LMs have). "classes" is the read-out of every sweep logged before.
+READOUTS: dict[str, str] = {
+    "vocab": "logits over the whole vocabulary (an LM head; labels are token ids), exact = argmax over every token",
+    "classes": "logits over the n_classes labels only (sweeps logged before the whole-vocabulary criterion)",
+}
+
 #: PEFT methods -> the peft config class that sets each up (prompt tuning, Lester et al. 2021; prefix
 #: tuning, Li & Liang 2021).
 METHODS: dict[str, str] = {"prompt": "PromptTuningConfig", "prefix": "PrefixTuningConfig"}
@@ -107,6 +114,7 @@ SETTINGS: dict[str, Setting] = {
     "backbone_seed": Setting(None, "seed of the frozen backbone's weights (default: seed)", low=0, optional=True),
     "prompt_seed": Setting(None, "seed of the prompt initialisations (default: seed)", low=0, optional=True),
     "backbone_draw": Setting("invariant", "how the backbone's weights are drawn from its seed", str, choices=DRAWS),
+    "readout": Setting("vocab", "what the logits (and so the exact argmax) range over", str, choices=READOUTS),
 }
 
 #: The parts of a search that draw random numbers, each from ``<part>_seed`` (or ``seed`` when that is None).

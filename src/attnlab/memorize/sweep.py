@@ -38,11 +38,12 @@ from .tune import TuneConfig
 #: Settings added after sweeps were logged -> the value that does what those logs did. At that value a setting is
 #: left out of a point's id, so those logs are still read and resumed as the points they are. A part's own seed
 #: equal to ``seed`` is that value too (it draws the same numbers).
-_LATE_KEYS: dict[str, Any] = {"m_start": 1, "backbone_draw": "legacy",
+_LATE_KEYS: dict[str, Any] = {"m_start": 1, "backbone_draw": "legacy", "readout": "classes",
                               **{f"{part}_seed": None for part in SEEDED_PARTS}}
-#: The late setting whose default (the invariant backbone) differs from what the older logs did: a sweep folder's
-#: ``config.yaml`` without it in ``base`` predates it (its points drew the legacy backbone).
+#: The late settings whose defaults (the invariant backbone, the whole-vocabulary readout) differ from what the older
+#: logs did: a sweep folder's ``config.yaml`` without one in ``base`` predates it (its points did the late value).
 _DRAW = "backbone_draw"
+_FOLDER_LATE = (_DRAW, "readout")
 _BACKBONE_KEYS = ("d_model", "n_heads", "n_layers", "d_ff", "norm", "init", "gain", "train_steps")
 _TUNE_KEYS = ("lr", "clip", "max_steps")
 _CONFIG_KEYS = ("name", "description", "base", "experiments", "seeds", "workers")
@@ -124,21 +125,26 @@ def expand(config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 def stored_config(config: dict[str, Any]) -> dict[str, Any]:
     """The form of ``config`` a sweep folder keeps (``config.yaml`` and the marker's identity), read back by
-    :func:`folder_config` as the same points: ``backbone_draw`` spelled out in ``base`` unless it is "legacy",
-    which a folder keeps as the older folders have it (absent), so they resume under a config that names it."""
+    :func:`folder_config` as the same points: ``backbone_draw`` and ``readout`` spelled out in ``base`` unless they
+    are "legacy" and "classes", which a folder keeps as the older folders have them (absent), so they resume under a
+    config that names them."""
     base = {**(config.get("base") or {})}
-    base.setdefault(_DRAW, DEFAULTS[_DRAW])
-    if base[_DRAW] == _LATE_KEYS[_DRAW]:
-        del base[_DRAW]
+    for key in _FOLDER_LATE:
+        base.setdefault(key, DEFAULTS[key])
+        if base[key] == _LATE_KEYS[key]:
+            del base[key]
     return {**config, "base": base}
 
 
 def folder_config(out_dir: str | Path) -> dict[str, Any]:
-    """The config of a sweep folder, as the points it logged: a ``base`` without ``backbone_draw`` is from before
-    the invariant backbone (see :func:`stored_config`), so its points drew the legacy one."""
+    """The config of a sweep folder, as the points it logged: a ``base`` without ``backbone_draw`` (``readout``) is
+    from before the invariant backbone (the whole-vocabulary readout), see :func:`stored_config`, so its points drew
+    the legacy one (read out the n_classes labels)."""
     config = load_config(Path(out_dir) / "config.yaml")
     base = config.get("base") or {}
-    return config if not isinstance(base, dict) or _DRAW in base else {**config, "base": {**base, _DRAW: "legacy"}}
+    if not isinstance(base, dict):
+        return config
+    return {**config, "base": {**{key: _LATE_KEYS[key] for key in _FOLDER_LATE}, **base}}
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -162,7 +168,8 @@ def build(settings: dict[str, Any]) -> tuple[MemorizeData, BackboneConfig, TuneC
     data = make_data(s["n_pairs"], s["seq_len"], s["vocab"], s["n_classes"], s["target"], s["rank"],
                      part_seed(s, "data"))
     cfg = BackboneConfig(vocab=s["vocab"], n_classes=s["n_classes"], max_len=s["seq_len"] + s["gen_steps"],
-                         seed=part_seed(s, "backbone"), draw=s[_DRAW], **{k: s[k] for k in _BACKBONE_KEYS})
+                         seed=part_seed(s, "backbone"), draw=s[_DRAW], readout=s["readout"],
+                         **{k: s[k] for k in _BACKBONE_KEYS})
     return data, cfg, TuneConfig(**{k: s[k] for k in _TUNE_KEYS})
 
 
