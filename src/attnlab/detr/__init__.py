@@ -2,8 +2,9 @@
 Hu, Sun, Wang, Yang, NeurIPS 2023).
 
 Pipeline: ``synthetic`` (COCO JSON + PNG benchmarks) and ``data`` (any COCO folder, augmentations,
-padded batches) -> ``model`` (backbone, encoder, anchor-box decoder whose layers expose self-attention
-and cross-attention+FFN separately; DAC's C-decoder is a switch) -> ``matching`` (Hungarian one-to-one;
+padded batches) -> ``model`` (a ``backbone`` from a registry, encoder, anchor-box decoder whose layers
+expose self-attention and cross-attention+FFN separately; DAC's C-decoder is a switch) -> ``matching``
+(Hungarian one-to-one;
 one-to-many assigner) -> ``losses`` -> ``train`` (checkpoints, resume; torchrun DDP through
 ``distributed``) -> ``evaluate`` (pycocotools, queries-per-object diagnostic) -> ``predict`` and
 ``compare``; ``hf`` wraps transformers' Deformable DETR with DAC; ``variants`` holds every alternative's
@@ -20,6 +21,7 @@ from __future__ import annotations
 from ..core.lazy import lazy_exports
 
 _EXPORTS = {
+    "backbone": ("FrozenBatchNorm2d", "ResNet", "SmallCNN", "load_backbone_weights"),
     "box_ops": ("box_iou", "cxcywh_to_xyxy", "generalized_box_iou", "xyxy_to_cxcywh"),
     "data": ("CocoDetection", "collate", "make_transforms", "open_split"),
     "evaluate": ("coco_ap", "queries_per_object"),

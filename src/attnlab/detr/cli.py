@@ -24,6 +24,8 @@ from ..core.errors import AttnlabError
 from .variants import (
     ARCHS,
     AUGMENTATIONS,
+    BACKBONE_TEXT,
+    BACKBONES,
     C_QUERY_POS,
     CLS_LOSSES,
     DATASETS,
@@ -55,6 +57,17 @@ def _nonneg_float(text: str) -> float:
     return value
 
 
+def _int_list(text: str) -> list[int]:
+    """Comma-separated positive integers (``3,4,6,3``)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like 3,4,6,3, got {text!r}")
+    return values
+
+
 def _keep_inputs(out: str | None, *inputs: str | None) -> None:
     """Refuse an -o that is, or holds, one of the command's inputs (--overwrite would delete it)."""
     if out is None:
@@ -75,7 +88,15 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=32,
                    help="images per step, over all processes under torchrun (default 32)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--lr-drop", type=positive_float, default=0.75, help="lr x0.1 after this fraction of epochs")
+    p.add_argument("--lr-drop", type=positive_float, default=None,
+                   help="lr x0.1 after this fraction of the epochs (default 0.75)")
+    p.add_argument("--lr-drop-epoch", type=positive_int, default=None, metavar="EPOCH",
+                   help="instead: lr x0.1 every EPOCH epochs (the official code's StepLR(lr_drop); 40 of 50)")
+    p.add_argument("--lr-backbone-mult", type=_nonneg_float, default=None,
+                   help="backbone lr = --lr x this (default 0.1 with resnet50, as Deformable DETR; 1 with cnn)")
+    p.add_argument("--lr-linear-proj-mult", type=_nonneg_float, default=None,
+                   help="sampling offsets' lr = --lr x this (default 0.1 with resnet50, as Deformable DETR; 1 with "
+                        "cnn)")
     p.add_argument("--clip-grad", type=_nonneg_float, default=0.1, help="gradient-norm clip, 0 = off (default 0.1)")
     p.add_argument("--image-size", type=positive_int, default=48, help="shorter side at eval; augmentation scales "
                    "relative to it (default 48; COCO 800)")
@@ -88,7 +109,20 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                         "head is resized to the data's classes); default: a randomly initialised one sized by the "
                         "flags below")
     p.add_argument("--two-stage", action="store_true", help="hf-deformable: two-stage Deformable DETR")
+    p.add_argument("--backbone", choices=BACKBONES, default="cnn",
+                   help=f"native backbone: {describe(BACKBONE_TEXT)} (default cnn)")
+    p.add_argument("--backbone-weights", metavar="FILE", default=None,
+                   help="start the backbone from this safetensors state dict (resnet50: transformers' ResNetModel "
+                        "state dict; every key checked; nothing downloaded)")
+    p.add_argument("--resnet-widths", type=_int_list, default=[256, 512, 1024, 2048],
+                   help="resnet50 stage output channels (default 256,512,1024,2048; smaller for quick runs)")
+    p.add_argument("--resnet-depths", type=_int_list, default=[3, 4, 6, 3],
+                   help="resnet50 bottleneck blocks per stage (default 3,4,6,3)")
+    p.add_argument("--resnet-stem", type=positive_int, default=64, help="resnet50 stem channels (default 64)")
     p.add_argument("--d-model", type=positive_int, default=64, help="transformer width (default 64)")
+    p.add_argument("--heads", type=positive_int, default=4,
+                   help="attention heads; d_model must be divisible by it (default 4)")
+    p.add_argument("--ffn-dim", type=positive_int, default=None, help="FFN hidden width (default 2 x --d-model)")
     p.add_argument("--queries", type=positive_int, default=16, help="object queries (default 16)")
     p.add_argument("--enc-layers", type=nonneg_int, default=1, help="encoder layers (default 1)")
     p.add_argument("--dec-layers", type=positive_int, default=3, help="decoder layers (default 3)")
@@ -154,15 +188,23 @@ def _train_config(args: argparse.Namespace, dac: bool):
     from .train import TrainConfig
 
     preset = _preset_options(args)
+    if args.lr_drop is not None and args.lr_drop_epoch is not None:
+        raise AttnlabError("--lr-drop (a fraction of the epochs) and --lr-drop-epoch (an epoch) both set the drop; "
+                           "give one")
     model = {"d_model": args.d_model, "num_queries": args.queries, "enc_layers": args.enc_layers,
-             "dec_layers": args.dec_layers, "ffn_dim": 2 * args.d_model, "dac": dac,
+             "dec_layers": args.dec_layers, "ffn_dim": args.ffn_dim or 2 * args.d_model, "n_heads": args.heads,
+             "backbone": args.backbone, "resnet_widths": args.resnet_widths, "resnet_depths": args.resnet_depths,
+             "resnet_stem": args.resnet_stem, "dac": dac,
              "c_share_first_self_attn": not args.no_shared_first_self_attn,
              "deformable_levels": args.deformable_levels, "deformable_points": args.deformable_points,
              "look_forward_twice": preset["look_forward_twice"], "c_query_pos": preset["c_query_pos"]}
     loss = {"o2m_topk": args.o2m_topk, **{k: preset[k] for k in ("cls_loss", "o2m_box_source", "o2m_topk_from",
                                                                    "o2m_cap")}}
     return TrainConfig(data=args.data, train_split=args.train_split, val_split=args.val_split, epochs=args.epochs,
-                       batch_size=args.batch_size, lr=args.lr, lr_drop=args.lr_drop, clip_grad=args.clip_grad,
+                       batch_size=args.batch_size, lr=args.lr,
+                       lr_drop=0.75 if args.lr_drop is None else args.lr_drop, lr_drop_epoch=args.lr_drop_epoch,
+                       lr_backbone_mult=args.lr_backbone_mult, lr_linear_proj_mult=args.lr_linear_proj_mult,
+                       backbone_weights=args.backbone_weights, clip_grad=args.clip_grad,
                        image_size=args.image_size, augment=args.augment, eval_every=args.eval_every, seed=args.seed,
                        device=args.device, amp=args.amp, workers=args.loader_workers, model=model, loss=loss,
                        arch=args.arch, from_pretrained=args.from_pretrained, two_stage=args.two_stage)
@@ -268,7 +310,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .distributed import launched_as_rank0
     from .train import train
 
-    _keep_inputs(args.out, args.data)
+    _keep_inputs(args.out, args.data, args.backbone_weights)
     cfg = _train_config(args, args.dac or args.official_dac)
     state = train(cfg, args.out, progress=show_progress(args), quiet=args.quiet, overwrite=args.overwrite)
     if not launched_as_rank0():  # under torchrun every process has the result; one prints it

@@ -18,7 +18,7 @@ from typing import Any
 from ..core.atomic import atomic_write_json, atomic_write_text
 from ..core.errors import AttnlabError
 from ..core.grid import NUMBER, GridLog, Job, run_grid
-from ..core.outputs import run_dir
+from ..core.outputs import MARKER, run_dir
 from ..core.plots import plt, save_figure
 from ..core.records import RunRecord
 from ..core.runtime import choose_device
@@ -80,6 +80,18 @@ def train_run(args: Mapping[str, Any]) -> dict[str, Any]:
     return _row(args["variant"], cfg.seed, state["history"])
 
 
+def _marker_base(out: Path, base: dict[str, Any]) -> dict[str, Any]:
+    """The folder marker's base config when it is ``base`` once options added since are filled in at their
+    defaults (a comparison saved before an option existed resumes), else ``base``."""
+    try:
+        saved = json.loads((out / MARKER).read_text(encoding="utf-8"))["config"]["base"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return base
+    same = isinstance(saved, dict) and json.dumps(with_defaults(saved), sort_keys=True, default=str) == \
+        json.dumps(base, sort_keys=True, default=str)
+    return saved if same else base
+
+
 def run_compare(base: TrainConfig, out_dir: str | Path, seeds: list[int], workers: int = 1, threads: int = 1,
                 backend: str = "local", ray_address: str | None = None, progress: bool = True, quiet: bool = False,
                 overwrite: bool = False) -> dict[str, Any]:
@@ -98,7 +110,8 @@ def run_compare(base: TrainConfig, out_dir: str | Path, seeds: list[int], worker
     require_amp_device(base.amp, device)
     gpus = 0.5 if device.startswith("cuda") else 0.0
     key = {k: v for k, v in base.result_keys().items() if k != "seed"}
-    _, resuming = run_dir(out, {"base": with_defaults(key)}, overwrite, what="detr comparison", quiet=quiet)
+    _, resuming = run_dir(out, {"base": _marker_base(out, with_defaults(key))}, overwrite, what="detr comparison",
+                          quiet=quiet)
     if resuming and (out / "compare.json").is_file():
         seeds = sorted(set(seeds) | set(json.loads((out / "compare.json").read_text(encoding="utf-8"))["seeds"]))
     base = TrainConfig(**{**base.to_dict(), "seed": seeds[0]})

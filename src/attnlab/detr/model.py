@@ -1,6 +1,7 @@
 """A small DETR-family detector in plain PyTorch, readable top to bottom, with DAC's C-decoder as a switch.
 
-backbone (stride-8 CNN; its last n stages with ``deformable_levels`` = n) -> sine positional encoding
+backbone (``backbone.py``: a stride-8 CNN, or ResNet-50 at strides 8-64; its last n levels with
+``deformable_levels`` = n) -> sine positional encoding
 (+ level embeddings) -> transformer encoder over all levels -> decoder with learnable anchor boxes
 (DAB-style: the positional query is an MLP of the sine-embedded current box), dense or multi-scale
 deformable cross-attention (``deformable.py``), iterative box refinement and per-layer heads. Each decoder
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .deformable import DeformableAttention, valid_ratios
+from .variants import BACKBONES, resolve
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,11 @@ class ModelConfig:
     dec_layers: int = 3
     ffn_dim: int = 128
     num_queries: int = 16
-    backbone_channels: tuple[int, ...] = (32, 64, 96)
+    backbone: str = "cnn"                  # a key of variants.BACKBONES
+    backbone_channels: tuple[int, ...] = (32, 64, 96)    # cnn: channels of the stride-2 stages
+    resnet_stem: int = 64                                # resnet50: sizes (ResNet-50's; smaller ones for tests)
+    resnet_widths: tuple[int, ...] = (256, 512, 1024, 2048)
+    resnet_depths: tuple[int, ...] = (3, 4, 6, 3)
     dropout: float = 0.0
     dac: bool = False
     c_share_first_self_attn: bool = True   # official: layer 0's self-attention output feeds the C-decoder
@@ -50,11 +56,15 @@ class ModelConfig:
         return "deformable" if self.deformable_levels else "dense"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "backbone_channels": list(self.backbone_channels)}
+        return {**asdict(self), **{k: list(getattr(self, k)) for k in SIZE_TUPLES}}
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        return cls(**{**d, "backbone_channels": tuple(d.get("backbone_channels", cls.backbone_channels))})
+        return cls(**{**d, **{k: tuple(d.get(k, getattr(cls, k))) for k in SIZE_TUPLES}})
+
+
+#: ModelConfig fields that are tuples (lists in JSON).
+SIZE_TUPLES = ("backbone_channels", "resnet_widths", "resnet_depths")
 
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
@@ -72,35 +82,6 @@ class MLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
         return x
-
-
-class Backbone(nn.Module):
-    """Stride-2 conv + GroupNorm + ReLU blocks (stride 8 with three), each of the last ``levels`` stages
-    projected to d_model by a 1x1 convolution (finest first; the last stage's is ``proj``)."""
-
-    def __init__(self, channels: tuple[int, ...], d_model: int, levels: int = 1):
-        super().__init__()
-        if not 1 <= levels <= len(channels):
-            raise ValueError(f"levels must be between 1 and the {len(channels)} backbone stages, got {levels}")
-        blocks, c_in = [], 3
-        for c in channels:
-            blocks += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(8, c), nn.ReLU(inplace=True)]
-            c_in = c
-        self.body = nn.Sequential(*blocks)
-        self.extra_proj = nn.ModuleList(nn.Conv2d(c, d_model, 1) for c in channels[len(channels) - levels:-1])
-        self.proj = nn.Conv2d(c_in, d_model, 1)
-        self.stride = 2 ** len(channels)
-
-    def forward(self, images: Tensor, mask: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """``[(features [B, d, H, W], padding mask [B, H, W]), ...]`` per level, finest first."""
-        stages, x = [], images
-        for i in range(0, len(self.body), 3):
-            x = self.body[i + 2](self.body[i + 1](self.body[i](x)))
-            stages.append(x)
-        n = len(self.extra_proj)
-        finer = zip(self.extra_proj, stages[len(stages) - 1 - n:-1], strict=True)
-        maps = [proj(f) for proj, f in finer] + [self.proj(stages[-1])]
-        return [(m, F.interpolate(mask[:, None].float(), size=m.shape[-2:]).bool()[:, 0]) for m in maps]
 
 
 def sine_position_encoding(mask: Tensor, d_model: int, temperature: float = 10000.0) -> Tensor:
@@ -222,7 +203,7 @@ class Detector(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = c = config
-        self.backbone = Backbone(c.backbone_channels, c.d_model, max(1, c.deformable_levels))
+        self.backbone = resolve(BACKBONES[c.backbone])(c, max(1, c.deformable_levels))
         if c.deformable_levels > 1:
             self.level_embed = nn.Parameter(torch.randn(c.deformable_levels, c.d_model))
         self.encoder = nn.ModuleList(EncoderLayer(c.d_model, c.n_heads, c.ffn_dim, c.dropout)

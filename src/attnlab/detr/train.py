@@ -1,7 +1,8 @@
-"""Training: AdamW with one lr drop, per-epoch atomic checkpoints (safetensors: weights, AdamW moments,
-RNG; the JSON state rides in the file's metadata, so one rename commits all of it), resume that
-reproduces the uninterrupted run, periodic COCO evaluation; bfloat16 autocast on CUDA; torchrun DDP (NCCL on
-CUDA, gloo on the CPU) with the one-process result."""
+"""Training: AdamW with parameter groups (backbone, sampling offsets: Deformable DETR's) and an lr drop,
+per-epoch atomic checkpoints (safetensors: weights, AdamW moments, RNG; the JSON state rides in the file's
+metadata, so one rename commits all of it), resume that reproduces the uninterrupted run, periodic COCO
+evaluation; bfloat16 autocast on CUDA; torchrun DDP (NCCL on CUDA, gloo on the CPU) with the one-process
+result."""
 
 from __future__ import annotations
 
@@ -28,19 +29,27 @@ from .model import Detector, ModelConfig
 from .variants import (
     ARCHS,
     AUGMENTATIONS,
+    BACKBONES,
     C_QUERY_POS,
     CLS_LOSSES,
     HF_FIXED_OPTIONS,
+    LR_MULT_DEFAULTS,
     O2M_BOX_SOURCES,
     O2M_TOPK_FROM,
+    backbone_levels,
     hf_size_problem,
 )
 
 CHECKPOINT = "checkpoint.safetensors"
 #: Config keys that do not change the result and may differ on resume.
 RUNTIME_KEYS = ("device", "workers")
-#: Config keys added with the hf-deformable architecture, at the values runs saved before them had.
-ARCH_DEFAULTS = {"arch": "native", "from_pretrained": None, "two_stage": False}
+#: Config keys added after the first runs were saved, at the values those runs had.
+ARCH_DEFAULTS = {"arch": "native", "from_pretrained": None, "two_stage": False, "lr_drop_epoch": None,
+                 "lr_backbone_mult": 1.0, "lr_linear_proj_mult": 1.0, "backbone_weights": None}
+#: Optimizer groups by parameter name (Deformable DETR's main.py: ``lr_backbone_names`` ["backbone.0"], the
+#: feature extractor without the input projections; ``lr_linear_proj_names``), per architecture.
+BACKBONE_PREFIX = {"native": "backbone.body.", "hf-deformable": "model.model.backbone."}
+LINEAR_PROJ_NAMES = ("sampling_offsets", "reference_points")
 
 
 def with_defaults(train: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +72,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     lr_drop: float = 0.75             # lr x0.1 after this fraction of the epochs
+    lr_drop_epoch: int | None = None  # instead: lr x0.1 every N epochs (official StepLR(lr_drop))
+    lr_backbone_mult: float | None = None     # backbone lr = lr x this; None: variants.LR_MULT_DEFAULTS
+    lr_linear_proj_mult: float | None = None  # sampling offsets (and reference points): lr x this; same default
     clip_grad: float = 0.1
     eval_every: int = 1               # epochs; the 25/50/75/100% points are always evaluated
     seed: int = 0
@@ -74,6 +86,7 @@ class TrainConfig:
     arch: str = "native"              # a key of variants.ARCHS
     from_pretrained: str | None = None  # hf-deformable: a local save_pretrained folder
     two_stage: bool = False           # hf-deformable: two-stage Deformable DETR
+    backbone_weights: str | None = None  # native: a safetensors state dict of the backbone's body (fresh runs)
 
     def __post_init__(self) -> None:
         known_m = {f.name for f in fields(ModelConfig)} - {"num_classes"}
@@ -83,10 +96,8 @@ class TrainConfig:
                                f"(known: {sorted(known_m)})")
         if set(self.loss) - known_l:
             raise AttnlabError(f"unknown loss option(s) {sorted(set(self.loss) - known_l)} (known: {sorted(known_l)})")
-        stages = len(self.model.get("backbone_channels", ModelConfig.backbone_channels))
-        if not 0 <= self.model.get("deformable_levels", 0) <= stages or self.model.get("deformable_points", 4) < 1:
-            raise AttnlabError(f"deformable_levels must be 0 (dense cross-attention) to {stages} (the backbone's "
-                               "stages) and deformable_points at least 1")
+        self._check_model()
+        self._check_optimizer()
         for key, registry in (("cls_loss", CLS_LOSSES), ("o2m_box_source", O2M_BOX_SOURCES),
                               ("o2m_topk_from", O2M_TOPK_FROM)):
             if self.loss.get(key, getattr(LossConfig, key)) not in registry:
@@ -112,6 +123,47 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise AttnlabError("epochs, batch_size and lr must be positive")
 
+    def _check_model(self) -> None:
+        m = {**ModelConfig(num_classes=1).to_dict(), **self.model}
+        if m["backbone"] not in BACKBONES:
+            raise AttnlabError(f"backbone must be one of {', '.join(BACKBONES)}")
+        stages = backbone_levels(m)
+        if not 0 <= m["deformable_levels"] <= stages or m["deformable_points"] < 1:
+            raise AttnlabError(f"deformable_levels must be 0 (dense cross-attention) to {stages} (the backbone's "
+                               "levels) and deformable_points at least 1")
+        if m["n_heads"] < 1 or m["d_model"] % m["n_heads"] or m["ffn_dim"] < 1:
+            raise AttnlabError(f"d_model {m['d_model']} must be divisible by --heads {m['n_heads']} and --ffn-dim "
+                               f"positive (got {m['ffn_dim']}); e.g. --d-model 256 --heads 8")
+        if m["backbone"] == "resnet50":
+            widths, depths = m["resnet_widths"], m["resnet_depths"]
+            if len(widths) != 4 or len(depths) != 4 or any(w % 4 or w < 4 for w in widths) or min(depths) < 1 \
+                    or m["resnet_stem"] < 1 or m["d_model"] % 32:
+                raise AttnlabError("--backbone resnet50 needs 4 stage widths divisible by 4 (bottleneck), 4 depths "
+                                   f"of at least 1 and d_model a multiple of 32 (GroupNorm(32)); got widths {widths}, "
+                                   f"depths {depths}, d_model {m['d_model']}")
+        if self.arch != "native" and (m["backbone"] != "cnn" or self.backbone_weights):
+            raise AttnlabError("--backbone and --backbone-weights are options of --arch native (hf-deformable builds "
+                               "transformers' own ResNet; --from-pretrained loads its weights)")
+
+    def _check_optimizer(self) -> None:
+        default = LR_MULT_DEFAULTS[self.model.get("backbone", "cnn")] if self.arch == "native" else 1.0
+        for key in ("lr_backbone_mult", "lr_linear_proj_mult"):
+            if getattr(self, key) is None:
+                setattr(self, key, default)        # recorded as a number in the run's config
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise AttnlabError(f"{key} must be a non-negative number, got {value!r}")
+        drop = self.lr_drop_epoch
+        if drop is not None and (type(drop) is not int or drop < 1):
+            raise AttnlabError(f"lr_drop_epoch must be a positive integer epoch, got {drop!r}")
+
+    def lr_factor(self, epoch: int) -> float:
+        """The lr multiplier of 0-based ``epoch``: x0.1 every ``lr_drop_epoch`` epochs (the official code's
+        ``StepLR(optimizer, lr_drop)``), else x0.1 once from ``round(epochs x lr_drop)``."""
+        if self.lr_drop_epoch:
+            return 0.1 ** (epoch // self.lr_drop_epoch)
+        return 0.1 if epoch >= max(1, round(self.epochs * self.lr_drop)) else 1.0
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -132,6 +184,28 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
 
         return build_detector(num_classes, cfg.model, cfg.two_stage, cfg.from_pretrained)
     return Detector(ModelConfig.from_dict({**cfg.model, "num_classes": num_classes}))
+
+
+def parameter_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups of the trainable parameters, each with its ``lr_mult``: the backbone's feature extractor
+    at ``lr_backbone_mult``, sampling offsets (and reference points) at ``lr_linear_proj_mult`` (Deformable
+    DETR Sec. 4.1 / main.py), the rest at 1. All multipliers 1: one group in the model's parameter order, as
+    runs saved before the groups existed have it, frozen parameters included (their optimizer state, indexed
+    by position, resumes)."""
+    if cfg.lr_backbone_mult == 1 and cfg.lr_linear_proj_mult == 1:
+        return [{"params": list(model.parameters()), "lr": cfg.lr, "lr_mult": 1.0, "group": "all"}]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    prefix = BACKBONE_PREFIX[cfg.arch]
+
+    def kind(name: str) -> str:
+        if name.startswith(prefix):
+            return "backbone"
+        return "linear_proj" if any(k in name for k in LINEAR_PROJ_NAMES) else "base"
+
+    mults = {"base": 1.0, "backbone": float(cfg.lr_backbone_mult), "linear_proj": float(cfg.lr_linear_proj_mult)}
+    groups = [{"params": [p for n, p in named if kind(n) == k], "lr": cfg.lr * m, "lr_mult": m, "group": k}
+              for k, m in mults.items()]
+    return [g for g in groups if g["params"]]
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
@@ -324,6 +398,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, quiet: b
         return _train(cfg, out, group, progress, quiet, overwrite)
 
 
+def _load_backbone(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    from .backbone import load_backbone_weights
+
+    load_backbone_weights(model.backbone, cfg.backbone_weights)
+
+
 def _train(cfg: TrainConfig, out: Path, group: Group, progress: bool, quiet: bool, overwrite: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
@@ -333,12 +413,18 @@ def _train(cfg: TrainConfig, out: Path, group: Group, progress: bool, quiet: boo
     saved = {"train": cfg.result_keys(), "num_classes": train_ds.num_classes, "names": train_ds.names,
              "cat_ids": train_ds.cat_ids, "data_fingerprint": prints}
     model = build_model(cfg, train_ds.num_classes).to(device)  # before the folder: a checkpoint may not load
+    ckpt = out / CHECKPOINT
+    # Backbone weights start a run (bad ones are refused before the folder is made); a resumed run has its own.
+    weights_first = bool(cfg.backbone_weights) and (overwrite or not ckpt.is_file())
+    if weights_first:
+        _load_backbone(model, cfg)
     resuming = group.on_main(lambda: _prepare_run(out, saved, overwrite, quiet))
+    if cfg.backbone_weights and not weights_first and not (resuming and ckpt.is_file()):
+        _load_backbone(model, cfg)
     loss_fn = getattr(model, "loss", detr_loss)                  # hf-deformable adds its two-stage proposal loss
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_cfg = LossConfig(**cfg.loss)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "train_seconds": 0.0}
-    ckpt = out / CHECKPOINT
     if resuming and ckpt.is_file():
         tensors, state, groups = read_checkpoint(ckpt)
         load_weights(model, tensors, ckpt)
@@ -352,10 +438,9 @@ def _train(cfg: TrainConfig, out: Path, group: Group, progress: bool, quiet: boo
         gpu = None if device == "cpu" else [torch.device(device)]
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=gpu)
     eval_epochs = cfg.eval_epochs()
-    drop_epoch = max(1, round(cfg.epochs * cfg.lr_drop))
     for epoch in range(state["epoch"], cfg.epochs):
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * (0.1 if epoch >= drop_epoch else 1.0)
+        for g in opt.param_groups:                              # saved before the groups: no lr_mult, one group
+            g["lr"] = cfg.lr * g.get("lr_mult", 1.0) * cfg.lr_factor(epoch)
         train_ds.epoch = epoch
         order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         batches = shard_batches(order.tolist(), cfg.batch_size, group.rank, group.world)
@@ -417,6 +502,11 @@ def _train(cfg: TrainConfig, out: Path, group: Group, progress: bool, quiet: boo
 #: set, with the flag; a switch is given when its value is not the default. ``ffn_dim`` follows ``--d-model``.
 TRAIN_FLAGS = {"train_split": "--train-split", "val_split": "--val-split", "epochs": "--epochs",
                "batch_size": "--batch-size", "lr": "--lr", "lr_drop": "--lr-drop", "clip_grad": "--clip-grad",
+               "lr_drop_epoch": "--lr-drop-epoch", "lr_backbone_mult": "--lr-backbone-mult",
+               "lr_linear_proj_mult": "--lr-linear-proj-mult", "backbone": "--backbone",
+               "backbone_weights": "--backbone-weights", "resnet_stem": "--resnet-stem",
+               "resnet_widths": "--resnet-widths", "resnet_depths": "--resnet-depths", "n_heads": "--heads",
+               "ffn_dim": "--ffn-dim",
                "image_size": "--image-size", "augment": "--augment", "eval_every": "--eval-every", "amp": "--amp",
                "d_model": "--d-model", "num_queries": "--queries", "enc_layers": "--enc-layers",
                "dec_layers": "--dec-layers", "deformable_levels": "--deformable-levels",
@@ -446,6 +536,8 @@ def train_flags(cfg: TrainConfig) -> tuple[list[str], list[str]]:
             api_only.append(f"{key}={value}")
         elif isinstance(value, bool):
             flags.append(TRAIN_FLAGS[key])
+        elif isinstance(value, (list, tuple)):
+            flags += [TRAIN_FLAGS[key], ",".join(map(str, value))]
         else:
             flags += [TRAIN_FLAGS[key], str(value)]
     return flags, api_only

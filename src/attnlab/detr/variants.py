@@ -18,6 +18,32 @@ ARCHS: dict[str, str] = {"native": "attnlab's readable DETR (attnlab.detr.model)
                          "hf-deformable": "transformers' DeformableDetrForObjectDetection with box refinement "
                                           "(attnlab.detr.hf; --from-pretrained DIR, --two-stage)"}
 
+#: Backbones of the native detector (``--backbone``), each built as ``cls(model_config, levels)``.
+BACKBONES: dict[str, str] = {"cnn": "attnlab.detr.backbone:SmallCNN", "resnet50": "attnlab.detr.backbone:ResNet"}
+
+#: What each backbone means, for --help.
+BACKBONE_TEXT: dict[str, str] = {
+    "cnn": "three stride-2 conv + GroupNorm blocks, strides 2/4/8 (CPU scale)",
+    "resnet50": "transformers' bottleneck ResNetBackbone, 3-4-6-3 (--resnet-* resize it), frozen BatchNorm, "
+                "strides 8/16/32 plus a stride-64 conv"}
+
+#: The backbone's lr multiplier (and the sampling offsets') when none is given: a ResNet trains as in
+#: Deformable DETR (backbone x0.1, sampling offsets / reference points x0.1); the small CNN as it always
+#: did, with one lr (its documented results and the run folders saved before the groups existed).
+LR_MULT_DEFAULTS: dict[str, float] = {"cnn": 1.0, "resnet50": 0.1}
+
+
+#: Levels a ResNet backbone gives: its stages at strides 8/16/32, then the stride-64 convolution.
+RESNET_LEVELS = 4
+
+
+def backbone_levels(model: dict[str, Any]) -> int:
+    """The most feature levels the backbone of ``model`` options gives."""
+    if model.get("backbone", "cnn") == "resnet50":
+        return RESNET_LEVELS
+    return len(model.get("backbone_channels", (32, 64, 96)))
+
+
 #: Model options the hf-deformable architecture cannot honour, with the value it has (refused otherwise).
 HF_FIXED_OPTIONS: dict[str, Any] = {"look_forward_twice": False, "c_share_first_self_attn": True}
 
