@@ -276,6 +276,10 @@ def test_train_with_backbone_weights_and_its_cli_refusals(tiny_data, tmp_path, r
     assert torch.equal(model.backbone.body.state_dict()[stem], state[stem])
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
     assert saved["backbone_weights"] == str(path) and saved["model"]["resnet_widths"] == [16, 32, 64, 128]
+    command = json.loads((tmp_path / "run" / "record.json").read_text())["command"]
+    for flags in ("--backbone resnet50", "--resnet-widths 16,32,64,128", "--resnet-depths 1,1,1,1",
+                  "--resnet-stem 8", f"--backbone-weights {path}", "--lr-backbone-mult 0.1"):
+        assert flags in command, (flags, command)
     for extra, fragment in ((["--lr-drop", "0.5", "--lr-drop-epoch", "3"], "give one"),
                             (["--backbone-weights", tmp_path / "nope.safetensors"], "no such file"),
                             (["--arch", "hf-deformable"], "options of --arch native"),
