@@ -115,7 +115,8 @@ def register(subparsers, common) -> None:
     p.add_argument("--save", metavar="DIR", default=None,
                    help="write the memorizing prompt at m* as a kept folder: DIR/backbone (the backbone as a "
                         "transformers GPT-2), DIR/data (safetensors + JSON), DIR/adapter (a PEFT prompt-tuning "
-                        "adapter); checked with `attnlab memorize verify DIR` (--overwrite replaces one)")
+                        "adapter); checked with `attnlab memorize verify DIR` (--overwrite replaces one; when "
+                        "nothing memorizes, exit 2 and nothing is written)")
     add_device(p, dtype=True)
     add_out(p, what="record folder (DIR/record.json; default: write nothing)")
     p.set_defaults(func=_cmd_search)
@@ -280,9 +281,9 @@ def _saving(args: argparse.Namespace) -> contextlib.AbstractContextManager[Path 
 
 
 def _save_prompt(folder: Path | None, backbone, data, settings: dict[str, Any], command: str, m_star: int | None,
-                 probes: list[dict[str, Any]], prompts: dict, key: str) -> None:
+                 probes: list[dict[str, Any]], prompts: dict | None, key: str) -> None:
     """Write the first memorizing prompt at ``m_star`` (probe field ``key`` names its restart) into ``folder``."""
-    if folder is None:
+    if folder is None or prompts is None:
         return
     from .artifact import save_artifact
 
@@ -291,7 +292,7 @@ def _save_prompt(folder: Path | None, backbone, data, settings: dict[str, Any], 
                            "or --max-steps)")
     win = next(p for p in probes if p["m"] == m_star and p["memorized"])
     save_artifact(folder, backbone, data, prompts[(m_star, win[key])],
-                  {"command": command, "settings": settings, "fit": {k: v for k, v in win.items()}})
+                  {"command": command, "settings": settings, "fit": dict(win)})
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -311,7 +312,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     backbone = Backbone(cfg).to(device, dtype)
     if args.save is not None:
         check_convertible(backbone, settings["gen_steps"])
-    prompts: dict = {}
+    prompts = {} if args.save is not None else None  # (m, restart) -> memorizing prompt, kept only for --save
     if args.n_prompt_seeds is not None:
         return _search_pm(args, settings, backbone, data, tune, device, prompts)
     command = shlex.join(["attnlab", "memorize", "search", *_setting_argv(settings), *_margin_argv(args),
@@ -357,7 +358,7 @@ def _saved_line(result: dict[str, Any]) -> list[str]:
 
 
 def _search_pm(args: argparse.Namespace, settings: dict[str, Any], backbone, data, tune, device: str,
-               prompts: dict) -> int:
+               prompts: dict | None) -> int:
     """``search --n-prompt-seeds N``: :func:`attnlab.memorize.statistic.estimate_m_star` over N prompt seeds."""
     from .search import backbone_probe
     from .statistic import estimate_m_star
