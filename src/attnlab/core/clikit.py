@@ -119,6 +119,7 @@ def _typed(kind: Callable[[str], Any], check: Callable[[Any], bool], what: str) 
 positive_int = _typed(int, lambda v: v > 0, "a positive integer")
 nonneg_int = _typed(int, lambda v: v >= 0, "a non-negative integer")
 positive_float = _typed(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+nonneg_float = _typed(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 unit_float = _typed(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
 
 _SIZE_SUFFIXES = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}

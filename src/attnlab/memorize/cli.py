@@ -22,6 +22,7 @@ from ..core.clikit import (
     add_out,
     emit,
     grid_options,
+    nonneg_float,
     nonneg_int,
     out_folder,
     positive_int,
@@ -108,7 +109,7 @@ def register(subparsers, common) -> None:
                         "with a bootstrap interval")
     p.add_argument("--q", type=unit_float, default=0.5, help="the p(m) level of m*_q (default 0.5)")
     p.add_argument("--n-boot", type=positive_int, default=2000, help="bootstrap resamples for m*_q's interval")
-    p.add_argument("--margin", type=_nonneg_float, default=0.0,
+    p.add_argument("--margin", type=nonneg_float, default=0.0,
                    help="train on past the first exact step until every target beats every other token by this many "
                         "logits (default 0: stop at the first exact step); lets another forward path (float64, "
                         "generate) round differently without flipping an argmax")
@@ -165,18 +166,6 @@ def register(subparsers, common) -> None:
     add_device(p, dtype=True)
     add_out(p, what="record folder (DIR/record.json; default: write nothing)")
     p.set_defaults(func=_cmd_peft)
-
-
-def _nonneg_float(text: str) -> float:
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
 
 
 def _device(args: argparse.Namespace) -> tuple[str, Any]:

@@ -17,6 +17,7 @@ from ..core.clikit import (
     add_out,
     emit,
     grid_options,
+    nonneg_float,
     nonneg_int,
     out_folder,
     positive_int,
@@ -31,16 +32,6 @@ _PARSERS: dict[str, argparse.ArgumentParser] = {}
 #: flags that change how a result is shown or stored, not the result
 _PRESENTATION = {"json", "quiet", "progress", "debug", "overwrite", "help", "threads", "workers", "backend",
                  "ray_address"}
-
-
-def _ridge(text: str) -> float:
-    """``--ridge``: a finite number >= 0 (nan, inf and negative ridges are refused at parse time)."""
-    from .lmmse import check_ridge
-
-    try:
-        return check_ridge(float(text))
-    except (ValueError, AttnlabError):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}") from None
 
 
 def _config(text: str) -> Config:
@@ -145,7 +136,7 @@ def register(subparsers, common) -> None:
     a.add_argument("--method", choices=list(METHODS), default="nbl",
                    help=f"what replaces attention (default nbl) — {choice_help(METHODS)}")
     a.add_argument("--sequential", action="store_true", help="refit each layer through the model modified so far")
-    a.add_argument("--ridge", type=_ridge, default=0.0, help="ridge, relative to the median eigenvalue of C_XX "
+    a.add_argument("--ridge", type=nonneg_float, default=0.0, help="ridge, relative to the median eigenvalue of C_XX "
                    "(default 0; fewer than 4 d calibration tokens need one)")
     a.add_argument("--keep", type=nonneg_int, nargs="+", default=[], metavar="LAYER",
                    help="never replace these layers (e.g. --keep 0)")
