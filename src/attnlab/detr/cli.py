@@ -131,6 +131,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                         "backbone's last N stages")
     p.add_argument("--deformable-points", type=positive_int, default=4,
                    help="deformable sampling points per head and level (default 4)")
+    p.add_argument("--deformable-encoder", action="store_true",
+                   help="deformable encoder self-attention over the --deformable-levels levels (Deformable DETR); "
+                        "default: dense")
     p.add_argument("--cls-loss", choices=CLS_LOSSES, default=None,
                    help="classification loss: focal, or ia_bce (IoU-aware BCE, as the released DAC) (default focal)")
     p.add_argument("--o2m-box-source", choices=O2M_BOX_SOURCES, default=None,
@@ -197,6 +200,7 @@ def _train_config(args: argparse.Namespace, dac: bool):
              "resnet_stem": args.resnet_stem, "dac": dac,
              "c_share_first_self_attn": not args.no_shared_first_self_attn,
              "deformable_levels": args.deformable_levels, "deformable_points": args.deformable_points,
+             "deformable_encoder": args.deformable_encoder,
              "look_forward_twice": preset["look_forward_twice"], "c_query_pos": preset["c_query_pos"]}
     loss = {"o2m_topk": args.o2m_topk, **{k: preset[k] for k in ("cls_loss", "o2m_box_source", "o2m_topk_from",
                                                                    "o2m_cap")}}

@@ -2,8 +2,10 @@
 
 Each query attends to ``points`` sampled locations per head and per feature level instead of every
 position: the locations are the query's reference box centre plus learned offsets scaled by the box size
-(the box-refinement form, Deformable DETR App. A.4), the values are read by bilinear interpolation
-(``F.grid_sample``), and the per-head weights are a softmax over all levels x points. No CUDA op.
+(the box-refinement form, Deformable DETR App. A.4; the decoder's), or a reference point plus offsets in
+pixels of each level (Eq. 3 as written; the encoder's, where every token's reference is itself); the values
+are read by bilinear interpolation (``F.grid_sample``), and the per-head weights are a softmax over all
+levels x points. No CUDA op.
 """
 
 from __future__ import annotations
@@ -15,6 +17,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def token_points(shapes: list[tuple[int, int]], ratios: Tensor) -> Tensor:
+    """Each token's own centre as a reference point, normalised by its level's unpadded size: ``[B, S, 2]``
+    (x, y) over the levels' tokens concatenated (Deformable DETR's encoder ``get_reference_points``)."""
+    points = []
+    for level, (h, w) in enumerate(shapes):
+        y, x = torch.meshgrid(torch.arange(h, device=ratios.device) + 0.5, torch.arange(w, device=ratios.device) + 0.5,
+                              indexing="ij")
+        points.append(torch.stack((x.reshape(-1)[None] / (ratios[:, None, level, 0] * w),
+                                   y.reshape(-1)[None] / (ratios[:, None, level, 1] * h)), -1))
+    return torch.cat(points, 1)
+
+
 def valid_ratios(pad: Tensor) -> Tensor:
     """The unpadded share of each level's width and height: ``pad [B, H, W]`` (True on padding) -> ``[B, 2]``
     as (w, h), so a box normalised to the image maps to ``box * ratio`` in the padded feature map."""
@@ -24,8 +38,9 @@ def valid_ratios(pad: Tensor) -> Tensor:
 
 
 class DeformableAttention(nn.Module):
-    """``forward(query [B, Q, d], boxes [B, Q, 4] (normalised cxcywh), value [B, S, d], shapes [(H, W), ...],
-    pad [B, S], ratios [B, levels, 2]) -> [B, Q, d]``; ``value`` is the levels' tokens concatenated."""
+    """``forward(query [B, Q, d], boxes [B, Q, 4] (normalised cxcywh) or points [B, Q, 2] (normalised xy),
+    value [B, S, d], shapes [(H, W), ...], pad [B, S], ratios [B, levels, 2]) -> [B, Q, d]``; ``value`` is the
+    levels' tokens concatenated."""
 
     def __init__(self, d_model: int, heads: int, levels: int, points: int):
         super().__init__()
@@ -62,8 +77,12 @@ class DeformableAttention(nn.Module):
         offsets = self.sampling_offsets(query).view(b, q, h, lv, p, 2)
         weights = self.attention_weights(query).view(b, q, h, lv * p).softmax(-1).view(b, q, h, lv, p)
         centre = boxes[:, :, None, :2] * ratios[:, None]                                  # [B, Q, levels, 2]
-        size = boxes[:, :, None, 2:] * ratios[:, None]
-        loc = centre[:, :, None, :, None] + offsets / p * size[:, :, None, :, None] * 0.5  # [B, Q, h, lv, p, 2]
+        if boxes.shape[-1] == 4:
+            size = boxes[:, :, None, 2:] * ratios[:, None]
+            loc = centre[:, :, None, :, None] + offsets / p * size[:, :, None, :, None] * 0.5  # [B, Q, h, lv, p, 2]
+        else:
+            pixels = torch.tensor([(w, hh) for hh, w in shapes], dtype=offsets.dtype, device=offsets.device)
+            loc = centre[:, :, None, :, None] + offsets / pixels[:, None, :]
         out = query.new_zeros(b * h, d // h, q, p)
         start = 0
         for level, (hh, ww) in enumerate(shapes):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .deformable import DeformableAttention, valid_ratios
+from .deformable import DeformableAttention, token_points, valid_ratios
 from .variants import BACKBONES, resolve
 
 
@@ -47,6 +47,7 @@ class ModelConfig:
     c_share_first_self_attn: bool = True   # official: layer 0's self-attention output feeds the C-decoder
     deformable_levels: int = 0             # 0: dense cross-attention; n: deformable over the last n backbone stages
     deformable_points: int = 4             # sampling points per head and level
+    deformable_encoder: bool = False       # encoder self-attention deformable too (Deformable DETR); needs levels
     look_forward_twice: bool = False       # layer i's boxes refine layer i-1's undetached boxes (DINO Sec. 3.5)
     c_query_pos: str = "c"                 # a key of variants.C_QUERY_POS; official "o"
 
@@ -126,16 +127,28 @@ class Memory(NamedTuple):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, d: int, heads: int, ffn: int, dropout: float):
+    """Post-norm encoder layer: dense self-attention over all tokens, or with ``levels`` deformable
+    self-attention, each token reading ``points`` locations per head and level around itself (Deformable
+    DETR Sec. 4.1)."""
+
+    def __init__(self, d: int, heads: int, ffn: int, dropout: float, levels: int = 0, points: int = 4):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.self_attn = (DeformableAttention(d, heads, levels, points) if levels
+                          else nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True))
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(ffn, d))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, src: Tensor, pos: Tensor, pad: Tensor) -> Tensor:
+    def forward(self, src: Tensor, pos: Tensor, pad: Tensor, shapes: list[tuple[int, int]], ratios: Tensor,
+                points: Tensor | None) -> Tensor:
+        """``points``: each token's reference point (:func:`~attnlab.detr.deformable.token_points`), used by
+        deformable self-attention only."""
         q = src + pos
-        src = self.norm1(src + self.dropout(self.self_attn(q, q, src, key_padding_mask=pad, need_weights=False)[0]))
+        if isinstance(self.self_attn, DeformableAttention):
+            attended = self.self_attn(q, points, src, shapes, pad, ratios)
+        else:
+            attended = self.self_attn(q, q, src, key_padding_mask=pad, need_weights=False)[0]
+        src = self.norm1(src + self.dropout(attended))
         return self.norm2(src + self.dropout(self.ffn(src)))
 
 
@@ -206,8 +219,9 @@ class Detector(nn.Module):
         self.backbone = resolve(BACKBONES[c.backbone])(c, max(1, c.deformable_levels))
         if c.deformable_levels > 1:
             self.level_embed = nn.Parameter(torch.randn(c.deformable_levels, c.d_model))
-        self.encoder = nn.ModuleList(EncoderLayer(c.d_model, c.n_heads, c.ffn_dim, c.dropout)
-                                     for _ in range(c.enc_layers))
+        enc_levels = c.deformable_levels if c.deformable_encoder else 0
+        self.encoder = nn.ModuleList(EncoderLayer(c.d_model, c.n_heads, c.ffn_dim, c.dropout, enc_levels,
+                                                  c.deformable_points) for _ in range(c.enc_layers))
         self.decoder = nn.ModuleList(DecoderLayer(c.d_model, c.n_heads, c.ffn_dim, c.dropout, c.cross_attention,
                                                   c.deformable_levels, c.deformable_points)
                                      for _ in range(c.dec_layers))
@@ -230,7 +244,7 @@ class Detector(nn.Module):
             self.anchor_boxes.weight.copy_(inverse_sigmoid(torch.cat((xy, torch.full_like(xy, 0.2)), 1)))
 
     def encode(self, images: Tensor, mask: Tensor) -> Memory:
-        """Backbone levels -> tokens with sine (+ level) positional encodings -> dense encoder over all levels."""
+        """Backbone levels -> tokens with sine (+ level) positional encodings -> encoder over all levels."""
         levels = self.backbone(images, mask)
         tokens, pos, pad = [], [], []
         for i, (feat, level_pad) in enumerate(levels):
@@ -239,10 +253,12 @@ class Detector(nn.Module):
             pos.append(level_pos + self.level_embed[i] if self.config.deformable_levels > 1 else level_pos)
             pad.append(level_pad.flatten(1))
         memory, memory_pos, memory_pad = torch.cat(tokens, 1), torch.cat(pos, 1), torch.cat(pad, 1)
+        shapes = [tuple(f.shape[-2:]) for f, _ in levels]
+        ratios = torch.stack([valid_ratios(p) for _, p in levels], 1)
+        points = token_points(shapes, ratios) if self.config.deformable_encoder else None
         for layer in self.encoder:
-            memory = layer(memory, memory_pos, memory_pad)
-        return Memory(memory, memory_pos, memory_pad, [tuple(f.shape[-2:]) for f, _ in levels],
-                      torch.stack([valid_ratios(p) for _, p in levels], 1))
+            memory = layer(memory, memory_pos, memory_pad, shapes, ratios, points)
+        return Memory(memory, memory_pos, memory_pad, shapes, ratios)
 
     def _heads(self, i: int, tgt: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
         """Layer i's class logits and refined boxes: ``sigmoid(delta + inverse_sigmoid(ref))``."""

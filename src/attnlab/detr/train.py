@@ -131,6 +131,8 @@ class TrainConfig:
         if not 0 <= m["deformable_levels"] <= stages or m["deformable_points"] < 1:
             raise AttnlabError(f"deformable_levels must be 0 (dense cross-attention) to {stages} (the backbone's "
                                "levels) and deformable_points at least 1")
+        if m["deformable_encoder"] and not m["deformable_levels"]:
+            raise AttnlabError("--deformable-encoder needs --deformable-levels N (the levels its tokens sample)")
         if m["n_heads"] < 1 or m["d_model"] % m["n_heads"] or m["ffn_dim"] < 1:
             raise AttnlabError(f"d_model {m['d_model']} must be divisible by --heads {m['n_heads']} and --ffn-dim "
                                f"positive (got {m['ffn_dim']}); e.g. --d-model 256 --heads 8")
@@ -510,7 +512,8 @@ TRAIN_FLAGS = {"train_split": "--train-split", "val_split": "--val-split", "epoc
                "image_size": "--image-size", "augment": "--augment", "eval_every": "--eval-every", "amp": "--amp",
                "d_model": "--d-model", "num_queries": "--queries", "enc_layers": "--enc-layers",
                "dec_layers": "--dec-layers", "deformable_levels": "--deformable-levels",
-               "deformable_points": "--deformable-points", "cls_loss": "--cls-loss",
+               "deformable_points": "--deformable-points", "deformable_encoder": "--deformable-encoder",
+               "cls_loss": "--cls-loss",
                "o2m_box_source": "--o2m-box-source", "o2m_topk": "--o2m-topk", "o2m_cap": "--o2m-cap",
                "o2m_topk_from": "--o2m-topk-from", "c_query_pos": "--c-query-pos",
                "look_forward_twice": "--look-forward-twice",
