@@ -313,4 +313,21 @@ def build_detector(num_classes: int, model: dict[str, Any], two_stage: bool = Fa
             its = hf_model.config.two_stage
             raise AttnlabError(f"--from-pretrained {folder} is {'' if its else 'not '}two-stage; "
                                f"{'add' if its else 'drop'} --two-stage")
+    train_backbone_stages(hf_model)
     return HfDetector(hf_model, dac=bool(model.get("dac", False)))
+
+
+def train_backbone_stages(hf_model) -> None:
+    """Make stages 2-4 of a transformers ResNet backbone trainable, as ``DeformableDetrConvEncoder`` means to (and
+    does for timm's ResNet: ``layer2``-``layer4``): transformers 5.24's name test looks for ``stage.1``-``stage.3``
+    while transformers' ResNet names them ``stages.1``-``stages.3``, so it froze the whole backbone. The stem and
+    stage 1 stay frozen, as in Deformable DETR."""
+    import re
+
+    config = hf_model.config
+    backbone_type = getattr(config.backbone_config, "model_type", "")
+    if getattr(config, "use_timm_backbone", False) or "resnet" not in backbone_type:
+        return
+    for name, parameter in hf_model.model.backbone.model.named_parameters():
+        if re.match(r"encoder\.stages\.[123]\.", name):
+            parameter.requires_grad_(True)
