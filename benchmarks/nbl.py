@@ -69,10 +69,15 @@ def quality(threads: int, seeds: list[int]) -> None:
         "runs": {str(s): {k: v for k, v in r.items() if k != "rows"} for s, r in runs.items()}, "table": table,
         "environment": environment()})
     print(f"reference perplexity {table[0]['reference_perplexity']:.3f}; seeds {seeds}; peak RSS {peak_mb:.0f} MB")
-    print(f"{'config':<22} {'k':>3} {'mean ppl':>9} {'min':>9} {'max':>9}  layers (first seed)")
-    for r in table:
-        print(f"{r['label']:<22} {r['k']:>3} {r['perplexity_mean']:>9.3f} {r['perplexity_min']:>9.3f} "
-              f"{r['perplexity_max']:>9.3f}  {r['layers'][0]}")
+    print("cells: held-out perplexity, mean over the seeds [min-max] (mean top-1 agreement with the original)\n")
+    ks = sorted({r["k"] for r in table})
+    print("| config (method/selector) | " + " | ".join(f"k = {k}" for k in ks) + " |")
+    print("|---|" + "---|" * len(ks))
+    for label in dict.fromkeys(r["label"] for r in table):
+        cells = [next(r for r in table if r["label"] == label and r["k"] == k) for k in ks]
+        print(f"| `{label}` | " + " | ".join(
+            f"{c['perplexity_mean']:.2f} [{c['perplexity_min']:.2f}-{c['perplexity_max']:.2f}] "
+            f"({np.mean(c['top1_agreement']):.3f})" for c in cells) + " |")
 
 
 def stats(threads: int) -> None:
