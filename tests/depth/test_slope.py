@@ -73,3 +73,20 @@ def test_only_complete_seeds_count():
     del data["N500000-L16-s1"]  # seed 1 still running
     (b,) = analyze_slope(data)["budgets"]
     assert b["seeds"] == [0] and list(b["per_seed"]) == ["0"] and b["interval"][0] == b["interval"][1]
+
+
+def test_a_run_in_progress_counts_no_seed_before_all_configured_depths_are_trained():
+    data = {k: r for k, r in rows({500_000: 3.0}, seeds=(0,)).items() if r["depth"] <= 2}  # depths 1, 2 done
+    assert analyze_slope(data)["budgets"][0]["depths"] == [1, 2]  # without the design: the depths present
+    assert analyze_slope(data, depths=list(DEPTHS))["budgets"] == []  # with it: seed 0 is not complete yet
+    full = rows({500_000: 3.0}, seeds=(0,))
+    assert analyze_slope(full, depths=list(DEPTHS))["budgets"][0]["depths"] == list(DEPTHS)
+
+
+def test_the_sweep_analysis_passes_the_design_on():
+    from attnlab.depth.sweep import analyze
+
+    data = {k: {**r, "width": 8, "heads": 1, "non_embedding": 500_000}
+            for k, r in rows({500_000: 3.0}, seeds=(0,)).items() if r["depth"] <= 2}
+    assert analyze(data, design=list(DEPTHS))["slope"]["budgets"] == []
+    assert analyze(data)["slope"]["budgets"][0]["depths"] == [1, 2]

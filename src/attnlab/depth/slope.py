@@ -45,13 +45,16 @@ def best_depth(depths: Sequence[float], losses: Sequence[float]) -> float:
     return float(depth[int(np.argmin(np.polyval(coef, grid)))])
 
 
-def _curves(rows: Sequence[Mapping[str, Any]]) -> tuple[list[int], dict[int, np.ndarray]]:
-    """The budget's depths and, per seed that has all of them, its loss curve (in depth order)."""
-    depths = sorted({r["depth"] for r in rows})
+def _curves(rows: Sequence[Mapping[str, Any]], design: Sequence[int] | None = None
+            ) -> tuple[list[int], dict[int, np.ndarray]]:
+    """The budget's depths (``design``'s when given: a sweep's configured depths, so that a run still in progress
+    counts no seed as complete before all of them are trained) and, per seed that has all of them, its loss curve
+    (in depth order)."""
+    depths = sorted(design) if design else sorted({r["depth"] for r in rows})
     by_seed: dict[int, dict[int, float]] = {}
     for r in rows:
         by_seed.setdefault(r["seed"], {})[r["depth"]] = r["heldout_loss"]
-    complete = {s: np.array([c[L] for L in depths]) for s, c in sorted(by_seed.items()) if len(c) == len(depths)}
+    complete = {s: np.array([c[L] for L in depths]) for s, c in sorted(by_seed.items()) if set(depths) <= set(c)}
     return depths, complete
 
 
@@ -61,23 +64,25 @@ def slope_fit(budgets: Sequence[float], stars: Sequence[float]) -> tuple[float, 
     return float(c), float(s)
 
 
-def analyze_slope(results: Mapping[str, Mapping[str, Any]], bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+def analyze_slope(results: Mapping[str, Mapping[str, Any]], bootstrap: int = 2000, seed: int = 0,
+                  depths: Sequence[int] | None = None) -> dict[str, Any]:
     """Per budget L* (per seed, of the mean curve, bootstrap interval over seeds, the paper's); then the slope of
-    L* in ln N with its interval, the paper's slope and whether zero slope is rejected (module docstring)."""
+    L* in ln N with its interval, the paper's slope and whether zero slope is rejected (module docstring).
+    ``depths``: the sweep's configured depths (a seed missing one of them is not complete yet)."""
     rng = np.random.default_rng(seed)
     rows = list(results.values())
     budgets, draws = [], []
     for budget in sorted({r["budget"] for r in rows}):
-        depths, curves = _curves([r for r in rows if r["budget"] == budget])
-        if not curves or len(depths) < 2:
+        swept, curves = _curves([r for r in rows if r["budget"] == budget], depths)
+        if not curves or len(swept) < 2:
             continue
         stack = np.stack(list(curves.values()))
         picks = rng.integers(0, len(stack), size=(bootstrap, len(stack)))
-        boot = np.array([best_depth(depths, stack[p].mean(axis=0)) for p in picks])
+        boot = np.array([best_depth(swept, stack[p].mean(axis=0)) for p in picks])
         draws.append(boot)
-        budgets.append({"budget": budget, "depths": depths, "seeds": list(curves),
-                        "per_seed": {str(s): best_depth(depths, c) for s, c in curves.items()},
-                        "L_star": best_depth(depths, stack.mean(axis=0)),
+        budgets.append({"budget": budget, "depths": swept, "seeds": list(curves),
+                        "per_seed": {str(s): best_depth(swept, c) for s, c in curves.items()},
+                        "L_star": best_depth(swept, stack.mean(axis=0)),
                         "interval": [float(v) for v in np.percentile(boot, INTERVAL)],
                         "paper_L_star": fit_depth_for_budget(budget)})
     out: dict[str, Any] = {"budgets": budgets, "fit": None, "bootstrap": bootstrap,

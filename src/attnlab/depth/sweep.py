@@ -395,14 +395,16 @@ def run_sweep(config: SweepConfig, out: str | Path, *, workers: int | None = Non
 # ---------------------------------------------------------------- analysis
 
 
-def analyze(results: Mapping[str, dict[str, Any]], bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+def analyze(results: Mapping[str, dict[str, Any]], bootstrap: int = 2000, seed: int = 0,
+            design: list[int] | None = None) -> dict[str, Any]:
     """Per budget: mean/std held-out loss per depth over seeds, the best depth, how often each depth
     wins when one seed is resampled per (budget, depth) (bootstrap), and the depth the paper's law
     predicts for the budget. Then the fit ``ln d* = a + b L*`` over the budgets' best shapes (when
     they differ in depth), next to Levine et al.'s (5.039, 0.0555).
 
     ``results`` maps each model's key to its result line (``results_log(folder).results()``: a model
-    logged twice counts once)."""
+    logged twice counts once); ``design``, the sweep's configured depths, tells the slope analysis which seeds
+    are complete (:func:`attnlab.depth.slope.analyze_slope`)."""
     if not results:
         raise AttnlabError("no sweep results to analyse (run `attnlab depth sweep` first)")
     rows = list(results.values())
@@ -439,7 +441,7 @@ def analyze(results: Mapping[str, dict[str, Any]], bootstrap: int = 2000, seed: 
     from .slope import analyze_slope
 
     return {"budgets": budgets, "fit": fit, "paper_fit": {"a": 5.039, "b": 0.0555},
-            "slope": analyze_slope(results, bootstrap, seed),
+            "slope": analyze_slope(results, bootstrap, seed, design),
             "models": len(rows), "seeds": sorted({r["seed"] for r in rows})}
 
 
@@ -477,7 +479,8 @@ def summarize(sweep_dir: str | Path, command: str, seed: int = 0, save_record: b
     if isinstance(config, dict):  # the precision of the recipe; the device(s) the models were trained on
         config.setdefault("dtype", "float32")  # rows written before devices existed were trained on the CPU
         config["device"] = ", ".join(sorted({str(r.get("device", "cpu")) for r in results.values()}))
-    summary = analyze(results, seed=seed)
+    design = config.get("depths") if isinstance(config, dict) else None
+    summary = analyze(results, seed=seed, design=design if isinstance(design, list) else None)
     data = source_summary(config)
     if data is not None:
         summary["data"] = data
