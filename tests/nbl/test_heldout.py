@@ -38,7 +38,10 @@ def test_eval_refuses_calibration_text_and_another_base(tiny_checkpoint, tmp_pat
     doc = " ".join(load_texts("builtin")[0].split()[:400])  # one document, long enough to calibrate on
     assert load_texts(_jsonl(tmp_path / "one.jsonl", [doc])) == [doc]  # it hashes into the calibration split
     rc, _, err = run_cli("nbl", "apply", tiny_checkpoint, "--layers", "1", "--data", tmp_path / "one.jsonl", *CAL,
-                         "-o", tmp_path / "lin")
+                         "-o", tmp_path / "lin")  # no held-out document to measure the map's error on: refused
+    assert rc == 2 and "or pass --heldout-tokens 0" in err, err
+    rc, _, err = run_cli("nbl", "apply", tiny_checkpoint, "--layers", "1", "--data", tmp_path / "one.jsonl", *CAL,
+                         "--heldout-tokens", "0", "-o", tmp_path / "lin")
     assert rc == 0, err
     record = json.loads((tmp_path / "lin" / "nbl.json").read_text())
     assert record["calibration"]["documents_used"] == [document_hash(doc)] and record["base_identity"]

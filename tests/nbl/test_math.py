@@ -131,7 +131,7 @@ def test_every_registered_selector_scores_a_layer(selector):
     rng = np.random.default_rng(6)
     x, a, _, _ = _affine_data(rng, noise=1.0)
     st = _stats(x, a)
-    st.update_block(torch.from_numpy(x), torch.from_numpy(x + a))
+    st.update_block(torch.from_numpy(x), torch.from_numpy(x + a), {0: torch.from_numpy(x)})  # layer 0's run
     assert np.isfinite(SELECTORS[selector].resolve()(st))
 
 

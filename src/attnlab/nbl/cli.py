@@ -308,6 +308,15 @@ def cmd_rank(args) -> int:
     return 0
 
 
+def _heldout_blocks(session, args):
+    """The held-out text of ``apply``'s map errors, read before minutes of statistics (a source without held-out
+    documents is refused, with the flag that skips it)."""
+    try:
+        return session.blocks(args.data, "heldout", args.heldout_tokens, args.seq_len)[0]
+    except AttnlabError as e:
+        raise AttnlabError(f"{e} (or pass --heldout-tokens 0 to skip the maps' held-out error)") from None
+
+
 def cmd_apply(args) -> int:
     from ..core.hf import decoder_layers
     from ..core.outputs import artifact_dir
@@ -323,9 +332,7 @@ def cmd_apply(args) -> int:
         check_request(len(decoder_layers(s.model)), args.layers, tuple(args.keep))  # before minutes of statistics
         if args.method == "nbl":
             check_tokens(args.tokens // args.seq_len * args.seq_len, s.model.config.hidden_size, args.ridge)
-        # the held-out text is read before minutes of statistics (a source without held-out documents is refused)
-        held = s.blocks(args.data, "heldout", args.heldout_tokens, args.seq_len)[0] \
-            if args.heldout_tokens and args.method == "nbl" else None
+        held = _heldout_blocks(s, args) if args.heldout_tokens and args.method == "nbl" else None
         stats, blocks = s.stats(_calibration(args), args.stats, progress=show_progress(args), quiet=args.quiet)
         nbl.fit(s.model, s.tokenizer, data=blocks, stats=stats)
         heldout = nbl.heldout_nmse(s.model, data=held) if held is not None else {}
