@@ -14,8 +14,6 @@ def square(args):
 
     if args.get("sleep"):
         time.sleep(args["sleep"])
-    while args.get("wait_for") and args["x"] >= 2 and not Path(args["wait_for"]).exists():
-        time.sleep(0.05)  # jobs past the first two wait for the test's go-ahead
     if args.get("fail") == args["x"]:
         raise KeyboardInterrupt if args.get("interrupt") else RuntimeError(f"job {args['x']} failed")
     with open(Path(args["runs"]), "a", encoding="utf-8") as f:

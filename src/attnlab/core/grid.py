@@ -30,7 +30,6 @@ import multiprocessing as mp
 import os
 import queue
 import re
-import signal
 import socket
 import sys
 import threading
@@ -250,10 +249,7 @@ def _alive(pid: int) -> bool:
 def _pin(threads: int, gpus: list[str] | None = None, counter: Any = None) -> None:
     """A worker's first act: ``threads`` torch and BLAS threads (OpenMP told before torch starts its pool)
     and, when ``gpus`` is given, one of them (worker i gets ``gpus[i % len(gpus)]`` as its only visible
-    device, set before CUDA starts, so a job's ``cuda`` is that GPU). Workers ignore SIGINT: Ctrl-C reaches the
-    whole process group, and a worker killed by it while it waits for a task dies holding the pool's queue
-    lock, on which ``Pool.terminate`` then hangs; the runner takes the interrupt and terminates them."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    device, set before CUDA starts, so a job's ``cuda`` is that GPU)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if gpus:
         with counter.get_lock():
