@@ -187,7 +187,8 @@ def test_ctrl_c_then_rerun_resumes(tmp_path):
 
     folder = tmp_path / "run"
     code = _PROCESS.format(here=str(HERE), runs=str(tmp_path / "runs.txt"), folder=str(folder)).replace(
-        "progress=False, quiet=True)", "progress=False, quiet=True, workers=2)")
+        "progress=False, quiet=True)", "progress=False, quiet=True, workers=2)").replace(
+        '"sleep": 0.4', '"sleep": 3')  # 12 s of jobs left after the first two: the interrupt lands mid-grid
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     deadline = time.time() + 120
     while len(_log(folder).lines()) < 2 and time.time() < deadline:
