@@ -15,6 +15,7 @@ from ..core.clikit import (
     add_out,
     emit,
     grid_options,
+    nonneg_float,
     nonneg_int,
     positive_float,
     positive_int,
@@ -44,16 +45,6 @@ def _fraction(text: str) -> float:
         value = float("nan")
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
     return value
 
 
@@ -92,12 +83,12 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="lr x0.1 after this fraction of the epochs (default 0.75)")
     p.add_argument("--lr-drop-epoch", type=positive_int, default=None, metavar="EPOCH",
                    help="instead: lr x0.1 every EPOCH epochs (the official code's StepLR(lr_drop); 40 of 50)")
-    p.add_argument("--lr-backbone-mult", type=_nonneg_float, default=None,
+    p.add_argument("--lr-backbone-mult", type=nonneg_float, default=None,
                    help="backbone lr = --lr x this (default 0.1 with resnet50, as Deformable DETR; 1 with cnn)")
-    p.add_argument("--lr-linear-proj-mult", type=_nonneg_float, default=None,
+    p.add_argument("--lr-linear-proj-mult", type=nonneg_float, default=None,
                    help="sampling offsets' lr = --lr x this (default 0.1 with resnet50, as Deformable DETR; 1 with "
                         "cnn)")
-    p.add_argument("--clip-grad", type=_nonneg_float, default=0.1, help="gradient-norm clip, 0 = off (default 0.1)")
+    p.add_argument("--clip-grad", type=nonneg_float, default=0.1, help="gradient-norm clip, 0 = off (default 0.1)")
     p.add_argument("--image-size", type=positive_int, default=48, help="shorter side at eval; augmentation scales "
                    "relative to it (default 48; COCO 800)")
     p.add_argument("--augment", choices=AUGMENTATIONS, default="none",
