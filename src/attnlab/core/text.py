@@ -145,9 +145,10 @@ def load_texts(source: str | Path, split: str = "calibration", field: str = "tex
     return part
 
 
-def describe(source: str | Path, split: str = "calibration") -> dict:
-    """What a run record stores about its text: the source, split, document and character counts, a digest."""
-    docs = load_texts(source, split)
+def describe(source: str | Path, split: str = "calibration", docs: list[str] | None = None) -> dict:
+    """What a run record stores about its text: the source, split, document and character counts, a digest
+    (``docs``: the split's documents when the caller has loaded them already)."""
+    docs = load_texts(source, split) if docs is None else docs
     digest = hashlib.sha256("\x00".join(docs).encode("utf-8")).hexdigest()[:16]
     return {"source": str(source), "split": split, "documents": len(docs), "characters": sum(map(len, docs)),
             "sha256_16": digest}

@@ -49,5 +49,6 @@ def blocks_from_source(tokenizer, source: str, split: str, seq_len: int, max_tok
                        seed: int = 0) -> tuple[torch.Tensor, dict]:
     """:func:`text_blocks` of ``split`` of a text source (see :func:`attnlab.core.text.load_texts`), its
     documents in the order ``seed`` shuffles them; the record adds the source's description and the seed."""
-    blocks, used = text_blocks(tokenizer, shuffled(load_texts(source, split), seed), seq_len, max_tokens)
-    return blocks, {**describe(source, split), "seed": seed, **used}
+    docs = load_texts(source, split)
+    blocks, used = text_blocks(tokenizer, shuffled(docs, seed), seq_len, max_tokens)
+    return blocks, {**describe(source, split, docs), "seed": seed, **used}
