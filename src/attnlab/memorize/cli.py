@@ -166,6 +166,7 @@ def register(subparsers, common) -> None:
     add_device(p, dtype=True)
     add_out(p, what="record folder (DIR/record.json; default: write nothing)")
     p.set_defaults(func=_cmd_peft)
+    _register_capacity(sub, common)
 
 
 def _device(args: argparse.Namespace) -> tuple[str, Any]:
@@ -447,4 +448,91 @@ def _cmd_peft(args: argparse.Namespace) -> int:
     if args.out is not None:
         result["record"] = str(Path(args.out) / "record.json")
     _report(args, result)
+    return 0
+
+
+def _register_capacity(sub, common) -> None:
+    """``attnlab memorize capacity`` (issue 14, item 5; :mod:`attnlab.memorize.capacity`)."""
+    from ..core.clikit import positive_float
+    from .capacity import M_VALUES, CapacityConfig
+
+    d = CapacityConfig()
+    p = sub.add_parser("capacity", parents=[common], help="tokens of held-out text one prompt of m vectors reproduces",
+                       description="Prompt tuning of a frozen causal LM (m vectors prepended to the input embeddings) "
+                                   "on windows of held-out text of the built-in corpus: for each m and seed, the "
+                                   "largest N whose first N tokens the teacher-forced argmax over the whole "
+                                   "vocabulary reproduces within --max-steps Adam steps (doubling, then bisection), "
+                                   "checked with transformers' greedy generate. Resumable: rerun to continue; more "
+                                   "--m values or --seeds add searches to the folder.",
+                       epilog="Example: attnlab memorize capacity --m 1 2 4 --seeds 3 --max-steps 100 --n-max 256 "
+                              "-o runs/capacity --threads 1")
+    p.add_argument("--model", default=d.model, help=f"packaged name or local HF directory (default {d.model})")
+    p.add_argument("--m", dest="ms", type=positive_int, nargs="+", default=list(M_VALUES), metavar="M",
+                   help="prompt lengths (default " + " ".join(map(str, M_VALUES)) + ")")
+    p.add_argument("--seeds", type=positive_int, default=d.seeds,
+                   help=f"seeds 0..K-1, each its own text window and prompt init (default {d.seeds})")
+    p.add_argument("--max-steps", type=positive_int, default=d.max_steps,
+                   help=f"Adam steps per fit, the budget that defines the capacity (default {d.max_steps})")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    p.add_argument("--clip", type=positive_float, default=d.clip, help=f"gradient-norm clip (default {d.clip})")
+    p.add_argument("--n-max", type=positive_int, default=d.n_max,
+                   help=f"longest text tried, in tokens (default {d.n_max})")
+    p.add_argument("--n-start", type=positive_int, default=d.n_start,
+                   help=f"first text length of the doubling (default {d.n_start})")
+    p.add_argument("--n-step", type=positive_int, default=d.n_step,
+                   help="resolution: only multiples of this many tokens are tried, the capacity is within "
+                        f"n_step - 1 of the exact one, in fewer probes (default {d.n_step}: exact)")
+    p.add_argument("--text", default=d.text,
+                   help="text source whose held-out split is used: builtin, builtin:F, a .txt or .jsonl file "
+                        f"(default {d.text})")
+    add_out(p, required=True, what="capacity run folder")
+    add_grid(p, what="search")
+    add_device(p, dtype=True)
+    p.set_defaults(func=_cmd_capacity)
+
+
+def _cmd_capacity(args: argparse.Namespace) -> int:
+    from ..core.records import RunRecord
+    from .capacity import CapacityConfig, plot, run_capacity, summarize
+
+    config = CapacityConfig(model=args.model, ms=tuple(args.ms), seeds=args.seeds, max_steps=args.max_steps,
+                            lr=args.lr, clip=args.clip, n_max=args.n_max, n_start=args.n_start, n_step=args.n_step,
+                            text=args.text,
+                            dtype=args.dtype)
+    device, _ = _device(args)
+    options = {**grid_options(args), "workers": args.workers or 1}
+    rows = run_capacity(config, args.out, overwrite=args.overwrite, device=device, **options)
+    command = shlex.join(["attnlab", "memorize", "capacity", "--model", args.model, "--m", *map(str, args.ms),
+                          "--seeds", str(args.seeds), "--max-steps", str(args.max_steps), "--lr", str(args.lr),
+                          "--clip", str(args.clip), "--n-max", str(args.n_max), "--n-start", str(args.n_start),
+                          "--n-step", str(args.n_step), "--text", args.text, "-o", args.out, *_device_argv(args)])
+    out = Path(args.out)
+    table = summarize(rows)
+    rec = RunRecord(name="memorize-capacity", title=f"memorize: tokens of held-out text per prompt of m vectors "
+                    f"({args.model})", command=command, seed=args.seed,
+                    config={**dataclasses.asdict(config), "device": device, "split": "heldout"},
+                    metrics={"summary": table, "searches": len(rows)})
+    rec.add_table("capacity: the largest N reproduced exactly within the step budget, per seed",
+                  ["m", "tokens per seed", "mean", "95% interval", "tokens per vector", "generate reproduces"],
+                  [[t["m"], " ".join(map(str, t["capacity"])) + (" (n_max reached)" if t["censored"] else ""),
+                    round(t["mean"], 1), None if t["ci"] is None else [round(x, 1) for x in t["ci"]],
+                    round(t["tokens_per_vector"], 1), t["generated_exact"]] for t in table])
+    rec.add_table("searches", ["m", "seed", "capacity", "steps", "loss", "smallest margin", "probes", "seconds"],
+                  [[r["m"], r["seed"], r["capacity"], r["steps"], r["loss"], r["min_margin"], r["n_probes"],
+                    r["probe_seconds"]] for r in rows])
+    rec.notes.append(f"capacity = the largest N whose first N tokens the teacher-forced argmax over the whole "
+                     f"vocabulary reproduces (t_1 from the prompt alone) within {config.max_steps} Adam steps, "
+                     "searched by doubling then bisection (it assumes passing is monotone in N); the interval is a "
+                     "Student-t interval of the mean over seeds.")
+    if rows:
+        fig = plot(rows, out / "capacity.png", f"{args.model}: prompt tuning on held-out text, "
+                   f"{config.max_steps} steps")
+        rec.add_figure(fig.name, "tokens reproduced exactly against m (each seed, and the mean)")
+    path = rec.save(out / "record.json")
+    lines = [f"{t['m']:>3} vectors: " + " ".join(map(str, t["capacity"])) + f" tokens, mean {t['mean']:.1f}"
+             + ("" if t["ci"] is None else f" (95% {t['ci'][0]:.1f}..{t['ci'][1]:.1f})")
+             + f", {t['tokens_per_vector']:.1f} per vector" + (", n_max reached" if t["censored"] else "")
+             for t in table]
+    emit(args, {"out": args.out, "record": str(path), "summary": table, "rows": rows},
+         text="\n".join(lines + [f"record {path}"]))
     return 0
