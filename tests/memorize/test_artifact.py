@@ -221,9 +221,9 @@ def test_sweep_folders_from_before_the_criterion_read_as_the_restricted_readout(
 
 def test_save_with_prompt_seeds_keeps_a_prompt_that_memorized_at_m_star_q(tmp_path, capsys):
     folder = tmp_path / "prompt"
-    assert main(["memorize", "search", *TINY, "--max-steps", "60", "--n-prompt-seeds", "5", "--n-boot", "50",
+    assert main(["memorize", "search", *TINY, "--max-steps", "60", "--prompt-seeds", "5", "--n-boot", "50",
                  "--save", str(folder), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     info = json.loads((folder / "memorize.json").read_text())
-    assert info["m"] == result["p_of_m"]["m_star"] and info["fit"]["memorized"] and "prompt" in info["fit"]
+    assert info["m"] == result["p_of_m"]["m_star"] and info["fit"]["memorized"] and "restart" in info["fit"]
     assert result["saved"]["verify"]["exact"]

@@ -54,7 +54,7 @@ def workspace(tmp_path, monkeypatch):
 @pytest.fixture
 def ws(workspace, monkeypatch):
     """The workspace, where fitting a prompt fails the test: bad input must be refused before any work."""
-    monkeypatch.setattr(search, "fit_prompt", lambda *a, **k: pytest.fail("a prompt was fitted"))
+    monkeypatch.setattr(search, "fit_prompts", lambda *a, **k: pytest.fail("a prompt was fitted"))
     monkeypatch.setattr(peft_adapter, "fit_peft_prompt", lambda *a, **k: pytest.fail("a prompt was fitted"))
     return workspace
 

@@ -35,7 +35,7 @@ def ws(tmp_path, monkeypatch):
                                      ["peft", *TINY, "-o", "out"]], ids=["search", "sweep", "peft"])
 def test_cuda_without_cuda_is_exit_2_in_one_line_and_writes_nothing(ws, monkeypatch, capsys, command):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # CUDA-less, whatever this machine has
-    monkeypatch.setattr(search, "fit_prompt", lambda *a, **k: pytest.fail("a prompt was fitted"))
+    monkeypatch.setattr(search, "fit_prompts", lambda *a, **k: pytest.fail("a prompt was fitted"))
     monkeypatch.setattr(peft_adapter, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     before = snapshot(ws)
     assert main(["memorize", *command, "--device", "cuda"]) == 2

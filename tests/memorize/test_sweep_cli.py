@@ -220,3 +220,43 @@ def test_array_tasks_sharing_one_folder_run_each_point_once(tmp_path):
     probes = [(r["point"], r["m"], r["restart"]) for r in lines if r["kind"] == "probe"]
     assert len(results) == len(set(results)) == 6 and len(probes) == len(set(probes))
     assert main(["memorize", "plot", str(tmp_path / "shared"), "--quiet"]) == 0
+
+
+PM = {"base": {**TINY["base"], "prompt_seeds": 5, "short_steps": 10},
+      "experiments": {"n_pairs": {"n_pairs": [4, 6]}}}
+
+
+def test_a_p_of_m_sweep_logs_every_seed_and_resumes_without_refitting(tmp_path, capsys):
+    out = tmp_path / "pm"
+    rows = run_sweep(PM, out, progress=False)
+    lines = read_jsonl(out / LOG)
+    for row in rows:
+        probes = [p for p in lines if p["kind"] == "probe" and p["point"] == row["point"]]
+        assert row["n_probes"] == len(probes) == 5 * len(row["p"]) and row["budget"] == 40
+        assert {p["restart"] for p in probes} == set(range(5)) and row["budget_short"] == 10
+        for m, p in row["p"].items():
+            fits = [x for x in probes if x["m"] == int(m)]
+            assert p == sum(x["memorized"] for x in fits) / 5
+            assert row["p_short"][m] == sum(x["memorized"] and x["steps"] <= 10 for x in fits) / 5
+        ok = [int(m) for m, p in row["p"].items() if p >= 0.5]
+        assert row["m_star"] == (min(ok) if ok else None)
+    # a crash after one seed's probe of the last length: the rerun fits the four other seeds there, nothing else
+    text = (out / LOG).read_text().splitlines()
+    last = json.loads(text[-1])["point"]
+    probes = [i for i, line in enumerate(text) if json.loads(line).get("point") == last and '"probe"' in line]
+    copy = _copy(out, tmp_path / "copy")
+    (copy / LOG).write_text("\n".join(text[:probes[-5] + 1]) + "\n")
+    resumed = run_sweep(PM, copy, progress=False)
+    capsys.readouterr()
+    new = read_jsonl(copy / LOG)
+    assert len(new) == len(lines) and len({(p["point"], p["m"], p["restart"]) for p in new if p["kind"] == "probe"}) \
+        == len(lines) - len(rows)  # the four missing fits, each once; nothing fitted twice
+    replayed = [(r["point"], r["m_star"], r["m_star_short"], r["p"]) for r in resumed if r["point"] != last]
+    assert replayed == [(r["point"], r["m_star"], r["m_star_short"], r["p"]) for r in rows if r["point"] != last]
+
+
+def test_old_point_ids_keep_without_the_p_of_m_settings():
+    from attnlab.memorize.sweep import DEFAULTS, point_id
+
+    before = {k: v for k, v in DEFAULTS.items() if k not in ("prompt_seeds", "short_steps")}
+    assert point_id(DEFAULTS) == point_id(before) != point_id({**DEFAULTS, "prompt_seeds": 5})

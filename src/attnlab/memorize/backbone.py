@@ -168,8 +168,9 @@ class Backbone(nn.Module):
         return self.ln_f(x), caches
 
     def prompt_cache(self, prompt: torch.Tensor) -> list[KV]:
-        """Keys/values of the soft prompt (m, d), computed once at batch size 1 (exact: causal model)."""
-        return self._run(prompt.unsqueeze(0), None, last_only=True)[1]
+        """Keys/values of the soft prompt (m, d), computed once at batch size 1 (exact: causal model), or of S
+        prompts (S, m, d) at batch size S."""
+        return self._run(prompt if prompt.dim() == 3 else prompt.unsqueeze(0), None, last_only=True)[1]
 
     def _embed(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
         end = start + tokens.shape[1]
@@ -189,13 +190,22 @@ class Backbone(nn.Module):
         steps. ``tokens`` may be
         precomputed :meth:`input_states`. ``last_only``: only the last position's logits (B, 1, n_logits),
         skipping what only the other positions' outputs need (the last block's output projection, MLP, final
-        norm and readout there); the logits and the prompt's gradient are the same bits as without it."""
+        norm and readout there); the logits and the prompt's gradient are the same bits as without it.
+
+        S prompts (S, m, d) run as one batch of S * B sequences (every example once per prompt): logits
+        (S, B, seq_len, n_logits), prompt s's in row s, each prompt's only through its own sequences."""
         inputs = tokens if isinstance(tokens, InputStates) else self.input_states(tokens)
-        hidden, cache = self._run(inputs.x, self.prompt_cache(prompt), inputs.qkv, last_only)
+        x, qkv, cache = inputs.x, inputs.qkv, self.prompt_cache(prompt)
+        if prompt.dim() == 3:
+            S, B = prompt.shape[0], x.shape[0]
+            x, qkv = x.repeat(S, 1, 1), qkv.repeat(S, 1, 1)
+            cache = [(k.repeat_interleave(B, 0), v.repeat_interleave(B, 0)) for k, v in cache]
+        hidden, cache = self._run(x, cache, qkv, last_only)
         if gen_steps:
-            last = self.generate(hidden[:, -1:], cache, inputs.x.shape[1], gen_steps)
+            last = self.generate(hidden[:, -1:], cache, x.shape[1], gen_steps)
             hidden = last if last_only else torch.cat([hidden[:, :-1], last], 1)
-        return self.readout(hidden)
+        logits = self.readout(hidden)
+        return logits.unflatten(0, (prompt.shape[0], -1)) if prompt.dim() == 3 else logits
 
     def generate(self, last: torch.Tensor, cache: list[KV], start: int, gen_steps: int) -> torch.Tensor:
         """Feed the last hidden state back as the next input ``gen_steps`` times (KV cache); returns the final

@@ -29,7 +29,7 @@ from ..core.clikit import (
     show_progress,
     unit_float,
 )
-from ..core.errors import AttnlabError, require
+from ..core.errors import AttnlabError
 from .settings import DEFAULTS, METHODS, SETTINGS, part_seed
 
 #: Settings the PEFT search does not use (its model is loaded or built as a Llama, without generation steps; its
@@ -103,12 +103,10 @@ def register(subparsers, common) -> None:
                                    "memorizing probe's accuracy and steps, and every probe.",
                        epilog="Example: attnlab memorize search --n-pairs 64 --seq-len 8 --gen-steps 2 -o runs/search")
     _add_settings(p)
-    p.add_argument("--n-prompt-seeds", type=positive_int, default=None, metavar="N",
-                   help="m* as a statistic: fit N >= 5 prompt seeds at every length tried (instead of --restarts), "
-                        "p(m) = the share that memorizes within --max-steps, m*_q = the smallest m with p(m) >= q, "
-                        "with a bootstrap interval")
-    p.add_argument("--q", type=unit_float, default=0.5, help="the p(m) level of m*_q (default 0.5)")
-    p.add_argument("--n-boot", type=positive_int, default=2000, help="bootstrap resamples for m*_q's interval")
+    p.add_argument("--q", type=unit_float, default=0.5,
+                   help="with --prompt-seeds: the p(m) level of m*_q (default 0.5)")
+    p.add_argument("--n-boot", type=positive_int, default=2000,
+                   help="with --prompt-seeds: bootstrap resamples for m*_q's interval")
     p.add_argument("--margin", type=nonneg_float, default=0.0,
                    help="train on past the first exact step until every target beats every other token by this many "
                         "logits (default 0: stop at the first exact step); lets another forward path (float64, "
@@ -186,10 +184,11 @@ def _progress_probe(probe, desc: str, enabled: bool):
 
     bar = tqdm(desc=desc, unit="probe", disable=not enabled)
 
-    def wrapped(m: int, restart: int) -> dict[str, Any]:
+    def wrapped(m: int, restart: int | list[int]) -> Any:
+        """A probe (m, restart) or a batch probe (m, [restarts]): one bar step per fit."""
         bar.set_postfix(m=m, restart=restart)
         rec = probe(m, restart)
-        bar.update()
+        bar.update(len(restart) if isinstance(restart, list) else 1)
         return rec
 
     return wrapped, bar
@@ -226,37 +225,52 @@ def _save_record(out: Path, name: str, title: str, command: str, seed: int, resu
 
 
 def _pm_argv(args: argparse.Namespace) -> list[str]:
-    return [] if args.n_prompt_seeds is None else ["--n-prompt-seeds", str(args.n_prompt_seeds), "--q", str(args.q),
-                                                   "--n-boot", str(args.n_boot)]
+    return ["--q", str(args.q), "--n-boot", str(args.n_boot)]
+
+
+def _pm_budgets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The p(m) estimates of a result: at max_steps, then at short_steps when there is one."""
+    return [result["p_of_m"], *([result["p_of_m_short"]] if "p_of_m_short" in result else [])]
+
+
+def _pm_line(pm: dict[str, Any]) -> str:
+    lo, hi = pm["ci"]
+    return (f"m*_{pm['q']:g} = {pm['m_star']}" + ("" if pm["m_star"] else f" (none up to m_max={pm['m_max']})")
+            + f" within {pm['budget']} steps, {pm['level']:.0%} bootstrap interval "
+            + ("beyond m_max" if lo is None else f"{lo}..{'beyond m_max' if hi is None else hi}")
+            + f" ({pm['n_seeds']} prompt seeds per length)")
 
 
 def _report_pm(args, result: dict[str, Any]) -> None:
-    pm = result["p_of_m"]
-    lo, hi = pm["ci"]
-    lines = [f"m*_{pm['q']:g} = {pm['m_star']}" + ("" if pm["m_star"] else f" (none up to m_max={pm['m_max']})")
-             + f", {pm['level']:.0%} bootstrap interval "
-             + ("beyond m_max" if lo is None else f"{lo}..{'beyond m_max' if hi is None else hi}")
-             + f" ({pm['n_seeds']} prompt seeds per length, {result['settings']['max_steps']} steps each)"]
-    lines += [f"  m={m:<4} p(m)={p:.2f}" for m, p in pm["p"].items()]
+    budgets = _pm_budgets(result)
+    lines = [_pm_line(pm) for pm in budgets]
+    lines += [f"  m={m:<4} " + "  ".join(f"p(m)={pm['p'][m]:.2f} @ {pm['budget']}" for pm in budgets)
+              for m in budgets[0]["p"]]
     if result.get("record"):
         lines.append(f"record {result['record']}")
     emit(args, result, text="\n".join(lines + _saved_line(result)))
 
 
 def _save_pm_record(out: Path, command: str, result: dict[str, Any], config: dict[str, Any]) -> None:
-    """``out/record.json`` for a p(m) estimate: m*_q, its interval and p(m) at every length tried."""
+    """``out/record.json`` for a p(m) estimate: m*_q and its interval at each budget, p(m) at every length tried."""
     from ..core.records import RunRecord
 
-    pm = result["p_of_m"]
+    budgets = _pm_budgets(result)
+    pm = budgets[0]
     rec = RunRecord(name="memorize-search-p", title=f"memorize: p(m) for n_pairs={config['n_pairs']}, "
                     f"seq_len={config['seq_len']}", command=command, seed=config["seed"], config=config,
                     metrics={"m_star_q": pm["m_star"], "q": pm["q"], "ci": pm["ci"], "level": pm["level"],
-                             "n_seeds": pm["n_seeds"], "n_probes": len(result["probes"])})
-    rec.add_table("p(m): share of prompt seeds that memorize within the budget", ["m", "p(m)", "memorized of"],
-                  [[m, round(p, 4), f"{sum(pm['outcomes'][m])}/{pm['n_seeds']}"] for m, p in pm["p"].items()])
-    rec.notes.append(f"m*_q is the smallest prompt length tried (doubling, then bisection on p(m)) where at least "
-                     f"q = {pm['q']:g} of {pm['n_seeds']} prompt seeds memorize exactly within {config['max_steps']} "
-                     "Adam steps; the interval resamples each length's seeds.")
+                             "n_seeds": pm["n_seeds"], "budget": pm["budget"], "n_probes": len(result["probes"]),
+                             **({"short_budget": budgets[1]["budget"], "m_star_q_short": budgets[1]["m_star"],
+                                 "ci_short": budgets[1]["ci"]} if len(budgets) > 1 else {})})
+    rec.add_table("p(m): share of prompt seeds that memorize within each step budget",
+                  ["m", *(f"p(m) within {b['budget']} steps" for b in budgets), "memorized of"],
+                  [[m, *(round(b["p"][m], 4) for b in budgets), f"{sum(pm['outcomes'][m])}/{pm['n_seeds']}"]
+                   for m in pm["p"]])
+    rec.notes.append(f"m*_q is the smallest prompt length tried (doubling, then bisection on p(m), once per budget) "
+                     f"where at least q = {pm['q']:g} of {pm['n_seeds']} prompt seeds memorize exactly within the "
+                     "budget's Adam steps; the shorter budget is read off the same fits; the interval resamples "
+                     "each length's seeds.")
     rec.save(out / "record.json")
 
 
@@ -289,21 +303,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from .backbone import Backbone
     from .gpt2 import check_convertible
     from .search import backbone_probe, search_min_length
-    from .statistic import MIN_SEEDS
     from .sweep import build
 
     device, dtype = _device(args)
     settings = _settings(args)
     data, cfg, tune = build(settings)
     tune = dataclasses.replace(tune, margin=args.margin)
-    if args.n_prompt_seeds is not None:
-        require(args.n_prompt_seeds >= MIN_SEEDS,
-                f"--n-prompt-seeds must be at least {MIN_SEEDS} for p(m) to mean anything, got {args.n_prompt_seeds}")
     backbone = Backbone(cfg).to(device, dtype)
     if args.save is not None:
         check_convertible(backbone, settings["gen_steps"])
     prompts = {} if args.save is not None else None  # (m, restart) -> memorizing prompt, kept only for --save
-    if args.n_prompt_seeds is not None:
+    if settings["prompt_seeds"] is not None:
         return _search_pm(args, settings, backbone, data, tune, device, prompts)
     command = shlex.join(["attnlab", "memorize", "search", *_setting_argv(settings), *_margin_argv(args),
                           *_device_argv(args)])
@@ -349,29 +359,24 @@ def _saved_line(result: dict[str, Any]) -> list[str]:
 
 def _search_pm(args: argparse.Namespace, settings: dict[str, Any], backbone, data, tune, device: str,
                prompts: dict | None) -> int:
-    """``search --n-prompt-seeds N``: :func:`attnlab.memorize.statistic.estimate_m_star` over N prompt seeds."""
-    from .search import backbone_probe
-    from .statistic import estimate_m_star
+    """``search --prompt-seeds N``: :func:`attnlab.memorize.search.p_of_m_search`, N prompt seeds per length fitted
+    as one batch, at ``--max-steps`` (and ``--short-steps``)."""
+    from .search import backbone_batch_probe, p_of_m_search
+    from .sweep import budgets
 
     command = shlex.join(["attnlab", "memorize", "search", *_setting_argv(settings), *_pm_argv(args),
                           *_margin_argv(args), *_device_argv(args)])
     with _saving(args) as saved, out_folder(args, "memorize search") as out:
-        probe, bar = _progress_probe(backbone_probe(backbone, data, settings["gen_steps"], tune,
-                                                    part_seed(settings, "prompt"), prompts), "memorize p(m)",
+        probe, bar = _progress_probe(backbone_batch_probe(backbone, data, settings["gen_steps"], tune,
+                                                          part_seed(settings, "prompt"), prompts), "memorize p(m)",
                                      show_progress(args))
-        probes: list[dict[str, Any]] = []
-
-        def outcomes(m: int) -> list[bool]:
-            recs = [{"m": m, "prompt": i, **probe(m, i)} for i in range(args.n_prompt_seeds)]
-            probes.extend(recs)
-            return [r["memorized"] for r in recs]
-
-        pm = estimate_m_star(outcomes, settings["m_max"], args.n_prompt_seeds, args.q, settings["m_start"],
-                             n_boot=args.n_boot, seed=settings["seed"])
+        pms, probes = p_of_m_search(probe, settings["m_max"], settings["prompt_seeds"], budgets(settings), args.q,
+                                    settings["m_start"], args.n_boot, settings["seed"])
         bar.close()
-        result = {"p_of_m": pm.to_dict(), "probes": probes, "settings": settings, "margin": args.margin,
-                  "device": device, "dtype": args.dtype}
-        _save_prompt(saved, backbone, data, settings, command, pm.m_star, probes, prompts, "prompt")
+        result = {"p_of_m": pms[0].to_dict(), **({"p_of_m_short": pms[1].to_dict()} if len(pms) > 1 else {}),
+                  "probes": probes,
+                  "settings": settings, "margin": args.margin, "device": device, "dtype": args.dtype}
+        _save_prompt(saved, backbone, data, settings, command, pms[0].m_star, probes, prompts, "restart")
         if out is not None:
             _save_pm_record(out, command, result, {**settings, "margin": args.margin, "device": device,
                                                    "dtype": args.dtype})

@@ -13,17 +13,19 @@ The step budget is part of the result, and every probe is logged.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..core.errors import require
 from .backbone import Backbone, BackboneConfig
 from .data import MemorizeData
-from .statistic import smallest_length
-from .tune import TuneConfig, fit_prompt
+from .statistic import PmResult, estimate_m_star, smallest_length
+from .tune import TuneConfig, fit_prompts
 
 Probe = Callable[[int, int], dict[str, Any]]  # (m, restart) -> {"memorized": bool, ...}
+#: (m, restarts) -> one fit summary per restart (prompt initialisation), fitted together
+BatchProbe = Callable[[int, list[int]], list[dict[str, Any]]]
 
 
 @dataclass
@@ -70,17 +72,10 @@ def search_min_length(probe: Probe, m_max: int, restarts: int = 2, m_start: int 
 
 def backbone_probe(backbone: Backbone, data: MemorizeData, gen_steps: int = 0, tune: TuneConfig | None = None,
                    seed: int = 0, prompts: dict[tuple[int, int], Any] | None = None) -> Probe:
-    """A probe that fits a fresh prompt with :func:`fit_prompt` on the cached backbone; ``prompts``, when given,
-    receives the prompt of every fit that memorized, keyed by (m, restart)."""
-    tune = tune or TuneConfig()
-
-    def probe(m: int, restart: int) -> dict[str, Any]:
-        fit = fit_prompt(backbone, data, m, gen_steps, tune, seed=prompt_seed(seed, m, restart))
-        if prompts is not None and fit.memorized:
-            prompts[(m, restart)] = fit.prompt
-        return fit.summary()
-
-    return probe
+    """A probe that fits a fresh prompt (:func:`attnlab.memorize.tune.fit_prompt`) on the cached backbone;
+    ``prompts``, when given, receives the prompt of every fit that memorized, keyed by (m, restart)."""
+    batch = backbone_batch_probe(backbone, data, gen_steps, tune, seed, prompts)
+    return lambda m, restart: batch(m, [restart])[0]
 
 
 def find_m_star(data: MemorizeData, backbone: Backbone | BackboneConfig, gen_steps: int = 0,
@@ -90,3 +85,33 @@ def find_m_star(data: MemorizeData, backbone: Backbone | BackboneConfig, gen_ste
     if isinstance(backbone, BackboneConfig):
         backbone = Backbone(backbone)
     return search_min_length(backbone_probe(backbone, data, gen_steps, tune, seed), m_max, restarts, m_start)
+
+
+def backbone_batch_probe(backbone: Backbone, data: MemorizeData, gen_steps: int = 0, tune: TuneConfig | None = None,
+                         seed: int = 0, prompts: dict[tuple[int, int], Any] | None = None) -> BatchProbe:
+    """:func:`backbone_probe` for several restarts at one length, batched (:func:`fit_prompts`): restart r gets the
+    same prompt seed, and so the same fit, as the restart search's probe (m, r)."""
+    tune = tune or TuneConfig()
+
+    def probe(m: int, restarts: list[int]) -> list[dict[str, Any]]:
+        fits = fit_prompts(backbone, data, m, [prompt_seed(seed, m, r) for r in restarts], gen_steps, tune)
+        if prompts is not None:
+            prompts.update({(m, r): f.prompt for r, f in zip(restarts, fits, strict=True) if f.memorized})
+        return [f.summary() for f in fits]
+
+    return probe
+
+
+def p_of_m_search(probe: BatchProbe, m_max: int, n_seeds: int, budgets: Sequence[int], q: float = 0.5,
+                  m_start: int = 1, n_boot: int = 2000, seed: int = 0) -> tuple[list[PmResult], list[dict[str, Any]]]:
+    """m*_q at each step budget (:func:`attnlab.memorize.statistic.estimate_m_star`) from ``n_seeds`` prompt seeds
+    per length tried, fitted together by ``probe`` within the longest budget; returns the estimates and every fit's
+    summary (with its ``m`` and ``restart``: the index of its prompt seed)."""
+    log: list[dict[str, Any]] = []
+
+    def outcomes(m: int) -> list[int | None]:
+        recs = [{"m": m, "restart": r, **rec} for r, rec in enumerate(probe(m, list(range(n_seeds))))]
+        log.extend(recs)
+        return [r["steps"] if r["memorized"] else None for r in recs]
+
+    return estimate_m_star(outcomes, m_max, n_seeds, budgets, q, m_start, n_boot, seed=seed), log

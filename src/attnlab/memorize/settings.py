@@ -87,6 +87,9 @@ class Setting:
         return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+#: The fewest prompt seeds per length for p(m) to mean anything (issue 14 asks for >= 5).
+MIN_PROMPT_SEEDS = 5
+
 SETTINGS: dict[str, Setting] = {
     "n_pairs": Setting(64, "number of sequences to memorize"),
     "seq_len": Setting(8, "tokens per sequence"),
@@ -108,6 +111,13 @@ SETTINGS: dict[str, Setting] = {
     "max_steps": Setting(400, "step budget per probe (part of the definition of m*)"),
     "m_max": Setting(256, "largest prompt length tried"),
     "restarts": Setting(2, "prompt initialisations tried before a length is declared failed"),
+    "prompt_seeds": Setting(None, "m* as a statistic: fit this many prompt seeds (>= 5) at every length tried, "
+                                  "batched, instead of restarts; p(m) = the share that memorizes within max_steps, "
+                                  "m*_q = the smallest m with p(m) >= q", low=MIN_PROMPT_SEEDS,
+                          optional=True),
+    "short_steps": Setting(None, "with prompt_seeds: a second, shorter step budget (< max_steps) whose p(m) and "
+                                 "m*_q are read off the same fits (a gap between the two shows a budget-bound m*)",
+                           low=0, optional=True),
     "seed": Setting(0, "seed of the data, the backbone and the prompts (unless their own seeds are set)", low=0),
     "m_start": Setting(1, "first length of the doubling (shorter ones are taken to fail if it fails)"),
     "data_seed": Setting(None, "seed of the dataset (default: seed)", low=0, optional=True),

@@ -8,6 +8,11 @@ on p(m) instead of on "some restart memorized": doubling from ``m_start`` until 
 between the largest length below q and the smallest at or above it (it assumes p(m) rises with m, as the
 restarts search assumes success does). m*_q is read off the lengths tried, so it is the bisection's answer.
 
+Several step budgets come from the same fits: a fit stops at its first memorizing step, so it memorizes within a
+budget b iff it memorized after at most b steps, and what it did up to b does not depend on the longest budget. The
+search runs once per budget, longest first, over one table of fits (a length fitted for one budget is not fitted
+again), so a gap between the budgets' m*_q shows when m* is budget-bound.
+
 The interval resamples each tried length's outcomes (seeds with replacement, lengths independently: each fit
 has its own prompt seed) and recomputes m*_q on the same lengths; its percentiles bound m*_q given the lengths
 tried. An upper end of None means m*_q lies beyond the longest length tried in more than that share of resamples.
@@ -23,13 +28,15 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..core.errors import require
+from .settings import MIN_PROMPT_SEEDS
 
 T = TypeVar("T")
 
 #: The fewest prompt seeds per length for p(m) to mean anything (the issue asks for >= 5).
-MIN_SEEDS = 5
+MIN_SEEDS = MIN_PROMPT_SEEDS
 
-Outcomes = Callable[[int], Sequence[bool]]  # m -> success of each prompt seed's fit at length m
+#: m -> for each prompt seed's fit at length m, the steps it took to memorize (None: not within the longest budget)
+Outcomes = Callable[[int], Sequence[int | None]]
 
 
 def m_star_q(table: Mapping[int, Sequence[bool]], q: float = 0.5) -> int | None:
@@ -62,6 +69,7 @@ class PmResult:
     q: float
     n_seeds: int
     m_max: int
+    budget: int                                 # the step budget p(m) is at
     m_star: int | None                          # m*_q: the smallest tried m with p(m) >= q (None: none)
     ci: tuple[int | None, int | None]          # bootstrap percentile interval of m*_q (None: beyond m_max)
     level: float
@@ -102,23 +110,35 @@ def smallest_length(test: Callable[[int], T | None], m_max: int, m_start: int = 
     return hi, win
 
 
-def estimate_m_star(outcomes: Outcomes, m_max: int, n_seeds: int, q: float = 0.5, m_start: int = 1,
-                    n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> PmResult:
-    """Doubling from ``m_start`` then bisection on p(m) (module doc); ``outcomes(m)`` fits ``n_seeds`` prompts
-    at length m and returns whether each memorized. The bootstrap draws from ``seed``."""
+def estimate_m_star(outcomes: Outcomes, m_max: int, n_seeds: int, budgets: Sequence[int], q: float = 0.5,
+                    m_start: int = 1, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> list[PmResult]:
+    """Doubling from ``m_start`` then bisection on p(m), once per step budget (module doc), longest first;
+    ``outcomes(m)`` fits ``n_seeds`` prompts at length m within the longest budget and returns each one's steps to
+    memorize (None: it did not). One :class:`PmResult` per budget, in the order given; the bootstrap draws from
+    ``seed``."""
     require(isinstance(n_seeds, int) and n_seeds >= MIN_SEEDS,
             f"p(m) needs at least {MIN_SEEDS} prompt seeds per length, got {n_seeds!r}")
     require(isinstance(q, (int, float)) and not isinstance(q, bool) and 0 < q <= 1, f"q must be in (0, 1], got {q!r}")
-    table: dict[int, list[bool]] = {}
+    require(len(budgets) >= 1 and all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in budgets)
+            and len(set(budgets)) == len(budgets), f"budgets must be distinct step counts >= 0, got {budgets!r}")
+    table: dict[int, list[int | None]] = {}
 
-    def reaches(m: int) -> bool:
-        got = [bool(x) for x in outcomes(m)]
-        require(len(got) == n_seeds, f"outcomes({m}) gave {len(got)} fits, expected {n_seeds}")
-        table[m] = got
-        return float(np.mean(got)) >= q
+    def fits(m: int) -> list[int | None]:
+        if m not in table:
+            got = list(outcomes(m))
+            require(len(got) == n_seeds, f"outcomes({m}) gave {len(got)} fits, expected {n_seeds}")
+            table[m] = got
+        return table[m]
 
-    smallest_length(lambda m: reaches(m) or None, m_max, m_start)
-    ordered = dict(sorted(table.items()))
-    return PmResult(q=q, n_seeds=n_seeds, m_max=m_max, m_star=m_star_q(ordered, q),
-                    ci=bootstrap_interval(ordered, q, n_boot, level, seed), level=level,
-                    p={m: float(np.mean(v)) for m, v in ordered.items()}, outcomes=ordered)
+    def within(steps: Sequence[int | None], budget: int) -> list[bool]:
+        return [s is not None and s <= budget for s in steps]
+
+    for budget in sorted(budgets, reverse=True):
+        smallest_length(lambda m, b=budget: float(np.mean(within(fits(m), b))) >= q or None, m_max, m_start)
+    results = []
+    for budget in budgets:
+        ordered = {m: within(table[m], budget) for m in sorted(table)}
+        results.append(PmResult(q=q, n_seeds=n_seeds, m_max=m_max, budget=budget, m_star=m_star_q(ordered, q),
+                                ci=bootstrap_interval(ordered, q, n_boot, level, seed), level=level,
+                                p={m: float(np.mean(v)) for m, v in ordered.items()}, outcomes=ordered))
+    return results

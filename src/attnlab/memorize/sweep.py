@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import statistics
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,15 @@ from ..core.outputs import run_dir
 from ..core.runtime import torch_dtype
 from .backbone import Backbone, BackboneConfig
 from .data import MemorizeData, make_data
-from .search import backbone_probe, search_min_length
+from .search import backbone_batch_probe, p_of_m_search, search_min_length
 from .settings import DEFAULTS, SEEDED_PARTS, SETTINGS, check_settings, part_seed
 from .tune import TuneConfig
 
 #: Settings added after sweeps were logged -> the value that does what those logs did. At that value a setting is
 #: left out of a point's id, so those logs are still read and resumed as the points they are. A part's own seed
 #: equal to ``seed`` is that value too (it draws the same numbers).
-_LATE_KEYS: dict[str, Any] = {"m_start": 1, "backbone_draw": "legacy", "readout": "classes",
+_LATE_KEYS: dict[str, Any] = {"m_start": 1, "backbone_draw": "legacy", "readout": "classes", "prompt_seeds": None,
+                              "short_steps": None,
                               **{f"{part}_seed": None for part in SEEDED_PARTS}}
 #: The late settings whose defaults (the invariant backbone, the whole-vocabulary readout) differ from what the older
 #: logs did: a sweep folder's ``config.yaml`` without one in ``base`` predates it (its points did the late value).
@@ -165,12 +167,21 @@ def build(settings: dict[str, Any]) -> tuple[MemorizeData, BackboneConfig, TuneC
     check_settings(s)
     require(s["gen_steps"] == 0 or s["target"] == "last", "gen_steps > 0 needs target='last'")
     require(1 <= s["m_start"] <= s["m_max"], f"m_start={s['m_start']} must be in 1..m_max={s['m_max']}")
+    require(s["short_steps"] is None or s["prompt_seeds"] is not None,
+            "short_steps is a second budget of the p(m) estimate: set prompt_seeds (>= 5) too")
+    require(s["short_steps"] is None or s["short_steps"] < s["max_steps"],
+            f"short_steps={s['short_steps']} must be below max_steps={s['max_steps']} (the fits run max_steps)")
     data = make_data(s["n_pairs"], s["seq_len"], s["vocab"], s["n_classes"], s["target"], s["rank"],
                      part_seed(s, "data"))
     cfg = BackboneConfig(vocab=s["vocab"], n_classes=s["n_classes"], max_len=s["seq_len"] + s["gen_steps"],
                          seed=part_seed(s, "backbone"), draw=s[_DRAW], readout=s["readout"],
                          **{k: s[k] for k in _BACKBONE_KEYS})
     return data, cfg, TuneConfig(**{k: s[k] for k in _TUNE_KEYS})
+
+
+def budgets(settings: dict[str, Any]) -> list[int]:
+    """The step budgets of a p(m) estimate: max_steps (the fits' own), then short_steps when set."""
+    return [settings["max_steps"], *([settings["short_steps"]] if settings["short_steps"] is not None else [])]
 
 
 def _line_problem(line: Any) -> str | None:
@@ -188,30 +199,52 @@ def sweep_log(log_path: str | Path) -> GridLog:
 
 def run_point(settings: dict[str, Any], log_path: str | Path, device: str = "cpu",
               dtype: str = "float32") -> dict[str, Any]:
-    """Search m* for one point on ``device`` in ``dtype``, appending each probe to ``log_path`` and replaying
-    probes logged before; returns the search's result line (the caller logs it)."""
+    """Search m* for one point on ``device`` in ``dtype`` (with ``prompt_seeds``: m*_q at each budget, the seeds of
+    a length fitted as one batch), appending each probe to ``log_path`` and replaying probes logged before; returns
+    the search's result line (the caller logs it)."""
     import torch
 
     pid = point_id(settings)
-    done = {(r["m"], r["restart"]): r for r in sweep_log(log_path).lines(report=False)
-            if r["kind"] == "probe" and r["point"] == pid}
+    done = {(r["m"], r["restart"]): {k: v for k, v in r.items() if k not in ("kind", "point", "m", "restart")}
+            for r in sweep_log(log_path).lines(report=False) if r["kind"] == "probe" and r["point"] == pid}
     data, cfg, tune = build(settings)
-    fresh = backbone_probe(Backbone(cfg).to(device, torch_dtype(dtype)), data, settings["gen_steps"], tune,
-                           part_seed(settings, "prompt"))
+    fresh = backbone_batch_probe(Backbone(cfg).to(device, torch_dtype(dtype)), data, settings["gen_steps"], tune,
+                                 part_seed(settings, "prompt"))
 
-    def probe(m: int, restart: int) -> dict[str, Any]:
-        if (m, restart) in done:
-            return {k: v for k, v in done[(m, restart)].items() if k not in ("kind", "point", "m", "restart")}
-        rec = fresh(m, restart)
-        append_jsonl(log_path, {"kind": "probe", "point": pid, "m": m, "restart": restart, **rec})
-        return rec
+    def probe(m: int, restarts: list[int]) -> list[dict[str, Any]]:
+        todo = [r for r in restarts if (m, r) not in done]
+        for r, rec in zip(todo, fresh(m, todo) if todo else [], strict=True):
+            append_jsonl(log_path, {"kind": "probe", "point": pid, "m": m, "restart": r, **rec})
+            done[(m, r)] = rec
+        return [done[(m, r)] for r in restarts]
 
-    res = search_min_length(probe, settings["m_max"], settings["restarts"], settings["m_start"])
-    return {"kind": "result", "point": pid, "settings": settings, "m_star": res.m_star,
-            "exact_accuracy": res.exact_accuracy, "steps": res.steps, "n_probes": len(res.probes),
-            "probe_seconds": round(sum(p["seconds"] for p in res.probes), 3),
-            "trainable_params": None if res.m_star is None else res.m_star * settings["d_model"],
+    line = {"kind": "result", "point": pid, "settings": settings}
+    if settings["prompt_seeds"] is None:
+        res = search_min_length(lambda m, r: probe(m, [r])[0], settings["m_max"], settings["restarts"],
+                                settings["m_start"])
+        line.update(m_star=res.m_star, exact_accuracy=res.exact_accuracy, steps=res.steps, n_probes=len(res.probes),
+                    probe_seconds=round(sum(p["seconds"] for p in res.probes), 3))
+    else:
+        pms, probes = p_of_m_search(probe, settings["m_max"], settings["prompt_seeds"], budgets(settings),
+                                    m_start=settings["m_start"], seed=settings["seed"])
+        line.update(_pm_fields(pms, probes))
+    return {**line, "trainable_params": None if line["m_star"] is None else line["m_star"] * settings["d_model"],
             "device": device, "dtype": dtype, "threads": torch.get_num_threads()}
+
+
+def _pm_fields(pms: list, probes: list[dict[str, Any]]) -> dict[str, Any]:
+    """A p(m) point's result fields: m_star is m*_q (q = 0.5) at max_steps, with its interval and p(m) (``_short``:
+    at short_steps); exact_accuracy and steps are the mean and median over the fits at m*_q (at m_max when there
+    is none); a length's fits ran together, so its seconds are those of the slowest."""
+    pm = pms[0]
+    at = [p for p in probes if p["m"] == (pm.m_star or pm.m_max)]
+    fields = {"m_star": pm.m_star, "ci": list(pm.ci), "p": pm.p, "q": pm.q, "budget": pm.budget,
+              "exact_accuracy": statistics.fmean(p["exact_accuracy"] for p in at),
+              "steps": int(statistics.median(p["steps"] for p in at)), "n_probes": len(probes),
+              "probe_seconds": round(sum(max(p["seconds"] for p in probes if p["m"] == m) for m in pm.p), 3)}
+    for short in pms[1:]:
+        fields.update(m_star_short=short.m_star, ci_short=list(short.ci), p_short=short.p, budget_short=short.budget)
+    return fields
 
 
 def _point_job(args: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -61,52 +61,128 @@ class FitResult:
         return {k: v for k, v in self.__dict__.items() if k != "prompt"}
 
 
-def exact_match(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
-    """(exact_accuracy, token_accuracy) of teacher-forced argmax ``logits`` (B, L, C) against ``targets``
-    (B, L) with IGNORE at non-target positions. Memorized iff exact_accuracy == 1."""
+def scores(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per fit, for teacher-forced ``logits`` (S, B, L, C) of S fits against ``targets`` (B, L) with IGNORE at
+    non-target positions: (exact_accuracy, token_accuracy, smallest margin), each (S,). Exact accuracy is the
+    fraction of examples with every target position right (memorized iff 1); the margin is the smallest target
+    logit minus best other logit over the target positions (> 0 iff memorized): the rounding error another
+    forward path may make without changing any argmax."""
     mask = targets != IGNORE
     right = (logits.argmax(-1) == targets) | ~mask
-    return right.all(dim=1).float().mean().item(), (right & mask).sum().item() / max(int(mask.sum()), 1)
+    exact = right.all(dim=2).float().mean(1)
+    token = (right & mask).flatten(1).sum(1) / max(int(mask.sum()), 1)
+    picked, t = logits[:, mask], targets[mask].expand(logits.shape[0], -1)
+    target_logit = picked.gather(2, t[..., None]).squeeze(2)
+    others = picked.scatter(2, t[..., None], float("-inf")).amax(2)
+    return exact, token, (target_logit - others).amin(1)
+
+
+def exact_match(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+    """(exact_accuracy, token_accuracy) of one fit's ``logits`` (B, L, C) (see :func:`scores`)."""
+    exact, token, _ = scores(logits[None], targets)
+    return exact.item(), token.item()
 
 
 def min_margin(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """The smallest (target logit - best other logit) over all target positions: > 0 iff memorized, and the
-    rounding error another forward path may make without changing any argmax."""
-    mask = targets != IGNORE
-    picked, t = logits[mask], targets[mask]
-    target_logit = picked.gather(1, t[:, None]).squeeze(1)
-    others = picked.scatter(1, t[:, None], float("-inf")).amax(1)
-    return (target_logit - others).min().item()
+    """The smallest logit margin of one fit's ``logits`` (B, L, C) (see :func:`scores`)."""
+    return scores(logits[None], targets)[2].item()
 
 
 def fit_prompt(backbone: Backbone, data: MemorizeData, m: int, gen_steps: int = 0, config: TuneConfig | None = None,
                seed: int = 0, forward: Callable | None = None) -> FitResult:
     """Adam on an (m, d) prompt with gradient clipping; stop at the first exactly memorizing prompt.
 
-    ``forward(prompt, tokens, gen_steps)`` defaults to the cached :meth:`Backbone.forward`, which then also
-    reuses the inputs' prompt-independent states and, when every target is at the last position, computes only
-    what the last position needs (the same logits there, bit for bit).
+    ``forward(prompt, tokens, gen_steps)`` defaults to the cached :meth:`Backbone.forward` (:func:`fit_prompts`
+    with one seed), which then also reuses the inputs' prompt-independent states and, when every target is at the
+    last position, computes only what the last position needs (the same logits there, bit for bit).
     """
+    if forward is None:
+        return fit_prompts(backbone, data, m, [seed], gen_steps, config)[0]
     config = config or TuneConfig()
+    prompt = _initial_prompts(backbone, data, m, [seed], gen_steps, config)[0].requires_grad_(True)
+    tokens, targets = data.tokens.to(prompt.device), data.targets.to(prompt.device)
+    run = train_until_exact([prompt], lambda: forward(prompt, tokens, gen_steps), targets, config)
+    return FitResult(m=m, seed=seed, prompt=prompt.detach(), **run)
+
+
+def fit_prompts(backbone: Backbone, data: MemorizeData, m: int, seeds: Sequence[int], gen_steps: int = 0,
+                config: TuneConfig | None = None) -> list[FitResult]:
+    """One fit per prompt seed (the fit :func:`fit_prompt` makes), all of them batched through the cached
+    :meth:`Backbone.forward` (issue 14, item 1): each prompt has its own loss, gradient clip and stopping step, so
+    a fit's outcome does not depend on the others in the batch (up to the rounding of a larger matmul)."""
+    config = config or TuneConfig()
+    require(len(seeds) >= 1, "fit_prompts needs at least one prompt seed")
+    prompts = _initial_prompts(backbone, data, m, seeds, gen_steps, config)
+    tokens, all_targets = data.tokens.to(prompts.device), data.targets.to(prompts.device)
+    inputs = backbone.input_states(tokens)
+    last_only = bool((all_targets[:, :-1] == IGNORE).all())
+    targets = all_targets[:, -1:] if last_only else all_targets
+    runs = train_prompts_until_exact(prompts, lambda p: backbone(p, inputs, gen_steps, last_only), targets, config)
+    return [FitResult(m=m, seed=seed, **run) for seed, run in zip(seeds, runs, strict=True)]
+
+
+def _initial_prompts(backbone: Backbone, data: MemorizeData, m: int, seeds: Sequence[int], gen_steps: int,
+                     config: TuneConfig) -> torch.Tensor:
+    """The initial prompts (S, m, d) of ``seeds``, after checking the fit's settings. Each is drawn on the CPU from
+    its own seed (the same prompt on every device and in every batch), then put where the backbone is, in its
+    dtype."""
     check_prompt_length(m)
     require(gen_steps == 0 or data.target == "last",
             "generation steps read the answer at the last position: use target='last' with gen_steps > 0")
     require(int(data.targets.max()) < backbone.cfg.n_classes,
             f"labels go up to {int(data.targets.max())} but the backbone reads out {backbone.cfg.n_classes} classes")
-    # drawn on the CPU (the same prompt on every device), then put where the backbone is, in its dtype
     weight = backbone.wte.weight
-    g = torch.Generator().manual_seed(seed)
-    prompt = (torch.randn(m, backbone.d_model, generator=g) * config.prompt_init_std).to(weight.device, weight.dtype)
-    prompt.requires_grad_(True)
-    tokens, all_targets = data.tokens.to(weight.device), data.targets.to(weight.device)
-    if forward is None:
-        inputs = backbone.input_states(tokens)
-        last_only = bool((all_targets[:, :-1] == IGNORE).all())
-        targets = all_targets[:, -1:] if last_only else all_targets
-        run = train_until_exact([prompt], lambda: backbone(prompt, inputs, gen_steps, last_only), targets, config)
-    else:
-        run = train_until_exact([prompt], lambda: forward(prompt, tokens, gen_steps), all_targets, config)
-    return FitResult(m=m, seed=seed, prompt=prompt.detach(), **run)
+    draws = [torch.randn(m, backbone.d_model, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    return (torch.stack(draws) * config.prompt_init_std).to(weight.device, weight.dtype)
+
+
+def train_prompts_until_exact(prompts: torch.Tensor, logits_fn: Callable[[torch.Tensor], torch.Tensor],
+                              targets: torch.Tensor, config: TuneConfig) -> list[dict]:
+    """:func:`train_until_exact` for S prompts (S, m, d) at once: ``logits_fn(p)`` gives the logits (S', B, L, C)
+    of the S' prompts still training. Per prompt: the mean cross-entropy over its target positions, its own
+    gradient-norm clip (``clip_grad_norm_``'s rule), Adam's elementwise update, and its own stop at the first
+    exactly memorizing step (it then leaves the batch with its Adam state: the rest go on unchanged) or after
+    ``config.max_steps`` steps. Returns one dict per prompt, with the prompt that was checked."""
+    mask = targets != IGNORE
+    flat = targets[mask]
+    active = list(range(prompts.shape[0]))
+    out: list[dict | None] = [None] * len(active)
+    p = prompts.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([p], lr=config.lr)
+    t0 = time.perf_counter()
+    step = 0
+    while True:
+        logits = logits_fn(p)
+        picked = logits[:, mask]  # (S', N, C)
+        losses = F.cross_entropy(picked.flatten(0, 1), flat.repeat(len(active)), reduction="none")
+        losses = losses.view(len(active), -1).mean(1)
+        exact, token, margin = scores(logits.detach(), targets)
+        done = exact == 1.0
+        if config.margin:
+            done &= margin >= config.margin
+        last = step == config.max_steps
+        for i in [i for i in range(len(active)) if done[i] or last]:
+            out[active[i]] = {"memorized": bool(done[i]), "steps": step, "exact_accuracy": exact[i].item(),
+                              "token_accuracy": token[i].item(), "loss": losses[i].item(),
+                              "seconds": round(time.perf_counter() - t0, 4), "prompt": p[i].detach().clone()}
+        if last or bool(done.all()):
+            break
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        if bool(done.any()):  # the finished prompts leave the batch, with their rows of Adam's state
+            keep = ~done
+            active = [a for a, k in zip(active, keep.tolist(), strict=True) if k]
+            state, grad = opt.state[p], p.grad[keep]
+            p = p.detach()[keep].clone().requires_grad_(True)
+            p.grad = grad
+            opt = torch.optim.Adam([p], lr=config.lr)
+            opt.state[p] = {"step": state["step"], "exp_avg": state["exp_avg"][keep],
+                            "exp_avg_sq": state["exp_avg_sq"][keep]}
+        norms = torch.linalg.vector_norm(p.grad.flatten(1), dim=1)
+        p.grad.mul_((config.clip / (norms + 1e-6)).clamp(max=1.0)[:, None, None])
+        opt.step()
+        step += 1
+    return out
 
 
 def train_until_exact(params: list[torch.Tensor], logits_fn: Callable[[], torch.Tensor], targets: torch.Tensor,
