@@ -1,15 +1,19 @@
-"""Time to find m* (n_pairs=64, seq_len=8): the cached harness against the same search through PEFT on an
-equivalent model (a random Llama of the same width, depth, heads, FFN and vocabulary, same init scale).
+"""The m* search like for like (issue 14, item 6): the whole p(m) estimate at one setting through the batched, cached
+harness against the same estimate through PEFT prompt tuning, as a PEFT user would run it.
 
-Two ratios from one run, threads pinned:
-- per optimiser step at fixed m, interleaved and repeated (median and spread): cached harness, the same
-  backbone without the prompt cache (naive concatenation), PEFT prompt tuning and PEFT prefix tuning;
-- the full m* search (doubling + bisection + restarts, same data, budget and prompt seeds) with each, in
-  ``--search-rounds`` rounds whose order alternates (harness first, then PEFT first, ...), median seconds.
-The search ratio also reflects that the two models need different m* and steps; the per-step ratio is the
-like-for-like cost. Raw numbers go to benchmarks/results/memorize.json.
+Both sides have the same network (the harness's backbone and its exact transformers GPT-2 twin,
+``attnlab.memorize.gpt2``), data, criterion (teacher-forced argmax over the whole vocabulary at the target
+positions), optimizer (Adam, the same lr, a gradient-norm clip per fit), initial prompts (PEFT's prompt embedding is
+set to the harness's draw for the same seed), stopping rule (the first exactly memorizing step, or the budget) and
+search (doubling, then bisection on p(m), ``--prompt-seeds`` seeds per length). The harness fits a length's seeds as
+one batch (``fit_prompts``); PEFT fits them one after another with ``get_peft_model`` and a full forward per step.
 
-Run: python benchmarks/memorize.py [--threads 1] [--repeats 5] [--search-rounds 2] [--skip-search]
+Rounds alternate which side runs first; each side's process (CPU) time and wall time are recorded per round; the
+ratio is of medians. Torch threads are pinned. The fits themselves are compared too: the share of (length, seed)
+fits with the same outcome and the same step count on both sides (they agree up to float32 rounding, which near m*
+can flip an outcome). Raw numbers go to benchmarks/results/memorize.json.
+
+Run: python benchmarks/memorize.py [--threads 1] [--rounds 5] [--n-pairs 32] [--seq-len 8] [--max-steps 200]
 """
 
 from __future__ import annotations
@@ -19,107 +23,109 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from attnlab.core.atomic import atomic_write_json
-from attnlab.core.runtime import environment, seed_everything, set_threads
+from attnlab.core.runtime import environment, set_threads
 from attnlab.memorize.backbone import Backbone
-from attnlab.memorize.peft_adapter import PeftMemorizeConfig, fit_peft_prompt, load_model, peft_search
-from attnlab.memorize.search import find_m_star
+from attnlab.memorize.gpt2 import to_gpt2
+from attnlab.memorize.peft_adapter import PeftMemorizeConfig, fit_peft_prompt
+from attnlab.memorize.search import backbone_batch_probe, p_of_m_search, prompt_seed
 from attnlab.memorize.settings import DEFAULTS
 from attnlab.memorize.sweep import build
-from attnlab.memorize.tune import TuneConfig, fit_prompt
+
+
+def peft_batch_probe(backbone: Backbone, data, tune, seed: int):
+    """The batch probe of :func:`attnlab.memorize.search.backbone_batch_probe` done the PEFT way: for each seed, a
+    fresh prompt-tuning adapter on the backbone's GPT-2 twin for length m, fitted alone."""
+    config = PeftMemorizeConfig(lr=tune.lr, clip=tune.clip, max_steps=tune.max_steps, margin=tune.margin)
+    twins: dict[int, Any] = {}
+
+    def probe(m: int, restarts: list[int]) -> list[dict[str, Any]]:
+        model = twins.setdefault(m, to_gpt2(backbone, m))
+        out = []
+        for r in restarts:
+            s = prompt_seed(seed, m, r)
+            init = torch.randn(m, backbone.d_model, generator=torch.Generator().manual_seed(s))
+            out.append(fit_peft_prompt(model, data, m, config, s, init=init * tune.prompt_init_std)[0].summary())
+        return out
+
+    return probe
+
+
+def timed(fn) -> tuple[Any, float, float]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=20, help="optimiser steps per timing")
-    ap.add_argument("--m", type=int, nargs="+", default=[16, 64], help="prompt lengths for the per-step timing")
-    ap.add_argument("--search-rounds", type=int, default=1, help="full searches per method, order alternating")
-    ap.add_argument("--skip-search", action="store_true")
+    ap.add_argument("--rounds", type=int, default=5, help="searches per side, order alternating (>= 5)")
+    ap.add_argument("--n-pairs", type=int, default=32)
+    ap.add_argument("--seq-len", type=int, default=8)
+    ap.add_argument("--max-steps", type=int, default=200)
+    ap.add_argument("--m-max", type=int, default=64)
+    ap.add_argument("--prompt-seeds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-o", "--out", default=str(Path(__file__).parent / "results" / "memorize.json"))
     args = ap.parse_args()
     set_threads(args.threads)
-    seed_everything(args.seed)
-    settings = {**DEFAULTS, "n_pairs": 64, "seq_len": 8, "seed": args.seed}
+    warnings.simplefilter("ignore")  # peft/transformers deprecation notices, once per fit otherwise
+    settings = {**DEFAULTS, "n_pairs": args.n_pairs, "seq_len": args.seq_len, "max_steps": args.max_steps,
+                "m_max": args.m_max, "prompt_seeds": args.prompt_seeds, "seed": args.seed}
     data, cfg, tune = build(settings)
     backbone = Backbone(cfg)
-    llama = load_model("random-llama", settings, seed=args.seed)
-    timing = TuneConfig(lr=tune.lr, clip=tune.clip, max_steps=args.steps)
-
-    def per_step(fn) -> float:
-        fit = fn()
-        return fit.seconds / max(fit.steps, 1)
-
-    methods = {
-        "cached harness": lambda m: per_step(lambda: fit_prompt(backbone, data, m, config=timing)),
-        "harness, no prompt cache": lambda m: per_step(lambda: fit_prompt(backbone, data, m, config=timing,
-                                                                          forward=backbone.forward_naive)),
-        "peft prompt tuning": lambda m: per_step(lambda: fit_peft_prompt(
-            llama, data, m, PeftMemorizeConfig(lr=tune.lr, clip=tune.clip, max_steps=args.steps, method="prompt"))[0]),
-        "peft prefix tuning": lambda m: per_step(lambda: fit_peft_prompt(
-            llama, data, m, PeftMemorizeConfig(lr=tune.lr, clip=tune.clip, max_steps=args.steps, method="prefix"))[0]),
+    sides = {"harness (batched, cached)": backbone_batch_probe(backbone, data, tune=tune, seed=args.seed),
+             "peft prompt tuning (GPT-2 twin)": peft_batch_probe(backbone, data, tune, args.seed)}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
+    loads = [os.getloadavg()]
+    for r in range(args.rounds):
+        for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+            (pms, log), wall, cpu = timed(lambda n=name: p_of_m_search(sides[n], args.m_max, args.prompt_seeds,
+                                                                        [args.max_steps], m_start=1, n_boot=500))
+            runs[name].append({"wall_s": wall, "cpu_s": cpu, "m_star": pms[0].m_star, "ci": list(pms[0].ci),
+                               "p": pms[0].p, "fits": len(log), "steps": sum(f["steps"] for f in log),
+                               "outcomes": {f"{f['m']}/{f['restart']}": [f["memorized"], f["steps"]] for f in log}})
+            print(f"round {r + 1} {name}: m*_0.5 = {pms[0].m_star} ({len(log)} fits) in {wall:.1f} s wall, "
+                  f"{cpu:.1f} s CPU", file=sys.stderr)
+        loads.append(os.getloadavg())
+    ours, theirs = (runs[name] for name in sides)
+    shared = [k for k in ours[0]["outcomes"] if k in theirs[0]["outcomes"]]
+    same_outcome = sum(ours[0]["outcomes"][k][0] == theirs[0]["outcomes"][k][0] for k in shared)
+    same_steps = sum(ours[0]["outcomes"][k] == theirs[0]["outcomes"][k] for k in shared)
+    med = {name: {k: statistics.median(x[k] for x in rs) for k in ("wall_s", "cpu_s")} for name, rs in runs.items()}
+    names = list(sides)
+    result = {
+        "settings": settings, "threads": args.threads, "rounds": args.rounds, "env": environment(),
+        "loadavg": loads, "median": med,
+        "ratio": {k: med[names[1]][k] / med[names[0]][k] for k in ("wall_s", "cpu_s")},
+        "per_round": {name: [{k: v for k, v in x.items() if k != "outcomes"} for x in rs] for name, rs in runs.items()},
+        "rounds_agree_within_side": {name: all(x["outcomes"] == rs[0]["outcomes"] for x in rs)
+                                     for name, rs in runs.items()},
+        "fits_compared": len(shared), "same_outcome": same_outcome, "same_steps": same_steps,
+        "ms_per_prompt_step": {name: 1000 * med[name]["cpu_s"] / statistics.median(x["steps"] for x in runs[name])
+                               for name in names},
     }
-    result = {"settings": settings, "threads": args.threads, "repeats": args.repeats, "steps": args.steps,
-              "env": environment(), "loadavg_start": os.getloadavg(), "per_step_ms": {}, "per_step_ratio": {}}
-    for m in args.m:
-        samples: dict[str, list[float]] = {k: [] for k in methods}
-        for _ in range(args.repeats):  # interleaved: every method once per round
-            for name, fn in methods.items():
-                samples[name].append(1000 * fn(m))
-        result["per_step_ms"][m] = {k: {"median": statistics.median(v), "min": min(v), "max": max(v)}
-                                    for k, v in samples.items()}
-        base = result["per_step_ms"][m]["cached harness"]["median"]
-        result["per_step_ratio"][m] = {k: v["median"] / base for k, v in result["per_step_ms"][m].items()}
-    print(f"n_pairs=64 seq_len=8 d_model={cfg.d_model} layers={cfg.n_layers}, {args.threads} thread(s), "
-          f"median of {args.repeats} interleaved rounds of {args.steps} steps")
-    print(f"{'method':<26}" + "".join(f"{'m=' + str(m) + ' ms/step':>16}{'ratio':>8}" for m in args.m))
-    for name in methods:
-        print(f"{name:<26}" + "".join(f"{result['per_step_ms'][m][name]['median']:>16.2f}"
-                                      f"{result['per_step_ratio'][m][name]:>7.1f}x" for m in args.m))
-    if not args.skip_search:
-        searches = {
-            "cached harness": lambda: find_m_star(data, backbone, tune=tune, m_max=settings["m_max"],
-                                                  restarts=settings["restarts"], seed=args.seed),
-            "peft prompt tuning": lambda: peft_search(
-                llama, data, PeftMemorizeConfig(lr=tune.lr, clip=tune.clip, max_steps=tune.max_steps, method="prompt"),
-                m_max=settings["m_max"], restarts=settings["restarts"], seed=args.seed),
-        }
-        seconds: dict[str, list[float]] = {k: [] for k in searches}
-        found = {}
-        for r in range(args.search_rounds):  # alternate the order so neither side always runs first
-            for name in (list(searches) if r % 2 == 0 else list(searches)[::-1]):
-                t0 = time.perf_counter()
-                found[name] = searches[name]()
-                seconds[name].append(time.perf_counter() - t0)
-        rows = []
-        for name, res in ((k, found[k]) for k in searches):
-            total = sum(p["steps"] for p in res.probes)
-            t = statistics.median(seconds[name])
-            rows.append({"method": name, "m_star": res.m_star, "probes": len(res.probes), "total_steps": total,
-                         "seconds": t, "seconds_per_round": seconds[name], "ms_per_step": 1000 * t / max(total, 1)})
-        result["search"] = rows
-        result["search_rounds"] = args.search_rounds
-        result["search_ratio"] = rows[1]["seconds"] / rows[0]["seconds"]
-        print(f"\nfull m* search (budget {tune.max_steps} steps x {settings['restarts']} restarts, "
-              f"m_max {settings['m_max']}; median of {args.search_rounds} round(s), order alternating)")
-        print(f"{'method':<22}{'m*':>6}{'probes':>8}{'steps':>8}{'seconds':>10}{'ms/step':>9}")
-        for r in rows:
-            print(f"{r['method']:<22}{r['m_star']!s:>6}{r['probes']:>8}{r['total_steps']:>8}{r['seconds']:>10.1f}"
-                  f"{r['ms_per_step']:>9.2f}")
-        print(f"time to find m*: peft / cached harness = {result['search_ratio']:.1f}x "
-              f"(per step in the search: {rows[1]['ms_per_step'] / rows[0]['ms_per_step']:.1f}x)")
-    result["loadavg_end"] = os.getloadavg()  # other work on the machine slows both sides; ratios are interleaved
     atomic_write_json(args.out, result)
+    print(f"p(m) estimate, n_pairs={args.n_pairs} seq_len={args.seq_len} d_model={cfg.d_model} layers={cfg.n_layers}, "
+          f"{args.prompt_seeds} prompt seeds per length, budget {args.max_steps} steps, {args.threads} thread(s); "
+          f"median of {args.rounds} rounds, order alternating")
+    print(f"{'side':<34}{'m*_0.5':>8}{'fits':>6}{'wall s':>9}{'CPU s':>9}{'CPU ms/prompt-step':>20}")
+    for name in names:
+        x = runs[name][0]
+        print(f"{name:<34}{x['m_star']!s:>8}{x['fits']:>6}{med[name]['wall_s']:>9.1f}{med[name]['cpu_s']:>9.1f}"
+              f"{result['ms_per_prompt_step'][name]:>20.2f}")
+    print(f"peft / harness: {result['ratio']['cpu_s']:.1f}x CPU time, {result['ratio']['wall_s']:.1f}x wall time; "
+          f"fits with the same outcome {same_outcome}/{len(shared)}, the same steps too {same_steps}/{len(shared)}")
     print(f"raw numbers: {args.out}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
     sys.exit(main())

@@ -71,3 +71,22 @@ def test_the_batch_probe_is_the_restart_probe_and_p_of_m_logs_every_fit():
     assert len(log) == 5 * len(calls) and [p.budget for p in pms] == [60, 20]
     for m, fits in pms[1].outcomes.items():
         assert fits == [r["memorized"] and r["steps"] <= 20 for r in log if r["m"] == m]
+
+
+def test_peft_from_the_same_initial_prompt_on_the_gpt2_twin_makes_the_harness_fit():
+    """The like-for-like comparison of benchmarks/memorize.py: same network, data, criterion, optimizer, initial
+    prompt and stopping rule give the same fit through PEFT (float64: only rounding differs)."""
+    from attnlab.memorize.gpt2 import to_gpt2
+    from attnlab.memorize.peft_adapter import PeftMemorizeConfig, fit_peft_prompt
+
+    data = random_tokens(8, 4, vocab=16, n_classes=4, seed=0)
+    bb = Backbone(BackboneConfig(**{**SMALL, "max_len": 4})).double()
+    tune = TuneConfig(max_steps=120)
+    ours = fit_prompts(bb, data, 8, [3, 11], 0, tune)
+    twin = to_gpt2(bb, 8)
+    for fit in ours:
+        init = torch.randn(8, 32, generator=torch.Generator().manual_seed(fit.seed)).double()
+        theirs, trainable = fit_peft_prompt(twin, data, 8, PeftMemorizeConfig(max_steps=120), fit.seed, init=init)
+        assert (theirs.memorized, theirs.steps, trainable) == (fit.memorized, fit.steps, 8 * 32)
+        assert abs(theirs.exact_accuracy - fit.exact_accuracy) < 1e-12
+    assert any(f.memorized for f in ours)

@@ -44,9 +44,11 @@ class PeftMemorizeConfig(TuneConfig):
 
 
 def fit_peft_prompt(model, data: MemorizeData, m: int, config: PeftMemorizeConfig | None = None,
-                    seed: int = 0) -> tuple[FitResult, int]:
+                    seed: int = 0, init: torch.Tensor | None = None) -> tuple[FitResult, int]:
     """Fit a PEFT prompt of length m on the frozen ``model`` until exact memorization; returns the fit and
-    the trainable-parameter count (m*d for prompt tuning, 2*layers*m*d_kv for prefix tuning)."""
+    the trainable-parameter count (m*d for prompt tuning, 2*layers*m*d_kv for prefix tuning). ``init`` (m, d), for
+    prompt tuning: start from these prompt vectors (and in their dtype) instead of PEFT's own draw (a like-for-like
+    comparison)."""
     from peft import get_peft_model
 
     config = config or PeftMemorizeConfig()
@@ -55,10 +57,17 @@ def fit_peft_prompt(model, data: MemorizeData, m: int, config: PeftMemorizeConfi
     top = max(int(data.tokens.max()), int(data.targets.max())) + config.token_offset
     require(top < vocab, f"data token ids reach {top} but the model's vocabulary has {vocab} (lower --token-offset "
                          f"or --vocab)")
+    require(init is None or (config.method == "prompt" and tuple(init.shape) == (m, model.config.hidden_size)),
+            "an initial prompt is for prompt tuning and has shape (m, hidden size)")
     torch.manual_seed(seed)  # peft initialises the prompt from torch's global generator
     with warnings.catch_warnings():  # peft/transformers deprecation notices, once per probe otherwise
         warnings.simplefilter("ignore")
-        return _fit(get_peft_model(model, config.peft_config(m)), data, m, config, seed)
+        peft_model = get_peft_model(model, config.peft_config(m))
+        if init is not None:  # peft keeps its prompt in float32: here it takes init's dtype (a float64 run's)
+            embedding = peft_model.prompt_encoder["default"].embedding.to(init.dtype)
+            with torch.no_grad():
+                embedding.weight.copy_(init)
+        return _fit(peft_model, data, m, config, seed)
 
 
 def _fit(peft_model, data: MemorizeData, m: int, config: PeftMemorizeConfig, seed: int) -> tuple[FitResult, int]:

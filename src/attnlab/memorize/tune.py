@@ -67,14 +67,19 @@ def scores(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, t
     fraction of examples with every target position right (memorized iff 1); the margin is the smallest target
     logit minus best other logit over the target positions (> 0 iff memorized): the rounding error another
     forward path may make without changing any argmax."""
+    exact, token = _accuracies(logits, targets)
     mask = targets != IGNORE
-    right = (logits.argmax(-1) == targets) | ~mask
-    exact = right.all(dim=2).float().mean(1)
-    token = (right & mask).flatten(1).sum(1) / max(int(mask.sum()), 1)
     picked, t = logits[:, mask], targets[mask].expand(logits.shape[0], -1)
     target_logit = picked.gather(2, t[..., None]).squeeze(2)
     others = picked.scatter(2, t[..., None], float("-inf")).amax(2)
     return exact, token, (target_logit - others).amin(1)
+
+
+def _accuracies(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact and token accuracies of :func:`scores`, without the margin."""
+    mask = targets != IGNORE
+    right = (logits.argmax(-1) == targets) | ~mask
+    return right.all(dim=2).float().mean(1), (right & mask).flatten(1).sum(1) / max(int(mask.sum()), 1)
 
 
 def exact_match(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
@@ -144,6 +149,7 @@ def train_prompts_until_exact(prompts: torch.Tensor, logits_fn: Callable[[torch.
     exactly memorizing step (it then leaves the batch with its Adam state: the rest go on unchanged) or after
     ``config.max_steps`` steps. Returns one dict per prompt, with the prompt that was checked."""
     mask = targets != IGNORE
+    dense = bool(mask.all())  # every position is a target: no boolean indexing (the same loss, fewer ops)
     flat = targets[mask]
     active = list(range(prompts.shape[0]))
     out: list[dict | None] = [None] * len(active)
@@ -153,13 +159,15 @@ def train_prompts_until_exact(prompts: torch.Tensor, logits_fn: Callable[[torch.
     step = 0
     while True:
         logits = logits_fn(p)
-        picked = logits[:, mask]  # (S', N, C)
+        picked = logits.flatten(1, 2) if dense else logits[:, mask]  # (S', N, C)
         losses = F.cross_entropy(picked.flatten(0, 1), flat.repeat(len(active)), reduction="none")
         losses = losses.view(len(active), -1).mean(1)
-        exact, token, margin = scores(logits.detach(), targets)
-        done = exact == 1.0
         if config.margin:
-            done &= margin >= config.margin
+            exact, token, margin = scores(logits.detach(), targets)
+            done = (exact == 1.0) & (margin >= config.margin)
+        else:
+            exact, token = _accuracies(logits.detach(), targets)
+            done = exact == 1.0
         last = step == config.max_steps
         for i in [i for i in range(len(active)) if done[i] or last]:
             out[active[i]] = {"memorized": bool(done[i]), "steps": step, "exact_accuracy": exact[i].item(),
