@@ -105,7 +105,8 @@ def main() -> int:
         "settings": settings, "threads": args.threads, "rounds": args.rounds, "env": environment(),
         "loadavg": loads, "median": med,
         "ratio": {k: med[names[1]][k] / med[names[0]][k] for k in ("wall_s", "cpu_s")},
-        "per_round": {name: [{k: v for k, v in x.items() if k != "outcomes"} for x in rs] for name, rs in runs.items()},
+        "per_round": {name: [{k: v for k, v in x.items() if k != "outcomes"} for x in rs]
+                      for name, rs in runs.items()},
         "rounds_agree_within_side": {name: all(x["outcomes"] == rs[0]["outcomes"] for x in rs)
                                      for name, rs in runs.items()},
         "fits_compared": len(shared), "same_outcome": same_outcome, "same_steps": same_steps,

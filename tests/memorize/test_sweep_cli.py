@@ -240,6 +240,10 @@ def test_a_p_of_m_sweep_logs_every_seed_and_resumes_without_refitting(tmp_path, 
             assert row["p_short"][m] == sum(x["memorized"] and x["steps"] <= 10 for x in fits) / 5
         ok = [int(m) for m, p in row["p"].items() if p >= 0.5]
         assert row["m_star"] == (min(ok) if ok else None)
+    from attnlab.memorize.plots import sweep_record
+
+    table = next(t for t in sweep_record(out, n_boot=50).tables if t.title == "m* against n_pairs")
+    assert "95% interval" in table.columns and "m*_0.5 within 10 steps" in table.columns
     # a crash after one seed's probe of the last length: the rerun fits the four other seeds there, nothing else
     text = (out / LOG).read_text().splitlines()
     last = json.loads(text[-1])["point"]

@@ -24,9 +24,29 @@ def _label_init(s: dict[str, Any]) -> str:
     return s["init"] if s["init"] in ("identity", "trained") else f"{s['init']} x{s['gain']:g}"
 
 
+def _pm(rows: list[dict[str, Any]]) -> bool:
+    """Whether the rows are p(m) estimates (``prompt_seeds`` set): m_star is m*_q, with an interval."""
+    return any("ci" in r for r in rows)
+
+
+def _pm_cells(r: dict[str, Any]) -> list[Any]:
+    """A p(m) row's interval of m*_q and its m*_q at the short budget (None: none up to m_max)."""
+    lo, hi = r["ci"]
+    return [f"{lo}..{hi if hi is not None else '>m_max'}" if lo is not None else ">m_max", r.get("m_star_short")]
+
+
+def _yerr(rs: list[dict[str, Any]]) -> np.ndarray | None:
+    """Asymmetric error bars (2, n) of m*_q from each row's interval (an open end drawn at m_max)."""
+    if not _pm(rs):
+        return None
+    lo = [r["m_star"] - (r["ci"][0] or r["m_star"]) for r in rs]
+    hi = [(r["ci"][1] or r["settings"]["m_max"]) - r["m_star"] for r in rs]
+    return np.array([lo, hi], dtype=float)
+
+
 def summarize(rows: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Fits and per-experiment tables from sweep result lines (see :func:`attnlab.memorize.sweep.results`)."""
-    out: dict[str, Any] = {"tables": {}}
+    out: dict[str, Any] = {"tables": {}, "p_of_m": _pm(rows)}
     scaling = [r for r in _rows(rows, "n_pairs") + _rows(rows, "seq_len") if r["m_star"]]
     scaling = list({r["point"]: r for r in scaling}.values())
     if len({r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in scaling}) >= 2:
@@ -48,19 +68,21 @@ def summarize(rows: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> 
     for exp, key in (("n_pairs", "n_pairs"), ("seq_len", "seq_len"), ("gen_steps", "gen_steps"), ("rank", "rank")):
         rs = sorted(_rows(rows, exp), key=lambda r: (r["settings"][key], r["settings"]["seed"]))
         out["tables"][exp] = [[r["settings"][key], r["settings"]["n_pairs"], r["settings"]["seq_len"], r["m_star"],
-                               r["steps"], r["n_probes"], r["probe_seconds"]] for r in rs]
+                               *(_pm_cells(r) if _pm(rows) else []), r["steps"], r["n_probes"], r["probe_seconds"]]
+                              for r in rs]
     rs = _rows(rows, "gen_steps")
     if rs:
         prods = tradeoff_products([r["m_star"] or np.nan for r in rs], [r["settings"]["gen_steps"] for r in rs])
         out["tradeoff_products"] = {r["settings"]["gen_steps"]: float(p) for r, p in zip(rs, prods, strict=True)}
-    out["tables"]["init"] = [[_label_init(r["settings"]), r["m_star"], r["steps"], r["n_probes"], r["probe_seconds"]]
-                             for r in _rows(rows, "init")]
+    out["tables"]["init"] = [[_label_init(r["settings"]), r["m_star"], *(_pm_cells(r) if _pm(rows) else []),
+                              r["steps"], r["n_probes"], r["probe_seconds"]] for r in _rows(rows, "init")]
     return out
 
 
 def _scatter_vs(ax, rs: list[dict[str, Any]], key: str, m_max_marker: bool = True) -> None:
     ok = [r for r in rs if r["m_star"]]
-    ax.plot([r["settings"][key] for r in ok], [r["m_star"] for r in ok], "o-", label="measured m*")
+    ax.errorbar([r["settings"][key] for r in ok], [r["m_star"] for r in ok], yerr=_yerr(ok), fmt="o-", capsize=3,
+                label="measured m*_0.5 (95% interval)" if _pm(ok) else "measured m*")
     miss = [r for r in rs if not r["m_star"]]
     if miss and m_max_marker:
         ax.plot([r["settings"][key] for r in miss], [r["settings"]["m_max"] for r in miss], "^", color="red",
@@ -78,7 +100,8 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
     summary = summarize(rows, n_boot=n_boot, seed=seed)
     figures: list[tuple[Path, str]] = []
     budget = rows[0]["settings"]
-    note = f"budget {budget['max_steps']} steps x {budget['restarts']} restarts"
+    note = (f"budget {budget['max_steps']} steps, m*_0.5 over {budget['prompt_seeds']} prompt seeds" if _pm(rows)
+            else f"budget {budget['max_steps']} steps x {budget['restarts']} restarts")
 
     scaling = list({r["point"]: r for r in _rows(rows, "n_pairs") + _rows(rows, "seq_len") if r["m_star"]}.values())
     if "power_law" in summary:
@@ -87,8 +110,10 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
             rs = [r for r in scaling if exp in r["experiments"]]
             if not rs:  # e.g. the tour's quick profile has no seq_len experiment
                 continue
-            ax.loglog([r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in rs], [r["m_star"] for r in rs],
-                      marker, label=f"measured, varying {exp}")
+            ax.errorbar([r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in rs], [r["m_star"] for r in rs],
+                        yerr=_yerr(rs), fmt=marker, capsize=3, label=f"measured, varying {exp}")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
         miss = [r for r in _rows(rows, "n_pairs") + _rows(rows, "seq_len") if not r["m_star"]]
         if miss:
             ax.loglog([r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in miss],
@@ -172,16 +197,23 @@ def sweep_record(sweep_dir: str | Path, seed: int = 0, n_boot: int = 2000, fig_d
             pl = summary[f"power_law_{exp}"]
             rec.metrics[f"alpha_{exp}"] = round(pl["alpha"], 4)
             rec.metrics[f"alpha_{exp}_ci95"] = [round(x, 4) for x in pl["ci95"]]
-    cols = ["n_pairs", "seq_len", "m*", "steps", "probes", "probe seconds"]
+    pm = ["95% interval", f"m*_0.5 within {config['base'].get('short_steps')} steps"] if summary["p_of_m"] else []
+    tail = ["steps", "probes", "probe seconds"]
     for exp in ("n_pairs", "seq_len", "gen_steps", "rank"):
         if summary["tables"].get(exp):
-            rec.add_table(f"m* against {exp}", [f"[{exp}]"] + cols, summary["tables"][exp])
+            rec.add_table(f"m* against {exp}", [f"[{exp}]", "n_pairs", "seq_len", "m*", *pm, *tail],
+                          summary["tables"][exp])
     if summary["tables"]["init"]:
-        rec.add_table("m* against backbone init", ["init", "m*", "steps", "probes", "probe seconds"],
-                      summary["tables"]["init"])
+        rec.add_table("m* against backbone init", ["init", "m*", *pm, *tail], summary["tables"]["init"])
     for path, caption in figures:
         rec.add_figure(Path(path).resolve(), caption)
-    rec.notes.append("m* is the smallest prompt length that memorized exactly (teacher-forced argmax right at every "
-                     "target) within the step budget and restarts in the config; it depends on that budget, and "
-                     "near m* on the rounding of the machine (one fit per prompt seed).")
+    if summary["p_of_m"]:
+        rec.notes.append("m* is m*_0.5: the smallest prompt length tried at which at least half of the prompt seeds "
+                         "memorized exactly (teacher-forced argmax right at every target) within the step budget, "
+                         "with a bootstrap interval over the seeds; the short-budget column reads the same fits at the "
+                         "shorter budget.")
+    else:
+        rec.notes.append("m* is the smallest prompt length that memorized exactly (teacher-forced argmax right at "
+                         "every target) within the step budget and restarts in the config; it depends on that "
+                         "budget, and near m* on the rounding of the machine (one fit per prompt seed).")
     return rec
