@@ -210,8 +210,8 @@ def sweep_record(sweep_dir: str | Path, seed: int = 0, n_boot: int = 2000, fig_d
     if summary["p_of_m"]:
         rec.notes.append("m* is m*_0.5: the smallest prompt length tried at which at least half of the prompt seeds "
                          "memorized exactly (teacher-forced argmax right at every target) within the step budget, "
-                         "with a bootstrap interval over the seeds; the short-budget column reads the same fits at the "
-                         "shorter budget.")
+                         "with a bootstrap interval over the seeds; the short-budget column reads the same fits at "
+                         "the shorter budget.")
     else:
         rec.notes.append("m* is the smallest prompt length that memorized exactly (teacher-forced argmax right at "
                          "every target) within the step budget and restarts in the config; it depends on that "
