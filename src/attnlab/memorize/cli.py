@@ -498,6 +498,7 @@ def _register_capacity(sub, common) -> None:
 
 def _cmd_capacity(args: argparse.Namespace) -> int:
     from ..core.records import RunRecord
+    from ..core.text import describe
     from .capacity import CapacityConfig, plot, run_capacity, summarize
 
     config = CapacityConfig(model=args.model, ms=tuple(args.ms), seeds=args.seeds, max_steps=args.max_steps,
@@ -515,7 +516,8 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
     table = summarize(rows)
     rec = RunRecord(name="memorize-capacity", title=f"memorize: tokens of held-out text per prompt of m vectors "
                     f"({args.model})", command=command, seed=args.seed,
-                    config={**dataclasses.asdict(config), "device": device, "split": "heldout"},
+                    config={**dataclasses.asdict(config), "device": device,
+                            "heldout_text": describe(args.text, "heldout")},
                     metrics={"summary": table, "searches": len(rows)})
     rec.add_table("capacity: the largest N reproduced exactly within the step budget, per seed",
                   ["m", "tokens per seed", "mean", "95% interval", "tokens per vector", "generate reproduces"],
