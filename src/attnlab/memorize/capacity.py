@@ -331,7 +331,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], level: float = 0.95) -> list[di
 
 
 def plot(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path:
-    """Tokens reproduced against m (log2 axes): each seed's capacity and the mean."""
+    """Tokens reproduced against m (log2 axes): each seed's capacity (a capacity of 0 drawn at 1/2) and the mean."""
     from ..core.plots import plt, save_figure
 
     table = summarize(rows)
@@ -343,7 +343,7 @@ def plot(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
     ax.set_xlabel("prompt vectors m")
-    ax.set_ylabel("tokens reproduced exactly")
+    ax.set_ylabel("tokens reproduced exactly (0 is drawn at 1/2)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return save_figure(fig, path)
