@@ -33,8 +33,8 @@ from ..core.errors import AttnlabError
 from .settings import DEFAULTS, METHODS, SETTINGS, part_seed
 
 #: Settings the PEFT search does not use (its model is loaded or built as a Llama, without generation steps; its
-#: logits always cover the whole vocabulary).
-_NOT_PEFT = ("gen_steps", "norm", "init", "train_steps", "backbone_draw", "readout")
+#: logits always cover the whole vocabulary; it searches with restarts, not p(m)).
+_NOT_PEFT = ("gen_steps", "norm", "init", "train_steps", "backbone_draw", "readout", "prompt_seeds", "short_steps")
 #: ``verify``'s exit code when the saved prompt does not reproduce every target (the project's "mismatch").
 MISMATCH = 4
 

@@ -1,17 +1,17 @@
 """Grids of m* searches (over n_pairs, seq_len, gen_steps, rank, init), resumable and parallel.
 
-A sweep directory is a run folder (:func:`attnlab.core.outputs.run_dir`): ``config.yaml`` (what was asked)
-and ``probes.jsonl``, one line per probe (``kind="probe"``) and one per finished search (``kind="result"``).
-The points are the jobs of a grid (:func:`attnlab.core.grid.run_grid`, keyed by :func:`point_id`): rerunning
-the same config resumes (finished points are skipped and the probes already logged for an unfinished one are
-replayed, so an interruption loses at most the probe in flight; with ``prompt_seeds`` a point is the p(m) estimate
-of :func:`attnlab.memorize.search.p_of_m_search`, a length's seeds fitted as one batch, and a rerun fits only the
-seeds not logged); several processes sharing the folder each run other points; lines of the log that are not a probe or a result are named once and skipped. Another config is
-refused (``overwrite`` replaces the folder). Each point runs with ``threads`` torch threads (default one:
-measured, two intra-op threads on two shared cores are slower than one) on the sweep's device and dtype
-(recorded in every result line; a dtype other than float32 is part of the folder's identity, so it is not
-mixed into a float32 sweep). On a Ray cluster of several machines the folder must be shared for probes to be
-replayed; the result lines come back to the driver, which writes them.
+A sweep directory is a run folder (:func:`attnlab.core.outputs.run_dir`): ``config.yaml`` (what was asked) and
+``probes.jsonl``, one line per probe (``kind="probe"``) and one per finished search (``kind="result"``). The points
+are the jobs of a grid (:func:`attnlab.core.grid.run_grid`, keyed by :func:`point_id`): rerunning the same config
+resumes (finished points are skipped and the probes already logged for an unfinished one are replayed, so an
+interruption loses at most the probe in flight; with ``prompt_seeds`` a point is the p(m) estimate of
+:func:`attnlab.memorize.search.p_of_m_search`, a length's seeds fitted as one batch, and a rerun fits only the
+seeds not logged); several processes sharing the folder each run other points; lines of the log that are not a
+probe or a result are named once and skipped. Another config is refused (``overwrite`` replaces the folder). Each
+point runs with ``threads`` torch threads (default one: measured, two intra-op threads on two shared cores are
+slower than one) on the sweep's device and dtype (recorded in every result line; a dtype other than float32 is part
+of the folder's identity, so it is not mixed into a float32 sweep). On a Ray cluster of several machines the folder
+must be shared for probes to be replayed; the result lines come back to the driver, which writes them.
 """
 
 from __future__ import annotations
