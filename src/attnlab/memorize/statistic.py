@@ -28,12 +28,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..core.errors import require
-from .settings import MIN_PROMPT_SEEDS
+from .settings import MIN_PROMPT_SEEDS as MIN_SEEDS  # the fewest prompt seeds for p(m) to mean anything
 
 T = TypeVar("T")
-
-#: The fewest prompt seeds per length for p(m) to mean anything (the issue asks for >= 5).
-MIN_SEEDS = MIN_PROMPT_SEEDS
 
 #: m -> for each prompt seed's fit at length m, the steps it took to memorize (None: not within the longest budget)
 Outcomes = Callable[[int], Sequence[int | None]]
