@@ -27,8 +27,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from attnlab.core.atomic import atomic_write_json
 from attnlab.core.runtime import environment, set_threads
 from attnlab.memorize.backbone import Backbone
@@ -37,6 +35,7 @@ from attnlab.memorize.peft_adapter import PeftMemorizeConfig, fit_peft_prompt
 from attnlab.memorize.search import backbone_batch_probe, p_of_m_search, prompt_seed
 from attnlab.memorize.settings import DEFAULTS
 from attnlab.memorize.sweep import build
+from attnlab.memorize.tune import draw_prompt
 
 
 def peft_batch_probe(backbone: Backbone, data, tune, seed: int):
@@ -50,8 +49,8 @@ def peft_batch_probe(backbone: Backbone, data, tune, seed: int):
         out = []
         for r in restarts:
             s = prompt_seed(seed, m, r)
-            init = torch.randn(m, backbone.d_model, generator=torch.Generator().manual_seed(s))
-            out.append(fit_peft_prompt(model, data, m, config, s, init=init * tune.prompt_init_std)[0].summary())
+            init = draw_prompt(m, backbone.d_model, s, tune.prompt_init_std)  # the harness's draw for this seed
+            out.append(fit_peft_prompt(model, data, m, config, s, init=init)[0].summary())
         return out
 
     return probe

@@ -6,7 +6,7 @@ import torch
 from attnlab.memorize.backbone import Backbone, BackboneConfig
 from attnlab.memorize.data import random_tokens
 from attnlab.memorize.search import backbone_batch_probe, backbone_probe, p_of_m_search
-from attnlab.memorize.tune import TuneConfig, fit_prompt, fit_prompts, scores
+from attnlab.memorize.tune import TuneConfig, draw_prompt, fit_prompt, fit_prompts, scores
 
 SMALL = dict(vocab=16, n_classes=4, d_model=32, n_heads=2, n_layers=2, d_ff=64, max_len=6, seed=6)
 
@@ -85,7 +85,7 @@ def test_peft_from_the_same_initial_prompt_on_the_gpt2_twin_makes_the_harness_fi
     ours = fit_prompts(bb, data, 8, [3, 11], 0, tune)
     twin = to_gpt2(bb, 8)
     for fit in ours:
-        init = torch.randn(8, 32, generator=torch.Generator().manual_seed(fit.seed)).double()
+        init = draw_prompt(8, 32, fit.seed).double()
         theirs, trainable = fit_peft_prompt(twin, data, 8, PeftMemorizeConfig(max_steps=120), fit.seed, init=init)
         assert (theirs.memorized, theirs.steps, trainable) == (fit.memorized, fit.steps, 8 * 32)
         assert abs(theirs.exact_accuracy - fit.exact_accuracy) < 1e-12

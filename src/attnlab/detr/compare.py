@@ -22,6 +22,7 @@ from ..core.outputs import MARKER, run_dir
 from ..core.plots import plt, save_figure
 from ..core.records import RunRecord
 from ..core.runtime import choose_device
+from ..core.stats import mean_t_interval
 from .evaluate import QUALITY_THRESHOLDS
 from .train import (
     CHECKPOINT,
@@ -193,17 +194,9 @@ def budget_table(histories: dict[str, dict[int, list[dict[str, Any]]]], epochs: 
 
 
 def paired_t_interval(diffs: list[float], level: float = 0.95) -> dict[str, Any]:
-    """Mean of paired differences with its two-sided Student t interval (n - 1 degrees of freedom): mean ±
-    t_{(1+level)/2, n-1} · sd / sqrt(n). Fewer than two differences have no interval (``low``/``high`` None)."""
-    from scipy.stats import t as student_t
-
-    n = len(diffs)
-    mean = statistics.fmean(diffs)
-    if n < 2:
-        return {"n": n, "mean": mean, "sd": None, "low": None, "high": None, "level": level, "diffs": diffs}
-    sd = statistics.stdev(diffs)
-    half = float(student_t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
-    return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "level": level, "diffs": diffs}
+    """Mean of paired differences with its Student t interval (:func:`attnlab.core.stats.mean_t_interval`), and the
+    differences themselves."""
+    return {**mean_t_interval(diffs, level), "diffs": diffs}
 
 
 #: The metrics whose paired difference DAC - baseline the summary reports.

@@ -131,26 +131,19 @@ def heldout_tokens(tokenizer, source: str = "builtin") -> tuple[list[str], list[
     return docs, [tokenizer(d, add_special_tokens=False)["input_ids"] for d in docs]
 
 
-def init_prompt(m: int, d: int, std: float, seed: int):
-    """The (m, d) initial prompt of ``seed``: N(0, std^2), drawn on the CPU (the same on every device)."""
-    import torch
-
-    return torch.randn(m, d, generator=torch.Generator().manual_seed(seed)) * std
-
-
 def fit_text(model, tokens, m: int, tune, seed: int) -> tuple[dict[str, Any], Any]:
     """Fit m prompt vectors so that ``model`` predicts every token of ``tokens`` (N,) by teacher-forced argmax
     (t_1 from the prompt alone): the fit's summary (memorized, steps, accuracies, loss, seconds, and the smallest
     logit margin of the prompt returned) and that prompt (m, d), the one checked at the last step."""
     import torch
 
-    from .tune import min_margin, train_until_exact
+    from .tune import draw_prompt, min_margin, train_until_exact
 
     emb = model.get_input_embeddings()
     weight = emb.weight
     targets = tokens.reshape(1, -1).to(weight.device)
     n = targets.shape[1]
-    prompt = init_prompt(m, weight.shape[1], tune.prompt_init_std, seed).to(weight.device, weight.dtype)[None]
+    prompt = draw_prompt(m, weight.shape[1], seed, tune.prompt_init_std).to(weight.device, weight.dtype)[None]
     prompt.requires_grad_(True)
     with torch.no_grad():
         inputs = emb(targets[:, :-1])
@@ -313,17 +306,14 @@ def rows(out_dir: str | Path) -> list[dict[str, Any]]:
 def summarize(rows: Sequence[Mapping[str, Any]], level: float = 0.95) -> list[dict[str, Any]]:
     """Per m: the capacity of each seed, their mean, a Student-t interval of the mean (with >= 3 seeds; None
     otherwise), tokens per vector, and whether any seed reached n_max (a lower bound only)."""
-    from scipy import stats
+    from ..core.stats import mean_t_interval
 
     out = []
     for m in sorted({r["m"] for r in rows}):
         rs = sorted((r for r in rows if r["m"] == m), key=lambda r: r["seed"])
-        caps = np.array([r["capacity"] for r in rs], dtype=float)
-        mean = float(caps.mean())
-        ci = None
-        if len(caps) >= 3:
-            half = float(stats.t.ppf((1 + level) / 2, len(caps) - 1) * caps.std(ddof=1) / math.sqrt(len(caps)))
-            ci = [mean - half, mean + half]
+        t = mean_t_interval([float(r["capacity"]) for r in rs], level)
+        mean = t["mean"]
+        ci = [t["low"], t["high"]] if t["n"] >= 3 else None
         out.append({"m": m, "seeds": [r["seed"] for r in rs], "capacity": [r["capacity"] for r in rs], "mean": mean,
                     "ci": ci, "tokens_per_vector": mean / m, "censored": any(r["censored"] for r in rs),
                     "generated_exact": all(r["generated_exact"] for r in rs if r["capacity"] > 0)})

@@ -128,17 +128,22 @@ def fit_prompts(backbone: Backbone, data: MemorizeData, m: int, seeds: Sequence[
 
 def _initial_prompts(backbone: Backbone, data: MemorizeData, m: int, seeds: Sequence[int], gen_steps: int,
                      config: TuneConfig) -> torch.Tensor:
-    """The initial prompts (S, m, d) of ``seeds``, after checking the fit's settings. Each is drawn on the CPU from
-    its own seed (the same prompt on every device and in every batch), then put where the backbone is, in its
-    dtype."""
+    """The initial prompts (S, m, d) of ``seeds`` (:func:`draw_prompt`), after checking the fit's settings, put where
+    the backbone is, in its dtype."""
     check_prompt_length(m)
     require(gen_steps == 0 or data.target == "last",
             "generation steps read the answer at the last position: use target='last' with gen_steps > 0")
     require(int(data.targets.max()) < backbone.cfg.n_classes,
             f"labels go up to {int(data.targets.max())} but the backbone reads out {backbone.cfg.n_classes} classes")
     weight = backbone.wte.weight
-    draws = [torch.randn(m, backbone.d_model, generator=torch.Generator().manual_seed(s)) for s in seeds]
-    return (torch.stack(draws) * config.prompt_init_std).to(weight.device, weight.dtype)
+    draws = [draw_prompt(m, backbone.d_model, s, config.prompt_init_std) for s in seeds]
+    return torch.stack(draws).to(weight.device, weight.dtype)
+
+
+def draw_prompt(m: int, d: int, seed: int, std: float = 1.0) -> torch.Tensor:
+    """The initial (m, d) prompt of ``seed``: N(0, std^2) from a generator of its own, on the CPU (the same prompt
+    on every device, in every batch, and on every side of a comparison)."""
+    return torch.randn(m, d, generator=torch.Generator().manual_seed(seed)) * std
 
 
 def train_prompts_until_exact(prompts: torch.Tensor, logits_fn: Callable[[torch.Tensor], torch.Tensor],
