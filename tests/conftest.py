@@ -25,6 +25,34 @@ def run_cli(capsys):
 
 
 @pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """Build a tiny random Llama with a real (tiny, byte-level BPE) tokenizer trained on the first ``n_docs``
+    documents of the built-in corpus, saved as an HF checkpoint folder (what the CLIs take as a model):
+    ``tiny_llama_dir(name, n_docs, bpe_vocab, **llama_config)`` returns its path."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from attnlab.core.text import load_texts
+
+    def build(name: str, n_docs: int, bpe_vocab: int, **llama_config):
+        path = tmp_path_factory.mktemp(name)
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.train_from_iterator(load_texts("builtin")[:n_docs],
+                                trainers.BpeTrainer(vocab_size=bpe_vocab, special_tokens=["<eos>"]))
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+        fast.save_pretrained(path)
+        torch.manual_seed(0)
+        config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                             num_key_value_heads=2, eos_token_id=fast.eos_token_id, **llama_config)
+        LlamaForCausalLM(config).save_pretrained(path)
+        return path
+
+    return build
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """One local Ray instance (2 CPUs) for every Ray-backend test of the session: grids run with
     ``backend="ray"`` use it instead of starting their own."""

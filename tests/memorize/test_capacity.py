@@ -12,27 +12,11 @@ from attnlab.memorize import capacity as C
 
 
 @pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    """A tiny random Llama with a byte-level BPE tokenizer trained on the built-in corpus, as an HF checkpoint
-    folder (what --model takes)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from attnlab.core.text import load_texts
-
-    path = tmp_path_factory.mktemp("tiny-lm")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(load_texts("builtin")[:5], trainers.BpeTrainer(vocab_size=280, special_tokens=["<eos>"]))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
-    fast.save_pretrained(path)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         eos_token_id=fast.eos_token_id, tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(path)
-    return str(path)
+def tiny_lm(tiny_llama_dir):
+    """A tiny random Llama (2 layers, tied embeddings) with a byte-level BPE tokenizer, as an HF checkpoint folder
+    (what --model takes)."""
+    return str(tiny_llama_dir("tiny-lm", 5, 280, num_hidden_layers=2, max_position_embeddings=128,
+                              tie_word_embeddings=True))
 
 
 @pytest.mark.parametrize("capacity", [0, 1, 5, 16, 17, 23, 40])
