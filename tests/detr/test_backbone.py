@@ -316,3 +316,21 @@ def test_hf_deformable_groups_by_the_official_names():
     (only,) = parameter_groups(model, TrainConfig(data="x", arch="hf-deformable", model=HF_MODEL))
     assert [id(p) for p in only["params"]] == [id(p) for p in model.parameters()]
     assert not all(p.requires_grad for p in model.parameters())
+
+
+def test_backbone_channels_flag_sets_the_cnn_levels_and_the_reproducing_command():
+    from attnlab.cli import build_parser
+    from attnlab.detr.cli import _train_config
+    from attnlab.detr.train import train_flags
+
+    args = build_parser().parse_args(["detr", "train", "--data", "d", "-o", "o", "--backbone-channels", "8,16,24,32",
+                                      "--deformable-levels", "2"])
+    cfg = _train_config(args, dac=False)
+    model = Detector(ModelConfig.from_dict({**cfg.model, "num_classes": 2}))
+    assert model.backbone.strides == [8, 16]                     # the last two of strides 2/4/8/16
+    flags = train_flags(cfg)[0]
+    assert flags[flags.index("--backbone-channels") + 1] == "8,16,24,32"
+    default = _train_config(build_parser().parse_args(["detr", "train", "--data", "d", "-o", "o"]), dac=False)
+    assert "--backbone-channels" not in train_flags(default)[0]
+    with pytest.raises(AttnlabError, match="to 4"):
+        TrainConfig(data="x", model={"backbone_channels": [8, 16, 24, 32], "deformable_levels": 5})

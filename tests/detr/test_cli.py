@@ -142,3 +142,25 @@ def test_the_documented_hf_commands_parse():
     for words in commands:
         args = parser.parse_args(words)                  # an unknown or malformed flag exits 2 here
         assert args.detr_command == words[1]
+
+
+@pytest.mark.parametrize("preset", ["cpu", "gpu"])
+def test_the_dac_benchmark_commands_parse_and_validate(preset, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from attnlab.cli import build_parser
+    from attnlab.detr.cli import _train_config
+
+    script = Path(__file__).parents[2] / "benchmarks" / "detr_dac.py"
+    spec = importlib.util.spec_from_file_location("detr_dac", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    plan = bench.commands(preset, tmp_path, seeds=5, jobs=2)
+    assert [c[1] for c in plan] == ["make-data", "compare", "compare"]
+    assert "--official-dac" in plan[2] and "--official-dac" not in plan[1]
+    for argv in plan[1:]:
+        args = build_parser().parse_args(argv)
+        cfg = _train_config(args, dac=args.official_dac)     # the model options validate (levels, heads, sizes)
+        assert cfg.model["num_queries"] >= 100 and cfg.model["dec_layers"] == 6
+    assert len(bench.commands(preset, tmp_path, 5, 1, only="dac")) == 2

@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from attnlab.detr import compare
-from attnlab.detr.compare import LOG, comparison_log, fmt_paired, paired_t_interval, paired_table, run_compare
+from attnlab.detr.compare import (
+    LOG,
+    comparison_log,
+    fmt_paired,
+    paired_t_interval,
+    paired_table,
+    run_compare,
+    take_off_table,
+)
 from attnlab.detr.train import CHECKPOINT, TrainConfig, read_checkpoint
 
 from .conftest import TINY_MODEL
@@ -100,6 +108,19 @@ def test_paired_table_pairs_runs_by_seed_and_skips_unevaluated_epochs():
     assert rows[-1]["AP"]["diffs"] == pytest.approx([0.2, 0.1])          # by seed, not by insertion order
     assert rows[-1]["AP50"]["diffs"] == pytest.approx([0.4, 0.2])
     assert [r["budget"] for r in paired_table(histories, 4, [("epoch 3", 3), ("epoch 2", 2)])] == ["epoch 3"]
+
+
+def test_take_off_is_the_first_step_at_half_the_seeds_baseline_final_ap():
+    def hist(*aps):
+        return [{"epoch": e, "step": 10 * e, "AP": ap} for e, ap in enumerate(aps, start=1)]
+
+    histories = {"baseline": {0: hist(0.0, 0.2, 0.5, 0.6), 1: hist(0.1, 0.3, 0.3, 0.4), 2: hist(0.1, 0.2, 0.3, 0.4)},
+                 "dac": {0: hist(0.4, 0.5, 0.6, 0.7), 1: hist(0.0, 0.1, 0.1, 0.19), 2: hist(0.1, 0.2)}}
+    t = take_off_table(histories, epochs=4)
+    assert [r["seed"] for r in t["runs"]] == [0, 1]                     # seed 2's DAC run is unfinished
+    assert [(r["baseline"], r["dac"]) for r in t["runs"]] == [(30, 10), (20, None)]   # levels 0.3 and 0.2
+    assert t["dac_never"] == [1] and t["paired"]["diffs"] == [-20.0]
+    assert take_off_table({"baseline": {0: hist(0.1)}, "dac": {}}, epochs=1) is None
 
 
 @pytest.mark.parametrize("device, gpus", [("cpu", 0.0), ("cuda", 0.5)])

@@ -182,3 +182,18 @@ def test_digits_are_sklearns_without_importing_it():
     images, target = load_digits()
     reference = sklearn_digits()
     assert np.array_equal(images, reference.images) and np.array_equal(target, reference.target)
+
+
+def test_make_data_flags_are_the_generators_options_with_its_defaults(run_cli, tmp_path):
+    from attnlab.detr.cli import MAKE_DATA_FLAGS
+    from attnlab.detr.synthetic import DEFAULTS
+
+    assert {f.replace("-", "_"): d for f, _, d, _ in MAKE_DATA_FLAGS} == DEFAULTS
+    rc, out, _ = run_cli("detr", "make-data", "synthetic-shapes", "-o", tmp_path / "d", "--n-train", "8", "--n-val",
+                         "2", "--image-size", "32", "--min-objects", "6", "--max-objects", "6", "--max-overlap",
+                         "0.6", "--noise", "0", "--json")
+    assert rc == 0 and json.loads(out)["config"]["max_overlap"] == 0.6
+    ann = json.loads((tmp_path / "d" / "annotations" / "instances_train.json").read_text())
+    assert ann["info"]["generator"]["noise"] == 0.0
+    rc, _, err = run_cli("detr", "make-data", "synthetic-shapes", "-o", tmp_path / "e", "--max-overlap", "1.5")
+    assert rc == 2 and "0 to 1" in err

@@ -105,6 +105,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone-weights", metavar="FILE", default=None,
                    help="start the backbone from this safetensors state dict (resnet50: transformers' ResNetModel "
                         "state dict; every key checked; nothing downloaded)")
+    p.add_argument("--backbone-channels", type=_int_list, default=[32, 64, 96],
+                   help="cnn: channels of its stride-2 stages, one level each (default 32,64,96: strides 2/4/8; "
+                        "32,64,96,128: strides 2-16)")
     p.add_argument("--resnet-widths", type=_int_list, default=[256, 512, 1024, 2048],
                    help="resnet50 stage output channels (default 256,512,1024,2048; smaller for quick runs)")
     p.add_argument("--resnet-depths", type=_int_list, default=[3, 4, 6, 3],
@@ -187,7 +190,8 @@ def _train_config(args: argparse.Namespace, dac: bool):
                            "give one")
     model = {"d_model": args.d_model, "num_queries": args.queries, "enc_layers": args.enc_layers,
              "dec_layers": args.dec_layers, "ffn_dim": args.ffn_dim or 2 * args.d_model, "n_heads": args.heads,
-             "backbone": args.backbone, "resnet_widths": args.resnet_widths, "resnet_depths": args.resnet_depths,
+             "backbone": args.backbone, "backbone_channels": args.backbone_channels,
+             "resnet_widths": args.resnet_widths, "resnet_depths": args.resnet_depths,
              "resnet_stem": args.resnet_stem, "dac": dac,
              "c_share_first_self_attn": not args.no_shared_first_self_attn,
              "deformable_levels": args.deformable_levels, "deformable_points": args.deformable_points,
@@ -205,6 +209,18 @@ def _train_config(args: argparse.Namespace, dac: bool):
                        arch=args.arch, from_pretrained=args.from_pretrained, two_stage=args.two_stage)
 
 
+#: make-data's generator flags (synthetic.DEFAULTS' keys, dashed) with their types, defaults and help.
+MAKE_DATA_FLAGS = (("n-train", positive_int, 4000, "training images"),
+                   ("n-val", positive_int, 500, "validation images"),
+                   ("image-size", positive_int, 48, "canvas side in pixels"),
+                   ("min-objects", positive_int, 1, "objects per image, at least"),
+                   ("max-objects", positive_int, 3, "objects per image, at most"),
+                   ("min-size", positive_int, 10, "object side in pixels, at least"),
+                   ("max-size", positive_int, 18, "object side in pixels, at most"),
+                   ("max-overlap", _fraction, 0.1, "largest IoU a new object may have with one already placed"),
+                   ("noise", nonneg_float, 12.0, "sd of the background noise, in grey levels of 255"))
+
+
 def register(subparsers, common) -> None:
     group = subparsers.add_parser("detr", help="DETR detectors trained with DAC (Hu et al. 2023)",
                                   description="DETR-family detection on COCO-format data; --dac trains the "
@@ -220,13 +236,7 @@ def register(subparsers, common) -> None:
                        epilog="Example: attnlab detr make-data synthetic-digits -o data/digits --n-train 4000")
     p.add_argument("kind", choices=DATASETS, help=f"the benchmark: {describe(DATASETS)}")
     add_out(p, required=True, what="dataset folder")
-    for flag, kind, default, what in (("n-train", positive_int, 4000, "training images"),
-                                      ("n-val", positive_int, 500, "validation images"),
-                                      ("image-size", positive_int, 48, "canvas side in pixels"),
-                                      ("min-objects", positive_int, 1, "objects per image, at least"),
-                                      ("max-objects", positive_int, 3, "objects per image, at most"),
-                                      ("min-size", positive_int, 10, "object side in pixels, at least"),
-                                      ("max-size", positive_int, 18, "object side in pixels, at most")):
+    for flag, kind, default, what in MAKE_DATA_FLAGS:
         p.add_argument(f"--{flag}", type=kind, default=default, help=f"{what} (default {default})")
     p.set_defaults(func=_cmd_make_data, light=True)
 
@@ -286,9 +296,8 @@ def register(subparsers, common) -> None:
 def _cmd_make_data(args: argparse.Namespace) -> int:
     from .synthetic import make_synthetic
 
-    res = make_synthetic(args.out, args.kind, seed=args.seed, overwrite=args.overwrite, n_train=args.n_train,
-                         n_val=args.n_val, image_size=args.image_size, min_objects=args.min_objects,
-                         max_objects=args.max_objects, min_size=args.min_size, max_size=args.max_size)
+    options = {flag.replace("-", "_"): getattr(args, flag.replace("-", "_")) for flag, *_ in MAKE_DATA_FLAGS}
+    res = make_synthetic(args.out, args.kind, seed=args.seed, overwrite=args.overwrite, **options)
     s = res["splits"]
     emit(args, res, text=f"{args.kind} written to {args.out}: train {s['train']['images']} images / "
                          f"{s['train']['objects']} objects, val {s['val']['images']} / {s['val']['objects']}")

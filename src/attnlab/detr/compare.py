@@ -156,7 +156,7 @@ def summarize(out_dir: str | Path) -> dict[str, Any]:
             if ckpt.is_file():
                 histories[v][seed] = read_checkpoint(ckpt)[1]["history"]
     summary = {"epochs": epochs, "seeds": meta["seeds"], **budget_table(histories, epochs),
-               "paired": paired_table(histories, epochs),
+               "paired": paired_table(histories, epochs), "take_off": take_off_table(histories, epochs),
                "runs_done": {v: sorted(s for s, h in histories[v].items() if h and h[-1]["epoch"] == epochs)
                              for v in VARIANTS},
                "base": meta["base"]}
@@ -224,6 +224,33 @@ def paired_table(histories: dict[str, dict[int, list[dict[str, Any]]]], epochs: 
     return rows
 
 
+#: Take-off: the first evaluated step at which a run reaches this fraction of its seed's baseline final AP.
+TAKE_OFF_FRACTION = 0.5
+
+
+def first_step_reaching(history: list[dict[str, Any]], ap: float) -> int | None:
+    """The first evaluated step of ``history`` with AP >= ``ap`` (None when no evaluation reaches it)."""
+    return next((h["step"] for h in history if h.get("AP") is not None and h["AP"] >= ap), None)
+
+
+def take_off_table(histories: dict[str, dict[int, list[dict[str, Any]]]], epochs: int) -> dict[str, Any] | None:
+    """Steps to take off, per seed whose baseline and DAC runs both finished: the first evaluated step at which
+    each reaches :data:`TAKE_OFF_FRACTION` of that seed's baseline final AP, and DAC - baseline in steps with
+    its 95% t interval over the seeds where both got there (a DAC run that never does is counted apart)."""
+    base, dac = histories.get("baseline", {}), histories.get("dac", {})
+    done = [s for s in sorted(set(base) & set(dac)) if base[s][-1]["epoch"] == dac[s][-1]["epoch"] == epochs]
+    if not done:
+        return None
+    runs = []
+    for seed in done:
+        level = TAKE_OFF_FRACTION * float(base[seed][-1]["AP"])
+        runs.append({"seed": seed, "AP": level, "baseline": first_step_reaching(base[seed], level),
+                     "dac": first_step_reaching(dac[seed], level)})
+    both = [r for r in runs if r["dac"] is not None and r["baseline"] is not None]
+    return {"fraction": TAKE_OFF_FRACTION, "runs": runs, "dac_never": [r["seed"] for r in runs if r["dac"] is None],
+            "paired": paired_t_interval([float(r["dac"] - r["baseline"]) for r in both]) if both else None}
+
+
 def fmt_paired(p: dict[str, Any], digits: int = 3) -> str:
     """``+0.012 [-0.030, +0.054]``: the mean paired difference and its interval (no interval below 2 seeds)."""
     if p["low"] is None:
@@ -251,6 +278,9 @@ def compare_record(summary: dict[str, Any], out: Path) -> RunRecord:
     if summary.get("paired"):
         rec.add_table("DAC - baseline, paired by seed: mean [95% t interval]",
                       ["budget", "step", "seeds", "AP", "AP50"], paired_rows(summary))
+    if summary.get("take_off"):
+        rec.add_table(take_off_title(summary["take_off"]), ["seed", "AP level", "baseline step", "DAC step"],
+                      take_off_rows(summary["take_off"]))
     for r in summary["table"]:
         if r["budget"] == "100%":
             rec.metrics[f"{r['variant']}_AP_mean"] = round(r["AP"]["mean"], 4)
@@ -264,6 +294,16 @@ def paired_rows(summary: dict[str, Any]) -> list[list[Any]]:
     steps = {r["epoch"]: r["step"] for r in summary["table"]}
     return [[p["budget"], steps.get(p["epoch"], "-"), len(p["seeds"]), *(fmt_paired(p[k]) for k in PAIRED_METRICS)]
             for p in summary["paired"]]
+
+
+def take_off_title(t: dict[str, Any]) -> str:
+    paired = f": DAC - baseline {fmt_paired(t['paired'], 0)} steps" if t["paired"] else ""
+    return (f"Steps to take off (first evaluation at {t['fraction']:g} x the seed's baseline final AP){paired}"
+            + (f"; DAC never reached it for seeds {t['dac_never']}" if t["dac_never"] else ""))
+
+
+def take_off_rows(t: dict[str, Any]) -> list[list[Any]]:
+    return [[r["seed"], f"{r['AP']:.3f}", r["baseline"], "never" if r["dac"] is None else r["dac"]] for r in t["runs"]]
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -281,6 +321,11 @@ def render_markdown(summary: dict[str, Any]) -> str:
                       "[95% Student t interval over the seeds' differences]:", "",
                   "| budget | step | seeds | AP | AP50 |", "|---|---|---|---|---|"]
         lines += ["| " + " | ".join(map(str, row)) + " |" for row in paired_rows(summary)]
+    if summary.get("take_off"):
+        t = summary["take_off"]
+        lines += ["", take_off_title(t) + ":", "", "| seed | AP level | baseline step | DAC step |",
+                  "|---|---|---|---|"]
+        lines += ["| " + " | ".join(map(str, row)) + " |" for row in take_off_rows(t)]
     sp = summary["seconds_per_step"]
     if "baseline" in sp and "dac" in sp:
         lines += ["", "Training seconds per step (median per run, mean over runs): "
