@@ -137,3 +137,38 @@ def test_an_unwritable_place_is_one_line_for_root_too(kind):
     with pytest.raises(AttnlabError) as e:
         _write(kind, Path("/sys/attnlab-test/out"))
     assert str(e.value).startswith("cannot write /sys/attnlab-test/out") and "\n" not in str(e.value)
+
+
+def test_run_dir_started_by_many_processes_at_once_starts_one_run(tmp_path, monkeypatch):
+    """A job array starts every task on one new folder: the one whose folder lands starts the run, the others
+    resume it, even when another task creates the folder between this one's check and its own creation."""
+    import tempfile
+
+    import attnlab.core.outputs as outputs
+
+    out, real_mkdtemp = tmp_path / "sweep", tempfile.mkdtemp
+
+    def other_task_first(*args, **kwargs):  # the other task wins the race at the last moment
+        monkeypatch.setattr(outputs.tempfile, "mkdtemp", real_mkdtemp)
+        assert run_dir(out, {"a": 1}, what="sweep") == (out, False)
+        return real_mkdtemp(*args, **kwargs)
+
+    monkeypatch.setattr(outputs.tempfile, "mkdtemp", other_task_first)
+    assert run_dir(out, {"a": 1}, what="sweep") == (out, True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]  # no temporary folder left behind
+    assert [p.name for p in out.iterdir()] == [MARKER]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    many = tmp_path / "array"
+    with ThreadPoolExecutor(8) as pool:
+        started = list(pool.map(lambda _: run_dir(many, {"a": 1}, what="sweep", quiet=True)[1], range(32)))
+    assert started.count(False) == 1 and started.count(True) == 31
+
+
+def test_run_dir_takes_an_empty_folder_and_refuses_a_file(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert run_dir(tmp_path / "empty", {}, what="sweep") == (tmp_path / "empty", False)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(AttnlabError, match="is a file"):
+        run_dir(tmp_path / "f", {}, what="sweep")

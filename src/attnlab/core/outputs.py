@@ -93,6 +93,17 @@ def _check_dir_target(path: Path, overwrite: bool, what: str) -> None:
     _check_parent(path)
 
 
+def _sibling_tmp(path: Path) -> Path:
+    """A new empty hidden folder beside ``path`` (same filesystem, so a rename moves it into place)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; give the folder the mode mkdir would
+    except OSError as e:
+        raise os_error(e, path) from None
+    return tmp
+
+
 def _write_marker(folder: Path, info: dict[str, Any]) -> None:
     from .atomic import atomic_write_json
 
@@ -108,12 +119,7 @@ def artifact_dir(path: str | os.PathLike, overwrite: bool = False, what: str = "
     """
     path = Path(path)
     _check_dir_target(path, overwrite, what)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; give the folder the mode mkdir would
-    except OSError as e:
-        raise os_error(e, path) from None
+    tmp = _sibling_tmp(path)
     try:
         try:
             yield tmp
@@ -138,29 +144,70 @@ def run_dir(path: str | os.PathLike, config: dict[str, Any], overwrite: bool = F
 
     An empty or new folder starts a run; a folder holding a run of the same ``what`` and ``config`` resumes
     it (said on stderr); anything else is refused unless ``overwrite``, which clears an attnlab run folder.
+    A new folder appears with its marker in one rename, so processes started at once on one folder (a job
+    array) agree: one starts the run, the others resume it.
     """
     path = Path(path)
-    marker = path / MARKER
     config = json.loads(json.dumps(config, default=str))  # as the marker stores it
-    if path.is_dir() and marker.is_file():
-        try:
-            saved = json.loads(marker.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            saved = {}
-        same = saved.get("kind") == what and saved.get("config") == config
-        if same and not overwrite:
-            if not quiet:
-                print(f"attnlab: resuming the {what} in {path}", file=sys.stderr, flush=True)
+    for _ in range(3):
+        if _resumes(path, config, what, overwrite, quiet):
             return path, True
-        if not same and not overwrite:
-            raise AttnlabError(f"{path} holds another {saved.get('kind', 'run')} (different config); pass "
-                               "--overwrite to replace it, or choose another --out")
-    _check_dir_target(path, overwrite, what)
+        try:
+            _check_dir_target(path, overwrite, what)
+        except AttnlabError:
+            if not overwrite and (path / MARKER).is_file():
+                continue  # another process made the folder since the marker was read: look again
+            raise
+        if overwrite and path.exists():
+            try:
+                shutil.rmtree(path)
+            except OSError as e:
+                raise os_error(e, path) from None
+        if _create_run_dir(path, {"kind": what, "config": config}):
+            return path, False
+        overwrite = False  # another process made the folder meanwhile: resume its run, never clear it
+    raise AttnlabError(f"{path} appeared while this run was creating it, without a readable attnlab marker; "
+                       "choose another --out")
+
+
+def _resumes(path: Path, config: dict[str, Any], what: str, overwrite: bool, quiet: bool) -> bool:
+    """True when ``path`` holds a run of ``what`` with ``config`` to resume; refuses another run."""
+    if not path.is_dir():
+        return False
     try:
-        if path.exists() and overwrite:
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
-        _write_marker(path, {"kind": what, "config": config})
-    except OSError as e:
-        raise os_error(e, path) from None
-    return path, False
+        saved = json.loads((path / MARKER).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return False
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        saved = {}
+    same = isinstance(saved, dict) and saved.get("kind") == what and saved.get("config") == config
+    if same and not overwrite:
+        if not quiet:
+            print(f"attnlab: resuming the {what} in {path}", file=sys.stderr, flush=True)
+        return True
+    if not same and not overwrite:
+        kind = saved.get("kind", "run") if isinstance(saved, dict) else "run"
+        raise AttnlabError(f"{path} holds another {kind} (different config); pass "
+                           "--overwrite to replace it, or choose another --out")
+    return False
+
+
+def _create_run_dir(path: Path, marker: dict[str, Any]) -> bool:
+    """Make ``path`` (absent or an empty folder) a run folder holding ``marker``, in one rename; False when
+    another process made it first."""
+    tmp = _sibling_tmp(path)
+    try:
+        try:
+            _write_marker(tmp, marker)
+        except OSError as e:
+            raise os_error(e, path) from None
+        try:
+            os.rename(tmp, path)  # atomic; replaces an empty folder, fails on a non-empty one
+        except OSError as e:
+            if path.is_dir() and (path / MARKER).exists():
+                return False
+            raise os_error(e, path) from None
+        return True
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
