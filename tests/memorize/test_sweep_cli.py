@@ -264,3 +264,31 @@ def test_old_point_ids_keep_without_the_p_of_m_settings():
 
     before = {k: v for k, v in DEFAULTS.items() if k not in ("prompt_seeds", "short_steps")}
     assert point_id(DEFAULTS) == point_id(before) != point_id({**DEFAULTS, "prompt_seeds": 5})
+
+
+def test_an_lr_grid_per_setting_is_tabled_and_the_best_lr_taken_per_seed(tmp_path):
+    """Rank and init with a prompt-lr grid (issue 14, item 4): every fit is tabled with its lr, and the summary
+    takes, per setting and seed, the lr with the smallest m* (a failure is worse than any m*)."""
+    from attnlab.memorize.plots import sweep_record
+
+    grid = {"base": {**TINY["base"], "prompt_seeds": 5, "short_steps": 10}, "seeds": [0, 1],
+            "experiments": {"init": {"lr": [0.003, 0.3], "variants": [{"init": "gaussian"}, {"init": "identity"}]},
+                            "rank": {"lr": [0.003, 0.3], "rank": [None, 1]}}}
+    out = tmp_path / "grid"
+    rows = run_sweep(grid, out, progress=False)
+    record = sweep_record(out, n_boot=20)
+    tables = {t.title: t for t in record.tables}
+    assert "lr" in tables["m* against backbone init"].columns and "lr" in tables["m* against rank"].columns
+    names = {"init": lambda s: "identity" if s["init"] == "identity" else f"gaussian x{s['gain']:g}",
+             "rank": lambda s: "random (4)" if s["rank"] is None else str(s["rank"])}  # random labels: full rank
+    for exp, label in names.items():
+        best = tables[f"m* against {exp}: each seed at each lr, and the best lr"]
+        assert best.columns[2:] == ["m* at lr 0.003", "m* at lr 0.3", "best m*", "best lr"] and len(best.rows) == 4
+        for name, seed, at_low, at_high, m_best, lr_best in best.rows:
+            fits = {r["settings"]["lr"]: r["m_star"] for r in rows if exp in r["experiments"]
+                    and r["settings"]["seed"] == seed and label(r["settings"]) == name}
+            assert [at_low, at_high] == [fits[0.003], fits[0.3]]
+            ok = [m for m in fits.values() if m]
+            assert m_best == (min(ok) if ok else None)
+            assert lr_best == (min(lr for lr, m in fits.items() if m == m_best) if ok else None)
+    assert {Path(f.path).name for f in record.figures} >= {"mstar_vs_rank.png", "mstar_vs_init.png"}

@@ -24,6 +24,47 @@ def _label_init(s: dict[str, Any]) -> str:
     return s["init"] if s["init"] in ("identity", "trained") else f"{s['init']} x{s['gain']:g}"
 
 
+def _rank_of(s: dict[str, Any]) -> int:
+    """The label rank as a number: random labels are full rank (``n_classes``)."""
+    return s["rank"] if s["rank"] is not None else s["n_classes"]
+
+
+def _label_rank(s: dict[str, Any]) -> str:
+    return str(s["rank"]) if s["rank"] is not None else f"random ({s['n_classes']})"
+
+
+#: How the tables name the setting of the experiments that may carry a per-setting lr grid.
+_LABELS = {"rank": _label_rank, "init": _label_init}
+
+
+def _lr_grid(rs: list[dict[str, Any]]) -> list[float]:
+    """The prompt lrs the rows were fitted at, when more than one (a per-setting lr grid); else []."""
+    lrs = sorted({r["settings"]["lr"] for r in rs})
+    return lrs if len(lrs) > 1 else []
+
+
+def _best_over_lr(rs: list[dict[str, Any]], label) -> list[dict[str, Any]]:
+    """Per setting and seed, the row of the lr with the smallest m* (a failure counts as larger than any m*;
+    ties go to the smaller lr), in the rows' order: the lr grid makes "the lr was wrong" no reason for an m*."""
+    best: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in sorted(rs, key=lambda r: r["settings"]["lr"]):
+        k = (label(r["settings"]), r["settings"]["seed"])
+        if k not in best or (r["m_star"] or np.inf) < (best[k]["m_star"] or np.inf):
+            best[k] = r
+    return list(best.values())
+
+
+def _lr_table(rs: list[dict[str, Any]], label, lrs: list[float]) -> list[list[Any]]:
+    """Rows ``[setting, seed, m* at each lr..., best m*, its lr]`` (None: none up to m_max)."""
+    cells = {(label(r["settings"]), r["settings"]["seed"], r["settings"]["lr"]): r["m_star"] for r in rs}
+    out = []
+    for r in _best_over_lr(rs, label):
+        name, seed = label(r["settings"]), r["settings"]["seed"]
+        out.append([name, seed, *(cells.get((name, seed, lr)) for lr in lrs), r["m_star"],
+                    r["settings"]["lr"] if r["m_star"] else None])
+    return out
+
+
 def _pm(rows: list[dict[str, Any]]) -> bool:
     """Whether the rows are p(m) estimates (``prompt_seeds`` set): m_star is m*_q, with an interval."""
     return any("ci" in r for r in rows)
@@ -46,7 +87,7 @@ def _yerr(rs: list[dict[str, Any]]) -> np.ndarray | None:
 
 def summarize(rows: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Fits and per-experiment tables from sweep result lines (see :func:`attnlab.memorize.sweep.results`)."""
-    out: dict[str, Any] = {"tables": {}, "p_of_m": _pm(rows)}
+    out: dict[str, Any] = {"tables": {}, "p_of_m": _pm(rows), "lr_grid": {}}
     scaling = [r for r in _rows(rows, "n_pairs") + _rows(rows, "seq_len") if r["m_star"]]
     scaling = list({r["point"]: r for r in scaling}.values())
     if len({r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in scaling}) >= 2:
@@ -65,27 +106,41 @@ def summarize(rows: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> 
         if len({r["settings"][exp] for r in rs}) >= 2:
             law = fit_power_law([r["settings"][exp] for r in rs], [r["m_star"] for r in rs], n_boot=n_boot, seed=seed)
             out[f"power_law_{exp}"] = {"alpha": law.alpha, "a": law.a, "ci95": list(law.ci), "n_points": law.n_points}
-    for exp, key in (("n_pairs", "n_pairs"), ("seq_len", "seq_len"), ("gen_steps", "gen_steps"), ("rank", "rank")):
-        rs = sorted(_rows(rows, exp), key=lambda r: (r["settings"][key], r["settings"]["seed"]))
-        out["tables"][exp] = [[r["settings"][key], r["settings"]["n_pairs"], r["settings"]["seq_len"], r["m_star"],
+    for exp in ("n_pairs", "seq_len", "gen_steps"):
+        rs = sorted(_rows(rows, exp), key=lambda r: (r["settings"][exp], r["settings"]["seed"]))
+        out["tables"][exp] = [[r["settings"][exp], r["settings"]["n_pairs"], r["settings"]["seq_len"], r["m_star"],
                                *(_pm_cells(r) if _pm(rows) else []), r["steps"], r["n_probes"], r["probe_seconds"]]
                               for r in rs]
+    rs = sorted(_rows(rows, "rank"),
+                key=lambda r: (_rank_of(r["settings"]), r["settings"]["lr"], r["settings"]["seed"]))
+    lrs = out["lr_grid"]["rank"] = _lr_grid(rs)
+    out["tables"]["rank"] = [[_label_rank(r["settings"]), *([r["settings"]["lr"]] if lrs else []),
+                              r["settings"]["n_pairs"], r["settings"]["seq_len"], r["m_star"],
+                              *(_pm_cells(r) if _pm(rows) else []), r["steps"], r["n_probes"], r["probe_seconds"]]
+                             for r in rs]
     rs = _rows(rows, "gen_steps")
     if rs:
         prods = tradeoff_products([r["m_star"] or np.nan for r in rs], [r["settings"]["gen_steps"] for r in rs])
         out["tradeoff_products"] = {r["settings"]["gen_steps"]: float(p) for r, p in zip(rs, prods, strict=True)}
-    out["tables"]["init"] = [[_label_init(r["settings"]), r["m_star"], *(_pm_cells(r) if _pm(rows) else []),
-                              r["steps"], r["n_probes"], r["probe_seconds"]] for r in _rows(rows, "init")]
+    rs = _rows(rows, "init")
+    lrs = out["lr_grid"]["init"] = _lr_grid(rs)
+    out["tables"]["init"] = [[_label_init(r["settings"]), *([r["settings"]["lr"]] if lrs else []), r["m_star"],
+                              *(_pm_cells(r) if _pm(rows) else []), r["steps"], r["n_probes"], r["probe_seconds"]]
+                             for r in rs]
+    for exp, label in _LABELS.items():
+        if out["lr_grid"][exp]:
+            out["tables"][f"{exp}_best_lr"] = _lr_table(_rows(rows, exp), label, out["lr_grid"][exp])
     return out
 
 
-def _scatter_vs(ax, rs: list[dict[str, Any]], key: str, m_max_marker: bool = True) -> None:
+def _scatter_vs(ax, rs: list[dict[str, Any]], x, m_max_marker: bool = True, what: str = "") -> None:
+    """m* of each row at ``x(settings)``, with its interval; failures as red triangles at m_max."""
     ok = [r for r in rs if r["m_star"]]
-    ax.errorbar([r["settings"][key] for r in ok], [r["m_star"] for r in ok], yerr=_yerr(ok), fmt="o-", capsize=3,
-                label="measured m*_0.5 (95% interval)" if _pm(ok) else "measured m*")
+    ax.errorbar([x(r["settings"]) for r in ok], [r["m_star"] for r in ok], yerr=_yerr(ok), fmt="o-", capsize=3,
+                label=("measured m*_0.5 (95% interval)" if _pm(ok) else "measured m*") + what)
     miss = [r for r in rs if not r["m_star"]]
     if miss and m_max_marker:
-        ax.plot([r["settings"][key] for r in miss], [r["settings"]["m_max"] for r in miss], "^", color="red",
+        ax.plot([x(r["settings"]) for r in miss], [r["settings"]["m_max"] for r in miss], "^", color="red",
                 label="none up to m_max")
     ax.set_ylabel("m* (prompt tokens)")
     ax.grid(alpha=0.3)
@@ -135,13 +190,16 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
         ax.grid(alpha=0.3, which="both")
         figures.append((save_figure(fig, fig_dir / "mstar_vs_K.png"),
                         "m* against n_pairs*seq_len, log-log, with the fitted sqrt law and a free power law."))
-    for exp, key, xlabel, fname in (("gen_steps", "gen_steps", "generation steps T", "mstar_vs_T.png"),
-                                    ("rank", "rank", "rank of the label logits", "mstar_vs_rank.png")):
-        rs = sorted(_rows(rows, exp), key=lambda r: r["settings"][key])
+    for exp, x, xlabel, fname in (("gen_steps", lambda s: s["gen_steps"], "generation steps T", "mstar_vs_T.png"),
+                                  ("rank", _rank_of, "rank of the label logits (random: n_classes)",
+                                   "mstar_vs_rank.png")):
+        rs = _rows(rows, exp)
+        grid = _lr_grid(rs)
+        rs = sorted(_best_over_lr(rs, _label_rank) if grid else rs, key=lambda r: x(r["settings"]))
         if not rs:
             continue
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
-        _scatter_vs(ax, rs, key)
+        _scatter_vs(ax, rs, x, what=", best of lr " + "/".join(f"{v:g}" for v in grid) if grid else "")
         if exp == "gen_steps":
             T = np.array([r["settings"]["gen_steps"] for r in rs if r["m_star"]], dtype=float)
             if len(T) and rs[0]["m_star"]:
@@ -154,17 +212,26 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
     rs = _rows(rows, "init")
     if rs:
         fig, ax = plt.subplots(figsize=(6.5, 3.8))
-        labels = [_label_init(r["settings"]) for r in rs]
-        heights = [r["m_star"] or r["settings"]["m_max"] for r in rs]
-        bars = ax.bar(range(len(rs)), heights, color=["C0" if r["m_star"] else "red" for r in rs])
-        for b, r in zip(bars, rs, strict=True):
-            ax.text(b.get_x() + b.get_width() / 2, b.get_height(), str(r["m_star"] or f">{r['settings']['m_max']}"),
+        grid = _lr_grid(rs)
+        best = _best_over_lr(rs, _label_init)  # one row per init and seed (the only row without an lr grid)
+        labels = list(dict.fromkeys(_label_init(r["settings"]) for r in best))
+        m_max = rs[0]["settings"]["m_max"]
+        per = [[r["m_star"] for r in best if _label_init(r["settings"]) == name] for name in labels]
+        medians = [float(np.median([m or np.inf for m in ms])) for ms in per]  # a failure counts as above m_max
+        bars = ax.bar(range(len(labels)), [m if np.isfinite(m) else m_max for m in medians],
+                      color=["C0" if np.isfinite(m) else "red" for m in medians], alpha=0.6)
+        for i, (b, ms, med) in enumerate(zip(bars, per, medians, strict=True)):
+            ax.plot([i] * len(ms), [m or m_max for m in ms], "k.", ms=5)
+            ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{med:g}" if np.isfinite(med) else f">{m_max}",
                     ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(range(len(rs)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("m* (prompt tokens)")
         s = rs[0]["settings"]
-        ax.set_title(f"m* against backbone init (n_pairs={s['n_pairs']}, seq_len={s['seq_len']}; "
+        seeds = len({r["settings"]["seed"] for r in best})
+        how = (f"median of {seeds} seeds (dots), each the best of lr " + "/".join(f"{v:g}" for v in grid) + "; "
+               if grid else f"median of {seeds} seeds (dots); " if seeds > 1 else "")
+        ax.set_title(f"m* against backbone init (n_pairs={s['n_pairs']}, seq_len={s['seq_len']}; {how}"
                      "red: none up to m_max)", fontsize=9)
         figures.append((save_figure(fig, fig_dir / "mstar_vs_init.png"), "m* against the backbone initialisation."))
     return summary, figures
@@ -201,10 +268,17 @@ def sweep_record(sweep_dir: str | Path, seed: int = 0, n_boot: int = 2000, fig_d
     tail = ["steps", "probes", "probe seconds"]
     for exp in ("n_pairs", "seq_len", "gen_steps", "rank"):
         if summary["tables"].get(exp):
-            rec.add_table(f"m* against {exp}", [f"[{exp}]", "n_pairs", "seq_len", "m*", *pm, *tail],
+            lr = ["lr"] if summary["lr_grid"].get(exp) else []
+            rec.add_table(f"m* against {exp}", [f"[{exp}]", *lr, "n_pairs", "seq_len", "m*", *pm, *tail],
                           summary["tables"][exp])
     if summary["tables"]["init"]:
-        rec.add_table("m* against backbone init", ["init", "m*", *pm, *tail], summary["tables"]["init"])
+        lr = ["lr"] if summary["lr_grid"]["init"] else []
+        rec.add_table("m* against backbone init", ["init", *lr, "m*", *pm, *tail], summary["tables"]["init"])
+    for exp, lrs in summary["lr_grid"].items():
+        if lrs:
+            rec.add_table(f"m* against {exp}: each seed at each lr, and the best lr",
+                          [exp, "seed", *(f"m* at lr {v:g}" for v in lrs), "best m*", "best lr"],
+                          summary["tables"][f"{exp}_best_lr"])
     for path, caption in figures:
         rec.add_figure(Path(path).resolve(), caption)
     if summary["p_of_m"]:
