@@ -45,6 +45,7 @@ def test_committed_config_loads_and_its_results_are_complete(tmp_path, monkeypat
 
 @pytest.mark.parametrize("text, message", [
     ("budgets: [1000]\ndepths: [1]\nbogus: 1\n", "unknown key"),
+    ("budgets: [1000]\n", "missing depths"),
     ("budgets: 1000\ndepths: [1]\n", "non-empty list"),
     ("budgets: [1000]\ndepths: [1]\ntokens: 10\n", "less than one batch"),
     ("budgets: [1000\n", "not valid YAML"),

@@ -21,7 +21,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,10 +172,11 @@ def load_config(path: str | Path) -> SweepConfig:
     refuse_unknown_keys(data, {f.name for f in fields(SweepConfig)}, str(path))
     if "tokens" in data and "tokens_per_param" in data:
         raise AttnlabError(f"{path}: give tokens (the same for every model) or tokens_per_param, not both")
-    try:
-        return SweepConfig(**data)
-    except TypeError as e:
-        raise AttnlabError(f"{path}: {e}") from None
+    missing = [f.name for f in fields(SweepConfig) if f.default is MISSING and f.default_factory is MISSING
+               and f.name not in data]
+    if missing:
+        raise AttnlabError(f"{path}: missing {', '.join(missing)} (e.g. budgets: [500000] and depths: [1, 2, 4])")
+    return SweepConfig(**data)
 
 
 def non_embedding_count(depth: int, width: int) -> int:
