@@ -10,7 +10,7 @@ from attnlab.core.errors import AttnlabError
 from attnlab.nbl.lmmse import fit_affine
 from attnlab.nbl.registry import SELECTORS
 from attnlab.nbl.scores import cca_score, lmmse_error, nmse_score, rank_layers
-from attnlab.nbl.stats import LayerStats
+from attnlab.nbl.stats import LayerStats, unit_rows
 
 
 def _stats(x, a, batch=37):
@@ -131,7 +131,8 @@ def test_every_registered_selector_scores_a_layer(selector):
     rng = np.random.default_rng(6)
     x, a, _, _ = _affine_data(rng, noise=1.0)
     st = _stats(x, a)
-    st.update_block(torch.from_numpy(x), torch.from_numpy(x + a), {0: torch.from_numpy(x)})  # layer 0's run
+    x_rows = torch.from_numpy(x)
+    st.update_block(x_rows, torch.from_numpy(x + a), unit_rows(x_rows, x.shape[1])[None], [0])  # layer 0's run
     assert np.isfinite(SELECTORS[selector].resolve()(st))
 
 

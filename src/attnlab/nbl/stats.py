@@ -31,6 +31,11 @@ CHECKPOINT_EVERY = 8
 _TENSORS = ("mean_x", "mean_a", "m2_xx", "m2_xa", "m2_aa")
 
 
+def unit_rows(h: torch.Tensor, d: int) -> torch.Tensor:
+    """The token rows of ``h`` (..., d) as unit vectors in float32 (N, d): cosines become dot products."""
+    return torch.nn.functional.normalize(h.reshape(-1, d).float(), dim=-1)
+
+
 @dataclass
 class LayerStats:
     """Running float64 moments of (X, A) for one layer plus the cosine sums the baselines need
@@ -107,20 +112,20 @@ class LayerStats:
         self.cos_attention += float(packed[-1])
         self.n = n
 
-    def update_block(self, x: torch.Tensor, out: torch.Tensor, starts: dict[int, torch.Tensor]) -> None:
-        """Merge a batch of block inputs ``x`` and outputs ``out``; ``starts`` are the inputs of this and earlier
-        layers (layer -> tensor) for the angular distances of the runs ending here."""
+    def update_block(self, x: torch.Tensor, out: torch.Tensor, starts: torch.Tensor, start_layers: list[int]) -> None:
+        """Merge a batch of block inputs ``x`` and outputs ``out``; ``starts`` (J, N, d) are the unit rows
+        (:func:`unit_rows`) of the inputs of layers ``start_layers`` (this one and earlier ones), for the angular
+        distances of the runs ending here: one batched product for all of them."""
         x, out = x.reshape(-1, self.d).float(), out.reshape(-1, self.d).float()
         self.cos_block += float(torch.nn.functional.cosine_similarity(x, out, dim=-1).sum(dtype=torch.float64))
         self.n_block += x.shape[0]
-        if self.angular is None or len(self.angular) <= max(starts):
-            grown = torch.zeros(max(starts) + 1, dtype=torch.float64)
+        if self.angular is None or len(self.angular) <= max(start_layers):
+            grown = torch.zeros(max(start_layers) + 1, dtype=torch.float64)
             if self.angular is not None:
                 grown[:len(self.angular)] = self.angular
             self.angular = grown
-        for j, h in starts.items():
-            cos = torch.nn.functional.cosine_similarity(h.reshape(-1, self.d).float(), out, dim=-1)
-            self.angular[j] += float((torch.arccos(cos.clamp(-1.0, 1.0)) / math.pi).sum(dtype=torch.float64))
+        cos = torch.einsum("jnd,nd->jn", starts.to(out.device), unit_rows(out, self.d))
+        self.angular[start_layers] += (torch.arccos(cos.clamp(-1.0, 1.0)) / math.pi).sum(1, dtype=torch.float64).cpu()
 
     @property
     def mean_angular(self) -> torch.Tensor:
@@ -371,6 +376,9 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
     n_batches = (len(blocks) + batch_size - 1) // batch_size
     stats.meta.update({"batch_size": batch_size, "seq_len": int(blocks.shape[1]), "n_batches": n_batches})
     current_x: dict[int, torch.Tensor] = {}
+    # the unit rows of every wanted layer's input in this batch, stacked for update_block's one product
+    units: dict[str, torch.Tensor] = {}
+    position = {i: p for p, i in enumerate(wanted)}
     last = wanted[-1]
     captured: list[torch.Tensor] = []
     batch_index = [0]
@@ -378,6 +386,10 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
     def x_hook(i):
         def hook(module, args, kwargs):
             current_x[i] = _hidden_arg(args, kwargs)
+            rows = unit_rows(current_x[i], d)
+            if "stack" not in units or units["stack"].shape[1] != rows.shape[0]:  # first batch, or a shorter last
+                units["stack"] = torch.empty(len(wanted), *rows.shape, device=rows.device)
+            units["stack"][position[i]].copy_(rows)
             if capture and i == last:
                 captured.append(current_x[i].detach().to("cpu", torch.float32, copy=True))
         return hook
@@ -392,7 +404,8 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
         def hook(module, inputs, output):
             st = stats.layers[i]
             if st.batches == batch_index[0]:
-                st.update_block(current_x[i], first_tensor(output), {j: h for j, h in current_x.items() if j <= i})
+                st.update_block(current_x[i], first_tensor(output), units["stack"][:position[i] + 1],
+                                wanted[:position[i] + 1])
                 st.batches += 1
             if i == last:
                 raise _StopForward
@@ -448,6 +461,7 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
         for i, module in skipped.items():
             stack[i] = module
         current_x.clear()
+        units.clear()
     if capture:
         stats.entry = Entry(last, captured)
     return stats
