@@ -407,6 +407,7 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
                 st.update_block(current_x[i], first_tensor(output), units["stack"][:position[i] + 1],
                                 wanted[:position[i] + 1])
                 st.batches += 1
+            del current_x[i]  # later layers need only its unit rows: the residual stream is not held whole
             if i == last:
                 raise _StopForward
         return hook
