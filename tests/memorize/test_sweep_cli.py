@@ -273,22 +273,33 @@ def test_an_lr_grid_per_setting_is_tabled_and_the_best_lr_taken_per_seed(tmp_pat
 
     grid = {"base": {**TINY["base"], "prompt_seeds": 5, "short_steps": 10}, "seeds": [0, 1],
             "experiments": {"init": {"lr": [0.003, 0.3], "variants": [{"init": "gaussian"}, {"init": "identity"}]},
-                            "rank": {"lr": [0.003, 0.3], "rank": [None, 1]}}}
+                            "rank": {"lr": [0.003, 0.3], "rank": [None, 1]},
+                            "n_pairs": {"lr": [0.1, 0.3], "n_pairs": [4, 6]}}}  # both lrs memorize here
     out = tmp_path / "grid"
     rows = run_sweep(grid, out, progress=False)
     record = sweep_record(out, n_boot=20)
     tables = {t.title: t for t in record.tables}
     assert "lr" in tables["m* against backbone init"].columns and "lr" in tables["m* against rank"].columns
     names = {"init": lambda s: "identity" if s["init"] == "identity" else f"gaussian x{s['gain']:g}",
-             "rank": lambda s: "random (4)" if s["rank"] is None else str(s["rank"])}  # random labels: full rank
+             "rank": lambda s: "random (4)" if s["rank"] is None else str(s["rank"]),  # random labels: full rank
+             "n_pairs": lambda s: str(s["n_pairs"])}
     for exp, label in names.items():
         best = tables[f"m* against {exp}: each seed at each lr, and the best lr"]
-        assert best.columns[2:] == ["m* at lr 0.003", "m* at lr 0.3", "best m*", "best lr"] and len(best.rows) == 4
+        low, high = grid["experiments"][exp]["lr"]
+        assert best.columns[2:] == [f"m* at lr {low:g}", f"m* at lr {high:g}", "best m*", "best lr"]
+        assert len(best.rows) == 4
         for name, seed, at_low, at_high, m_best, lr_best in best.rows:
             fits = {r["settings"]["lr"]: r["m_star"] for r in rows if exp in r["experiments"]
                     and r["settings"]["seed"] == seed and label(r["settings"]) == name}
-            assert [at_low, at_high] == [fits[0.003], fits[0.3]]
+            assert [at_low, at_high] == [fits[low], fits[high]]
             ok = [m for m in fits.values() if m]
             assert m_best == (min(ok) if ok else None)
             assert lr_best == (min(lr for lr, m in fits.items() if m == m_best) if ok else None)
     assert {Path(f.path).name for f in record.figures} >= {"mstar_vs_rank.png", "mstar_vs_init.png"}
+    best = tables["m* against n_pairs: each seed at each lr, and the best lr"].rows
+    if len({int(r[0]) for r in best if r[4]}) >= 2:  # the n_pairs fit runs over each (n_pairs, seed) at its best lr
+        assert record.metrics["alpha_n_pairs"] is not None
+        from attnlab.memorize.plots import summarize
+        from attnlab.memorize.sweep import results
+
+        assert summarize(results(out), n_boot=20)["power_law_n_pairs"]["n_points"] == sum(1 for r in best if r[4])

@@ -33,8 +33,9 @@ def _label_rank(s: dict[str, Any]) -> str:
     return str(s["rank"]) if s["rank"] is not None else f"random ({s['n_classes']})"
 
 
-#: How the tables name the setting of the experiments that may carry a per-setting lr grid.
-_LABELS = {"rank": _label_rank, "init": _label_init}
+#: How the tables name each experiment's setting (and how an lr grid groups its rows: by setting and seed).
+_LABELS = {"n_pairs": lambda s: str(s["n_pairs"]), "seq_len": lambda s: str(s["seq_len"]),
+           "gen_steps": lambda s: str(s["gen_steps"]), "rank": _label_rank, "init": _label_init}
 
 
 def _lr_grid(rs: list[dict[str, Any]]) -> list[float]:
@@ -52,6 +53,12 @@ def _best_over_lr(rs: list[dict[str, Any]], label) -> list[dict[str, Any]]:
         if k not in best or (r["m_star"] or np.inf) < (best[k]["m_star"] or np.inf):
             best[k] = r
     return list(best.values())
+
+
+def _chosen(rows: list[dict[str, Any]], experiment: str) -> list[dict[str, Any]]:
+    """An experiment's rows as the fits and plots use them: with an lr grid, each setting and seed at its best lr."""
+    rs = _rows(rows, experiment)
+    return _best_over_lr(rs, _LABELS[experiment]) if _lr_grid(rs) else rs
 
 
 def _lr_table(rs: list[dict[str, Any]], label, lrs: list[float]) -> list[list[Any]]:
@@ -87,8 +94,9 @@ def _yerr(rs: list[dict[str, Any]]) -> np.ndarray | None:
 
 def summarize(rows: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Fits and per-experiment tables from sweep result lines (see :func:`attnlab.memorize.sweep.results`)."""
-    out: dict[str, Any] = {"tables": {}, "p_of_m": _pm(rows), "lr_grid": {}}
-    scaling = [r for r in _rows(rows, "n_pairs") + _rows(rows, "seq_len") if r["m_star"]]
+    out: dict[str, Any] = {"tables": {}, "p_of_m": _pm(rows),
+                           "lr_grid": {exp: _lr_grid(_rows(rows, exp)) for exp in _LABELS}}
+    scaling = [r for r in _chosen(rows, "n_pairs") + _chosen(rows, "seq_len") if r["m_star"]]
     scaling = list({r["point"]: r for r in scaling}.values())
     if len({r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in scaling}) >= 2:
         K = np.array([r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in scaling], dtype=float)
@@ -102,34 +110,26 @@ def summarize(rows: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> 
         out["power_law_rms_log_residual"] = float(np.sqrt(np.mean((np.log(m) - np.log(law(K))) ** 2)))
     # each axis alone: last-position labels carry n_pairs labels, not n_pairs*seq_len
     for exp in ("n_pairs", "seq_len"):
-        rs = [r for r in _rows(rows, exp) if r["m_star"]]
+        rs = [r for r in _chosen(rows, exp) if r["m_star"]]
         if len({r["settings"][exp] for r in rs}) >= 2:
             law = fit_power_law([r["settings"][exp] for r in rs], [r["m_star"] for r in rs], n_boot=n_boot, seed=seed)
             out[f"power_law_{exp}"] = {"alpha": law.alpha, "a": law.a, "ci95": list(law.ci), "n_points": law.n_points}
-    for exp in ("n_pairs", "seq_len", "gen_steps"):
-        rs = sorted(_rows(rows, exp), key=lambda r: (r["settings"][exp], r["settings"]["seed"]))
-        out["tables"][exp] = [[r["settings"][exp], r["settings"]["n_pairs"], r["settings"]["seq_len"], r["m_star"],
-                               *(_pm_cells(r) if _pm(rows) else []), r["steps"], r["n_probes"], r["probe_seconds"]]
-                              for r in rs]
-    rs = sorted(_rows(rows, "rank"),
-                key=lambda r: (_rank_of(r["settings"]), r["settings"]["lr"], r["settings"]["seed"]))
-    lrs = out["lr_grid"]["rank"] = _lr_grid(rs)
-    out["tables"]["rank"] = [[_label_rank(r["settings"]), *([r["settings"]["lr"]] if lrs else []),
-                              r["settings"]["n_pairs"], r["settings"]["seq_len"], r["m_star"],
-                              *(_pm_cells(r) if _pm(rows) else []), r["steps"], r["n_probes"], r["probe_seconds"]]
-                             for r in rs]
-    rs = _rows(rows, "gen_steps")
+    for exp, label in _LABELS.items():
+        lr = bool(out["lr_grid"][exp])
+        value = _rank_of if exp == "rank" else lambda s, e=exp: s[e]
+        rs = _rows(rows, exp) if exp == "init" else sorted(  # init: in the config's order
+            _rows(rows, exp), key=lambda r: (value(r["settings"]), r["settings"]["lr"], r["settings"]["seed"]))
+        where = [] if exp == "init" else ["n_pairs", "seq_len"]
+        out["tables"][exp] = [[label(r["settings"]) if exp in ("rank", "init") else r["settings"][exp],
+                               *([r["settings"]["lr"]] if lr else []), *(r["settings"][k] for k in where),
+                               r["m_star"], *(_pm_cells(r) if _pm(rows) else []), r["steps"], r["n_probes"],
+                               r["probe_seconds"]] for r in rs]
+        if lr:
+            out["tables"][f"{exp}_best_lr"] = _lr_table(_rows(rows, exp), label, out["lr_grid"][exp])
+    rs = _chosen(rows, "gen_steps")
     if rs:
         prods = tradeoff_products([r["m_star"] or np.nan for r in rs], [r["settings"]["gen_steps"] for r in rs])
         out["tradeoff_products"] = {r["settings"]["gen_steps"]: float(p) for r, p in zip(rs, prods, strict=True)}
-    rs = _rows(rows, "init")
-    lrs = out["lr_grid"]["init"] = _lr_grid(rs)
-    out["tables"]["init"] = [[_label_init(r["settings"]), *([r["settings"]["lr"]] if lrs else []), r["m_star"],
-                              *(_pm_cells(r) if _pm(rows) else []), r["steps"], r["n_probes"], r["probe_seconds"]]
-                             for r in rs]
-    for exp, label in _LABELS.items():
-        if out["lr_grid"][exp]:
-            out["tables"][f"{exp}_best_lr"] = _lr_table(_rows(rows, exp), label, out["lr_grid"][exp])
     return out
 
 
@@ -158,7 +158,8 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
     note = (f"budget {budget['max_steps']} steps, m*_0.5 over {budget['prompt_seeds']} prompt seeds" if _pm(rows)
             else f"budget {budget['max_steps']} steps x {budget['restarts']} restarts")
 
-    scaling = list({r["point"]: r for r in _rows(rows, "n_pairs") + _rows(rows, "seq_len") if r["m_star"]}.values())
+    chosen = _chosen(rows, "n_pairs") + _chosen(rows, "seq_len")
+    scaling = list({r["point"]: r for r in chosen if r["m_star"]}.values())
     if "power_law" in summary:
         fig, ax = plt.subplots(figsize=(6, 4.2))
         for exp, marker in (("n_pairs", "o"), ("seq_len", "s")):
@@ -169,7 +170,7 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
                         yerr=_yerr(rs), fmt=marker, capsize=3, label=f"measured, varying {exp}")
             ax.set_xscale("log")
             ax.set_yscale("log")
-        miss = [r for r in _rows(rows, "n_pairs") + _rows(rows, "seq_len") if not r["m_star"]]
+        miss = [r for r in chosen if not r["m_star"]]
         if miss:
             ax.loglog([r["settings"]["n_pairs"] * r["settings"]["seq_len"] for r in miss],
                       [r["settings"]["m_max"] for r in miss], "^", color="red", label="none up to m_max (not fitted)")
@@ -193,9 +194,8 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
     for exp, x, xlabel, fname in (("gen_steps", lambda s: s["gen_steps"], "generation steps T", "mstar_vs_T.png"),
                                   ("rank", _rank_of, "rank of the label logits (random: n_classes)",
                                    "mstar_vs_rank.png")):
-        rs = _rows(rows, exp)
-        grid = _lr_grid(rs)
-        rs = sorted(_best_over_lr(rs, _label_rank) if grid else rs, key=lambda r: x(r["settings"]))
+        grid = _lr_grid(_rows(rows, exp))
+        rs = sorted(_chosen(rows, exp), key=lambda r: x(r["settings"]))
         if not rs:
             continue
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -213,7 +213,7 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
     if rs:
         fig, ax = plt.subplots(figsize=(6.5, 3.8))
         grid = _lr_grid(rs)
-        best = _best_over_lr(rs, _label_init)  # one row per init and seed (the only row without an lr grid)
+        best = _chosen(rows, "init")  # one row per init and seed (the only row without an lr grid)
         labels = list(dict.fromkeys(_label_init(r["settings"]) for r in best))
         m_max = rs[0]["settings"]["m_max"]
         per = [[r["m_star"] for r in best if _label_init(r["settings"]) == name] for name in labels]
