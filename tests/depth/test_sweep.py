@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from attnlab.core.atomic import read_jsonl
 from attnlab.core.errors import AttnlabError
+from attnlab.core.runtime import cpu_model
 from attnlab.depth import sweep
 from attnlab.depth.sweep import SweepConfig, analyze, load_config, run_sweep, shape_for_budget
 
@@ -200,6 +202,7 @@ def test_dtype_is_in_the_recipe_and_the_device_is_not(tmp_path):
     out = tmp_path / "s"
     (row,) = run_sweep(tiny(budgets=[3000], depths=[1], dtype="bfloat16"), out, progress=False, device="cpu")
     assert row["device"] == "cpu" and row["dtype"] == "bfloat16" and np.isfinite(row["heldout_loss"])
+    assert row["machine"] == cpu_model() and row["torch"] == torch.__version__  # what trained it, per model
     with pytest.raises(AttnlabError, match="holds another depth sweep"):
         run_sweep(tiny(budgets=[3000], depths=[1]), out, progress=False)  # float32 is another recipe
 
