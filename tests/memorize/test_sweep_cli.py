@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from attnlab.cli import main
@@ -277,6 +278,9 @@ def test_an_lr_grid_per_setting_is_tabled_and_the_best_lr_taken_per_seed(tmp_pat
                             "n_pairs": {"lr": [0.1, 0.3], "n_pairs": [4, 6]}}}  # both lrs memorize here
     out = tmp_path / "grid"
     rows = run_sweep(grid, out, progress=False)
+    from attnlab.core.runtime import cpu_model
+
+    assert all(r["machine"] == cpu_model() and r["torch"] == torch.__version__ for r in rows)  # per result line
     record = sweep_record(out, n_boot=20)
     tables = {t.title: t for t in record.tables}
     assert "lr" in tables["m* against backbone init"].columns and "lr" in tables["m* against rank"].columns

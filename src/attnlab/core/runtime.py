@@ -147,6 +147,15 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def machine(device: str = "cpu") -> dict[str, Any]:
+    """What a result was computed on, for its own record line: the CPU model (or the GPU's name for a CUDA
+    ``device``) and the torch build."""
+    import torch
+
+    name = torch.cuda.get_device_name(device) if str(device).startswith("cuda") else cpu_model()
+    return {"machine": name, "torch": torch.__version__}
+
+
 def environment() -> dict[str, Any]:
     """What this run ran with: versions, machine, threads, device. Recorded in every run record.
 

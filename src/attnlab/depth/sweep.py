@@ -30,7 +30,7 @@ import numpy as np
 from ..core.atomic import atomic_write_json
 from ..core.errors import AttnlabError, refuse_unknown_keys
 from ..core.grid import NUMBER, GridLog, Job, run_grid
-from ..core.runtime import cpu_model
+from ..core.runtime import machine
 from .data import SOURCES, data_source
 from .params import count, gpt2_like
 from .theory import fit_depth_for_budget, optimal_width
@@ -331,9 +331,7 @@ def train_one(job: dict[str, Any], config: SweepConfig, device: str = "cpu") -> 
             "heldout_loss": heldout_loss(model, data.heldout(config.seq_len, config.eval_tokens), device=device,
                                          dtype=config.dtype),
             "train_seconds": round(train_s, 2), "tokens_per_second": round(tokens / train_s, 1),
-            "threads": torch.get_num_threads(), "device": device, "dtype": config.dtype,
-            "machine": torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_model(),
-            "torch": torch.__version__}
+            "threads": torch.get_num_threads(), "device": device, "dtype": config.dtype, **machine(device)}
 
 
 def train_job(args: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from ..core.atomic import append_jsonl, atomic_write_text
 from ..core.errors import AttnlabError, require
 from ..core.grid import NUMBER, GridLog, Job, field_problem, run_grid
 from ..core.outputs import run_dir
-from ..core.runtime import torch_dtype
+from ..core.runtime import machine, torch_dtype
 from .backbone import Backbone, BackboneConfig
 from .data import MemorizeData, make_data
 from .search import backbone_batch_probe, p_of_m_search, search_min_length
@@ -230,7 +230,7 @@ def run_point(settings: dict[str, Any], log_path: str | Path, device: str = "cpu
                                     m_start=settings["m_start"], seed=settings["seed"])
         line.update(_pm_fields(pms, probes))
     return {**line, "trainable_params": None if line["m_star"] is None else line["m_star"] * settings["d_model"],
-            "device": device, "dtype": dtype, "threads": torch.get_num_threads()}
+            "device": device, "dtype": dtype, "threads": torch.get_num_threads(), **machine(device)}
 
 
 def _pm_fields(pms: list, probes: list[dict[str, Any]]) -> dict[str, Any]:
