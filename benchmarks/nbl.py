@@ -24,10 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from attnlab.core.atomic import atomic_write_json
-from attnlab.core.runtime import environment, seed_everything, set_threads
+from attnlab.core.runtime import environment, set_threads
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -104,24 +102,14 @@ def stats(threads: int) -> None:
 
 
 def speed(threads: int) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig
 
-    from attnlab.nbl import apply
-    from attnlab.nbl.bench import bench_pair
-    from attnlab.nbl.lmmse import AffineMap
+    from attnlab.nbl.bench import bench_pair, random_pair
 
     config = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_hidden_layers=8,
                          num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=2048)
-    seed_everything(0)
-    reference = LlamaForCausalLM(config).eval()
+    model, reference = random_pair(config, [1, 3, 5, 7])
     params = sum(p.numel() for p in reference.parameters())
-    model = LlamaForCausalLM(config).eval()
-    model.load_state_dict(reference.state_dict())
-    d = config.hidden_size
-    g = torch.Generator().manual_seed(1)
-    maps = [AffineMap(i, (torch.randn(d, d, generator=g, dtype=torch.float64) / d**0.5).numpy(),
-                      torch.zeros(d, dtype=torch.float64).numpy(), 0.0, 0.0, 0.0) for i in (1, 3, 5, 7)]
-    apply(model, maps)
     result = bench_pair(model, reference, prompt_lengths=[128, 512], batch_sizes=[1, 4], decode_tokens=16, repeats=3,
                         progress=True)
     result.update(params=params, shape=config.to_dict(), environment=environment())

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from ..core.runtime import synchronize
+from ..core.runtime import seed_everything, synchronize
 from .replace import replaced_layers
 
 
@@ -138,3 +138,26 @@ def bench_pair(model, reference, prompt_lengths: list[int], batch_sizes: list[in
                      f"{r['kv_cache_mb_model']:>9.1f}")
     return {"replaced": k, "layers": shape.layers, "threads": torch.get_num_threads(), "repeats": repeats,
             "rows": rows, "table": "\n".join(lines)}
+
+
+def random_pair(config, layers: list[int], device: str = "cpu", dtype: torch.dtype = torch.float32,
+                seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """``(model, reference)`` for :func:`bench_pair` without a checkpoint: a random-weight causal LM of ``config``
+    built on ``device`` in ``dtype``, and its twin (the same weights) with the attention of ``layers`` replaced
+    by random linear maps (their values do not change the speed; the paper's 8B setting needs only its config)."""
+    import numpy as np
+    from transformers import AutoModelForCausalLM
+
+    from .lmmse import AffineMap
+    from .replace import apply
+
+    seed_everything(seed)
+    with torch.device(device):
+        reference = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+    model.load_state_dict(reference.state_dict())
+    d = config.hidden_size
+    g = torch.Generator().manual_seed(seed + 1)
+    apply(model, [AffineMap(i, (torch.randn(d, d, generator=g, dtype=torch.float64) / d**0.5).numpy(),
+                            np.zeros(d), 0.0, 0.0, 0.0) for i in layers])
+    return model, reference
