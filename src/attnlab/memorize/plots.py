@@ -213,7 +213,7 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
     if rs:
         fig, ax = plt.subplots(figsize=(6.5, 3.8))
         grid = _lr_grid(rs)
-        best = _chosen(rows, "init")  # one row per init and seed (the only row without an lr grid)
+        best = _chosen(rows, "init")  # one row per init and seed (with an lr grid: at its best lr)
         labels = list(dict.fromkeys(_label_init(r["settings"]) for r in best))
         m_max = rs[0]["settings"]["m_max"]
         per = [[r["m_star"] for r in best if _label_init(r["settings"]) == name] for name in labels]
