@@ -189,10 +189,14 @@ def test_ctrl_c_then_rerun_resumes(tmp_path):
     code = _PROCESS.format(here=str(HERE), runs=str(tmp_path / "runs.txt"), folder=str(folder)).replace(
         "progress=False, quiet=True)", "progress=False, quiet=True, workers=2)").replace(
         '"sleep": 0.4', '"sleep": 3')  # 12 s of jobs left after the first two: the interrupt lands mid-grid
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    # SIGINT as a terminal delivers it: a suite started in the background (`make test &`) ignores SIGINT, which a
+    # child would inherit and never see the interrupt
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while len(_log(folder).lines()) < 2 and time.time() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, "the grid finished before the interrupt could land"
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground process group
     assert proc.wait(timeout=60) != 0
     done = {r["key"] for r in _log(folder).lines()}

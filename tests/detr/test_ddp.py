@@ -28,6 +28,16 @@ def _torchrun(*argv, nproc: int = 2) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
+def _trained(name: str, value: torch.Tensor) -> torch.Tensor:
+    """``value`` without the key bias of a packed attention ``in_proj_bias`` (its middle third): softmax ignores a
+    bias added to every key, so its exact gradient is zero and Adam moves it by normalised rounding noise, which
+    differs between one process and two by rounding alone (seen at 1.04e-4 on an Intel Xeon)."""
+    if not name.endswith("in_proj_bias"):
+        return value
+    d = value.numel() // 3
+    return torch.cat([value[:d], value[2 * d:]])
+
+
 def test_two_gloo_processes_train_the_one_process_run(tiny_data, tmp_path, run_cli):
     two = _torchrun("detr", "train", "--data", tiny_data, *FLAGS, "-o", tmp_path / "two")
     assert two.returncode == 0, two.stderr[-3000:]
@@ -44,7 +54,7 @@ def test_two_gloo_processes_train_the_one_process_run(tiny_data, tmp_path, run_c
     a, state_a, _ = read_checkpoint(tmp_path / "one" / CHECKPOINT)
     b, state_b, _ = read_checkpoint(tmp_path / "two" / CHECKPOINT)
     for k in (k for k in a if k.startswith("model.")):
-        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
+        torch.testing.assert_close(_trained(k, b[k]), _trained(k, a[k]), rtol=1e-3, atol=1e-4, msg=k)
     assert state_a["history"][-1]["AP50"] > 0
     for ha, hb in zip(state_a["history"], state_b["history"], strict=True):
         assert hb["loss"] == pytest.approx(ha["loss"], rel=1e-4)
