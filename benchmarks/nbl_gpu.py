@@ -34,7 +34,8 @@ SHAPES = {"llama3-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_si
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                   help="default bfloat16 on CUDA, float32 elsewhere (bfloat16 attention on a CPU needs AVX-512)")
     p.add_argument("--prompts", type=int, nargs="+", default=[2048, 8192])
     p.add_argument("--batch", type=int, nargs="+", default=[1])
     p.add_argument("--replace", type=int, default=12, help="attention layers replaced (the last ones; default 12)")
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="a 4-layer model, 2 replaced, prompts 32 and 64")
     p.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/nbl_speed_{gpu,tiny}.json)")
     args = p.parse_args(argv)
+    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("nbl_gpu.py: needs a CUDA GPU (none visible); --tiny --device cpu checks the path on the CPU",
               file=sys.stderr)

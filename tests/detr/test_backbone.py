@@ -50,7 +50,9 @@ def test_the_default_model_is_the_one_before_the_registry(levels):
         out = model(x, mask)
     n, psum, logits, boxes = BEFORE[levels]
     assert sum(p.numel() for p in model.parameters()) == n
-    assert sum(float(p.detach().double().sum()) for p in model.parameters()) == pytest.approx(psum, rel=1e-9)
+    # rel 1e-6: some inits go through LAPACK (orthogonal), whose kernels round differently on other CPUs (1.3e-8
+    # seen with OpenBLAS's Prescott kernels); another model would differ at the 1e-2 level
+    assert sum(float(p.detach().double().sum()) for p in model.parameters()) == pytest.approx(psum, rel=1e-6)
     assert float(out["logits"].double().sum()) == pytest.approx(logits, rel=1e-4)
     assert float(out["boxes"].double().sum()) == pytest.approx(boxes, rel=1e-4)
 
