@@ -131,8 +131,7 @@ def test_every_registered_selector_scores_a_layer(selector):
     rng = np.random.default_rng(6)
     x, a, _, _ = _affine_data(rng, noise=1.0)
     st = _stats(x, a)
-    x_rows = torch.from_numpy(x)
-    st.update_block(x_rows, torch.from_numpy(x + a), unit_rows(x_rows, x.shape[1])[None], [0])  # layer 0's run
+    st.update_block(torch.from_numpy(x + a), unit_rows(torch.from_numpy(x), x.shape[1])[None], [0])  # layer 0's run
     assert np.isfinite(SELECTORS[selector].resolve()(st))
 
 

@@ -384,6 +384,10 @@ def test_angular_distances_equal_a_direct_computation_and_pick_the_best_run(tiny
             cos = torch.nn.functional.cosine_similarity(states[j].reshape(-1, 32), states[i + 1].reshape(-1, 32), -1)
             direct = float((torch.arccos(cos.clamp(-1, 1)) / math.pi).double().mean())
             assert float(stats.layers[i].mean_angular[j]) == pytest.approx(direct, rel=1e-5)
+        # ShortGPT's block influence reads the same product: the cosine of layer i's input with its output
+        direct = float(torch.nn.functional.cosine_similarity(states[i].reshape(-1, 32), states[i + 1].reshape(-1, 32),
+                                                             -1).double().mean())
+        assert stats.layers[i].mean_cos_block == pytest.approx(direct, rel=1e-5)
     for k in (1, 2, 3):
         runs = {s: float(stats.layers[s + k - 1].mean_angular[s]) for s in range(4 - k + 1)}
         assert best_run(stats, k) == list(range(min(runs, key=runs.get), min(runs, key=runs.get) + k))

@@ -7,11 +7,13 @@ import statistics
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..core.runtime import seed_everything, synchronize
-from .replace import replaced_layers
+from .lmmse import AffineMap
+from .replace import apply, replaced_layers
 
 
 @dataclass(frozen=True)
@@ -145,11 +147,7 @@ def random_pair(config, layers: list[int], device: str = "cpu", dtype: torch.dty
     """``(model, reference)`` for :func:`bench_pair` without a checkpoint: a random-weight causal LM of ``config``
     built on ``device`` in ``dtype``, and its twin (the same weights) with the attention of ``layers`` replaced
     by random linear maps (their values do not change the speed; the paper's 8B setting needs only its config)."""
-    import numpy as np
     from transformers import AutoModelForCausalLM
-
-    from .lmmse import AffineMap
-    from .replace import apply
 
     seed_everything(seed)
     with torch.device(device):

@@ -112,19 +112,18 @@ class LayerStats:
         self.cos_attention += float(packed[-1])
         self.n = n
 
-    def update_block(self, x: torch.Tensor, out: torch.Tensor, starts: torch.Tensor, start_layers: list[int]) -> None:
-        """Merge a batch of block inputs ``x`` and outputs ``out``; ``starts`` (J, N, d) are the unit rows
-        (:func:`unit_rows`) of the inputs of layers ``start_layers`` (this one and earlier ones), for the angular
-        distances of the runs ending here: one batched product for all of them."""
-        x, out = x.reshape(-1, self.d).float(), out.reshape(-1, self.d).float()
-        self.cos_block += float(torch.nn.functional.cosine_similarity(x, out, dim=-1).sum(dtype=torch.float64))
-        self.n_block += x.shape[0]
+    def update_block(self, out: torch.Tensor, starts: torch.Tensor, start_layers: list[int]) -> None:
+        """Merge a batch of block outputs ``out``; ``starts`` (J, N, d) are the unit rows (:func:`unit_rows`) of the
+        inputs of layers ``start_layers``: earlier ones, then this one (the last row, whose cosine with the output
+        is ShortGPT's block influence), for the angular distances of the runs ending here, all in one product."""
+        cos = torch.einsum("jnd,nd->jn", starts.to(out.device), unit_rows(out, self.d))
+        self.cos_block += float(cos[-1].sum(dtype=torch.float64))
+        self.n_block += cos.shape[1]
         if self.angular is None or len(self.angular) <= max(start_layers):
             grown = torch.zeros(max(start_layers) + 1, dtype=torch.float64)
             if self.angular is not None:
                 grown[:len(self.angular)] = self.angular
             self.angular = grown
-        cos = torch.einsum("jnd,nd->jn", starts.to(out.device), unit_rows(out, self.d))
         self.angular[start_layers] += (torch.arccos(cos.clamp(-1.0, 1.0)) / math.pi).sum(1, dtype=torch.float64).cpu()
 
     @property
@@ -404,8 +403,7 @@ def collect(model, blocks: torch.Tensor, batch_size: int = 8, layers: list[int] 
         def hook(module, inputs, output):
             st = stats.layers[i]
             if st.batches == batch_index[0]:
-                st.update_block(current_x[i], first_tensor(output), units["stack"][:position[i] + 1],
-                                wanted[:position[i] + 1])
+                st.update_block(first_tensor(output), units["stack"][:position[i] + 1], wanted[:position[i] + 1])
                 st.batches += 1
             del current_x[i]  # later layers need only its unit rows: the residual stream is not held whole
             if i == last:
