@@ -194,7 +194,7 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
     for exp, x, xlabel, fname in (("gen_steps", lambda s: s["gen_steps"], "generation steps T", "mstar_vs_T.png"),
                                   ("rank", _rank_of, "rank of the label logits (random: n_classes)",
                                    "mstar_vs_rank.png")):
-        grid = _lr_grid(_rows(rows, exp))
+        grid = summary["lr_grid"][exp]
         rs = sorted(_chosen(rows, exp), key=lambda r: x(r["settings"]))
         if not rs:
             continue
@@ -212,7 +212,7 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None, seed: int
     rs = _rows(rows, "init")
     if rs:
         fig, ax = plt.subplots(figsize=(6.5, 3.8))
-        grid = _lr_grid(rs)
+        grid = summary["lr_grid"]["init"]
         best = _chosen(rows, "init")  # one row per init and seed (with an lr grid: at its best lr)
         labels = list(dict.fromkeys(_label_init(r["settings"]) for r in best))
         m_max = rs[0]["settings"]["m_max"]
