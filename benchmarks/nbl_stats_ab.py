@@ -55,7 +55,13 @@ def earlier_tree(rev: str, into: Path) -> Path:
     """``src/`` of ``rev`` unpacked under ``into`` (``git archive``; the repository is not touched)."""
     archive = into / "src.tar"
     with archive.open("wb") as f:
-        subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], stdout=f, check=True)
+        done = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], stdout=f, stderr=subprocess.PIPE,
+                              text=True)
+    if done.returncode:
+        print(f"nbl_stats_ab.py: {rev!r} is not a commit of this repository with a src/ folder (git archive: "
+              f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'failed'}); give one, e.g. 5d9ef23",
+              file=sys.stderr)
+        raise SystemExit(2)
     with tarfile.open(archive) as tar:
         tar.extractall(into, filter="data")
     return into / "src"

@@ -56,3 +56,10 @@ def test_the_gpu_script_runs_its_path_on_the_cpu_and_refuses_without_cuda(tmp_pa
                           text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "needs a CUDA GPU" in proc.stderr
     assert not (tmp_path / "gpu.json").exists()
+
+
+def test_the_side_by_side_statistics_benchmark_refuses_an_unknown_commit_in_one_line():
+    ab = SCRIPT.with_name("nbl_stats_ab.py")
+    proc = subprocess.run([sys.executable, str(ab), "--against", "no-such-commit", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no-such-commit" in proc.stderr
