@@ -25,3 +25,10 @@ def visible_gpu(args):
     """The GPU this worker was given (its CUDA_VISIBLE_DEVICES) and its pid."""
     time.sleep(0.3)
     return {"x": args["x"], "y": 0, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}
+
+
+def die(args):
+    """Job ``args['fail']`` ends its worker process at once (as the kernel's OOM killer would); others square."""
+    if args.get("fail") == args["x"]:
+        os._exit(9)
+    return square(args)

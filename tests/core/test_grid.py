@@ -53,6 +53,14 @@ def test_worker_error_propagates_and_releases_claims(tmp_path):
     assert "x1" not in log.results()
 
 
+def test_a_worker_that_dies_is_an_error_naming_its_job_not_a_hang(tmp_path):
+    log = _log(tmp_path / "run")
+    with pytest.raises(RuntimeError, match=r"the worker running job x2 died \(exit code 9\)"):
+        run_grid(grid_jobs.die, _jobs(tmp_path, 4, fail=2), log, workers=2, progress=False)
+    assert not list((tmp_path / "run" / "claims").iterdir())
+    assert "x2" not in log.results()
+
+
 def test_threads_are_honoured_in_process_and_in_every_worker(tmp_path):
     import torch
 

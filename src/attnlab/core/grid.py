@@ -28,14 +28,17 @@ import hashlib
 import logging
 import multiprocessing as mp
 import os
-import queue
 import re
+import signal
 import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.pool import RemoteTraceback
 from pathlib import Path
 from typing import Any
 
@@ -246,19 +249,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _pin(threads: int, gpus: list[str] | None = None, counter: Any = None) -> None:
+def _pin(threads: int, gpu: str | None = None) -> None:
     """A worker's first act: ``threads`` torch and BLAS threads (OpenMP told before torch starts its pool)
-    and, when ``gpus`` is given, one of them (worker i gets ``gpus[i % len(gpus)]`` as its only visible
-    device, set before CUDA starts, so a job's ``cuda`` is that GPU)."""
+    and, when ``gpu`` is given, that GPU as its only visible device (set before CUDA starts, so a job's
+    ``cuda`` is that GPU)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    if gpus:
-        with counter.get_lock():
-            index = counter.value
-            counter.value += 1
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     from .runtime import set_threads
 
     set_threads(threads)
+
+
+def _serve(conn: Connection, fn: Callable[[Mapping[str, Any]], dict[str, Any]], threads: int,
+           gpu: str | None) -> None:
+    """A local worker: job arguments in on ``conn``, (row, None) or (None, (error, traceback)) out, until None.
+    Ctrl-C is the parent's to handle (it stops the workers), so a worker ignores SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _pin(threads, gpu)
+    while (args := conn.recv()) is not None:
+        try:
+            reply: tuple[Any, Any] = (fn(args), None)
+        except Exception as e:
+            reply = (None, (e, traceback.format_exc()))
+        try:
+            conn.send(reply)
+        except Exception as e:  # an error or row that does not pickle: its text still reaches the parent
+            conn.send((None, (RuntimeError(f"{type(e).__name__}: {e}"), traceback.format_exc())))
 
 
 def _visible_gpus() -> list[str]:
@@ -383,28 +400,52 @@ def run_grid(fn: Callable[[Mapping[str, Any]], dict[str, Any]], jobs: list[Job],
 def _run_pool(fn, claim_next, finish, workers: int, threads: int, gpus: list[str]) -> None:
     """At most ``workers`` jobs in flight in spawned processes, spread round-robin over ``gpus`` when there
     are several; a job is claimed only when a slot frees, so other processes sharing the folder take their
-    share."""
-    arrived: queue.Queue = queue.Queue()
-    inflight = 0
+    share. Each worker has its own pipe (no lock shared between processes, so stopping workers at an error or
+    Ctrl-C cannot deadlock, as ``multiprocessing.Pool.terminate`` can), and a worker that dies (killed, out of
+    memory) is an error naming its job, not a wait forever."""
     ctx = mp.get_context("spawn")
-    spread = (gpus, ctx.Value("i", 0)) if len(gpus) > 1 else ()
-    pool = ctx.Pool(workers, initializer=_pin, initargs=(threads, *spread))
+    procs: dict[Connection, Any] = {}
+    busy: dict[Connection, Job] = {}
     try:
+        for i in range(workers):
+            conn, theirs = ctx.Pipe()
+            gpu = gpus[i % len(gpus)] if len(gpus) > 1 else None
+            procs[conn] = ctx.Process(target=_serve, args=(theirs, fn, threads, gpu), daemon=True)
+            procs[conn].start()
+            theirs.close()  # the worker holds the only other end: its death is end-of-file here
+        idle = list(procs)
         while True:
-            while inflight < workers and (job := claim_next()) is not None:
-                pool.apply_async(fn, (job.args,), callback=lambda row, j=job: arrived.put((j, row, None)),
-                                 error_callback=lambda e, j=job: arrived.put((j, None, e)))
-                inflight += 1
-            if not inflight:
-                return
-            job, row, error = arrived.get()
-            inflight -= 1
-            if error is not None:
-                raise error
-            finish(job, row)
-    finally:
-        pool.terminate()
-        pool.join()
+            while idle and (job := claim_next()) is not None:
+                conn = idle.pop()
+                conn.send(dict(job.args))
+                busy[conn] = job
+            if not busy:
+                break
+            for conn in wait(list(busy)):
+                job = busy.pop(conn)
+                try:
+                    row, error = conn.recv()
+                except EOFError:
+                    procs[conn].join(5)
+                    raise RuntimeError(f"the worker running job {job.key} died (exit code {procs[conn].exitcode})"
+                                       "; rerun to resume") from None
+                if error is not None:
+                    raise error[0] from RemoteTraceback(error[1])
+                finish(job, row)
+                idle.append(conn)
+    finally:  # a worker between jobs is told to stop; one in a job (an error elsewhere, Ctrl-C) is stopped
+        for conn, proc in procs.items():
+            if conn in busy:
+                proc.terminate()
+            else:
+                with contextlib.suppress(OSError):
+                    conn.send(None)
+        for conn, proc in procs.items():
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            conn.close()
 
 
 def _run_ray(fn, claim_next, finish, threads: int, address: str | None, quiet: bool) -> None:
