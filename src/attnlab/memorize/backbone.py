@@ -4,10 +4,13 @@ Only the soft prompt is tuned (Wang & Lin 2025, the prompt-tuning setting). Toke
 blocks and the label readout are fixed at construction. Three facts make it cheap to tune a prompt:
 
 - The model is causal, so the prompt's keys and values do not depend on the inputs: they are computed
-  once per step at batch size 1 and shared by every example (:meth:`Backbone.prompt_cache`).
-- Nothing before the first attention depends on the prompt: the inputs' embeddings and first-block projections are
-  computed once per fit (:meth:`Backbone.input_states`). When only the last position is read (labels at the
-  last position), the last block carries that position alone past its attention.
+  once per step at batch size 1 and shared by every example (:meth:`Backbone.prompt_cache`); the last block's
+  attention over the prompt itself is never needed.
+- Nothing before the first attention depends on the prompt: the inputs' embeddings, first-block projections and
+  first-block attention among themselves are computed once per fit (:meth:`Backbone.input_states`); each step adds
+  only the inputs' scores on the prompts, one product for all prompts and examples, merged in by the log-sum-exp
+  rule of flash attention (:func:`attend_after_prefix`). When only the last position is read (labels at the
+  last position), the last block attends and carries on for that position alone.
 - Autoregressive generation steps (the trade-off of the main theorem) feed the last hidden state back as
   the next input and reuse a KV cache, so step t costs O(m + seq_len + t), not a full recomputation.
 
@@ -26,6 +29,7 @@ import functools
 import hashlib
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +86,14 @@ def causal_mask(T: int, P: int, device: torch.device) -> torch.Tensor:
     return torch.ones(T, P + T, dtype=torch.bool, device=device).tril(diagonal=P)
 
 
+def _prepend(prefix: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``prefix`` (P, H, m, hd) before each row of ``t`` (B, H, T, hd), prefix p before the p-th of P equal groups
+    of rows: one copy (the cat), however many rows share a prefix."""
+    P, B = prefix.shape[0], t.shape[0]
+    grouped = t.unflatten(0, (P, B // P))
+    return torch.cat([prefix[:, None].expand(-1, B // P, -1, -1, -1), grouped], dim=3).flatten(0, 1)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: BackboneConfig):
         super().__init__()
@@ -89,19 +101,25 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
+    def heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Queries, keys and values (B, heads, T, head_dim) of the projections ``qkv`` (B, T, 3d)."""
+        B, T, d = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+        return tuple(t.view(B, T, self.n_heads, d // self.n_heads).transpose(1, 2) for t in qkv.split(d, dim=2))
+
     def forward(self, qkv: torch.Tensor, past: KV | None, last_only: bool = False) -> tuple[torch.Tensor, KV]:
         """Attend with the projections ``qkv`` (B, T, 3d) to ``past`` keys/values plus its own, causally; returns
         the output (B, T, d), or (B, 1, d) for the last query alone with ``last_only``, and the full (past + new)
         keys/values."""
         B, T, d = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
-        q, k, v = (t.view(B, T, self.n_heads, d // self.n_heads).transpose(1, 2) for t in qkv.split(d, dim=2))
-        if past is not None:
-            k = torch.cat([past[0].expand(B, -1, -1, -1), k], dim=2)
-            v = torch.cat([past[1].expand(B, -1, -1, -1), v], dim=2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, k.shape[2] - T, qkv.device))
-        y = y.transpose(1, 2).reshape(B, T, d)
-        # contiguous rows: a matmul over a row subset then gives the same bits as over all rows
-        return self.proj(y[:, -1:].contiguous() if last_only else y), (k, v)
+        q, k, v = self.heads(qkv)
+        if past is not None:  # P cached prefixes (P divides B), prefix p shared by rows p*B/P .. (p+1)*B/P - 1
+            k, v = (_prepend(c, t) for c, t in zip(past, (k, v), strict=True))
+        if last_only:  # the last query sees every key: no mask, and no attention for the other queries
+            y = F.scaled_dot_product_attention(q[:, :, -1:], k, v).transpose(1, 2).reshape(B, 1, d)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, k.shape[2] - T, qkv.device))
+            y = y.transpose(1, 2).reshape(B, T, d)
+        return self.proj(y), (k, v)
 
 
 class Block(nn.Module):
@@ -117,22 +135,69 @@ class Block(nn.Module):
         """Query/key/value projections of the normalised input (B, T, 3d)."""
         return self.attn.qkv(self.ln_1(x))
 
-    def forward(self, x: torch.Tensor, past: KV | None, qkv: torch.Tensor | None = None,
-                last_only: bool = False) -> tuple[torch.Tensor, KV]:
-        """``qkv``: :meth:`project` of ``x`` when already known; ``last_only``: carry only the last position on
-        (its keys/values still cover every position)."""
-        a, kv = self.attn(self.project(x) if qkv is None else qkv, past, last_only)
-        x = (x[:, -1:].contiguous() if last_only else x) + a
-        return x + self.mlp(self.ln_2(x)), kv
+    def forward(self, x: torch.Tensor, past: KV | None, last_only: bool = False) -> tuple[torch.Tensor, KV]:
+        """``last_only``: carry only the last position on (its keys/values still cover every position)."""
+        a, kv = self.attn(self.project(x), past, last_only)
+        return self._mlp((x[:, -1:].contiguous() if last_only else x) + a), kv
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.ln_2(x))
+
+    def after_prompts(self, inputs: InputStates, prompts: KV, last_only: bool = False) -> torch.Tensor:
+        """This block (the first) over the inputs after each of P prompts, given the prompts' keys/values (P, heads,
+        m, head_dim): (P * B, L, d), sequence p * B + b being example b after prompt p, or the last position alone
+        (P * B, 1, d). Only the queries' scores on the prompts are computed per prompt; the inputs' attention among
+        themselves is the one of ``inputs``, merged in (:func:`attend_after_prefix`)."""
+        rows = slice(-1, None) if last_only else slice(None)
+        y = attend_after_prefix(inputs.q[:, :, rows], prompts, inputs.own.rows(rows))  # (P, B, H, L', hd)
+        a = self.attn.proj(y.transpose(2, 3).flatten(3).flatten(0, 1))
+        return self._mlp(inputs.x[:, rows].repeat(y.shape[0], 1, 1) + a)
+
+
+class OwnAttention(NamedTuple):
+    """Causal attention of the inputs among themselves, kept unnormalised so keys before them can be merged in
+    (the running max / normaliser / weighted values of flash attention): per query (B, heads, L) the largest
+    score and the sum of exp(score - largest), and (B, heads, L, head_dim) the exp-weighted sum of the values."""
+
+    top: torch.Tensor
+    norm: torch.Tensor
+    values: torch.Tensor
+
+    @classmethod
+    def of(cls, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> OwnAttention:
+        L = q.shape[2]
+        scores = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).masked_fill(~causal_mask(L, 0, q.device), -math.inf)
+        top = scores.amax(-1)  # finite: a query always sees itself
+        weights = (scores - top[..., None]).exp()
+        return cls(top, weights.sum(-1), weights @ v)
+
+    def rows(self, rows: slice) -> OwnAttention:
+        return OwnAttention(self.top[:, :, rows], self.norm[:, :, rows], self.values[:, :, rows])
+
+
+def attend_after_prefix(q: torch.Tensor, prefix: KV, own: OwnAttention) -> torch.Tensor:
+    """Softmax attention of queries ``q`` (B, H, L, hd) over P prefixes' keys/values (P, H, m, hd), each seen by
+    every query, followed by the queries' own causal keys (summarised in ``own``): (P, B, H, L, hd). The same
+    function as attention over the concatenated keys; the prefix scores are one product for all P * B sequences
+    (no copy of a prefix per example), the own part is computed once."""
+    k, v = prefix
+    scores = torch.einsum("bhld,phmd->pbhlm", q, k) * q.shape[-1] ** -0.5
+    top = torch.maximum(own.top, scores.detach().amax(-1))  # a shift that cancels: no gradient through it
+    weights, own_scale = (scores - top[..., None]).exp(), (own.top - top).exp()
+    norm = own.norm * own_scale + weights.sum(-1)
+    return (own.values * own_scale[..., None] + torch.einsum("pbhlm,phmd->pbhld", weights, v)) / norm[..., None]
 
 
 @dataclass(frozen=True)
 class InputStates:
     """What the frozen model computes from the inputs before attention mixes in the prompt: the embedded
-    tokens (B, L, d) and the first block's projections (B, L, 3d). Computed once per fit, reused every step."""
+    tokens (B, L, d), the first block's projections (B, L, 3d) and its queries (B, heads, L, head_dim), and the
+    inputs' first-block attention among themselves. Computed once per fit, reused every step."""
 
     x: torch.Tensor
     qkv: torch.Tensor
+    q: torch.Tensor
+    own: OwnAttention
 
 
 class Backbone(nn.Module):
@@ -156,21 +221,26 @@ class Backbone(nn.Module):
     def d_model(self) -> int:
         return self.cfg.d_model
 
-    def _run(self, x: torch.Tensor, past: list[KV] | None, qkv: torch.Tensor | None = None,
-             last_only: bool = False) -> tuple[torch.Tensor, list[KV]]:
-        """All blocks over ``x`` given per-layer ``past`` keys/values (``qkv``: the first block's projections when
-        known; ``last_only``: the last block carries only the last position); returns ln_f(hidden) and caches."""
+    def _run(self, x: torch.Tensor, past: list[KV] | None, last_only: bool = False,
+             first: int = 0) -> tuple[torch.Tensor, list[KV]]:
+        """Blocks ``first``, ... over ``x`` given their ``past`` keys/values (``last_only``: the last block carries
+        only the last position); returns ln_f(hidden) and their caches."""
         caches = []
-        for i, block in enumerate(self.blocks):
-            x, kv = block(x, None if past is None else past[i], qkv if i == 0 else None,
-                          last_only and i == len(self.blocks) - 1)
+        for i, block in enumerate(self.blocks[first:], first):
+            x, kv = block(x, None if past is None else past[i - first], last_only and i == len(self.blocks) - 1)
             caches.append(kv)
         return self.ln_f(x), caches
 
     def prompt_cache(self, prompt: torch.Tensor) -> list[KV]:
         """Keys/values of the soft prompt (m, d), computed once at batch size 1 (exact: causal model), or of S
         prompts (S, m, d) at batch size S."""
-        return self._run(prompt if prompt.dim() == 3 else prompt.unsqueeze(0), None, last_only=True)[1]
+        x, caches = prompt if prompt.dim() == 3 else prompt.unsqueeze(0), []
+        for block in self.blocks[:-1]:
+            x, kv = block(x, None)
+            caches.append(kv)
+        last = self.blocks[-1]  # its keys and values are all the last block gives the inputs: no attention there
+        _, k, v = last.attn.heads(last.project(x))
+        return [*caches, (k, v)]
 
     def _embed(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
         end = start + tokens.shape[1]
@@ -181,28 +251,29 @@ class Backbone(nn.Module):
     def input_states(self, tokens: torch.Tensor) -> InputStates:
         """The prompt-independent part of the forward pass for ``tokens`` (B, L) (see :class:`InputStates`)."""
         x = self._embed(tokens)
-        return InputStates(x, self.blocks[0].project(x))
+        qkv = self.blocks[0].project(x)
+        q, k, v = self.blocks[0].attn.heads(qkv)
+        return InputStates(x, qkv, q, OwnAttention.of(q, k, v))
 
     def forward(self, prompt: torch.Tensor, tokens: torch.Tensor | InputStates, gen_steps: int = 0,
                 last_only: bool = False) -> torch.Tensor:
         """Logits (B, seq_len, n_logits: the vocabulary or the n_classes labels) after the prompt (m, d); with
         ``gen_steps`` = T > 0 the last position's logits are replaced by those read after T continuous generation
-        steps. ``tokens`` may be
-        precomputed :meth:`input_states`. ``last_only``: only the last position's logits (B, 1, n_logits),
-        skipping what only the other positions' outputs need (the last block's output projection, MLP, final
-        norm and readout there); the logits and the prompt's gradient are the same bits as without it.
+        steps. ``tokens`` may be precomputed :meth:`input_states`. ``last_only``: only the last position's logits
+        (B, 1, n_logits), skipping what only the other positions' outputs need (the last block's attention there,
+        output projection, MLP, final norm and readout); the same logits and prompt gradient as without it, up to
+        rounding.
 
         S prompts (S, m, d) run as one batch of S * B sequences (every example once per prompt): logits
         (S, B, seq_len, n_logits), prompt s's in row s, each prompt's only through its own sequences."""
         inputs = tokens if isinstance(tokens, InputStates) else self.input_states(tokens)
-        x, qkv, cache = inputs.x, inputs.qkv, self.prompt_cache(prompt)
-        if prompt.dim() == 3:
-            S, B = prompt.shape[0], x.shape[0]
-            x, qkv = x.repeat(S, 1, 1), qkv.repeat(S, 1, 1)
-            cache = [(k.repeat_interleave(B, 0), v.repeat_interleave(B, 0)) for k, v in cache]
-        hidden, cache = self._run(x, cache, qkv, last_only)
-        if gen_steps:
-            last = self.generate(hidden[:, -1:], cache, x.shape[1], gen_steps)
+        cache = self.prompt_cache(prompt)
+        x = self.blocks[0].after_prompts(inputs, cache[0], last_only and len(self.blocks) == 1)
+        hidden, later = self._run(x, cache[1:], last_only, first=1)
+        if gen_steps:  # the first block's keys/values in full: each prompt's, then the inputs'
+            first = tuple(_prepend(c, t.repeat(c.shape[0], 1, 1, 1))
+                          for c, t in zip(cache[0], self.blocks[0].attn.heads(inputs.qkv)[1:], strict=True))
+            last = self.generate(hidden[:, -1:], [first, *later], inputs.x.shape[1], gen_steps)
             hidden = last if last_only else torch.cat([hidden[:, :-1], last], 1)
         logits = self.readout(hidden)
         return logits.unflatten(0, (prompt.shape[0], -1)) if prompt.dim() == 3 else logits
