@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from attnlab.core.errors import AttnlabError
-from attnlab.memorize.backbone import Backbone, BackboneConfig
+from attnlab.memorize.backbone import Backbone, BackboneConfig, OwnAttention, attend_after_prefix
 from attnlab.memorize.settings import INITS
 
 
@@ -23,6 +23,23 @@ def test_cached_prompt_states_equal_naive_concatenation(init, gen_steps):
     torch.testing.assert_close(cached, naive, atol=1e-10, rtol=1e-10)
     fast32 = small(init=init)(prompt.float(), tokens, gen_steps)
     torch.testing.assert_close(fast32, naive.float(), atol=1e-2, rtol=1e-3)
+
+
+@pytest.mark.parametrize("P, m", [(1, 1), (3, 5)])
+def test_attention_after_a_prefix_is_attention_over_the_concatenated_keys(P, m):
+    """attend_after_prefix (the inputs' own causal attention computed once, the prefix scores merged in) equals
+    softmax attention over [prefix p; own keys] with the causal mask, for every prefix and example, also where the
+    scores are large enough that an unshifted exp would overflow."""
+    B, H, L, hd = 4, 2, 6, 8
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, H, L, hd, generator=g, dtype=torch.float64) * 30 for _ in range(3))
+    kp, vp = (torch.randn(P, H, m, hd, generator=g, dtype=torch.float64) * 30 for _ in range(2))
+    got = attend_after_prefix(q, (kp, vp), OwnAttention.of(q, k, v))
+    mask = torch.ones(L, m + L, dtype=torch.bool).tril(diagonal=m)
+    for p in range(P):
+        keys, values = torch.cat([kp[p].expand(B, -1, -1, -1), k], 2), torch.cat([vp[p].expand(B, -1, -1, -1), v], 2)
+        want = torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        torch.testing.assert_close(got[p], want, atol=1e-10, rtol=1e-10)
 
 
 def test_equal_without_norm_and_with_one_token_prompt():

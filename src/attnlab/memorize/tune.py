@@ -99,7 +99,7 @@ def fit_prompt(backbone: Backbone, data: MemorizeData, m: int, gen_steps: int = 
 
     ``forward(prompt, tokens, gen_steps)`` defaults to the cached :meth:`Backbone.forward` (:func:`fit_prompts`
     with one seed), which then also reuses the inputs' prompt-independent states and, when every target is at the
-    last position, computes only what the last position needs (the same logits there, bit for bit).
+    last position, computes only what the last position needs (the same logits there, up to rounding).
     """
     if forward is None:
         return fit_prompts(backbone, data, m, [seed], gen_steps, config)[0]
