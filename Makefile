@@ -47,12 +47,12 @@ demo: $(VENV)/.installed $(VENV)/.models
 	@$(BIN)/attnlab tour -o report --overwrite --progress
 	@echo "report: $(abspath report/index.html)"
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev $(VENV)/.models
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The suite as other CPUs would run it: other OpenBLAS kernels (Prescott: SSE3 only; Haswell: AVX2),
 # torch's portable kernels instead of AVX2/AVX-512, and 2 threads instead of 1. No test may depend on them.
-test-matrix: $(VENV)/.installed-dev
+test-matrix: $(VENV)/.installed-dev $(VENV)/.models
 	OPENBLAS_CORETYPE=Prescott ATEN_CPU_CAPABILITY=default ATTNLAB_TEST_THREADS=2 $(BIN)/python -m pytest $(PYTEST_ARGS)
 	OPENBLAS_CORETYPE=Haswell ATTNLAB_TEST_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
