@@ -305,8 +305,7 @@ class Backbone(nn.Module):
         """Greedy decoding for sequence memorization: from the first token(s) ``keys`` (B, k), emit the argmax
         label and feed it back as the next input token, one position at a time with a KV cache."""
         require(self.cfg.n_classes <= self.cfg.vocab, "greedy decoding feeds labels back: needs n_classes <= vocab")
-        cache = [(k.expand(keys.shape[0], -1, -1, -1), v.expand(keys.shape[0], -1, -1, -1))
-                 for k, v in self.prompt_cache(prompt)]
+        cache = self.prompt_cache(prompt)  # one prompt's keys/values: attention prepends them to every row
         out, x, start = [], keys, 0
         for _ in range(n_new):
             h, cache = self._run(self._embed(x, start), cache)
