@@ -27,6 +27,8 @@ def test_help_page_has_an_example_and_every_option_has_help(path, parser):
         if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction, argparse._VersionAction)):
             continue
         assert action.help and action.help.strip(), f"`attnlab {' '.join(path)}`: {action.dest} has no help"
+    page = parser.format_help()  # descriptions are printed as written, option help %-formatted: no "%%" left over
+    assert "%%" not in page and ") (default: refuse" not in page, f"{path}: stray %% or ) ("
 
 
 LEAVES = [(p, parser) for p, parser in PAGES

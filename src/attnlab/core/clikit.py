@@ -47,11 +47,12 @@ def show_progress(args: argparse.Namespace) -> bool:
 def add_out(p: argparse.ArgumentParser, default: str | None = None, required: bool = False,
             what: str = "output") -> None:
     """``-o/--out`` and ``--overwrite``: commands refuse to replace an existing output unless told to
-    (see :mod:`attnlab.core.outputs`)."""
-    p.add_argument("-o", "--out", default=default, required=required, help=f"{what} path" +
-                   (f" (default {default})" if default else ""))
+    (see :mod:`attnlab.core.outputs`). ``what`` names the output, optionally followed by " (details)"."""
+    name, _, details = what.partition(" (")
+    p.add_argument("-o", "--out", default=default, required=required, help=f"{name} path" +
+                   (f" ({details}" if details else "") + (f" (default {default})" if default else ""))
     p.add_argument("--overwrite", action="store_true",
-                   help=f"replace an existing {what} (default: refuse; a resumable run resumes)")
+                   help=f"replace an existing {name} (default: refuse; a resumable run resumes)")
 
 
 def add_device(p: argparse.ArgumentParser, dtype: bool = False) -> None:

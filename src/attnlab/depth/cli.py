@@ -114,7 +114,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("analyze", aliases=["plot"], parents=[common], help="analyse and plot a sweep folder",
                        description="Best depth per budget with bootstrap over seeds, the ln d* fit, and the slope "
-                                   "test: L* per budget (minimum of a parabola in ln L; 95%% bootstrap over seeds) "
+                                   "test: L* per budget (minimum of a parabola in ln L; 95% bootstrap over seeds) "
                                    "and the slope of L* in ln N against Levine et al.'s prediction and zero slope. "
                                    "Writes summary.json, sweep.png and record.json, in the sweep folder or in -o "
                                    "DIR. Works on a sweep still running (complete seeds only for L*).",

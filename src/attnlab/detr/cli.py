@@ -282,7 +282,7 @@ def register(subparsers, common) -> None:
                        description="Trains baseline and DAC for each seed, one grid job per run (--jobs processes, "
                                    "or Ray tasks with --backend ray; resumable, and several processes may share "
                                    "-o; rerun with more --seeds to add seeds), logs each run's final AP to "
-                                   "runs.jsonl, then writes summary.md/json (AP at 25/50/75/100%% of the budget, "
+                                   "runs.jsonl, then writes summary.md/json (AP at 25/50/75/100% of the budget, "
                                    "queries per object), curves.png and record.json.",
                        epilog="Example: attnlab detr compare --data data/digits --seeds 3 --epochs 24 -o runs/cmp "
                               "--jobs 2 --threads 1")
