@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -300,6 +301,8 @@ def test_an_lr_grid_per_setting_is_tabled_and_the_best_lr_taken_per_seed(tmp_pat
             assert m_best == (min(ok) if ok else None)
             assert lr_best == (min(lr for lr, m in fits.items() if m == m_best) if ok else None)
     assert {Path(f.path).name for f in record.figures} >= {"mstar_vs_rank.png", "mstar_vs_init.png"}
+    paired = tables["m* against backbone init, paired by seed: ratio to gaussian x3"]
+    assert [r[0] for r in paired.rows] == ["identity"]
     best = tables["m* against n_pairs: each seed at each lr, and the best lr"].rows
     if len({int(r[0]) for r in best if r[4]}) >= 2:  # the n_pairs fit runs over each (n_pairs, seed) at its best lr
         assert record.metrics["alpha_n_pairs"] is not None
@@ -307,3 +310,26 @@ def test_an_lr_grid_per_setting_is_tabled_and_the_best_lr_taken_per_seed(tmp_pat
         from attnlab.memorize.sweep import results
 
         assert summarize(results(out), n_boot=20)["power_law_n_pairs"]["n_points"] == sum(1 for r in best if r[4])
+
+
+def test_inits_are_compared_paired_by_seed_with_a_t_interval_on_the_log_ratio():
+    """Each init's m* against the first init's on the same seed: the geometric-mean ratio with a 95% t interval
+    over the seeds where both have an m*; a seed where either fails is counted, not imputed."""
+    from scipy.stats import t as student_t
+
+    from attnlab.memorize.plots import _label_init, _paired
+
+    def row(init, gain, seed, m_star):
+        return {"settings": {"init": init, "gain": gain, "seed": seed}, "m_star": m_star}
+
+    first = [8, 8, 10, None]
+    other = [4, 8, 5, 6]
+    rows = [row("gaussian", 3.0, s, m) for s, m in enumerate(first)] + \
+           [row("orthogonal", 3.0, s, m) for s, m in enumerate(other)] + [row("identity", 1.0, 0, None)]
+    (name, n, ratio, low, high, left), (none_name, *none) = _paired(rows, _label_init)
+    logs = np.log([4 / 8, 8 / 8, 5 / 10])
+    half = student_t.ppf(0.975, 2) * logs.std(ddof=1) / np.sqrt(3)
+    assert (name, n, left) == ("orthogonal x3", 3, 1)
+    assert ratio == pytest.approx(np.exp(logs.mean()), abs=1e-3)
+    assert (low, high) == pytest.approx((np.exp(logs.mean() - half), np.exp(logs.mean() + half)), abs=1e-3)
+    assert none_name == "identity" and none == [0, None, None, None, 4]

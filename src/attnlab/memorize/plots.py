@@ -4,6 +4,7 @@ init."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 from ..core.errors import require
 from ..core.plots import plt, save_figure
 from ..core.records import RunRecord
+from ..core.stats import mean_t_interval
 from .sweep import check_sweep_dir, folder_config, results
 from .theory import fit_power_law, fit_sqrt_law, sqrt_bound, tradeoff_products
 
@@ -72,6 +74,28 @@ def _lr_table(rs: list[dict[str, Any]], label, lrs: list[float]) -> list[list[An
     return out
 
 
+def _paired(best: list[dict[str, Any]], label) -> list[list[Any]]:
+    """Each setting against the first (the config's first variant), paired by seed: rows ``[setting, pairs,
+    geometric-mean ratio of m*, its 95% t interval low, high, seeds left out]``. The ratio's mean and interval are
+    of log(m* / m*_first) over the seeds where both have an m* (a failure has no ratio: those seeds are counted,
+    not imputed); no interval from fewer than two pairs."""
+    by = {(label(r["settings"]), r["settings"]["seed"]): r["m_star"] for r in best}
+    names = list(dict.fromkeys(label(r["settings"]) for r in best))
+    seeds = sorted({r["settings"]["seed"] for r in best})
+    out = []
+    for name in names[1:]:
+        logs = [math.log(by[name, s] / by[names[0], s]) for s in seeds
+                if by.get((name, s)) and by.get((names[0], s))]
+        if not logs:
+            out.append([name, 0, None, None, None, len(seeds)])
+            continue
+        t = mean_t_interval(logs)
+        out.append([name, t["n"], round(math.exp(t["mean"]), 3),
+                    *(round(math.exp(t[k]), 3) if t[k] is not None else None for k in ("low", "high")),
+                    len(seeds) - t["n"]])
+    return out
+
+
 def _pm(rows: list[dict[str, Any]]) -> bool:
     """Whether the rows are p(m) estimates (``prompt_seeds`` set): m_star is m*_q, with an interval."""
     return any("ci" in r for r in rows)
@@ -126,6 +150,10 @@ def summarize(rows: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> 
                                r["probe_seconds"]] for r in rs]
         if lr:
             out["tables"][f"{exp}_best_lr"] = _lr_table(_rows(rows, exp), label, out["lr_grid"][exp])
+    if len({r["settings"]["seed"] for r in _rows(rows, "init")}) >= 2:
+        best = _chosen(rows, "init")
+        out["tables"]["init_paired"] = _paired(best, _label_init)
+        out["init_reference"] = _label_init(best[0]["settings"])
     rs = _chosen(rows, "gen_steps")
     if rs:
         prods = tradeoff_products([r["m_star"] or np.nan for r in rs], [r["settings"]["gen_steps"] for r in rs])
@@ -274,6 +302,10 @@ def sweep_record(sweep_dir: str | Path, seed: int = 0, n_boot: int = 2000, fig_d
     if summary["tables"]["init"]:
         lr = ["lr"] if summary["lr_grid"]["init"] else []
         rec.add_table("m* against backbone init", ["init", *lr, "m*", *pm, *tail], summary["tables"]["init"])
+    if summary["tables"].get("init_paired"):
+        rec.add_table(f"m* against backbone init, paired by seed: ratio to {summary['init_reference']}",
+                      ["init", "seeds paired", "m* ratio (geometric mean)", "95% low", "95% high",
+                       "seeds without a ratio"], summary["tables"]["init_paired"])
     for exp, lrs in summary["lr_grid"].items():
         if lrs:
             rec.add_table(f"m* against {exp}: each seed at each lr, and the best lr",
