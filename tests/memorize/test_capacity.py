@@ -134,3 +134,17 @@ def test_summary_interval_needs_three_seeds(tmp_path):
     assert one["mean"] == 12 and one["ci"][0] < 10 < 14 < one["ci"][1] and one["tokens_per_vector"] == 12
     assert two["ci"] is None and two["censored"] and two["tokens_per_vector"] == 15
     assert C.plot(rows, tmp_path / "capacity.png", "t").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_gain_over_the_previous_m_is_paired_by_seed():
+    """Each seed's window is the same at every m: the gain is the mean of per-seed differences (a seed missing
+    at either m is left out), with a t interval from three pairs on."""
+    caps = {1: [2, 0, 1, 5], 2: [6, 3, 9], 4: [10]}  # m -> capacity of seeds 0, 1, ...
+    rows = [{"m": m, "seed": s, "capacity": c, "censored": False, "generated_exact": True}
+            for m, cs in caps.items() for s, c in enumerate(cs)]
+    one, two, four = C.summarize(rows)
+    assert one["gain"] is None
+    diffs = [4, 3, 8]
+    assert two["gain"]["from_m"] == 1 and two["gain"]["n"] == 3 and two["gain"]["mean"] == pytest.approx(5)
+    assert two["gain"]["ci"][0] < min(diffs) and two["gain"]["ci"][1] > max(diffs)
+    assert four["gain"] == {"from_m": 2, "n": 1, "mean": 4.0, "ci": None}

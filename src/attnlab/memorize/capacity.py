@@ -305,18 +305,29 @@ def rows(out_dir: str | Path) -> list[dict[str, Any]]:
 
 def summarize(rows: Sequence[Mapping[str, Any]], level: float = 0.95) -> list[dict[str, Any]]:
     """Per m: the capacity of each seed, their mean, a Student-t interval of the mean (with >= 3 seeds; None
-    otherwise), tokens per vector, and whether any seed reached n_max (a lower bound only)."""
+    otherwise), tokens per vector, whether any seed reached n_max (a lower bound only), and the gain over the
+    previous m paired by seed (the same text window at every m): the mean difference with its t interval over
+    the seeds that have both (interval with >= 3 of them)."""
     from ..core.stats import mean_t_interval
 
-    out = []
+    out: list[dict[str, Any]] = []
     for m in sorted({r["m"] for r in rows}):
         rs = sorted((r for r in rows if r["m"] == m), key=lambda r: r["seed"])
         t = mean_t_interval([float(r["capacity"]) for r in rs], level)
         mean = t["mean"]
         ci = [t["low"], t["high"]] if t["n"] >= 3 else None
-        out.append({"m": m, "seeds": [r["seed"] for r in rs], "capacity": [r["capacity"] for r in rs], "mean": mean,
+        by_seed = {r["seed"]: r["capacity"] for r in rs}
+        gain = None
+        if out:
+            before = dict(zip(out[-1]["seeds"], out[-1]["capacity"], strict=True))
+            diffs = [float(by_seed[s] - before[s]) for s in by_seed if s in before]
+            if diffs:
+                g = mean_t_interval(diffs, level)
+                gain = {"from_m": out[-1]["m"], "n": g["n"], "mean": g["mean"],
+                        "ci": [g["low"], g["high"]] if g["n"] >= 3 else None}
+        out.append({"m": m, "seeds": list(by_seed), "capacity": list(by_seed.values()), "mean": mean,
                     "ci": ci, "tokens_per_vector": mean / m, "censored": any(r["censored"] for r in rs),
-                    "generated_exact": all(r["generated_exact"] for r in rs if r["capacity"] > 0)})
+                    "generated_exact": all(r["generated_exact"] for r in rs if r["capacity"] > 0), "gain": gain})
     return out
 
 

@@ -496,6 +496,10 @@ def _register_capacity(sub, common) -> None:
     p.set_defaults(func=_cmd_capacity)
 
 
+def _rounded(interval: list[float] | None) -> list[float] | None:
+    return None if interval is None else [round(x, 1) for x in interval]
+
+
 def _cmd_capacity(args: argparse.Namespace) -> int:
     from ..core.records import RunRecord
     from ..core.text import describe
@@ -520,10 +524,12 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
                             "heldout_text": describe(args.text, "heldout")},
                     metrics={"summary": table, "searches": len(rows)})
     rec.add_table("capacity: the largest N reproduced exactly within the step budget, per seed",
-                  ["m", "tokens per seed", "mean", "95% interval", "tokens per vector", "generate reproduces"],
+                  ["m", "tokens per seed", "mean", "95% interval", "tokens per vector", "generate reproduces",
+                   "gain over the previous m, paired by seed", "its 95% interval"],
                   [[t["m"], " ".join(map(str, t["capacity"])) + (" (n_max reached)" if t["censored"] else ""),
-                    round(t["mean"], 1), None if t["ci"] is None else [round(x, 1) for x in t["ci"]],
-                    round(t["tokens_per_vector"], 1), t["generated_exact"]] for t in table])
+                    round(t["mean"], 1), _rounded(t["ci"]), round(t["tokens_per_vector"], 1), t["generated_exact"],
+                    None if t["gain"] is None else round(t["gain"]["mean"], 1),
+                    None if t["gain"] is None else _rounded(t["gain"]["ci"])] for t in table])
     rec.add_table("searches", ["m", "seed", "capacity", "steps", "loss", "smallest margin", "probes", "seconds"],
                   [[r["m"], r["seed"], r["capacity"], r["steps"], r["loss"], r["min_margin"], r["n_probes"],
                     r["probe_seconds"]] for r in rows])
@@ -539,6 +545,7 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
     lines = [f"{t['m']:>3} vectors: " + " ".join(map(str, t["capacity"])) + f" tokens, mean {t['mean']:.1f}"
              + ("" if t["ci"] is None else f" (95% {t['ci'][0]:.1f}..{t['ci'][1]:.1f})")
              + f", {t['tokens_per_vector']:.1f} per vector" + (", n_max reached" if t["censored"] else "")
+             + ("" if t["gain"] is None else f", {t['gain']['mean']:+.1f} over m = {t['gain']['from_m']} (paired)")
              for t in table]
     emit(args, {"out": args.out, "record": str(path), "summary": table, "rows": rows},
          text="\n".join(lines + [f"record {path}"]))
