@@ -30,20 +30,23 @@ def test_a_batch_of_prompts_gives_each_prompt_its_own_logits_and_gradient(gen_st
 
 
 @pytest.mark.parametrize("target, n_pairs, m, gen_steps, margin", [
-    ("last", 8, 8, 0, 0.0), ("last", 8, 8, 0, 0.5), ("every", 4, 8, 0, 0.0), ("last", 8, 4, 1, 0.0)])
+    ("last", 4, 8, 0, 0.0), ("last", 4, 8, 0, 0.5), ("every", 1, 8, 0, 0.0), ("last", 3, 8, 1, 0.0)])
 def test_batched_fits_are_the_unbatched_fits(target, n_pairs, m, gen_steps, margin):
-    """In float64 (so rounding of the larger matmuls cannot flip an outcome): the same outcome, step count and
-    prompt for every seed, though fits finish at different steps and leave the batch."""
+    """In float64: the same outcome, step count and prompt for every seed, though fits finish at different steps
+    and leave the batch. A fit is chaotic: a batch and a single fit round differently on some CPUs (the BLAS
+    blocks them differently), and Adam grows that difference by orders of magnitude every ten steps or so (on an
+    AMD EPYC, fits of 70+ steps here end up to O(1) apart, and outcomes can flip), so the fits compared here all
+    stop within 30 steps (there: at most 2e-8 apart; the step itself is checked at 1e-12 above)."""
     data = random_tokens(n_pairs, 4, vocab=16, n_classes=4, target=target, seed=0)
     bb = _backbone()
-    config = TuneConfig(max_steps=150, margin=margin)
+    config = TuneConfig(max_steps=30, margin=margin)
     seeds = [3, 11, 0, 7, 5]
     batch = fit_prompts(bb, data, m, seeds, gen_steps, config)
     alone = [fit_prompt(bb, data, m, gen_steps, config, seed=s) for s in seeds]
     assert [(f.seed, f.memorized, f.steps) for f in batch] == [(f.seed, f.memorized, f.steps) for f in alone]
     assert len({f.steps for f in batch}) > 1  # fits did leave the batch at different steps
     for b, a in zip(batch, alone, strict=True):
-        torch.testing.assert_close(b.prompt, a.prompt, rtol=0, atol=1e-9)
+        torch.testing.assert_close(b.prompt, a.prompt, rtol=0, atol=1e-6)
         assert b.exact_accuracy == a.exact_accuracy and b.token_accuracy == a.token_accuracy
 
 
