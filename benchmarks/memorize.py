@@ -8,6 +8,12 @@ set to the harness's draw for the same seed), stopping rule (the first exactly m
 search (doubling, then bisection on p(m), ``--prompt-seeds`` seeds per length). The harness fits a length's seeds as
 one batch (``fit_prompts``); PEFT fits them one after another with ``get_peft_model`` and a full forward per step.
 
+Both sides fit the same lengths: an untimed first run of the harness's search (also the warm-up) fixes the plan, the
+lengths it tried in order; in every round the harness runs its search again (deterministic on one machine: it tries
+the plan, which is checked) and PEFT fits the plan's lengths, every seed of each. Near m* a float32 fit can fall the
+other way on the other side's kernels, so PEFT's own search may try other lengths; it runs once more, after the
+rounds, and is reported beside (not in the ratio): two searches that tried different lengths are not the same work.
+
 Rounds alternate which side runs first; each side's process (CPU) time and wall time are recorded per round; the
 ratio is of medians. Torch threads are pinned. The fits themselves are compared too: the share of (length, seed)
 fits with the same outcome and the same step count on both sides (they agree up to float32 rounding, which near m*
@@ -34,6 +40,7 @@ from attnlab.memorize.gpt2 import to_gpt2
 from attnlab.memorize.peft_adapter import PeftMemorizeConfig, fit_peft_prompt
 from attnlab.memorize.search import backbone_batch_probe, p_of_m_search, prompt_seed
 from attnlab.memorize.settings import DEFAULTS
+from attnlab.memorize.statistic import bootstrap_interval, m_star_q
 from attnlab.memorize.sweep import build
 from attnlab.memorize.tune import draw_prompt
 
@@ -62,10 +69,27 @@ def timed(fn) -> tuple[Any, float, float]:
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
+def fit_plan(probe, plan: list[int], n_seeds: int) -> list[dict[str, Any]]:
+    """Every seed of every length in ``plan``, in order: the fits of a search that tried those lengths."""
+    return [{"m": m, "restart": r, **rec} for m in plan for r, rec in enumerate(probe(m, list(range(n_seeds))))]
+
+
+def summarize(log: list[dict[str, Any]], wall: float, cpu: float) -> dict[str, Any]:
+    """One timed run's record: its time, m*_0.5 and its bootstrap interval over the lengths it fitted, and every
+    fit's outcome."""
+    table = {}
+    for f in log:
+        table.setdefault(f["m"], []).append(f["memorized"])
+    return {"wall_s": wall, "cpu_s": cpu, "m_star": m_star_q(table), "ci": list(bootstrap_interval(table, n_boot=500)),
+            "p": {m: sum(v) / len(v) for m, v in table.items()}, "lengths": list(table), "fits": len(log),
+            "steps": sum(f["steps"] for f in log),
+            "outcomes": {f"{f['m']}/{f['restart']}": [f["memorized"], f["steps"]] for f in log}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=5, help="searches per side, order alternating (>= 5)")
+    ap.add_argument("--rounds", type=int, default=5, help="timed runs per side, order alternating (>= 5)")
     ap.add_argument("--n-pairs", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=8)
     ap.add_argument("--max-steps", type=int, default=200)
@@ -80,49 +104,61 @@ def main() -> int:
                 "m_max": args.m_max, "prompt_seeds": args.prompt_seeds, "seed": args.seed}
     data, cfg, tune = build(settings)
     backbone = Backbone(cfg)
-    sides = {"harness (batched, cached)": backbone_batch_probe(backbone, data, tune=tune, seed=args.seed),
-             "peft prompt tuning (GPT-2 twin)": peft_batch_probe(backbone, data, tune, args.seed)}
+    harness = backbone_batch_probe(backbone, data, tune=tune, seed=args.seed)
+    peft = peft_batch_probe(backbone, data, tune, args.seed)
+
+    def search(probe) -> list[dict[str, Any]]:
+        return p_of_m_search(probe, args.m_max, args.prompt_seeds, [args.max_steps], m_start=1, n_boot=1)[1]
+
+    plan = list(dict.fromkeys(f["m"] for f in search(harness)))  # untimed: the warm-up, and the lengths to fit
+    peft(1, [0])
+    print(f"plan (the harness's search): m = {plan}", file=sys.stderr)
+    sides = {"harness (batched, cached)": lambda: search(harness),
+             "peft prompt tuning (GPT-2 twin)": lambda: fit_plan(peft, plan, args.prompt_seeds)}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
     loads = [os.getloadavg()]
     for r in range(args.rounds):
         for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
-            (pms, log), wall, cpu = timed(lambda n=name: p_of_m_search(sides[n], args.m_max, args.prompt_seeds,
-                                                                        [args.max_steps], m_start=1, n_boot=500))
-            runs[name].append({"wall_s": wall, "cpu_s": cpu, "m_star": pms[0].m_star, "ci": list(pms[0].ci),
-                               "p": pms[0].p, "fits": len(log), "steps": sum(f["steps"] for f in log),
-                               "outcomes": {f"{f['m']}/{f['restart']}": [f["memorized"], f["steps"]] for f in log}})
-            print(f"round {r + 1} {name}: m*_0.5 = {pms[0].m_star} ({len(log)} fits) in {wall:.1f} s wall, "
-                  f"{cpu:.1f} s CPU", file=sys.stderr)
+            log, wall, cpu = timed(sides[name])
+            runs[name].append(summarize(log, wall, cpu))
+            print(f"round {r + 1} {name}: m*_0.5 = {runs[name][-1]['m_star']} ({len(log)} fits) in {wall:.1f} s "
+                  f"wall, {cpu:.1f} s CPU", file=sys.stderr)
         loads.append(os.getloadavg())
-    ours, theirs = (runs[name] for name in sides)
-    shared = [k for k in ours[0]["outcomes"] if k in theirs[0]["outcomes"]]
-    same_outcome = sum(ours[0]["outcomes"][k][0] == theirs[0]["outcomes"][k][0] for k in shared)
-    same_steps = sum(ours[0]["outcomes"][k] == theirs[0]["outcomes"][k] for k in shared)
-    med = {name: {k: statistics.median(x[k] for x in rs) for k in ("wall_s", "cpu_s")} for name, rs in runs.items()}
+    own = summarize(*timed(lambda: search(peft)))
+    print(f"peft's own search: m*_0.5 = {own['m_star']}, m = {own['lengths']}, {own['cpu_s']:.1f} s CPU",
+          file=sys.stderr)
     names = list(sides)
+    ours, theirs = (runs[name][0]["outcomes"] for name in names)
+    same_outcome = sum(ours[k][0] == theirs[k][0] for k in ours)
+    same_steps = sum(ours[k] == theirs[k] for k in ours)
+    med = {name: {k: statistics.median(x[k] for x in rs) for k in ("wall_s", "cpu_s")} for name, rs in runs.items()}
     result = {
         "settings": settings, "threads": args.threads, "rounds": args.rounds, "env": environment(),
-        "loadavg": loads, "median": med,
+        "loadavg": loads, "plan": plan, "median": med,
         "ratio": {k: med[names[1]][k] / med[names[0]][k] for k in ("wall_s", "cpu_s")},
         "per_round": {name: [{k: v for k, v in x.items() if k != "outcomes"} for x in rs]
                       for name, rs in runs.items()},
+        "harness_tried_the_plan": all(x["lengths"] == plan for x in runs[names[0]]),
         "rounds_agree_within_side": {name: all(x["outcomes"] == rs[0]["outcomes"] for x in rs)
                                      for name, rs in runs.items()},
-        "fits_compared": len(shared), "same_outcome": same_outcome, "same_steps": same_steps,
+        "fits_compared": len(ours), "same_outcome": same_outcome, "same_steps": same_steps,
         "ms_per_prompt_step": {name: 1000 * med[name]["cpu_s"] / statistics.median(x["steps"] for x in runs[name])
                                for name in names},
+        "peft_own_search": {k: v for k, v in own.items() if k != "outcomes"},
     }
     atomic_write_json(args.out, result)
     print(f"p(m) estimate, n_pairs={args.n_pairs} seq_len={args.seq_len} d_model={cfg.d_model} layers={cfg.n_layers}, "
           f"{args.prompt_seeds} prompt seeds per length, budget {args.max_steps} steps, {args.threads} thread(s); "
-          f"median of {args.rounds} rounds, order alternating")
+          f"both sides fit m = {plan}; median of {args.rounds} rounds, order alternating")
     print(f"{'side':<34}{'m*_0.5':>8}{'fits':>6}{'wall s':>9}{'CPU s':>9}{'CPU ms/prompt-step':>20}")
     for name in names:
         x = runs[name][0]
         print(f"{name:<34}{x['m_star']!s:>8}{x['fits']:>6}{med[name]['wall_s']:>9.1f}{med[name]['cpu_s']:>9.1f}"
               f"{result['ms_per_prompt_step'][name]:>20.2f}")
     print(f"peft / harness: {result['ratio']['cpu_s']:.1f}x CPU time, {result['ratio']['wall_s']:.1f}x wall time; "
-          f"fits with the same outcome {same_outcome}/{len(shared)}, the same steps too {same_steps}/{len(shared)}")
+          f"fits with the same outcome {same_outcome}/{len(ours)}, the same steps too {same_steps}/{len(ours)}")
+    print(f"peft's own search: m*_0.5 = {own['m_star']} from m = {own['lengths']} ({own['fits']} fits) in "
+          f"{own['cpu_s']:.1f} s CPU, {own['wall_s']:.1f} s wall")
     print(f"raw numbers: {args.out}", file=sys.stderr)
     return 0
 
