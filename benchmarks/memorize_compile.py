@@ -5,8 +5,8 @@ check) with the forward eager and with ``torch.compile(dynamic=True)`` of it, at
 prompts fitted together at length m. First the compile itself is timed (the first call of each shape class: S >= 2
 and S = 1 compile separately); then rounds alternate eager and compiled over the (S, m) cells, each a fit of
 ``--steps`` steps from the same initial prompts; the medians of CPU time per step are compared. The two paths round
-differently, so their fits are compared too (steps to memorize per prompt). Raw numbers:
-benchmarks/results/memorize_compile.json.
+differently, so their fits are compared too (steps to memorize per prompt). Inductor's cache goes to a fresh
+temporary folder, so the compile time is a cold start's. Raw numbers: benchmarks/results/memorize_compile.json.
 
 Run: python benchmarks/memorize_compile.py [--threads 1] [--rounds 3] [--steps 100]
 """
@@ -14,8 +14,10 @@ Run: python benchmarks/memorize_compile.py [--threads 1] [--rounds 3] [--steps 1
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +41,12 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("-o", "--out", default=str(Path(__file__).parent / "results" / "memorize_compile.json"))
     args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="attnlab-inductor-") as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # read at each compile: a cold start's compile time
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     warnings.simplefilter("ignore")
     data, cfg, tune = build({**DEFAULTS, "n_pairs": 32, "seq_len": 8})
