@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from attnlab.core.atomic import atomic_write_json
+from attnlab.core.clikit import positive_int
 from attnlab.core.runtime import environment, set_threads
 from attnlab.memorize.backbone import Backbone
 from attnlab.memorize.gpt2 import to_gpt2
@@ -88,13 +89,13 @@ def summarize(log: list[dict[str, Any]], wall: float, cpu: float) -> dict[str, A
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=5, help="timed runs per side, order alternating (>= 5)")
-    ap.add_argument("--n-pairs", type=int, default=32)
-    ap.add_argument("--seq-len", type=int, default=8)
-    ap.add_argument("--max-steps", type=int, default=200)
-    ap.add_argument("--m-max", type=int, default=64)
-    ap.add_argument("--prompt-seeds", type=int, default=5)
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--rounds", type=positive_int, default=5, help="timed runs per side, order alternating (>= 5)")
+    ap.add_argument("--n-pairs", type=positive_int, default=32)
+    ap.add_argument("--seq-len", type=positive_int, default=8)
+    ap.add_argument("--max-steps", type=positive_int, default=200)
+    ap.add_argument("--m-max", type=positive_int, default=64)
+    ap.add_argument("--prompt-seeds", type=positive_int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-o", "--out", default=str(Path(__file__).parent / "results" / "memorize.json"))
     args = ap.parse_args()

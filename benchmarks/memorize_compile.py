@@ -20,25 +20,27 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from attnlab.core.atomic import atomic_write_json
+from attnlab.core.clikit import positive_int
 from attnlab.core.runtime import environment, set_threads
 from attnlab.memorize.backbone import Backbone
 from attnlab.memorize.settings import DEFAULTS
 from attnlab.memorize.sweep import build
-from attnlab.memorize.tune import TuneConfig, draw_prompt, train_prompts_until_exact
+from attnlab.memorize.tune import draw_prompt, train_prompts_until_exact
 
 CELLS = ((1, 16), (5, 4), (5, 16), (5, 64))  # (prompts fitted together, prompt length)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--rounds", type=positive_int, default=3)
+    ap.add_argument("--steps", type=positive_int, default=100)
     ap.add_argument("-o", "--out", default=str(Path(__file__).parent / "results" / "memorize_compile.json"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="attnlab-inductor-") as cache:
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     warnings.simplefilter("ignore")
     data, cfg, tune = build({**DEFAULTS, "n_pairs": 32, "seq_len": 8})
-    tune = TuneConfig(lr=tune.lr, clip=tune.clip, max_steps=args.steps, prompt_init_std=tune.prompt_init_std)
+    tune = replace(tune, max_steps=args.steps)
     backbone = Backbone(cfg)
     inputs = backbone.input_states(data.tokens)
     targets = data.targets[:, -1:]  # labels at the last position: the harness's last-only forward
